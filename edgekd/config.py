@@ -1,0 +1,216 @@
+"""Profiles and targets: TOML files loaded into frozen dataclasses.
+
+A *profile* is an ordered list of compression passes plus export settings.
+A *target* is a backend, its options, the device, budgets, parity tolerances and
+profiling settings. Unknown keys and wrong types are errors naming file and key.
+This module is torch-free; pass configs are resolved through the pass registry.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from edgekd.errors import ConfigError
+from edgekd.typed import from_mapping, to_mapping
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    """One step of a profile: a registered pass name and its typed config."""
+
+    name: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    opset: int = 17
+    dynamic_batch: bool = True
+    exporter: Literal["torchscript", "dynamo"] = "torchscript"
+    parity_samples: int = 64
+    parity_atol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.opset < 13:
+            raise ValueError(f"opset {self.opset} is too old; edgekd needs opset >= 13 (17 recommended)")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str = ""
+    passes: tuple[PassSpec, ...] = ()
+    export: ExportSettings = field(default_factory=ExportSettings)
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "passes": [{"name": p.name, **to_mapping(p.config)} for p in self.passes],
+            "export": to_mapping(self.export),
+        }
+
+
+@dataclass(frozen=True)
+class Budgets:
+    p90_ms: float | None = None
+    max_accuracy_drop: float | None = None  # percentage points vs the FP32 student/reference
+    max_size_mb: float | None = None
+
+
+@dataclass(frozen=True)
+class ParitySettings:
+    atol: float = 1e-3
+    rtol: float = 1e-3
+    min_top1_agreement: float = 0.99
+
+
+@dataclass(frozen=True)
+class ProfilingSettings:
+    warmup: int = 20
+    iterations: int = 200
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    backend: str
+    device: str = "CPU"
+    description: str = ""
+    options: Any = None
+    budgets: Budgets = field(default_factory=Budgets)
+    parity: ParitySettings = field(default_factory=ParitySettings)
+    profiling: ProfilingSettings = field(default_factory=ProfilingSettings)
+    source: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data = to_mapping(self)
+        data.pop("source", None)
+        return data
+
+
+# ---------------------------------------------------------------- file lookup
+
+_KINDS = ("profiles", "targets")
+
+
+def search_dirs(kind: str) -> list[Path]:
+    """Where NAME (not a path) is looked up: $EDGEKD_<KIND>_PATH, then the shipped folder."""
+    assert kind in _KINDS
+    dirs = [Path(p) for p in os.environ.get(f"EDGEKD_{kind.upper()}_PATH", "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / kind, here / "_data" / kind):
+        if candidate.is_dir():
+            dirs.append(candidate)
+            break
+    return dirs
+
+
+def available(kind: str) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in search_dirs(kind):
+        for p in sorted(d.glob("*.toml")):
+            found.setdefault(p.stem, p)
+    return found
+
+
+def resolve_file(kind: str, name_or_path: str | os.PathLike[str]) -> Path:
+    text = str(name_or_path)
+    path = Path(text)
+    if text.endswith(".toml") or os.sep in text or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"{kind[:-1]} file not found", where=text, hint=f"check the path, or use a name from `edgekd list {kind}`")
+        return path
+    known = available(kind)
+    if text in known:
+        return known[text]
+    import difflib
+
+    close = difflib.get_close_matches(text, list(known), n=3)
+    raise ConfigError(
+        f"unknown {kind[:-1]} {text!r}; known: {', '.join(known) or '(none)'}",
+        where=f"--{kind[:-1]}",
+        hint=f"did you mean {', '.join(close)}?" if close else f"pass a path to a .toml file or see `edgekd list {kind}`",
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", where=str(path)) from None
+
+
+# ---------------------------------------------------------------- loaders
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
+    """Load a compression profile by name (``int8-kd``) or path."""
+    path = resolve_file("profiles", name_or_path)
+    return profile_from_mapping(_read_toml(path), where=str(path))
+
+
+def profile_from_mapping(data: Mapping[str, Any], *, where: str) -> Profile:
+    from edgekd.passes import PASSES  # noqa: PLC0415 - passes import torch; only needed here
+
+    data = dict(data)
+    raw_passes = data.pop("passes", [])
+    if not isinstance(raw_passes, list):
+        raise ConfigError("'passes' must be an array of tables ([[passes]])", where=where)
+    specs = []
+    for i, raw in enumerate(raw_passes):
+        loc = f"{where} passes[{i}]"
+        if not isinstance(raw, Mapping) or "name" not in raw:
+            raise ConfigError("each [[passes]] table needs a 'name'", where=loc, hint=f"known passes: {', '.join(PASSES.names())}")
+        raw = dict(raw)
+        name = raw.pop("name")
+        info = PASSES.get(name, where=loc)
+        specs.append(PassSpec(name=name, config=from_mapping(info.config_type, raw, where=f"{loc} ({name})")))
+    data["passes"] = ()
+    data.setdefault("name", Path(where).stem)
+    profile = from_mapping(Profile, data, where=where)
+    return Profile(
+        name=profile.name,
+        description=profile.description,
+        passes=tuple(specs),
+        export=profile.export,
+        source=where,
+    )
+
+
+def load_target(name_or_path: str | os.PathLike[str]) -> Target:
+    """Load a deployment target by name (``cpu``, ``openvino-cpu``) or path."""
+    path = resolve_file("targets", name_or_path)
+    return target_from_mapping(_read_toml(path), where=str(path))
+
+
+def target_from_mapping(data: Mapping[str, Any], *, where: str) -> Target:
+    from edgekd.backends import BACKENDS  # noqa: PLC0415
+
+    data = dict(data)
+    raw_options = data.pop("options", {})
+    data.setdefault("name", Path(where).stem)
+    if "backend" not in data:
+        raise ConfigError("missing required key 'backend'", where=where, hint=f"one of: {', '.join(BACKENDS.names())}")
+    backend = BACKENDS.get(str(data["backend"]), where=f"{where} backend")
+    options = from_mapping(backend.options_type, raw_options, where=f"{where} [options]")
+    target = from_mapping(Target, data, where=where)
+    return Target(
+        name=target.name,
+        backend=target.backend,
+        device=target.device,
+        description=target.description,
+        options=options,
+        budgets=target.budgets,
+        parity=target.parity,
+        profiling=target.profiling,
+        source=where,
+    )

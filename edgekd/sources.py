@@ -1,0 +1,83 @@
+"""Parsing of source strings shared by model and data sources: ``scheme:arg?key=value&k2=v2``."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgekd.errors import SourceError
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    text: str
+    scheme: str
+    arg: str
+    params: dict[str, str]
+
+    def param(self, key: str, default: str | None = None) -> str | None:
+        return self.params.get(key, default)
+
+    def int_param(self, key: str, default: int) -> int:
+        value = self.params.get(key)
+        if value is None:
+            return default
+        try:
+            return int(value)
+        except ValueError:
+            raise SourceError(f"parameter {key}={value!r} must be an integer", where=self.text) from None
+
+
+def parse_source(text: str, *, kind: str, schemes: tuple[str, ...], default_scheme: str | None = None) -> SourceSpec:
+    """Split ``scheme:arg?params``. Windows drive letters and plain paths go to ``default_scheme``."""
+    raw, _, query = text.partition("?")
+    params: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise SourceError(f"parameter {item!r} must look like key=value", where=text)
+        params[key] = value
+    scheme, colon, arg = raw.partition(":")
+    if not colon or scheme not in schemes:
+        if default_scheme is not None and (not colon or len(scheme) == 1):
+            return SourceSpec(text, default_scheme, raw, params)
+        raise SourceError(
+            f"unknown {kind} source scheme {scheme!r}",
+            where=text,
+            hint=f"use one of: {', '.join(s + ':' for s in schemes)}",
+        )
+    if not arg:
+        raise SourceError(f"{kind} source {text!r} names no {scheme} item", where=text)
+    return SourceSpec(text, scheme, arg, params)
+
+
+def import_callable(ref: str, *, where: str) -> Any:
+    """``package.module:attr`` or ``path/to/file.py:attr`` -> the object. Runs user code."""
+    module_ref, colon, attr = ref.rpartition(":")
+    if not colon or not module_ref or not attr:
+        raise SourceError(f"expected 'module:function', got {ref!r}", where=where, hint="e.g. py:mypkg.models:build")
+    try:
+        if module_ref.endswith(".py"):
+            path = Path(module_ref)
+            if not path.is_file():
+                raise SourceError("python file not found", where=module_ref)
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules.setdefault(path.stem, module)
+            spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_ref)
+    except SourceError:
+        raise
+    except ImportError as exc:
+        raise SourceError(f"cannot import {module_ref!r}: {exc}", where=where,
+                          hint="is the package installed / on PYTHONPATH?") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise SourceError(f"module {module_ref!r} has no attribute {attr!r}", where=where) from None
