@@ -1,0 +1,63 @@
+"""``edgekd`` command line. Each subcommand lives in ``edgekd/commands/<name>.py`` and exposes
+``register(subparsers)``; the subcommand's handler calls the public API (no logic here)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from edgekd import __version__
+from edgekd.errors import EdgekdError
+
+DESCRIPTION = """\
+edgekd: compress a PyTorch model (distillation, 2:4 sparsity, channel pruning, quantization)
+and ship it to edge devices (ONNX Runtime, OpenVINO, TensorRT, FPGA HLS).
+
+Start here:
+  edgekd demo                                  train a tiny teacher, compress a student, build every target
+  edgekd list profiles|targets|passes|backends what exists on this machine
+  edgekd compress --model SRC --data SRC --profile int8-kd --target cpu --out bundle/
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgekd", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"edgekd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import edgekd.commands as commands_pkg
+
+    for info in sorted(pkgutil.iter_modules(commands_pkg.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"edgekd.commands.{info.name}").register(sub)
+    return parser
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    if getattr(args, "quiet", False):
+        from edgekd.progress import set_quiet
+
+        set_quiet(True)
+    try:
+        return int(args.handler(args) or 0)
+    except EdgekdError as exc:
+        print(f"edgekd: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("edgekd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

