@@ -159,7 +159,7 @@ def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
 
 
 def profile_from_mapping(data: Mapping[str, Any], *, where: str) -> Profile:
-    from edgekd.passes import PASSES  # noqa: PLC0415 - passes import torch; only needed here
+    from edgekd.passes import PASSES
 
     data = dict(data)
     raw_passes = data.pop("passes", [])
@@ -193,7 +193,7 @@ def load_target(name_or_path: str | os.PathLike[str]) -> Target:
 
 
 def target_from_mapping(data: Mapping[str, Any], *, where: str) -> Target:
-    from edgekd.backends import BACKENDS  # noqa: PLC0415
+    from edgekd.backends import BACKENDS
 
     data = dict(data)
     raw_options = data.pop("options", {})

@@ -63,7 +63,7 @@ def register_generator(scheme: str) -> Callable[[Generator], Generator]:
 
 def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int) -> tuple:
     order = np.random.default_rng(seed).permutation(len(x))
-    n_test = max(1, int(round(len(x) * test_fraction)))
+    n_test = max(1, round(len(x) * test_fraction))
     test, train = order[:n_test], order[n_test:]
     return x[train], (y[train] if y is not None else None), x[test], (y[test] if y is not None else None)
 

@@ -24,7 +24,7 @@ class LatencySample:
         ms = self.times_s * 1e3
         p50, p90, p99 = np.percentile(ms, [50, 90, 99])
         return {
-            "iterations": int(len(ms)),
+            "iterations": len(ms),
             "batch_size": self.batch_size,
             "first_call_ms": self.first_call_s * 1e3,
             "min_ms": float(ms.min()),
