@@ -45,7 +45,11 @@ def torch_export(module: torch.nn.Module, path: Path, example: torch.Tensor, set
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         if settings.exporter == "dynamo":
-            dyn = {"x": {0: torch.export.Dim("batch")}} if settings.dynamic_batch else None
+            dyn = None
+            if settings.dynamic_batch:
+                # torch.export specializes a size-1 dim to a constant: trace with batch 2
+                example = example.expand(2, *example.shape[1:]).contiguous()
+                dyn = ({0: torch.export.Dim("batch")},)
             torch.onnx.export(module, (example,), str(path), dynamo=True, external_data=False,
                               opset_version=max(settings.opset, 18), input_names=[INPUT_NAME],
                               output_names=[OUTPUT_NAME], dynamic_shapes=dyn, verbose=False)

@@ -24,7 +24,7 @@ def _type_name(tp: Any) -> str:
     if origin is Literal:
         return " | ".join(repr(a) for a in get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in get_args(tp))
+        return " | ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
     if origin in (tuple, list):
         args = get_args(tp)
         return f"list of {_type_name(args[0])}" if args else "list"
@@ -47,14 +47,16 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        non_none = [a for a in args if a is not type(None)]
+        if len(non_none) == 1:  # Optional[X]: report X's own, more specific, message
+            return _convert(value, non_none[0], where)
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(value, arg, where)
-            except ConfigError as exc:
-                errors.append(exc)
+            except ConfigError:
+                continue
         raise ConfigError(f"expected {_type_name(tp)}, got {value!r}", where=where)
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):

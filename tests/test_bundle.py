@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.bundle import read_manifest, verify_bundle
+from edgekd.errors import EdgekdError
+from edgekd.pipeline import CompressOptions, compress
+
+FAST = CompressOptions(golden_samples=8)
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    report = compress("builtin:digits-student", teacher="builtin:digits-teacher", data="builtin:digits",
+                      profile="fp32", targets=["cpu"], out=out, options=FAST)
+    return out, report
+
+
+def test_bundle_complete_and_checksums_verify(bundle) -> None:
+    out, report = bundle
+    for name in ("model.onnx", "manifest.json", "golden.npz", "eval.npz", "report.json", "report.md", "cpu/model.onnx"):
+        assert (out / name).is_file(), name
+    assert verify_bundle(out) == []
+    manifest = read_manifest(out)
+    assert manifest["model"]["inputs"][0]["shape"][1:] == [1, 8, 8]
+    assert manifest["targets"]["cpu"]["backend"] == "onnxruntime"
+    assert manifest["versions"]["onnxruntime"] and manifest["config"]["profile"]["name"] == "fp32"
+    assert "started_at" not in json.dumps(manifest)  # timestamps live in the report only
+    golden = np.load(out / "golden.npz")
+    assert golden["input"].shape == (8, 1, 8, 8) and golden["reference"].shape == (8, 10)
+    entry = report["targets"]["cpu"]
+    assert entry["status"] == "ok" and entry["parity"]["top1_agreement"] == 1.0
+    assert entry["latency"]["p50_ms"] > 0 and entry["latency"]["iterations"] == 200
+    assert report["accuracy"]["teacher"] > 95
+
+
+def test_tampering_is_detected(bundle, tmp_path: Path) -> None:
+    import shutil
+
+    out, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    (copy / "cpu" / "model.onnx").write_bytes(b"tampered")
+    (copy / "extra.bin").write_bytes(b"x")
+    problems = verify_bundle(copy)
+    assert any("cpu/model.onnx: checksum mismatch" in p for p in problems)
+    assert any("extra.bin: not listed" in p for p in problems)
+
+
+def test_failed_run_leaves_no_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import edgekd.pipeline as pipeline
+
+    def explode(*args, **kwargs):
+        raise RuntimeError("simulated crash while building a target")
+
+    monkeypatch.setattr(pipeline, "_build_target", explode)
+    out = tmp_path / "bundle"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["cpu"], out=out, options=FAST)
+    assert not (out / "manifest.json").exists()
+    assert list(tmp_path.iterdir()) == []  # staging folder removed too
+
+
+def test_failed_rebuild_keeps_previous_bundle(bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    import edgekd.pipeline as pipeline
+
+    out, _ = bundle
+    copy = tmp_path / "bundle"
+    shutil.copytree(out, copy)
+    monkeypatch.setattr(pipeline, "_build_target", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash")))
+    with pytest.raises(RuntimeError):
+        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["cpu"], out=copy, options=FAST)
+    assert verify_bundle(copy) == []  # the old complete bundle is untouched
+
+
+def test_refuses_to_replace_foreign_folder(tmp_path: Path) -> None:
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "thesis.tex").write_text("do not delete")
+    with pytest.raises(EdgekdError, match="not an edgekd bundle"):
+        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["cpu"], out=out, options=FAST)
+    assert (out / "thesis.tex").exists()
+
+
+def test_shape_mismatch_between_model_and_data(tmp_path: Path) -> None:
+    with pytest.raises(EdgekdError, match=r"data samples have shape \(1, 28, 28\).*expects \(1, 8, 8\)"):
+        compress("builtin:digits-student", data="builtin:mnist5k", profile="fp32", targets=["cpu"],
+                 out=tmp_path / "x", options=FAST)
+
+
+def test_cli_compress_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.cli import main
+
+    assert main(["list", "backends", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {"name": "onnxruntime", "status": "available", "reason": ""} in rows
+    code = main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits", "--profile", "fp32",
+                 "--target", "cpu", "--out", str(tmp_path / "b"), "--no-measure", "--quiet"])
+    assert code == 0 and verify_bundle(tmp_path / "b") == []
+    assert main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits",
+                 "--target", "nosuch", "--out", str(tmp_path / "c"), "--quiet"]) == 2
+    assert "unknown target 'nosuch'" in capsys.readouterr().err

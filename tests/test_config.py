@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from edgekd.config import load_profile, load_target
+from edgekd.errors import ConfigError
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_profiles_and_targets_load() -> None:
+    from edgekd.config import available
+
+    profiles = available("profiles")
+    targets = available("targets")
+    assert "fp32" in profiles and "cpu" in targets
+    for name in profiles:
+        assert load_profile(name).name == name
+    for name in targets:
+        t = load_target(name)
+        assert t.name == name and t.backend
+
+
+def test_cpu_target_values() -> None:
+    t = load_target("cpu")
+    assert t.backend == "onnxruntime"
+    assert t.options.intra_op_threads == 2
+    assert t.budgets.p90_ms == 50.0
+
+
+def test_unknown_key_names_file_key_and_allowed(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.toml", 'backend = "onnxruntime"\n[options]\nintra_op_thread = 4\n')
+    with pytest.raises(ConfigError) as err:
+        load_target(path)
+    text = str(err.value)
+    assert str(path) in text and "intra_op_thread" in text and "intra_op_threads" in text
+    assert "allowed keys" in text
+
+
+def test_wrong_type_names_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.toml", 'backend = "onnxruntime"\n[budgets]\np90_ms = "fast"\n')
+    with pytest.raises(ConfigError, match=r"budgets p90_ms.*expected a number"):
+        load_target(path)
+
+
+def test_bool_is_not_an_int(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.toml", 'backend = "onnxruntime"\n[options]\nintra_op_threads = true\n')
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_target(path)
+
+
+def test_literal_choices_listed(tmp_path: Path) -> None:
+    path = write(tmp_path, "t.toml", 'backend = "onnxruntime"\n[options]\ngraph_optimization_level = "max"\n')
+    with pytest.raises(ConfigError, match=re.escape("'disable' | 'basic'")):
+        load_target(path)
+
+
+def test_missing_backend_and_unknown_backend(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="missing required key 'backend'"):
+        load_target(write(tmp_path, "a.toml", 'name = "x"\n'))
+    with pytest.raises(ConfigError, match="did you mean onnxruntime"):
+        load_target(write(tmp_path, "b.toml", 'backend = "onnxruntim"\n'))
+
+
+def test_missing_file_and_unknown_name() -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_target("does/not/exist.toml")
+    with pytest.raises(ConfigError, match="unknown target 'cpuu'.*\n.*did you mean cpu"):
+        load_target("cpuu")
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_profile(write(tmp_path, "p.toml", "name = \n"))
+
+
+def test_profile_unknown_pass_and_opset(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"passes\[0\].*unknown pass 'distil'"):
+        load_profile(write(tmp_path, "p.toml", '[[passes]]\nname = "distil"\n'))
+    with pytest.raises(ConfigError, match="opset 11 is too old"):
+        load_profile(write(tmp_path, "q.toml", "[export]\nopset = 11\n"))
+
+
+def test_profile_name_defaults_to_file_stem(tmp_path: Path) -> None:
+    prof = load_profile(write(tmp_path, "mine.toml", 'description = "x"\n'))
+    assert prof.name == "mine" and prof.passes == ()

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from edgekd.data import load_data
+from edgekd.errors import SourceError
+from edgekd.models import DemoStudent, load_model, save_checkpoint
+
+
+def test_builtin_digits_split(digits) -> None:
+    assert digits.x_train.shape == (1297, 1, 8, 8) and digits.x_test.shape == (500, 1, 8, 8)
+    assert digits.x_train.dtype == np.float32 and digits.num_classes == 10
+    assert digits.x_train.min() >= 0.0 and digits.x_train.max() <= 1.0
+    again = load_data("builtin:digits")
+    np.testing.assert_array_equal(again.y_test, digits.y_test)  # fixed split
+
+
+def test_builtin_mnist5k() -> None:
+    data = load_data("builtin:mnist5k")
+    assert data.x_train.shape == (4000, 1, 28, 28) and data.x_test.shape == (1000, 1, 28, 28)
+
+
+def test_npz_source_and_errors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    good = tmp_path / "good.npz"
+    np.savez(good, x=rng.random((20, 1, 4, 4), dtype=np.float32), y=np.arange(20) % 3)
+    data = load_data(f"npz:{good}")
+    assert len(data.x_train) + len(data.x_test) == 20 and data.num_classes == 3
+
+    bad_len = tmp_path / "bad_len.npz"
+    np.savez(bad_len, x=np.zeros((5, 2), np.float32), y=np.zeros(4, np.int64))
+    with pytest.raises(SourceError, match="x has 5 samples but y has 4"):
+        load_data(f"npz:{bad_len}")
+
+    no_x = tmp_path / "no_x.npz"
+    np.savez(no_x, inputs=np.zeros((5, 2)))
+    with pytest.raises(SourceError, match=r"no array named 'x' \(found: inputs\)"):
+        load_data(f"npz:{no_x}")
+
+    neg = tmp_path / "neg.npz"
+    np.savez(neg, x_train=np.zeros((4, 2), np.float32), y_train=np.array([0, 1, -1, 0]),
+             x_test=np.zeros((2, 2), np.float32), y_test=np.array([0, 1]))
+    with pytest.raises(SourceError, match="y_train has negative class id -1"):
+        load_data(f"npz:{neg}")
+
+    nan = tmp_path / "nan.npz"
+    np.savez(nan, x=np.full((4, 2), np.nan, np.float32))
+    with pytest.raises(SourceError, match="NaN"):
+        load_data(f"npz:{nan}")
+
+    with pytest.raises(SourceError, match="npz file not found"):
+        load_data(f"npz:{tmp_path / 'missing.npz'}")
+
+
+def test_labels_out_of_range(tmp_path: Path) -> None:
+    path = tmp_path / "l.npz"
+    np.savez(path, x=np.zeros((10, 2), np.float32), y=np.arange(10), labels=np.array(["a", "b"]))
+    with pytest.raises(SourceError, match="class id .* but num_classes is 2"):
+        load_data(f"npz:{path}")
+
+
+def test_imagefolder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((6, 5), 40 * i, np.uint8), mode="L").save(tmp_path / cls / f"{i}.png")
+    data = load_data(f"imagefolder:{tmp_path}")
+    assert data.labels == ("cat", "dog") and data.input_shape == (1, 6, 5)
+    resized = load_data(f"imagefolder:{tmp_path}?size=4x4")
+    assert resized.input_shape == (1, 4, 4)
+    (tmp_path / "cat" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SourceError, match="broken.png"):
+        load_data(f"imagefolder:{tmp_path}")
+
+
+def test_py_and_random_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = tmp_path / "mydata.py"
+    mod.write_text("import numpy as np\ndef make():\n    return {'x': np.ones((10, 3), np.float32), 'y': np.arange(10) % 2}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = load_data("py:mydata:make")
+    assert data.num_classes == 2
+    rnd = load_data("random:3x8x8?n=10")
+    assert rnd.input_shape == (3, 8, 8) and not rnd.labelled
+    with pytest.raises(SourceError, match="unknown data source scheme 'nope'"):
+        load_data("nope:x")
+    with pytest.raises(SourceError, match="unknown builtin data 'digit'"):
+        load_data("builtin:digit")
+    sys.modules.pop("mydata", None)
+
+
+def test_model_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    student = load_model("builtin:digits-student")
+    assert sum(p.numel() for p in student.module.parameters()) == 3658
+    assert student.input_shape == (1, 8, 8)
+    tv = load_model("torchvision:resnet18?num_classes=10")
+    assert tv.module.fc.out_features == 10
+    tm = load_model("timm:resnet10t")
+    assert tm.input_shape[0] == 3
+    with pytest.raises(SourceError, match="did you mean resnet18"):
+        load_model("torchvision:resnet181")
+    with pytest.raises(SourceError, match="unknown builtin model"):
+        load_model("builtin:nope")
+
+    mod = tmp_path / "mymodels.py"
+    mod.write_text("import torch\ndef build(width=4):\n    return torch.nn.Linear(3, width)\ndef bad():\n    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert load_model("py:mymodels:build?width=5").module.out_features == 5
+    with pytest.raises(SourceError, match="expected a torch.nn.Module"):
+        load_model("py:mymodels:bad")
+    with pytest.raises(SourceError, match="has no attribute"):
+        load_model("py:mymodels:missing")
+    sys.modules.pop("mymodels", None)
+
+
+def test_checkpoint_files(tmp_path: Path) -> None:
+    model = DemoStudent()
+    ckpt = tmp_path / "student.pt"
+    save_checkpoint(model, "builtin:digits-student", ckpt)
+    loaded = load_model(str(ckpt))
+    for a, b in zip(model.state_dict().values(), loaded.module.state_dict().values()):
+        assert torch.equal(a, b)
+
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    with pytest.raises(SourceError, match="needs the architecture"):
+        load_model(str(plain))
+    assert load_model(str(plain), arch="builtin:digits-student").module is not None
+    with pytest.raises(SourceError, match="do not fit architecture"):
+        load_model(str(plain), arch="builtin:mnist-student")
+
+    pickled = tmp_path / "module.pt"
+    torch.save(model, pickled)  # a whole pickled module: would run code on load
+    with pytest.raises(SourceError, match="weights_only=True"):
+        load_model(str(pickled))
+
+    program = torch.export.export(model, (torch.zeros(1, 1, 8, 8),))
+    pt2 = tmp_path / "student.pt2"
+    torch.export.save(program, pt2)
+    out = load_model(str(pt2)).module(torch.zeros(1, 1, 8, 8) + 0.5)
+    assert out.shape == (1, 10)
+    with pytest.raises(SourceError, match="model file not found"):
+        load_model(str(tmp_path / "missing.pt"))
+
+
+def test_builtin_teacher_is_trained_and_cached(digits, digits_teacher) -> None:
+    from edgekd.export import torch_outputs
+
+    acc = (torch_outputs(digits_teacher, digits.x_test).argmax(1) == digits.y_test).mean()
+    assert acc > 0.95
+    again = load_model("builtin:digits-teacher").module  # served from the cache: identical weights
+    for a, b in zip(digits_teacher.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
