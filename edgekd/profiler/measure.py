@@ -1,15 +1,47 @@
-"""The latency loop: warm-up, then one query at a time, every query's time kept."""
+"""The latency loops: single-stream (one query at a time, every query's time kept) and offline
+(throughput over a batch sweep), after MLPerf LoadGen's scenarios.
+
+Only the runner call sits between the two clock reads; progress updates, idle gaps and
+bookkeeping happen outside the timed region. The harness's own cost per query (a clock
+pair plus the loop around a no-op call) is measured and reported next to the results.
+"""
 
 from __future__ import annotations
 
+import resource
+import sys
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from edgekd.errors import ConfigError
+from edgekd.profiler import stats
 from edgekd.progress import task
+
+
+@dataclass(frozen=True)
+class MeasureSettings:
+    """How long to warm up and how long to measure. Counts and times combine: warm-up runs
+    ``warmup`` calls *and* at least ``warmup_s`` seconds; measuring runs ``iterations`` queries
+    *and* at least ``duration_s`` seconds (capped at ``max_iterations``)."""
+
+    warmup: int = 20
+    warmup_s: float = 0.0
+    iterations: int = 200
+    duration_s: float = 0.0
+    max_iterations: int = 1_000_000
+    idle_gap_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0 or self.warmup_s < 0 or self.duration_s < 0 or self.idle_gap_ms < 0:
+            raise ValueError("warm-up, duration and idle gap must be >= 0")
+        if self.iterations < 1 and self.duration_s <= 0:
+            raise ValueError("need iterations >= 1 or a duration_s time budget")
+        if self.max_iterations < max(1, self.iterations):
+            raise ValueError("max_iterations must be >= iterations")
 
 
 @dataclass(frozen=True)
@@ -19,21 +51,38 @@ class LatencySample:
     times_s: np.ndarray
     first_call_s: float
     batch_size: int
+    warmup_calls: int = 0
+    wall_s: float = 0.0
+    harness_overhead_s: float | None = None
+    memory: dict[str, float] = field(default_factory=dict)
 
-    def summary(self) -> dict[str, float]:
-        ms = self.times_s * 1e3
-        p50, p90, p99 = np.percentile(ms, [50, 90, 99])
-        return {
-            "iterations": len(ms),
+    @property
+    def times_ms(self) -> np.ndarray:
+        return self.times_s * 1e3
+
+    def summary(self, *, bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+        """Flat statistics dict (ms); the keys the pipeline's report and budgets read stay stable:
+        iterations, batch_size, first_call_ms, min/p50/p90/p99/mean_ms, throughput_per_s."""
+        ms = self.times_ms
+        s = stats.summarize(ms)
+        out: dict[str, Any] = {
+            "iterations": int(ms.size),
             "batch_size": self.batch_size,
             "first_call_ms": self.first_call_s * 1e3,
-            "min_ms": float(ms.min()),
-            "p50_ms": float(p50),
-            "p90_ms": float(p90),
-            "p99_ms": float(p99),
-            "mean_ms": float(ms.mean()),
+            **{k: v for k, v in s.items() if k != "count"},
             "throughput_per_s": float(self.batch_size / np.median(self.times_s)),
+            "warmup_calls": self.warmup_calls,
+            "wall_s": self.wall_s,
         }
+        if self.harness_overhead_s is not None:
+            out["harness_overhead_us"] = self.harness_overhead_s * 1e6
+        if bootstrap and ms.size >= 2:
+            out["p50_ci_ms"] = stats.bootstrap_ci(ms, 50, n_boot=bootstrap, seed=seed).to_dict()
+            out["p90_ci_ms"] = stats.bootstrap_ci(ms, 90, n_boot=bootstrap, seed=seed).to_dict()
+        for p, key in ((0.90, "p90_early_stop"), (0.99, "p99_early_stop")):
+            out[key] = stats.early_stopping(ms, p).to_dict()
+        out.update(self.memory)
+        return out
 
 
 def _call(runner: Any) -> Callable[[Mapping[str, np.ndarray]], Any]:
@@ -41,21 +90,142 @@ def _call(runner: Any) -> Callable[[Mapping[str, np.ndarray]], Any]:
     return getattr(runner, "infer_unchecked", runner.infer)
 
 
+def rss_mb() -> dict[str, float]:
+    """Current RSS and the process's peak RSS so far (MB). Peak covers the whole process
+    (imports, model load), not just inference: ru_maxrss is all the OS keeps."""
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_kb / 1024 / 1024 if sys.platform == "darwin" else peak_kb / 1024  # bytes on macOS, KiB on Linux
+    try:
+        import psutil
+
+        current = psutil.Process().memory_info().rss / 2**20
+    except Exception:  # psutil unavailable: current RSS is simply not reported
+        return {"peak_rss_mb": peak}
+    return {"rss_mb": current, "peak_rss_mb": peak}
+
+
+def harness_overhead(n: int = 2000) -> float:
+    """Seconds the timed region adds to a query by itself: the loop below around a no-op call."""
+    clock = time.perf_counter
+    noop = _NoopRunner().infer_unchecked
+    feeds: dict[str, np.ndarray] = {}
+    times = np.empty(n)
+    for i in range(n):
+        t0 = clock()
+        noop(feeds)
+        times[i] = clock() - t0
+    return float(np.median(times))
+
+
+class _NoopRunner:
+    def infer_unchecked(self, feeds: Mapping[str, np.ndarray]) -> None:
+        return None
+
+
 def measure_latency(runner: Any, feeds: Mapping[str, np.ndarray], *, warmup: int = 20, iterations: int = 200,
-                    description: str = "profiling") -> LatencySample:
+                    description: str = "profiling", settings: MeasureSettings | None = None) -> LatencySample:
+    """Single-stream: one query at a time. ``settings`` overrides ``warmup``/``iterations``."""
+    cfg = settings or MeasureSettings(warmup=warmup, iterations=iterations)
     call = _call(runner)
     clock = time.perf_counter
-    start = clock()
+    sleep = time.sleep
+    gap = cfg.idle_gap_ms / 1e3
+    begin = clock()
     call(feeds)
-    first = clock() - start
-    for _ in range(warmup):
+    first = clock() - begin
+
+    warm_start = clock()
+    n_warm = 0
+    while n_warm < cfg.warmup or clock() - warm_start < cfg.warmup_s:
         call(feeds)
-    times = np.empty(iterations, dtype=np.float64)
-    with task(description, iterations) as bar:
-        for i in range(iterations):
+        n_warm += 1
+
+    times: list[float] = []
+    append = times.append
+    target = max(cfg.iterations, 1)
+    with task(description, target if cfg.duration_s <= 0 else None) as bar:
+        start = clock()
+        i = 0
+        while i < cfg.max_iterations and (i < cfg.iterations or clock() - start < cfg.duration_s):
+            if gap:
+                sleep(gap)
             t0 = clock()
             call(feeds)
-            times[i] = clock() - t0
-            bar.advance()
-    batch = int(next(iter(feeds.values())).shape[0]) if feeds else 1
-    return LatencySample(times, first, batch)
+            t1 = clock()
+            append(t1 - t0)
+            i += 1
+            if not i & 63:  # rich redraws cost microseconds: update the bar in chunks, outside the timed region
+                bar.advance(64)
+        wall = clock() - start
+    batch = feed_batch(feeds)
+    return LatencySample(np.asarray(times, dtype=np.float64), first, batch, n_warm, wall, harness_overhead(),
+                         rss_mb())
+
+
+def feed_batch(feeds: Mapping[str, np.ndarray]) -> int:
+    first = next(iter(feeds.values()), None)
+    return int(first.shape[0]) if first is not None and first.ndim else 1
+
+
+# ------------------------------------------------------------------ feeds
+
+
+_DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, "int64": np.int64, "int32": np.int32,
+           "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
+
+
+def make_feeds(inputs: Sequence[Any], batch: int = 1, sample: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Feeds for a runner's inputs at ``batch``: ``sample`` (e.g. golden inputs) repeated for the
+    first input, seeded random values otherwise. A fixed batch dimension that differs is an error."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for k, spec in enumerate(inputs):
+        shape = list(spec.shape)
+        if shape and isinstance(shape[0], int) and shape[0] != batch:
+            raise ConfigError(f"input {spec.name!r} has a fixed batch dimension of {shape[0]}, cannot run batch {batch}",
+                              where=spec.name, hint=f"use batch size {shape[0]} or export with a dynamic batch axis")
+        if shape:
+            shape[0] = batch
+        if any(not isinstance(d, int) for d in shape):
+            raise ConfigError(f"input {spec.name!r} has dynamic dimensions {spec.shape} besides the batch",
+                              where=spec.name, hint="profile a bundle (its golden.npz gives real shapes)")
+        dtype = _DTYPES.get(spec.dtype, np.float32)
+        if k == 0 and sample is not None:
+            base = np.asarray(sample[:1], dtype=dtype)
+            feeds[spec.name] = np.ascontiguousarray(np.repeat(base, batch, axis=0).reshape(shape))
+        elif np.issubdtype(dtype, np.floating):
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+# ------------------------------------------------------------------ offline scenario
+
+
+def batch_sweep(runner: Any, inputs: Sequence[Any], batches: Sequence[int], cfg: MeasureSettings,
+                sample: np.ndarray | None = None, description: str = "offline") -> list[dict[str, Any]]:
+    """Offline scenario: throughput (samples/s) at each batch size. Each point is a short
+    single-stream run at that batch; throughput = batch / median query time."""
+    points = []
+    for b in batches:
+        try:
+            feeds = make_feeds(inputs, b, sample)
+        except ConfigError as exc:
+            points.append({"batch_size": b, "skipped": exc.message})
+            continue
+        sample_b = measure_latency(runner, feeds, settings=cfg, description=f"{description} batch {b}")
+        ms = sample_b.times_ms
+        p50 = float(np.median(ms))
+        points.append({"batch_size": b, "iterations": int(ms.size), "p50_ms": p50,
+                       "p90_ms": float(np.percentile(ms, 90)), "per_sample_ms": p50 / b,
+                       "throughput_per_s": b / (p50 / 1e3),
+                       "throughput_ci_per_s": _throughput_ci(ms, b)})
+    return points
+
+
+def _throughput_ci(ms: np.ndarray, batch: int) -> dict[str, float] | None:
+    if ms.size < 2:
+        return None
+    ci = stats.bootstrap_ci(ms, 50, n_boot=500)
+    return {"low": batch / (ci.high / 1e3), "high": batch / (ci.low / 1e3), "confidence": ci.confidence}
