@@ -40,6 +40,10 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    # torch logs "No CUDA runtime is found" on import of cpp_extension (pulled in by brevitas): noise on a CPU host
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

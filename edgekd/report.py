@@ -82,7 +82,7 @@ def print_summary(report: dict[str, Any], title: str = "edgekd") -> None:
         table.add_column(col, justify="right" if col.endswith(("%", "MB", "ms")) else "left")
     for row in target_rows(report):
         table.add_row(*row)
-    console = Console()
+    console = Console(width=None if Console().is_terminal else 140)
     acc = report.get("accuracy", {})
     if acc:
         console.print("accuracy: " + ", ".join(f"{k} {_fmt(v)}%" for k, v in acc.items()))
