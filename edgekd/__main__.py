@@ -1,5 +1,8 @@
+"""``python -m edgekd`` runs the CLI."""
+
 import sys
 
 from edgekd.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":
+    sys.exit(main())
