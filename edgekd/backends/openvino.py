@@ -1,0 +1,302 @@
+"""OpenVINO backend: ONNX -> IR (``model.xml`` + ``model.bin``) -> compiled model on CPU (or another device).
+
+Facts this module is built around (measured on this AMX Xeon, see docs/backends.md):
+
+* an FP32 model silently runs in BF16 on AMX CPUs unless ``INFERENCE_PRECISION_HINT=f32``; so the
+  default here is ``precision = "f32"`` and every build reports the precision that really ran;
+* Q/DQ ONNX models become FakeQuantize and then int8 kernels, but only when the weights feed their
+  DequantizeLinear directly: a ``Clip`` on an int8 weight (brevitas QCDQ) makes OpenVINO decompress
+  the weights and run f32 convolutions, so the build folds such no-op Clips away first;
+* properties must be set before ``compile_model``; ``CACHE_DIR`` cuts the first-inference time.
+
+The proof of precision is OpenVINO's own runtime graph (``get_runtime_model()``): every executed
+layer's ``layerType``, ``runtimePrecision`` and ``primitiveType`` (e.g. ``brgconv_avx512_amx_I8``).
+Importing this module does not import openvino.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edgekd.artifact import IOSpec
+from edgekd.backends.base import Availability, BuildResult, check_feeds
+from edgekd.errors import BuildError
+
+#: layer types that carry the model's arithmetic; their runtime precision is "the" precision
+COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul",
+                            "GroupConvolutionBackpropData", "ConvolutionBackpropData", "FullyConnectedCompressed"})
+_PRECISION_NAMES = {"u8": "int8", "i8": "int8", "f32": "fp32", "bf16": "bf16", "f16": "fp16", "i32": "int32",
+                    "u4": "int4", "i4": "int4"}
+
+
+@dataclass(frozen=True)
+class OpenVINOOptions:
+    """Target ``[options]`` for ``backend = "openvino"``; each maps to one OpenVINO property."""
+
+    device: str = "CPU"  # OpenVINO device name: CPU, GPU, NPU, AUTO:GPU,CPU ...
+    hint: Literal["LATENCY", "THROUGHPUT", "CUMULATIVE_THROUGHPUT"] = "LATENCY"  # PERFORMANCE_HINT
+    threads: int = 0  # INFERENCE_NUM_THREADS; 0 = OpenVINO decides
+    streams: int | Literal["AUTO"] | None = None  # NUM_STREAMS; None = derived from the hint
+    pinning: bool | None = None  # ENABLE_CPU_PINNING; None = OpenVINO default
+    # f32 by default: on AMX CPUs OpenVINO's own default runs FP32 models in bf16.
+    # "auto" = OpenVINO's default (the profiler may pick the fastest precision later).
+    precision: Literal["f32", "bf16", "f16", "auto"] = "f32"
+    cache_dir: str | None = None  # CACHE_DIR ("~" expands); None = no model cache
+    sparse_weights_decompression_rate: float | None = None  # CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE (AMX int8 FC)
+    batch: int | None = None  # reshape the IR to a fixed batch; None keeps the ONNX's (dynamic) batch
+    fold_weight_clips: bool = True  # drop Clips on int8 weights that are already in range (brevitas QCDQ)
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError("threads must be >= 0 (0 = let OpenVINO decide)")
+        if isinstance(self.streams, int) and self.streams < 1:
+            raise ValueError("streams must be >= 1 or \"AUTO\"")
+        rate = self.sparse_weights_decompression_rate
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise ValueError("sparse_weights_decompression_rate must be within [0, 1]")
+        if self.batch is not None and self.batch < 1:
+            raise ValueError("batch must be >= 1")
+
+    def properties(self) -> dict[str, Any]:
+        """The properties passed to ``compile_model`` (only those the target sets)."""
+        props: dict[str, Any] = {"PERFORMANCE_HINT": self.hint}
+        if self.threads:
+            props["INFERENCE_NUM_THREADS"] = self.threads
+        if self.streams is not None:
+            props["NUM_STREAMS"] = self.streams if isinstance(self.streams, str) else int(self.streams)
+        if self.pinning is not None:
+            props["ENABLE_CPU_PINNING"] = self.pinning
+        if self.precision != "auto":
+            props["INFERENCE_PRECISION_HINT"] = self.precision
+        if self.cache_dir:
+            props["CACHE_DIR"] = str(Path(os.path.expanduser(self.cache_dir)))
+        if self.sparse_weights_decompression_rate is not None:
+            props["CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE"] = float(self.sparse_weights_decompression_rate)
+        return props
+
+
+# ---------------------------------------------------------------- graph clean-up before conversion
+
+
+def fold_weight_clips(model: Any) -> int:
+    """Remove ``Clip`` nodes between an integer weight initializer and its DequantizeLinear when the
+    stored weights already lie inside the clip range (brevitas narrow-range exports). Returns how many
+    were removed; ``model`` (an onnx.ModelProto) is edited in place."""
+    from onnx import numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+
+    def const(name: str) -> np.ndarray | None:
+        if name in inits:
+            return numpy_helper.to_array(inits[name])
+        node = producers.get(name)
+        if node is not None and node.op_type == "Constant":
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    removed = []
+    for node in graph.node:
+        if node.op_type != "Clip" or not node.input or node.input[0] not in inits:
+            continue
+        weight = numpy_helper.to_array(inits[node.input[0]])
+        if weight.dtype.kind not in "iu":
+            continue
+        users = [n for n in graph.node if node.output[0] in n.input]
+        if not users or any(u.op_type != "DequantizeLinear" for u in users):
+            continue
+        lo = const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        hi = const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if (lo is not None and weight.min() < lo) or (hi is not None and weight.max() > hi):
+            continue  # the Clip really changes values: keep it
+        for user in users:
+            for i, name in enumerate(user.input):
+                if name == node.output[0]:
+                    user.input[i] = node.input[0]
+        removed.append(node)
+    for node in removed:
+        graph.node.remove(node)
+    # bounds that only fed the removed Clips become dead initializers
+    clip_inputs = {name for node in removed for name in node.input[1:]}
+    still_used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
+    for init in list(graph.initializer):
+        if init.name in clip_inputs and init.name not in still_used:
+            graph.initializer.remove(init)
+    return len(removed)
+
+
+# ---------------------------------------------------------------- runtime graph = proof of precision
+
+
+def _rt(info: Any, key: str) -> str:
+    if key not in info:
+        return ""
+    value = info[key]
+    return str(value.astype(str) if hasattr(value, "astype") else value)
+
+
+def runtime_layers(compiled: Any) -> list[dict[str, str]]:
+    """Every layer of the executable graph: name, layer type, runtime precision, kernel (primitive)."""
+    layers = []
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer_type = _rt(info, "layerType")
+        if layer_type in ("Const", "Input", "Output", "Parameter", "Result"):
+            continue
+        layers.append({"name": op.get_friendly_name(), "type": layer_type,
+                       "precision": _rt(info, "runtimePrecision"), "kernel": _rt(info, "primitiveType"),
+                       "original": _rt(info, "originalLayersNames")})
+    return layers
+
+
+def summarize_precision(layers: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
+    """Overall precision of the compute layers (``int8``/``fp32``/``bf16``/``fp16``/``mixed``) plus counts."""
+    compute = [layer for layer in layers if layer["type"] in COMPUTE_LAYERS]
+    by_precision = Counter(_PRECISION_NAMES.get(layer["precision"], layer["precision"]) for layer in compute)
+    kernels = Counter(layer["kernel"] for layer in compute)
+    if not compute:
+        overall = "fp32"
+    elif len(by_precision) == 1:
+        overall = next(iter(by_precision))
+    else:
+        overall = "mixed"
+    return overall, {"compute_layers": len(compute), "compute_precision": dict(by_precision),
+                     "compute_kernels": dict(kernels), "reorders": sum(1 for la in layers if la["type"] == "Reorder")}
+
+
+def _ov_dtype(element_type: Any) -> str:
+    name = element_type.to_dtype().name if hasattr(element_type, "to_dtype") else str(element_type)
+    return name
+
+
+def _dims(partial_shape: Any) -> tuple[int | None, ...]:
+    return tuple(d.get_length() if d.is_static else None for d in partial_shape)
+
+
+class OpenVINORunner:
+    """One compiled model and one infer request (batch-1 latency style); ``describe()`` tells what runs."""
+
+    def __init__(self, model_xml: Path, options: OpenVINOOptions) -> None:
+        import openvino as ov
+
+        self.options = options
+        self.model_xml = model_xml
+        core = ov.Core()
+        try:
+            model = core.read_model(str(model_xml))
+            if options.batch is not None:
+                model.reshape({p.get_any_name(): [options.batch, *list(p.get_partial_shape())[1:]]
+                               for p in model.inputs})
+            self.compiled = core.compile_model(model, options.device, options.properties())
+        except Exception as exc:  # OpenVINO raises RuntimeError subclasses with its own text
+            raise BuildError(f"OpenVINO could not compile the model for {options.device}: {exc}", where=str(model_xml),
+                             hint="check the device name and properties in the target's [options]") from exc
+        self.request = self.compiled.create_infer_request()
+        self.inputs = tuple(IOSpec(p.get_any_name(), _dims(p.get_partial_shape()), _ov_dtype(p.get_element_type()))
+                            for p in self.compiled.inputs)
+        self.outputs = tuple(IOSpec(p.get_any_name(), _dims(p.get_partial_shape()), _ov_dtype(p.get_element_type()))
+                             for p in self.compiled.outputs)
+        self._layers: list[dict[str, str]] | None = None
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self.request.infer(check_feeds(self.inputs, feeds))
+        return {spec.name: np.array(result[i]) for i, spec in enumerate(self.outputs)}
+
+    def infer_unchecked(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Hot-loop variant for the profiler: no validation, inputs shared (not copied), positional outputs."""
+        result = self.request.infer(feeds, share_inputs=True)
+        return [result[i] for i in range(len(self.outputs))]
+
+    def layers(self) -> list[dict[str, str]]:
+        if self._layers is None:
+            self._layers = runtime_layers(self.compiled)
+        return self._layers
+
+    def property(self, name: str) -> Any:
+        try:
+            return self.compiled.get_property(name)
+        except Exception:  # not every device exposes every property; absent is a fact, not an error
+            return None
+
+    def describe(self) -> dict[str, Any]:
+        import openvino as ov
+
+        precision, summary = summarize_precision(self.layers())
+        facts = {"runtime": "openvino", "version": ov.get_version(), "device": self.options.device,
+                 "execution_devices": self.property("EXECUTION_DEVICES"), "precision": precision, **summary,
+                 "layers": self.layers()}
+        for key in ("PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
+                    "ENABLE_CPU_PINNING", "OPTIMAL_NUMBER_OF_INFER_REQUESTS"):
+            value = self.property(key)
+            facts[key.lower()] = value if isinstance(value, (int, float, bool, str)) or value is None else str(value)
+        return facts
+
+
+class OpenVINOBackend:
+    name = "openvino"
+    options_type = OpenVINOOptions
+    onnx_flavor = "openvino"
+
+    def availability(self) -> Availability:
+        try:
+            import openvino as ov
+        except ImportError as exc:
+            return Availability(False, f"openvino is not installed ({exc}); pip install openvino")
+        devices = ov.Core().available_devices
+        if not devices:
+            return Availability(False, "OpenVINO sees no device")
+        return Availability(True)
+
+    def build(self, onnx_path: Path, target: Any, out_dir: Path) -> BuildResult:
+        import onnx
+        import openvino as ov
+
+        options: OpenVINOOptions = target.options
+        out_dir.mkdir(parents=True, exist_ok=True)
+        notes: list[str] = []
+        model_proto = onnx.load(str(onnx_path))
+        folded = fold_weight_clips(model_proto) if options.fold_weight_clips else 0
+        if folded:
+            notes.append(f"folded {folded} no-op Clip(s) on int8 weights so OpenVINO keeps int8 kernels")
+        try:
+            with tempfile.TemporaryDirectory(prefix="edgekd-ov-") as tmp:
+                source = onnx_path
+                if folded:
+                    source = Path(tmp) / "model.onnx"
+                    onnx.save(model_proto, str(source))
+                ov_model = ov.convert_model(str(source))
+            # compress_to_fp16=False: the IR keeps FP32 weights, so parity is not lost on disk
+            ov.save_model(ov_model, str(out_dir / "model.xml"), compress_to_fp16=False)
+        except Exception as exc:
+            raise BuildError(f"OpenVINO could not convert the ONNX model: {exc}", where=str(onnx_path),
+                             hint="check the ONNX opset and operators; `edgekd lint` shows what the graph holds") from exc
+        runner = OpenVINORunner(out_dir / "model.xml", options)
+        facts = runner.describe()
+        precision = facts["precision"]
+        if options.precision == "f32" and precision == "bf16":
+            notes.append("INFERENCE_PRECISION_HINT=f32 was set but the compute layers ran in bf16")
+        if precision == "mixed":
+            notes.append(f"compute layers run in several precisions: {facts['compute_precision']}")
+        has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model_proto.graph.node)
+        if has_qdq and facts["compute_precision"].get("int8", 0) == 0:
+            notes.append("the ONNX model holds Q/DQ but no compute layer runs in int8 on OpenVINO")
+        details = {key: facts[key] for key in ("device", "execution_devices", "compute_layers", "compute_precision",
+                                               "compute_kernels", "reorders", "inference_precision_hint",
+                                               "performance_hint", "num_streams", "inference_num_threads")}
+        details.update({"openvino": facts["version"], "properties": {k: str(v) for k, v in options.properties().items()},
+                        "folded_weight_clips": folded, "layers": facts["layers"]})
+        return BuildResult(backend=self.name, artifact="model.xml", files=["model.xml", "model.bin"],
+                           precision=precision, notes=notes, details=details)
+
+    def load(self, target_dir: Path, target: Any, build: BuildResult | None = None) -> OpenVINORunner:
+        artifact = build.artifact if build else "model.xml"
+        return OpenVINORunner(target_dir / artifact, target.options)
