@@ -1,1 +1,97 @@
-"""pytest plugin entry point (pytest11). Placeholder until the HIL checks land: it adds nothing."""
+"""pytest plugin (entry point ``pytest11: edgekd``): hardware-in-the-loop checks inside a test suite.
+
+    pytest --edgekd-bundle build/digits --edgekd-target cpu [--edgekd-baseline base.json] -m hil
+
+collects one test per check (``edgekd-hil[cpu]::latency_p90`` ...), each marked ``hil``; a check
+without a budget is reported as skipped with its reason. ``--junitxml`` gives CI its report.
+Without ``--edgekd-bundle`` the plugin adds nothing: importing this module must stay cheap
+(pytest loads it in every session of every project that has edgekd installed).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("edgekd", "edgekd hardware-in-the-loop checks")
+    group.addoption("--edgekd-bundle", metavar="DIR", help="bundle to check on this machine (enables the HIL tests)")
+    group.addoption("--edgekd-target", metavar="T", action="append", default=None,
+                    help="target name in the bundle, or a target .toml whose budgets override; repeat for several")
+    group.addoption("--edgekd-baseline", metavar="JSON", help="baseline latency profile for the regression check")
+    group.addoption("--edgekd-data", metavar="SRC", help="labelled data for the accuracy check instead of eval.npz")
+    group.addoption("--edgekd-max-regression", metavar="F", type=float, default=0.25,
+                    help="allowed slow-down vs the baseline, a fraction [0.25]")
+    group.addoption("--edgekd-iterations", metavar="N", type=int, default=None,
+                    help="latency queries (default: the target's [profiling] iterations)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "hil: hardware-in-the-loop check collected by the edgekd pytest plugin")
+
+
+class HilCheckFailed(Exception):
+    """A check failed; its message is the check's reason."""
+
+
+class HilItem(pytest.Item):
+    def __init__(self, *, session_obj: Any, check: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session_obj = session_obj
+        self.check = check
+        self.add_marker("hil")
+
+    def runtest(self) -> None:
+        result = self.session_obj.run(self.check)
+        for key in ("value", "limit", "reason"):
+            if getattr(result, key):
+                self.user_properties.append((key, getattr(result, key)))
+        if result.status == "skipped":
+            pytest.skip(result.reason)
+        if result.status in ("failed", "error"):
+            raise HilCheckFailed(f"{result.status}: {result.reason}\n  measured: {result.value}\n  limit: {result.limit}")
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, HilCheckFailed):
+            return f"edgekd {self.check}: {excinfo.value}"
+        return str(super().repr_failure(excinfo, style=style))
+
+    def reportinfo(self) -> tuple[Path, int | None, str]:
+        return self.path, None, f"edgekd-hil {self.parent.name}::{self.check}"
+
+
+class HilTarget(pytest.Collector):
+    def __init__(self, *, session_obj: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.session_obj = session_obj
+
+    def collect(self) -> list[pytest.Item]:
+        from edgekd.hil import CHECKS
+
+        return [HilItem.from_parent(self, name=name, session_obj=self.session_obj, check=name) for name in CHECKS]
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m/-k deselection, so `-m hil` keeps these
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    bundle = config.getoption("edgekd_bundle")
+    if not bundle:
+        return
+    from edgekd.hil import CheckOptions, HilSession
+
+    targets = config.getoption("edgekd_target") or [None]
+    baseline = config.getoption("edgekd_baseline")
+    new_items: list[pytest.Item] = []
+    for target in targets:
+        options = CheckOptions(target=target, baseline=Path(baseline) if baseline else None,
+                               data=config.getoption("edgekd_data"),
+                               max_regression=config.getoption("edgekd_max_regression"),
+                               iterations=config.getoption("edgekd_iterations"))
+        # errors here (no manifest, unknown target) are usage errors: pytest shows them and stops
+        hil = HilSession(bundle, options)
+        collector = HilTarget.from_parent(session, name=f"edgekd-hil[{hil.target_name}]", session_obj=hil,
+                                          path=Path(bundle).resolve())
+        new_items += collector.collect()
+    items[:0] = new_items

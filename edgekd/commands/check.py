@@ -1,0 +1,68 @@
+"""edgekd check: hardware-in-the-loop checks of a bundle on the device at hand (for CI)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+HELP = """\
+Run a bundle's target on this machine and check it against the target's budgets:
+integrity (checksums), golden parity (target [parity] atol/rtol/top-1), accuracy on eval.npz
+or --data (budgets.max_accuracy_drop), latency p90 (budgets.p90_ms), regression against
+--baseline, and size (budgets.max_size_mb). Exit 0 only when every check passes (a check with
+no budget or no data is skipped and says why); 1 when one fails; 2 on a usage error.
+
+--target NAME picks the bundle's target (and its stored budgets); --target PATH.toml (or the
+name of a shipped target file not in the bundle's list) loads that file's budgets, tolerances,
+profiling and options instead -- e.g. a stricter budget for one device.
+
+Examples:
+  edgekd check build/digits --target cpu --junit reports/hil-cpu.xml
+  edgekd check build/digits --target cpu --save-baseline baselines/cpu.json      # once, on the device
+  edgekd check build/digits --target cpu --baseline baselines/cpu.json --max-regression 0.2
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from edgekd.cli import add_quiet
+
+    p = sub.add_parser("check", help="check a bundle on this device: parity, accuracy, latency, size (CI, JUnit)",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bundle", help="bundle folder (manifest.json inside)")
+    p.add_argument("--target", help="target name in the bundle, or a target NAME|PATH whose budgets override")
+    p.add_argument("--baseline", type=Path, help="baseline profile JSON for the regression check")
+    p.add_argument("--max-regression", type=float, default=0.25, help="allowed slow-down vs baseline, fraction [0.25]")
+    p.add_argument("--regression-metric", choices=("p50_ms", "p90_ms"), default="p50_ms",
+                   help="statistic compared with the baseline [p50_ms: steadier than p90 on shared machines]")
+    p.add_argument("--data", help="labelled data for the accuracy check: PATH.npz (x, y) or an edgekd data source")
+    p.add_argument("--warmup", type=int, help="latency warm-up calls [target's profiling.warmup]")
+    p.add_argument("--iterations", type=int, help="latency queries [target's profiling.iterations]")
+    p.add_argument("--junit", type=Path, metavar="OUT.xml", help="write JUnit XML for the CI system")
+    p.add_argument("--save-baseline", type=Path, metavar="OUT.json",
+                   help="store the latency measured now as a baseline for later --baseline runs")
+    p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
+    add_quiet(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekd.bundle import dump_json
+    from edgekd.hil import CheckOptions, baseline_dict, format_table, run_checks, write_junit
+
+    options = CheckOptions(target=args.target, baseline=args.baseline, data=args.data,
+                           max_regression=args.max_regression, regression_metric=args.regression_metric,
+                           warmup=args.warmup, iterations=args.iterations)
+    report = run_checks(args.bundle, options)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(format_table(report))
+    if args.junit:
+        write_junit(report, args.junit)
+        print(f"JUnit XML: {args.junit}")
+    if args.save_baseline:
+        args.save_baseline.parent.mkdir(parents=True, exist_ok=True)
+        dump_json(baseline_dict(report), args.save_baseline)
+        print(f"baseline saved: {args.save_baseline}")
+    return report.exit_code

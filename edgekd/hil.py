@@ -1,0 +1,532 @@
+"""Hardware-in-the-loop checks: does this bundle, on the device at hand, still meet its target?
+
+    report = run_checks("build/digits", CheckOptions(target="cpu", baseline=Path("baseline.json")))
+    print(format_table(report)); write_junit(report, Path("hil.xml")); sys.exit(report.exit_code)
+
+Checks, in order (each one passed / failed / skipped / error, with the reason):
+
+- ``integrity``      every checksum in manifest.json verifies
+- ``golden_parity``  golden.npz inputs through the target's artifact vs the reference outputs,
+                     within the target's ``[parity]`` atol/rtol and top-1 agreement
+- ``accuracy``       top-1 on eval.npz (or ``--data``) vs the ONNX reference model on the same data,
+                     drop <= ``budgets.max_accuracy_drop`` (percentage points)
+- ``latency_p90``    single-stream p90 (edgekd.profiler) <= ``budgets.p90_ms``
+- ``regression``     p50 (or p90) <= baseline x (1 + max_regression), baseline from a JSON profile
+- ``size``           the target folder's files <= ``budgets.max_size_mb``
+
+A check with no budget (or no data / baseline) is *skipped* and says why; it never fails.
+Torch-free unless ``--data`` names a source that needs edgekd.data (npz files do not).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edgekd.bundle import read_manifest, verify_bundle
+from edgekd.errors import ConfigError, EdgekdError
+
+CHECKS = ("integrity", "golden_parity", "accuracy", "latency_p90", "regression", "size")
+Status = Literal["passed", "failed", "skipped", "error"]
+BASELINE_SCHEMA = "edgekd.hil-baseline/1"
+
+
+@dataclass(frozen=True)
+class CheckOptions:
+    """What ``edgekd check`` / the pytest plugin were asked to do."""
+
+    target: str | None = None  # a target name in the bundle, or a target NAME|PATH whose budgets override
+    baseline: Path | None = None  # JSON: a saved baseline, a bundle's report.json, or any {"latency": {...}}
+    data: str | None = None  # labelled set instead of the bundle's eval.npz: PATH.npz, npz:PATH or an edgekd data source
+    max_regression: float = 0.25  # allowed slow-down vs the baseline, as a fraction
+    regression_metric: Literal["p50_ms", "p90_ms"] = "p50_ms"
+    warmup: int | None = None  # override the target's [profiling]
+    iterations: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_regression < 0:
+            raise ConfigError("max_regression must be >= 0 (a fraction: 0.25 = 25 % slower allowed)",
+                              where="--max-regression")
+        if self.iterations is not None and self.iterations < 10:
+            raise ConfigError("need at least 10 iterations for a p90", where="--iterations")
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Status
+    value: str = ""  # measured, formatted for people
+    limit: str = ""  # what it was compared with
+    reason: str = ""  # why it failed / was skipped; a short note when it passed
+    seconds: float = 0.0
+    data: dict[str, Any] = field(default_factory=dict)  # raw numbers for JSON / JUnit properties
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("passed", "skipped")
+
+
+@dataclass(frozen=True)
+class HilReport:
+    bundle: str
+    target: str
+    backend: str
+    device: str
+    runtime: dict[str, Any]
+    results: tuple[CheckResult, ...]
+    started_at: str
+    seconds: float
+
+    @property
+    def passed(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else 1
+
+    def result(self, name: str) -> CheckResult:
+        return next(r for r in self.results if r.name == name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": "edgekd.hil-report/1", "bundle": self.bundle, "target": self.target, "backend": self.backend,
+                "device": self.device, "runtime": self.runtime, "passed": self.passed, "started_at": self.started_at,
+                "seconds": round(self.seconds, 3),
+                "checks": [{"name": r.name, "status": r.status, "value": r.value, "limit": r.limit, "reason": r.reason,
+                            "seconds": round(r.seconds, 4), "data": r.data} for r in self.results]}
+
+
+class CheckFailed(Exception):
+    """Raised inside a check to fail it with a reason (value/limit for the table)."""
+
+    def __init__(self, reason: str, value: str = "", limit: str = "", **data: Any) -> None:
+        super().__init__(reason)
+        self.reason, self.value, self.limit, self.data = reason, value, limit, data
+
+
+class CheckSkipped(Exception):
+    def __init__(self, reason: str, value: str = "", **data: Any) -> None:
+        super().__init__(reason)
+        self.reason, self.value, self.data = reason, value, data
+
+
+def _ms(v: float) -> str:
+    return f"{v:.4g} ms"
+
+
+def _is_path(text: str) -> bool:
+    return text.endswith(".toml") or "/" in text or "\\" in text or Path(text).is_file()
+
+
+def _npz_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from edgekd.runtime import load_npz
+
+    if not path.is_file():
+        raise EdgekdError("labelled data file not found", where=str(path))
+    arrays = load_npz(path)
+    for xk, yk in (("x", "y"), ("x_test", "y_test")):
+        if xk in arrays and yk in arrays:
+            return arrays[xk].astype(np.float32, copy=False), arrays[yk].astype(np.int64, copy=False)
+    raise EdgekdError(f"no x/y (or x_test/y_test) arrays in it; found {sorted(arrays)}", where=str(path),
+                      hint="save with np.savez(path, x=inputs, y=labels)")
+
+
+def read_baseline(path: Path, target: str, metric: str) -> tuple[float, dict[str, Any]]:
+    """The baseline latency for ``metric``. Accepts a baseline written by ``edgekd check --save-baseline``,
+    a bundle's report.json (``targets.<name>.latency``), or any JSON with ``latency`` / ``summary`` / the metric."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise EdgekdError("baseline file not found", where=str(path),
+                          hint="create one with `edgekd check BUNDLE --save-baseline PATH` on the device") from None
+    except json.JSONDecodeError as exc:
+        raise EdgekdError(f"baseline is not valid JSON: {exc}", where=str(path)) from None
+    candidates: list[Any] = []
+    if isinstance(data, dict):
+        if isinstance(data.get("targets"), dict) and target in data["targets"]:
+            candidates.append((data["targets"][target] or {}).get("latency"))
+        candidates += [data.get("latency"), data.get("summary"), data]
+    for cand in candidates:
+        if isinstance(cand, dict) and isinstance(cand.get(metric), (int, float)):
+            return float(cand[metric]), data if isinstance(data, dict) else {}
+    raise EdgekdError(f"no {metric} found for target {target!r} (looked at targets.{target}.latency, latency, summary, "
+                      "top level)", where=str(path), hint="use a file written by `edgekd check --save-baseline`")
+
+
+class HilSession:
+    """One bundle + one target on this machine. Cheap to create (reads the manifest); the runner and
+    the latency measurement are made on first use and shared by the checks that need them."""
+
+    def __init__(self, bundle: str | Path, options: CheckOptions | None = None) -> None:
+        self.bundle = Path(bundle)
+        self.options = options or CheckOptions()
+        self.manifest = read_manifest(self.bundle)
+        self.where = str(self.bundle / "manifest.json")
+        self.target_name, self.override = self._resolve_target(self.options.target)
+        entry = self.manifest["targets"][self.target_name]
+        self.backend: str = entry["backend"]
+        self._runner: Any = None
+        self._runner_error: EdgekdError | None = None
+        self._latency: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------ set-up
+
+    def _resolve_target(self, arg: str | None) -> tuple[str, Any]:
+        """(the bundle's target to run, an override Target or None). An override file is merged over the
+        target stored in the manifest, so a file with only ``[budgets] p90_ms = 5`` tightens one budget."""
+        from edgekd.runtime import select_target
+
+        names = sorted(self.manifest.get("targets") or {})
+        if arg is None or (arg in names and not _is_path(arg)):
+            return select_target(self.manifest, arg, where=self.where), None
+        import tomllib
+
+        from edgekd.config import resolve_file, target_from_mapping
+
+        path = resolve_file("targets", arg)
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", where=str(path)) from None
+        name = str(raw.get("name") or path.stem)
+        if name not in names:
+            backend = raw.get("backend")
+            same = [n for n in names if backend is None or self.manifest["targets"][n]["backend"] == backend]
+            if len(same) != 1:
+                raise ConfigError(f"target {name!r} matches no single target in the bundle ({', '.join(names)})",
+                                  where=str(path), hint='set name = "<bundle target>" in the file')
+            name = same[0]
+        stored = dict(self.manifest["targets"][name]["target"])
+        if raw.get("backend", stored["backend"]) != stored["backend"]:
+            raise ConfigError(f"the file's backend {raw['backend']!r} differs from {stored['backend']!r}, which the "
+                              f"bundle's {name!r} was built for", where=str(path))
+        merged = {**stored, **{k: ({**stored.get(k, {}), **v} if isinstance(v, dict) else v) for k, v in raw.items()},
+                  "name": name}
+        return name, target_from_mapping(merged, where=str(path))
+
+    @property
+    def target(self) -> Any:
+        """The Target whose budgets/tolerances apply: the override file, else the one stored in the manifest."""
+        if self.override is not None:
+            return self.override
+        if self._runner is not None:
+            return self._runner.target
+        from edgekd.config import target_from_mapping
+
+        return target_from_mapping(dict(self.manifest["targets"][self.target_name]["target"]),
+                                   where=f"{self.where} targets.{self.target_name}")
+
+    @property
+    def runner(self) -> Any:
+        if self._runner is None and self._runner_error is None:
+            from edgekd.runtime import load
+
+            try:  # integrity is its own check: load without verifying so every other check still reports
+                self._runner = load(self.bundle, self.target_name, verify=False, target_override=self.override)
+            except EdgekdError as exc:
+                self._runner_error = exc
+        if self._runner_error is not None:
+            raise self._runner_error
+        return self._runner
+
+    def golden(self) -> dict[str, np.ndarray]:
+        from edgekd.runtime import load_npz
+
+        info = self.manifest.get("golden") or {}
+        if not info.get("file"):
+            raise CheckSkipped("the bundle has no golden.npz")
+        return load_npz(self.bundle / info["file"])
+
+    def latency(self) -> dict[str, Any]:
+        if self._latency is None:
+            from edgekd.profiler.measure import measure_latency
+
+            prof = self.target.profiling
+            golden = self.golden()
+            spec = self.runner.inputs[0]
+            batch = prof.batch_size
+            if isinstance(spec.shape[0], int):
+                batch = spec.shape[0]
+            x = np.repeat(golden["input"][:1], batch, axis=0)
+            sample = measure_latency(self.runner, {spec.name: x}, warmup=self.options.warmup or prof.warmup,
+                                     iterations=self.options.iterations or prof.iterations,
+                                     description=f"profiling {self.target_name}")
+            self._latency = sample.summary()
+        return self._latency
+
+    # ------------------------------------------------------------ checks
+
+    def check_integrity(self) -> CheckResult:
+        problems = verify_bundle(self.bundle)
+        n = len(self.manifest.get("files", {}))
+        if problems:
+            raise CheckFailed("; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""),
+                              value=f"{len(problems)} problem(s)", limit="all checksums match", problems=problems)
+        return self._pass("integrity", value=f"{n} files verified", limit="all checksums match")
+
+    def check_golden_parity(self) -> CheckResult:
+        golden = self.golden()
+        ref = golden["reference"]
+        cand = self.runner.predict(golden["input"])
+        par = self.target.parity
+        if cand.shape != ref.shape:
+            raise CheckFailed(f"output shape {cand.shape} != reference {ref.shape}", value=str(cand.shape),
+                              limit=str(ref.shape))
+        r2 = ref.reshape(len(ref), -1).astype(np.float64)
+        c2 = cand.reshape(len(cand), -1).astype(np.float64)
+        err = np.abs(r2 - c2)
+        excess = err - (par.atol + par.rtol * np.abs(r2))
+        top1 = float((r2.argmax(1) == c2.argmax(1)).mean()) if r2.shape[1] > 1 else 1.0
+        data = {"samples": len(ref), "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
+                "top1_agreement": top1, "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement}
+        value = f"max|err| {err.max():.3g}, top-1 {top1 * 100:.1f}%"
+        limit = f"atol {par.atol:g} + rtol {par.rtol:g}, top-1 >= {par.min_top1_agreement * 100:g}%"
+        reasons = []
+        if (excess > 0).any():
+            worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+            reasons.append(f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} golden samples outside atol/rtol "
+                           f"(worst: sample {worst[0]} output {worst[1]}: {c2[worst]:.6g} vs reference {r2[worst]:.6g})")
+        if top1 < par.min_top1_agreement:
+            reasons.append(f"top-1 agreement {top1 * 100:.1f}% < {par.min_top1_agreement * 100:g}%")
+        if reasons:
+            raise CheckFailed("; ".join(reasons), value=value, limit=limit, **data)
+        return self._pass("golden_parity", value=value, limit=limit, **data)
+
+    def _labelled(self) -> tuple[np.ndarray, np.ndarray, str]:
+        data = self.options.data
+        if data:
+            text = data[4:] if data.startswith("npz:") else data
+            if text.endswith(".npz"):
+                x, y = _npz_labelled(Path(text))
+                return x, y, text
+            from edgekd.data import load_data  # other sources need edgekd's data side (and torch)
+
+            splits = load_data(data)
+            if not splits.labelled:
+                raise CheckSkipped(f"--data {data} has no labels")
+            return splits.x_test, splits.y_test, data
+        info = self.manifest.get("eval") or {}
+        if not info.get("file"):
+            raise CheckSkipped("no labelled data: the bundle has no eval.npz and no --data was given")
+        x, y = _npz_labelled(self.bundle / info["file"])
+        return x, y, info["file"]
+
+    def _reference_accuracy(self, x: np.ndarray, y: np.ndarray, from_bundle: bool) -> tuple[float | None, str]:
+        """Reference = the bundle's model.onnx on ONNX Runtime (the same reference the pipeline used)."""
+        try:
+            from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
+
+            ref = OnnxRuntimeRunner(self.bundle / self.manifest["model"]["file"], OnnxRuntimeOptions())
+            name = ref.inputs[0].name
+            step = ref.inputs[0].shape[0] if isinstance(ref.inputs[0].shape[0], int) else 256
+            out = np.concatenate([ref.infer_unchecked({name: x[i : i + step]})[0] for i in range(0, len(x), step)])
+            return float((out.reshape(len(x), -1).argmax(1) == y).mean() * 100), "model.onnx on ONNX Runtime"
+        except ImportError:
+            pass
+        report = self.bundle / "report.json"  # no ONNX Runtime on this device: use the build machine's number
+        if from_bundle and report.is_file():
+            acc = (json.loads(report.read_text()).get("accuracy") or {}).get("onnx_reference")
+            if isinstance(acc, (int, float)):
+                return float(acc), "report.json accuracy.onnx_reference"
+        return None, "no reference: onnxruntime is not installed and report.json has no onnx_reference"
+
+    def check_accuracy(self) -> CheckResult:
+        x, y, source = self._labelled()
+        pred = self.runner.predict(x).reshape(len(x), -1).argmax(1)
+        acc = float((pred == y).mean() * 100)
+        ref, ref_source = self._reference_accuracy(x, y, from_bundle=self.options.data is None)
+        budget = self.target.budgets.max_accuracy_drop
+        data = {"accuracy": acc, "reference_accuracy": ref, "samples": len(x), "data": source,
+                "reference": ref_source, "max_accuracy_drop": budget}
+        value = f"{acc:.2f}% (n={len(x)})" + (f", drop {ref - acc:+.2f} pp" if ref is not None else "")
+        if budget is None:
+            raise CheckSkipped("the target sets no budgets.max_accuracy_drop", value=value, **data)
+        if ref is None:
+            raise CheckSkipped(ref_source, value=value, **data)
+        limit = f"drop <= {budget:g} pp vs {ref:.2f}%"
+        if ref - acc > budget:
+            raise CheckFailed(f"accuracy {acc:.2f}% is {ref - acc:.2f} pp below the reference {ref:.2f}% "
+                              f"(budget {budget:g} pp) on {source}", value=value, limit=limit, **data)
+        return self._pass("accuracy", value=value, limit=limit, **data)
+
+    def check_latency_p90(self) -> CheckResult:
+        lat = self.latency()
+        p90 = float(lat["p90_ms"])
+        budget = self.target.budgets.p90_ms
+        data = {k: lat[k] for k in ("p50_ms", "p90_ms", "p99_ms", "iterations", "batch_size") if k in lat}
+        value = f"p90 {_ms(p90)} (p50 {_ms(lat['p50_ms'])}, n={lat['iterations']})"
+        if budget is None:
+            raise CheckSkipped("the target sets no budgets.p90_ms", value=value, **data)
+        limit = f"p90 <= {_ms(budget)}"
+        if p90 > budget:
+            raise CheckFailed(f"p90 latency {_ms(p90)} exceeds the budget of {_ms(budget)} "
+                              f"(batch {lat['batch_size']}, {lat['iterations']} queries)", value=value, limit=limit, **data)
+        return self._pass("latency_p90", value=value, limit=limit, **data)
+
+    def check_regression(self) -> CheckResult:
+        if self.options.baseline is None:
+            raise CheckSkipped("no baseline given (--baseline PROFILE.json)")
+        metric = self.options.regression_metric
+        base, _ = read_baseline(self.options.baseline, self.target_name, metric)
+        now = float(self.latency()[metric])
+        allowed = base * (1 + self.options.max_regression)
+        ratio = now / base if base > 0 else float("inf")
+        data = {"metric": metric, "value_ms": now, "baseline_ms": base, "ratio": ratio,
+                "max_regression": self.options.max_regression, "baseline": str(self.options.baseline)}
+        value = f"{metric[:-3]} {_ms(now)} = {ratio:.2f}x baseline"
+        limit = f"<= {_ms(allowed)} ({base:.3f} ms +{self.options.max_regression * 100:g}%)"
+        if now > allowed:
+            raise CheckFailed(f"{metric[:-3]} {_ms(now)} is {ratio:.2f}x the baseline {_ms(base)} "
+                              f"(allowed +{self.options.max_regression * 100:g}%)", value=value, limit=limit, **data)
+        return self._pass("regression", value=value, limit=limit, **data)
+
+    def check_size(self) -> CheckResult:
+        entry = self.manifest["targets"][self.target_name]
+        tdir = self.bundle / entry["dir"]
+        size_mb = sum(p.stat().st_size for p in tdir.rglob("*") if p.is_file()) / 1e6
+        budget = self.target.budgets.max_size_mb
+        value = f"{size_mb:.3f} MB"
+        if budget is None:
+            raise CheckSkipped("the target sets no budgets.max_size_mb", value=value, size_mb=size_mb)
+        limit = f"<= {budget:g} MB"
+        if size_mb > budget:
+            raise CheckFailed(f"{entry['dir']}/ holds {size_mb:.3f} MB, over the {budget:g} MB budget",
+                              value=value, limit=limit, size_mb=size_mb)
+        return self._pass("size", value=value, limit=limit, size_mb=size_mb)
+
+    @staticmethod
+    def _pass(name: str, value: str, limit: str, **data: Any) -> CheckResult:
+        return CheckResult(name, "passed", value=value, limit=limit, data=data)
+
+    # ------------------------------------------------------------ running
+
+    def run(self, name: str) -> CheckResult:
+        """Run one check; never raises for a check that fails -- the result says so."""
+        if name not in CHECKS:
+            raise ConfigError(f"unknown check {name!r}; known: {', '.join(CHECKS)}")
+        started = time.perf_counter()
+        try:
+            result = getattr(self, f"check_{name}")()
+        except CheckFailed as exc:
+            result = CheckResult(name, "failed", exc.value, exc.limit, exc.reason, data=exc.data)
+        except CheckSkipped as exc:
+            result = CheckResult(name, "skipped", exc.value, "", exc.reason, data=exc.data)
+        except EdgekdError as exc:
+            result = CheckResult(name, "error", reason=str(exc).replace("\n  ", " "))
+        return CheckResult(result.name, result.status, result.value, result.limit, result.reason,
+                           time.perf_counter() - started, result.data)
+
+    def runtime_info(self) -> dict[str, Any]:
+        try:
+            return self.runner.describe()
+        except EdgekdError as exc:
+            return {"error": str(exc)}
+
+    def report(self, results: list[CheckResult], started_at: str, seconds: float) -> HilReport:
+        return HilReport(bundle=str(self.bundle), target=self.target_name, backend=self.backend,
+                         device=str(self.target.device), runtime=self.runtime_info(), results=tuple(results),
+                         started_at=started_at, seconds=seconds)
+
+
+def run_checks(bundle: str | Path, options: CheckOptions | None = None,
+               checks: tuple[str, ...] = CHECKS) -> HilReport:
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    session = HilSession(bundle, options)
+    results = [session.run(name) for name in checks]
+    return session.report(results, started_at, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- outputs
+
+
+def format_table(report: HilReport) -> str:
+    """Plain text (CI logs have no colours): one line per check, failures' reasons in full below."""
+    header = ["check", "status", "measured", "limit"]
+    rows = [[r.name, r.status.upper() if r.status in ("failed", "error") else r.status, r.value, r.limit]
+            for r in report.results]
+    widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    rt = report.runtime
+    runtime = ", ".join(f"{k}={v}" for k, v in rt.items() if k in ("runtime", "version", "device", "providers", "error"))
+    out = [f"edgekd check: {report.bundle}  target {report.target} ({report.backend}, {report.device})"]
+    if runtime:
+        out.append(f"runtime: {runtime}")
+    out += [line(header), line(["-" * w for w in widths])]
+    out += [line(row) for row in rows]
+    notes = [r for r in report.results if r.reason]
+    if notes:
+        out.append("")
+        out += [f"{r.name}: {r.status}: {r.reason}" for r in notes]
+    n_fail = sum(r.status in ("failed", "error") for r in report.results)
+    n_skip = sum(r.status == "skipped" for r in report.results)
+    out += ["", f"RESULT: {'PASSED' if report.passed else 'FAILED'} ({len(report.results) - n_fail - n_skip} passed, "
+            f"{n_fail} failed, {n_skip} skipped) in {report.seconds:.2f} s"]
+    return "\n".join(out)
+
+
+def junit_xml(reports: list[HilReport]) -> ET.ElementTree:
+    """JUnit XML as GitHub Actions / GitLab / Jenkins read it: one testsuite per target, one testcase per check."""
+    root = ET.Element("testsuites", name="edgekd-hil")
+    totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
+    for rep in reports:
+        counts = {"tests": len(rep.results), "failures": sum(r.status == "failed" for r in rep.results),
+                  "errors": sum(r.status == "error" for r in rep.results),
+                  "skipped": sum(r.status == "skipped" for r in rep.results)}
+        suite = ET.SubElement(root, "testsuite", name=f"edgekd.hil.{rep.target}", timestamp=rep.started_at,
+                              hostname=socket.gethostname(), time=f"{rep.seconds:.3f}",
+                              **{k: str(v) for k, v in counts.items()})
+        props = ET.SubElement(suite, "properties")
+        for key, val in (("bundle", rep.bundle), ("backend", rep.backend), ("device", rep.device),
+                         ("machine", platform.machine()), ("runtime", json.dumps(rep.runtime, default=str))):
+            ET.SubElement(props, "property", name=key, value=str(val))
+        for r in rep.results:
+            case = ET.SubElement(suite, "testcase", classname=f"edgekd.hil.{rep.target}", name=r.name,
+                                 time=f"{r.seconds:.4f}")
+            text = f"measured: {r.value}\nlimit: {r.limit}\n{r.reason}".strip()
+            if r.status == "failed":
+                ET.SubElement(case, "failure", message=r.reason, type="edgekd.BudgetFailed").text = text
+            elif r.status == "error":
+                ET.SubElement(case, "error", message=r.reason, type="edgekd.CheckError").text = text
+            elif r.status == "skipped":
+                ET.SubElement(case, "skipped", message=r.reason)
+            ET.SubElement(case, "system-out").text = text
+        for k in totals:
+            totals[k] += counts[k]
+    for k, v in totals.items():
+        root.set(k, str(v))
+    ET.indent(root)
+    return ET.ElementTree(root)
+
+
+def write_junit(reports: HilReport | list[HilReport], path: Path) -> Path:
+    reports = [reports] if isinstance(reports, HilReport) else reports
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    junit_xml(reports).write(path, encoding="utf-8", xml_declaration=True)
+    return path
+
+
+def baseline_dict(report: HilReport) -> dict[str, Any]:
+    """What ``--save-baseline`` stores: the latency measured now, and where it was measured."""
+    lat = report.result("latency_p90").data
+    if "p90_ms" not in lat:
+        raise EdgekdError("no latency was measured, so there is nothing to save as a baseline",
+                          hint="fix the errors above first")
+    manifest = read_manifest(Path(report.bundle))
+    return {"schema": BASELINE_SCHEMA, "target": report.target, "backend": report.backend, "device": report.device,
+            "host": platform.node(), "machine": platform.machine(), "runtime": report.runtime,
+            "model_sha256": manifest.get("files", {}).get(manifest["model"]["file"]),
+            "measured_at": report.started_at, "latency": lat}

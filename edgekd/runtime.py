@@ -1,0 +1,199 @@
+"""Run a bundle in an app or on a device with only the runtime's own dependency (no torch).
+
+    from edgekd import runtime
+    model = runtime.load("build/digits", target="cpu")
+    probs = model.predict(images)          # images: float32 NCHW, already preprocessed
+    model.labels, model.preprocessing       # from manifest.json
+
+``load`` verifies every checksum in manifest.json, rebuilds the target from the resolved
+target dict stored in the manifest, loads the artifact through the target's backend, and
+checks that what the runtime reports matches the manifest's I/O spec. Everything here
+(and everything it imports) must stay torch-free: a test imports this module in a fresh
+interpreter and asserts that ``torch`` is not in ``sys.modules``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.artifact import IOSpec
+from edgekd.backends import BACKENDS, BuildResult
+from edgekd.bundle import read_manifest, verify_bundle
+from edgekd.errors import BackendUnavailable, BuildError, ConfigError, EdgekdError
+
+__all__ = ["BundleRunner", "load", "select_target"]
+
+
+def select_target(manifest: Mapping[str, Any], target: str | None, *, where: str) -> str:
+    """The manifest's target entry to use: ``target`` by name, or the only one there is."""
+    names = sorted(manifest.get("targets") or {})
+    if not names:
+        raise EdgekdError("the bundle has no built targets", where=where,
+                          hint="rebuild it with at least one --target")
+    if target is None:
+        if len(names) == 1:
+            return names[0]
+        raise ConfigError(f"the bundle has several targets ({', '.join(names)}); say which one",
+                          where=where, hint="pass target=NAME (CLI: --target NAME)")
+    if target not in names:
+        import difflib
+
+        close = difflib.get_close_matches(target, names, n=2)
+        raise ConfigError(f"target {target!r} is not in this bundle; it has: {', '.join(names)}", where=where,
+                          hint=f"did you mean {', '.join(close)}?" if close else "rebuild the bundle with that target")
+    return target
+
+
+def _target_object(entry: Mapping[str, Any], *, where: str) -> Any:
+    # config.py is torch-free; the pass registry it could touch is only imported for profiles.
+    from edgekd.config import target_from_mapping
+
+    data = dict(entry["target"])
+    return target_from_mapping(data, where=where)
+
+
+def _check_io(declared: list[IOSpec], actual: tuple[IOSpec, ...], kind: str, *, where: str) -> None:
+    """The runtime's view of the model must agree with the manifest (names, ranks, fixed dims, dtypes)."""
+    if [s.name for s in declared] != [s.name for s in actual]:
+        raise BuildError(f"model {kind}s {[s.name for s in actual]} differ from manifest.json {[s.name for s in declared]}",
+                         where=where, hint="the artifact does not belong to this manifest; rebuild the bundle")
+    for want, got in zip(declared, actual, strict=True):
+        fixed_mismatch = len(want.shape) != len(got.shape) or any(
+            isinstance(a, int) and isinstance(b, int) and a != b for a, b in zip(want.shape, got.shape, strict=True))
+        if fixed_mismatch or want.dtype != got.dtype:
+            raise BuildError(f"{kind} {want.name!r}: runtime reports shape {list(got.shape)} {got.dtype}, "
+                             f"manifest.json says {list(want.shape)} {want.dtype}", where=where,
+                             hint="the artifact does not belong to this manifest; rebuild the bundle")
+
+
+@dataclass
+class BundleRunner:
+    """A loaded bundle target: ``infer(feeds)`` by name, or ``predict(x)`` for single-input models."""
+
+    bundle: Path
+    target_name: str
+    target: Any  # edgekd.config.Target
+    manifest: dict[str, Any]
+    runner: Any  # the backend's Runner
+
+    @property
+    def inputs(self) -> tuple[IOSpec, ...]:
+        return tuple(IOSpec.from_dict(d) for d in self.manifest["model"]["inputs"])
+
+    @property
+    def outputs(self) -> tuple[IOSpec, ...]:
+        return tuple(IOSpec.from_dict(d) for d in self.manifest["model"]["outputs"])
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.manifest.get("labels") or [])
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return dict(self.manifest.get("preprocessing") or {})
+
+    @property
+    def target_dir(self) -> Path:
+        return self.bundle / self.manifest["targets"][self.target_name]["dir"]
+
+    def validate(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Names, dtypes and shapes against manifest.json; errors say what to change."""
+        names = [s.name for s in self.inputs]
+        unknown = sorted(set(feeds) - set(names))
+        missing = [n for n in names if n not in feeds]
+        if unknown or missing:
+            raise BuildError(f"feeds must be keyed by the model's inputs {names}: missing {missing}, unexpected {unknown}",
+                             where=str(self.bundle / "manifest.json"))
+        out = {}
+        for spec in self.inputs:
+            arr = np.asarray(feeds[spec.name])
+            if str(arr.dtype) != spec.dtype:
+                raise BuildError(f"input {spec.name!r} is {arr.dtype}, the model expects {spec.dtype}",
+                                 where=str(self.bundle / "manifest.json"), hint=f"convert with x.astype(np.{spec.dtype})")
+            if not spec.matches(tuple(arr.shape)):
+                raise BuildError(f"input {spec.name!r} has shape {list(arr.shape)}, the model expects {list(spec.shape)} "
+                                 "(a name or null is any size)", where=str(self.bundle / "manifest.json"),
+                                 hint="apply the bundle's preprocessing (runner.preprocessing) and add the batch axis")
+            out[spec.name] = arr
+        return out
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self.runner.infer(self.validate(feeds))
+
+    def infer_unchecked(self, feeds: Mapping[str, np.ndarray]) -> Any:
+        """The backend's hot path (for latency loops): no validation."""
+        call = getattr(self.runner, "infer_unchecked", self.runner.infer)
+        return call(feeds)
+
+    def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
+        """First output for a single-input model, in chunks (fixed-batch artifacts run one batch at a time)."""
+        if len(self.inputs) != 1:
+            raise BuildError(f"predict() needs a single-input model; this one has {len(self.inputs)}",
+                             hint="use infer({name: array, ...})")
+        spec = self.inputs[0]
+        out_name = self.outputs[0].name
+        step = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else batch
+        x = np.asarray(x)
+        if len(x) == 0:
+            raise BuildError("predict() got an empty batch")
+        return np.concatenate([self.infer({spec.name: x[i : i + step]})[out_name] for i in range(0, len(x), step)])
+
+    def classify(self, x: np.ndarray) -> list[str]:
+        """Top-1 label per sample (the index when the bundle has no labels)."""
+        top = self.predict(x).reshape(len(x), -1).argmax(1)
+        return [self.labels[i] if i < len(self.labels) else str(i) for i in top]
+
+    def describe(self) -> dict[str, Any]:
+        return {"bundle": str(self.bundle), "target": self.target_name, **self.runner.describe()}
+
+
+def load(bundle_dir: str | Path, target: str | None = None, *, verify: bool = True,
+         target_override: Any = None) -> BundleRunner:
+    """Load ``bundle_dir``'s artifact for ``target`` (a target name in manifest.json).
+
+    ``verify=False`` skips the checksum check (``edgekd check`` reports it as its own check).
+    ``target_override`` (an edgekd.config.Target of the same backend) replaces the stored target's
+    options and budgets, e.g. a device's own thread count.
+    """
+    bundle = Path(bundle_dir)
+    manifest = read_manifest(bundle)
+    where = str(bundle / "manifest.json")
+    if verify:
+        problems = verify_bundle(bundle)
+        if problems:
+            raise EdgekdError("bundle failed its checksum verification: " + "; ".join(problems[:5])
+                              + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""), where=str(bundle),
+                              hint="the bundle was modified or copied incompletely; rebuild or re-copy it")
+    name = select_target(manifest, target, where=where)
+    entry = manifest["targets"][name]
+    tgt = target_override if target_override is not None else _target_object(entry, where=f"{where} targets.{name}")
+    backend = BACKENDS.get(entry["backend"], where=f"{where} targets.{name}.backend")
+    status = backend.availability()
+    if not status.available:
+        raise BackendUnavailable(f"backend {entry['backend']!r} is {status}", where=f"{where} targets.{name}",
+                                 hint="install the runtime this target needs, or load another target")
+    build = BuildResult(backend=entry["backend"], artifact=entry["artifact"], precision=entry.get("precision", "fp32"))
+    target_dir = bundle / entry["dir"]
+    if not (target_dir / entry["artifact"]).is_file():
+        raise BuildError(f"artifact {entry['artifact']!r} is missing", where=str(target_dir))
+    runner = backend.load(target_dir, tgt, build)
+    declared_in = [IOSpec.from_dict(d) for d in manifest["model"]["inputs"]]
+    declared_out = [IOSpec.from_dict(d) for d in manifest["model"]["outputs"]]
+    _check_io(declared_in, tuple(runner.inputs), "input", where=str(target_dir / entry["artifact"]))
+    _check_io(declared_out, tuple(runner.outputs), "output", where=str(target_dir / entry["artifact"]))
+    return BundleRunner(bundle=bundle, target_name=name, target=tgt, manifest=manifest, runner=runner)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """A bundle's .npz (golden / eval) as plain arrays; pickles are refused."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise EdgekdError(f"cannot read {path.name}: {exc}", where=str(path)) from None
+
