@@ -1,0 +1,193 @@
+"""edgekd profile: trustworthy latency of a built artifact on this device, compare runs, gate regressions."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+HELP = """\
+Profile ARTIFACT on the device this runs on and write profile.json (schema edgekd.profile/1),
+summary.csv, latency.csv, layers.csv, profile.md and PNG plots into --out.
+
+ARTIFACT: a bundle folder (manifest.json), a .onnx (built for --target first), an OpenVINO .xml,
+or a TensorRT .engine. Scenarios (after MLPerf LoadGen): single-stream (always: one query at a
+time, every query kept, p90 with the early-stopping estimate) and offline (--batches: throughput
+over a batch sweep).
+
+Examples:
+  edgekd profile out/digits --target cpu
+  edgekd profile model.onnx --target openvino-cpu --iterations 1000 --batches 1,4,16
+  edgekd profile out/digits --target openvino-cpu --precision auto      # pick the fastest precision
+  edgekd profile --compare base/profile.json new/profile.json --max-regression 10%
+  edgekd profile out/digits --target cpu --check-budget                  # p90 vs the target's budget
+
+Exit status: 0 ok, 1 regression or budget exceeded, 2 error.
+"""
+
+
+def _batches(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated batch sizes, got {text!r}") from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError("batch sizes must be >= 1")
+    return values
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from edgekd.cli import add_quiet
+
+    p = sub.add_parser("profile", help="measure latency (single-stream/offline), per-layer time; compare and gate",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("artifact", nargs="?", help="bundle folder, .onnx, .xml or .engine")
+    p.add_argument("--target", help="target name or .toml (for a bundle: one of its targets) [cpu]")
+    p.add_argument("--out", help="output folder [BUNDLE/profile/TARGET or ./profile-NAME-TARGET]")
+    g = p.add_argument_group("measurement")
+    g.add_argument("--warmup", type=int, help="warm-up calls [target's profiling.warmup]")
+    g.add_argument("--warmup-time", type=float, default=0.0, metavar="S", help="also warm up at least S seconds [0]")
+    g.add_argument("--iterations", type=int, help="measured queries (minimum) [target's profiling.iterations]")
+    g.add_argument("--time", type=float, default=0.0, metavar="S", help="time budget: keep measuring at least S seconds")
+    g.add_argument("--idle-gap", type=float, default=0.0, metavar="MS", help="idle time between queries, in ms [0]")
+    g.add_argument("--batch", type=int, help="single-stream batch size [target's profiling.batch_size]")
+    g.add_argument("--batches", type=_batches, default=(), metavar="1,2,4,8", help="offline scenario: batch sweep")
+    g.add_argument("--no-layers", action="store_true", help="skip the per-layer profile")
+    g.add_argument("--layer-runs", type=int, default=20, help="runs averaged in the per-layer profile [20]")
+    g.add_argument("--no-plots", action="store_true", help="do not write PNGs")
+    g.add_argument("--label", help="name of this variant in tables and plots [target name]")
+    g.add_argument("--precision", choices=["auto"], help="auto: profile every precision the target supports, pick the "
+                   "fastest within the accuracy budget (OpenVINO targets)")
+    c = p.add_argument_group("compare and gate")
+    c.add_argument("--compare", nargs=2, metavar=("BASE.json", "NEW.json"), help="compare two profile results")
+    c.add_argument("--metric", action="append", choices=["p50", "p90", "p99"], help="metrics to compare [p50, p90]")
+    c.add_argument("--max-regression", metavar="PCT", help="exit 1 when NEW is significantly slower by more than PCT")
+    c.add_argument("--check-budget", action="store_true", help="exit 1 when p90 exceeds the target's budgets.p90_ms")
+    c.add_argument("--scatter", nargs="+", metavar="JSON", help="accuracy-vs-p90 scatter (Pareto front) of these results")
+    p.add_argument("--json", action="store_true", help="print the result (or comparison) as JSON")
+    add_quiet(p)
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgekd.errors import ConfigError
+
+    if args.compare:
+        return _run_compare(args)
+    if args.scatter:
+        return _run_scatter(args)
+    if not args.artifact:
+        raise ConfigError("give an ARTIFACT to profile, or --compare BASE.json NEW.json", where="edgekd profile",
+                          hint="see `edgekd profile --help`")
+    if args.max_regression:
+        raise ConfigError("--max-regression needs --compare BASE.json NEW.json", where="--max-regression")
+    return _run_profile(args)
+
+
+def _default_out(artifact: Path, target: str) -> Path:
+    if (artifact / "manifest.json").is_file():
+        return artifact / "profile" / Path(target).stem
+    return Path(f"profile-{artifact.stem}-{Path(target).stem}")
+
+
+def _run_profile(args: argparse.Namespace) -> int:
+    from edgekd.errors import ConfigError
+    from edgekd.profiler import report
+    from edgekd.profiler.measure import MeasureSettings
+    from edgekd.profiler.run import ProfileOptions, profile, resolve_target_settings
+
+    artifact = Path(args.artifact)
+    target_name = args.target or "cpu"
+    out = Path(args.out) if args.out else _default_out(artifact, target_name)
+    profiling = resolve_target_settings(artifact, target_name)
+    settings = MeasureSettings(warmup=args.warmup if args.warmup is not None else profiling.warmup,
+                               warmup_s=args.warmup_time,
+                               iterations=args.iterations if args.iterations is not None else profiling.iterations,
+                               duration_s=args.time, idle_gap_ms=args.idle_gap)
+    options = ProfileOptions(measure=settings, batch_size=args.batch, batches=args.batches, layers=not args.no_layers,
+                             layer_runs=args.layer_runs, label=args.label,
+                             command="edgekd profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+    if args.precision == "auto":
+        from edgekd.profiler.auto import auto_precision, write_auto
+
+        result = auto_precision(artifact, target_name, out, options)
+        files = write_auto(result, out, plots=not args.no_plots)
+        if args.json:
+            print(json.dumps(result.to_dict(), indent=2, default=str))
+        else:
+            print(result.markdown())
+            print(f"wrote {out}/: {', '.join(files)}")
+        return 0
+    doc = profile(artifact, target_name, out, options)
+    files = report.write_all(doc, out, plots=not args.no_plots)
+    if args.json:
+        print(json.dumps({k: v for k, v in doc.items() if k != "single_stream"} | {"single_stream": {
+            k: v for k, v in (doc["single_stream"] or {}).items() if k != "times_ms"}}, indent=2, default=str))
+    else:
+        _print_summary(doc)
+        print(f"wrote {out}/: {', '.join(f for group in files.values() for f in group)}")
+    if args.check_budget:
+        from edgekd.profiler.compare import budget_gate
+
+        budget = (doc["target"].get("budgets") or {}).get("p90_ms")
+        if budget is None:
+            raise ConfigError("the target sets no budgets.p90_ms", where=doc["target"].get("source") or target_name,
+                              hint="add [budgets] p90_ms = ... to the target file")
+        result = budget_gate(doc, float(budget))
+        print("\n".join(result.messages))
+        return 0 if result.ok else 1
+    return 0
+
+
+def _print_summary(doc: dict) -> None:
+    ss = doc.get("single_stream") or {}
+    if not ss:
+        print("no latency measured: " + "; ".join(doc.get("notes", [])))
+        return
+    es = ss.get("p90_early_stop") or {}
+    ci = ss.get("p90_ci_ms") or {}
+    print(f"{doc['label']}: p50 {ss['p50_ms']:.4f} ms, p90 {ss['p90_ms']:.4f} ms "
+          f"[95% CI {ci.get('low', float('nan')):.4f}-{ci.get('high', float('nan')):.4f}], p99 {ss['p99_ms']:.4f} ms, "
+          f"first call {ss['first_call_ms']:.3f} ms, {ss['iterations']} queries"
+          + (f"; early-stopping p90 {es['estimate_ms']:.4f} ms" if es.get("ok") else ""))
+    mix = (doc.get("layers") or {}).get("precision_mix")
+    if mix:
+        print("layer time by precision: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in mix.items()))
+
+
+def _run_compare(args: argparse.Namespace) -> int:
+    from edgekd.profiler import compare as cmp
+    from edgekd.profiler import report
+
+    base, new = report.load(args.compare[0]), report.load(args.compare[1])
+    comp = cmp.compare(base, new, metrics=tuple(args.metric or ("p50", "p90")))
+    gate = cmp.gate(comp, cmp.parse_fraction(args.max_regression)) if args.max_regression else None
+    if args.json:
+        print(json.dumps({**comp.to_dict(), "gate": None if gate is None else {"ok": gate.ok, "messages": gate.messages}},
+                         indent=2))
+    else:
+        print(cmp.markdown(comp))
+        if gate is not None:
+            print("\n".join(gate.messages))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / "compare.md").write_text(cmp.markdown(comp))
+        (Path(args.out) / "compare.json").write_text(json.dumps(comp.to_dict(), indent=2) + "\n")
+    return 0 if gate is None or gate.ok else 1
+
+
+def _run_scatter(args: argparse.Namespace) -> int:
+    from edgekd.errors import ConfigError
+    from edgekd.profiler import plots, report
+
+    docs = [report.load(p) for p in args.scatter]
+    out = Path(args.out or ".")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        path = plots.accuracy_scatter(docs, out / "accuracy_vs_p90.png")
+    except ValueError as exc:
+        raise ConfigError(str(exc), where="--scatter", hint="profile bundles whose report.json has accuracy") from None
+    print(f"wrote {path}")
+    return 0

@@ -1,0 +1,264 @@
+"""``profile()``: resolve an artifact (bundle, .onnx, OpenVINO .xml, TensorRT .engine) and a target
+into a runner, run the scenarios, collect the per-layer table and the environment, and return
+one result document (schema in edgekd.profiler.report)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgekd.backends import BACKENDS
+from edgekd.backends.base import BuildResult
+from edgekd.config import ProfilingSettings, Target, load_target, target_from_mapping
+from edgekd.errors import BackendUnavailable, ConfigError, EdgekdError
+from edgekd.profiler import env as envmod
+from edgekd.profiler import layers as layermod
+from edgekd.profiler.measure import MeasureSettings, batch_sweep, make_feeds, measure_latency
+from edgekd.progress import log
+from edgekd.typed import to_mapping
+
+_SUFFIX_KIND = {".onnx": ("onnx", None), ".xml": ("openvino-ir", "openvino"), ".engine": ("tensorrt-engine", "tensorrt"),
+                ".plan": ("tensorrt-engine", "tensorrt")}
+
+
+@dataclass
+class Resolved:
+    """An artifact ready to load: which target, which folder/file, and what the bundle knows."""
+
+    kind: str
+    path: Path
+    target: Target
+    target_dir: Path
+    build: BuildResult | None
+    model_file: Path | None
+    sample: np.ndarray | None = None
+    accuracy: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def _build_from_dict(data: dict[str, Any] | None) -> BuildResult | None:
+    if not data:
+        return None
+    keys = {"backend", "artifact", "files", "precision", "notes", "details", "runnable"}
+    return BuildResult(**{k: v for k, v in data.items() if k in keys})
+
+
+def _files_size_mb(files: list[Path]) -> float | None:
+    sizes = [p.stat().st_size for p in files if p.is_file()]
+    return sum(sizes) / 1e6 if sizes else None
+
+
+def model_size_mb(res: Resolved) -> float | None:
+    if res.model_file is None:
+        return None
+    if res.build and res.build.files:
+        return _files_size_mb([res.target_dir / f for f in res.build.files])
+    f = res.model_file
+    if f.suffix == ".xml":
+        return _files_size_mb([f, f.with_suffix(".bin")])
+    return _files_size_mb([f, *f.parent.glob(f.name + ".data"), *f.parent.glob(f.stem + ".onnx.data")])
+
+
+def _check_backend(target: Target, where: str) -> Any:
+    backend = BACKENDS.get(target.backend, where=where)
+    status = backend.availability()
+    if not status.available:
+        raise BackendUnavailable(f"backend {target.backend!r} is {status}", where=where,
+                                 hint="profile on the device that has this runtime, or pick another --target")
+    return backend
+
+
+def resolve(artifact: str | Path, target_spec: str | Target, build_dir: Path) -> Resolved:
+    """Turn ARTIFACT + --target into something loadable; builds an .onnx for the target into ``build_dir``."""
+    path = Path(artifact)
+    if path.is_dir() and (path / "manifest.json").is_file():
+        return _resolve_bundle(path, target_spec, build_dir)
+    if not path.exists():
+        raise ConfigError("artifact not found", where=str(path), hint="pass a bundle folder, .onnx, .xml or .engine")
+    kind, backend_name = _SUFFIX_KIND.get(path.suffix.lower(), (None, None))
+    if kind is None:
+        raise ConfigError(f"do not know how to profile a {path.suffix or 'folder'!r} artifact", where=str(path),
+                          hint="pass a bundle folder (with manifest.json), a .onnx, an OpenVINO .xml or a TensorRT .engine")
+    target = target_spec if isinstance(target_spec, Target) else load_target(target_spec)
+    if backend_name and target.backend != backend_name:
+        raise ConfigError(f"a {path.suffix} file runs on the {backend_name!r} backend but target {target.name!r} uses "
+                          f"{target.backend!r}", where="--target", hint=f"pick a target with backend = \"{backend_name}\"")
+    if kind == "onnx":
+        backend = _check_backend(target, target.source or target.name)
+        log(f"building {path.name} for target {target.name} ({target.backend})")
+        build = backend.build(path, target, build_dir)
+        return Resolved(kind, path, target, build_dir, build, build_dir / build.artifact)
+    _check_backend(target, target.source or target.name)
+    build = BuildResult(backend=target.backend, artifact=path.name, files=[], precision="?",
+                        notes=["loaded as given: edgekd did not build this file"])
+    return Resolved(kind, path, target, path.parent, build, path)
+
+
+def _resolve_bundle(bundle: Path, target_spec: str | Target, build_dir: Path) -> Resolved:
+    from edgekd.bundle import read_manifest
+
+    manifest = read_manifest(bundle)
+    report_path = bundle / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    name = target_spec.name if isinstance(target_spec, Target) else str(target_spec)
+    sample = None
+    golden = bundle / manifest.get("golden", {}).get("file", "golden.npz")
+    if golden.is_file():
+        with np.load(golden) as data:
+            sample = data["input"][:1].copy() if "input" in data else None
+    entry = manifest.get("targets", {}).get(name)
+    if entry is not None and not isinstance(target_spec, Target):
+        where = f"{bundle / 'manifest.json'} targets.{name}"
+        target = target_from_mapping(entry["target"], where=where)
+        rep = report.get("targets", {}).get(name, {})
+        build = _build_from_dict(rep.get("build")) or BuildResult(backend=target.backend, artifact=entry["artifact"],
+                                                                  precision=entry.get("precision", "?"))
+        target_dir = bundle / entry["dir"]
+        _check_backend(target, where)
+        accuracy = ({"value": rep["accuracy"], "metric": "top-1 accuracy (%)", "source": "bundle report.json"}
+                    if rep.get("accuracy") is not None else None)
+        return Resolved("bundle", bundle, target, target_dir, build, target_dir / build.artifact, sample, accuracy)
+    # a target the bundle was not built for: build the bundle's reference ONNX for it here
+    target = target_spec if isinstance(target_spec, Target) else load_target(target_spec)
+    backend = _check_backend(target, target.source or target.name)
+    model = bundle / manifest.get("model", {}).get("file", "model.onnx")
+    log(f"bundle has no target {target.name!r}: building {model.name} for it")
+    build = backend.build(model, target, build_dir)
+    return Resolved("bundle", bundle, target, build_dir, build, build_dir / build.artifact, sample,
+                    notes=[f"target {target.name} built from the bundle's model.onnx at profile time"])
+
+
+def resolve_target_settings(artifact: str | Path, target_spec: str) -> ProfilingSettings:
+    """The [profiling] settings that apply: the bundle's copy of the target when it has one."""
+    path = Path(artifact)
+    if (path / "manifest.json").is_file():
+        from edgekd.bundle import read_manifest
+
+        entry = read_manifest(path).get("targets", {}).get(target_spec)
+        if entry is not None:
+            return target_from_mapping(entry["target"], where=f"{path / 'manifest.json'} targets.{target_spec}").profiling
+    return load_target(target_spec).profiling
+
+
+# ------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class ProfileOptions:
+    measure: MeasureSettings = field(default_factory=MeasureSettings)
+    batch_size: int | None = None  # None: the target's [profiling] batch_size
+    batches: tuple[int, ...] = ()  # offline sweep; empty = skip offline
+    layers: bool = True
+    layer_runs: int = 20
+    label: str | None = None
+    command: str | None = None
+
+
+def _threads(target: Target) -> dict[str, Any]:
+    opts = to_mapping(target.options) if target.options is not None else {}
+    return {k: v for k, v in opts.items() if "thread" in k or k in ("num_streams", "streams")}
+
+
+def ov_properties(target: Target) -> dict[str, Any] | None:
+    """Compile properties the OpenVINO backend uses for this target (OpenVINOOptions.properties())."""
+    fn = getattr(target.options, "properties", None)
+    return dict(fn()) if callable(fn) else None
+
+
+def _layers(res: Resolved, feeds: dict[str, np.ndarray], runs: int) -> dict[str, Any] | None:
+    if res.model_file is None:
+        return None
+    if res.target.backend == "onnxruntime":
+        rows = layermod.ort_layers(res.model_file, feeds, options=res.target.options, runs=runs)
+        source = "onnxruntime profiling trace"
+    elif res.target.backend == "openvino":
+        props = ov_properties(res.target)
+        device = str(getattr(res.target.options, "device", "CPU"))
+        rows = layermod.ov_layers(res.model_file, feeds, properties=props, device=device, runs=runs)
+        source = "openvino perf counters" + ("" if props is not None else " (default compile properties)")
+    else:
+        return None
+    return {"source": source, "runs": runs, "rows": [r.to_dict() for r in rows],
+            "precision_mix": layermod.precision_mix(rows)}
+
+
+def _labelled(value: Any, label: str) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {"label": label, **(value if isinstance(value, dict) else {"value": value})}
+
+
+def fpga_block(build: BuildResult | None) -> dict[str, Any]:
+    """FPGA targets: the analytical estimate and the C-simulation run, kept apart and labelled."""
+    d = (build.details if build else None) or {}
+    est = d.get("estimate") or d.get("analytical_estimate")
+    csim = d.get("csim") or d.get("c_simulation")
+    return {
+        "analytical_estimate": _labelled(est, "analytical estimate from the layer IR (no vendor synthesis was run)"),
+        "csim": _labelled(csim, "C simulation with g++ on the host: a functional check; its wall time is not FPGA latency"),
+    }
+
+
+def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: ProfileOptions | None = None) -> dict[str, Any]:
+    """Profile ``artifact`` on ``target``; returns the result document (not yet written)."""
+    opts = options or ProfileOptions()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res = resolve(artifact, target, out_dir / "build")
+    backend = BACKENDS.get(res.target.backend)
+    batch = opts.batch_size or res.target.profiling.batch_size
+    doc: dict[str, Any] = {
+        "schema": "edgekd.profile/1",
+        "created_at": "",
+        "command": opts.command or f"edgekd profile {shlex.quote(str(artifact))} --target {res.target.name}",
+        "label": opts.label or res.target.name,
+        "artifact": {"path": str(res.path), "kind": res.kind, "file": str(res.model_file) if res.model_file else None,
+                     "size_mb": model_size_mb(res)},
+        "target": {**res.target.to_dict(), "source": res.target.source},
+        "build": res.build.to_dict() if res.build else None,
+        "runtime": None,
+        "environment": envmod.capture(_threads(res.target)),
+        "settings": {**to_mapping(opts.measure), "batch_size": batch, "batches": list(opts.batches),
+                     "layer_runs": opts.layer_runs if opts.layers else 0},
+        "load_s": None, "single_stream": None, "offline": None, "layers": None,
+        "fpga": fpga_block(res.build) if res.target.backend == "hls" else None,
+        "accuracy": res.accuracy,
+        "notes": list(res.notes),
+    }
+    if res.build is not None and not res.build.runnable:
+        doc["notes"].append("artifact is not runnable on this machine: no latency measured")
+        return _stamp(doc)
+    t0 = time.perf_counter()
+    try:
+        runner = backend.load(res.target_dir, res.target, res.build)
+    except EdgekdError:
+        raise
+    except Exception as exc:  # SDK errors: say which file and target
+        raise EdgekdError(f"{res.target.backend} could not load the artifact: {exc}", where=str(res.model_file)) from exc
+    doc["load_s"] = time.perf_counter() - t0
+    doc["runtime"] = runner.describe()
+    feeds = make_feeds(runner.inputs, batch, res.sample)
+    sample = measure_latency(runner, feeds, settings=opts.measure, description=f"profiling {doc['label']}")
+    doc["single_stream"] = {**sample.summary(), "times_ms": [round(float(x), 6) for x in sample.times_ms]}
+    if opts.batches:
+        doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample)}
+    if opts.layers:
+        doc["layers"] = _layers(res, feeds, opts.layer_runs)
+    return _stamp(doc)
+
+
+def _short(cfg: MeasureSettings) -> MeasureSettings:
+    # each batch point needs fewer queries than the latency run: throughput is a median, not a tail
+    return MeasureSettings(warmup=max(2, cfg.warmup // 4), iterations=max(8, cfg.iterations // 4),
+                           duration_s=cfg.duration_s / 4, idle_gap_ms=cfg.idle_gap_ms)
+
+
+def _stamp(doc: dict[str, Any]) -> dict[str, Any]:
+    doc["created_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    return doc
