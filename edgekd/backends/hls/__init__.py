@@ -1,0 +1,279 @@
+"""FPGA HLS backend: QDQ ONNX -> integer layer IR -> Vitis HLS C++ project, C-simulated with g++.
+
+``build`` writes ``firmware/`` (top function with HLS pragmas, layer library, weights as
+headers), ``testbench.cpp``, ``build_prj.tcl`` and a README into the target folder, compiles
+the testbench with g++ and runs it on the golden inputs against ONNX Runtime's INT8 execution
+of the same QDQ model. ``load`` gives a runner that executes that C-simulation binary: it is
+the FPGA's arithmetic on the host CPU, never FPGA timing. Resources and latency are analytical
+estimates (``estimate.py``), labelled as such.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from edgekd.artifact import IOSpec
+from edgekd.backends.base import Availability, BuildResult, check_feeds
+from edgekd.errors import BuildError
+
+META = "edgekd_hls.json"
+DESCRIPTION = "C simulation on the host (not FPGA timing)"
+
+
+@dataclass(frozen=True)
+class PartResources:
+    """The part's resources, from its data sheet (used only to flag designs that cannot fit)."""
+
+    dsp: int = 0
+    bram_18k: int = 0
+    lut: int = 0
+    ff: int = 0
+
+
+@dataclass(frozen=True)
+class HLSOptions:
+    part: str = "xczu7ev-ffvc1156-2-e"
+    clock_period_ns: float = 5.0
+    reuse_factor: int = 1  # cycles each multiplier is reused (1 = fully parallel)
+    layer_reuse: dict[str, int] = field(default_factory=dict)  # per layer (ONNX node or C++ layer name) -> R
+    io_type: Literal["io_parallel", "io_stream"] = "io_parallel"
+    accum_bits: int = 32
+    requant: Literal["fixed_point", "float32"] = "fixed_point"
+    # read by the quantization pass: constrain scales to powers of two and zero points to 0
+    power_of_two_scales: bool = False
+    symmetric: bool = False
+    resources: PartResources = field(default_factory=PartResources)
+    dsp_per_multiplier: float = 1.0
+    cxx: str = "g++"
+    cxxflags: tuple[str, ...] = ("-O2",)
+    tolerance_lsb: int = 1
+    timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if self.reuse_factor < 1 or any(r < 1 for r in self.layer_reuse.values()):
+            raise ValueError("reuse factors must be >= 1 (1 = fully parallel)")
+        if not 16 <= self.accum_bits <= 64:
+            raise ValueError(f"accum_bits must be in 16..64, got {self.accum_bits}")
+        if self.clock_period_ns <= 0:
+            raise ValueError("clock_period_ns must be > 0")
+        if self.tolerance_lsb < 0:
+            raise ValueError("tolerance_lsb must be >= 0")
+
+
+def _reference_int8(onnx_path: Path, x: np.ndarray) -> np.ndarray:
+    """ONNX Runtime's execution of the same QDQ model (its int8 kernels where it fuses them)."""
+    from edgekd.export import onnx_outputs
+
+    return onnx_outputs(onnx_path, x).astype(np.float32)
+
+
+def _check_accumulators(graph: Any, accum_bits: int) -> None:
+    from edgekd.backends.hls import ir
+
+    limit = 2 ** (accum_bits - 1) - 1
+    for layer in graph.layers:
+        if not isinstance(layer, (ir.Conv, ir.Dense)):
+            continue
+        x = graph.tensors[layer.inputs[0]]
+        lo, hi = ir.INT_RANGES[x.dtype]
+        xmax = max(abs(lo - x.zero_point), abs(hi - x.zero_point))
+        w = np.abs(layer.weights.reshape(layer.weights.shape[0], -1).astype(np.int64))
+        worst = int((w.sum(1) * xmax + np.abs(layer.bias.astype(np.int64))).max())
+        if worst > limit:
+            raise BuildError(f"worst-case accumulator {worst} does not fit {accum_bits} bits", where=f"layer {layer.name}",
+                             hint=f"set accum_bits >= {worst.bit_length() + 1} in the target's [options]")
+
+
+def _apply_reuse(graph: Any, options: HLSOptions, where: str) -> None:
+    from edgekd.backends.hls.frontend import c_name
+
+    wanted = {c_name(k): (k, r) for k, r in options.layer_reuse.items()}
+    names = {layer.name for layer in graph.layers}
+    unknown = [k for c, (k, _) in wanted.items() if c not in names]
+    if unknown:
+        raise BuildError(f"layer_reuse names unknown layers: {', '.join(unknown)}", where=f"{where} [options.layer_reuse]",
+                         hint=f"layers: {', '.join(sorted(names))}")
+    for layer in graph.layers:
+        layer.reuse = wanted.get(layer.name, (None, options.reuse_factor))[1]
+
+
+class HLSRunner:
+    """Runs the C-simulation binary: float32 inputs in, dequantized float32 outputs back."""
+
+    def __init__(self, project: Path, meta: dict[str, Any], binary: Path) -> None:
+        self.project = project
+        self.meta = meta
+        self.binary = binary
+        self.inputs = (IOSpec(meta["input"]["name"], (None, *meta["input"]["shape"]), "float32"),)
+        self.outputs = (IOSpec(meta["output"]["name"], (None, *meta["output"]["shape"]), "float32"),)
+        self._n_out = int(np.prod(meta["output"]["shape"]))
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = check_feeds(self.inputs, feeds)[self.inputs[0].name]
+        return {self.outputs[0].name: self.infer_unchecked({self.inputs[0].name: x})[0]}
+
+    def infer_unchecked(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        from edgekd.backends.hls.csim import run_binary
+
+        x = next(iter(feeds.values()))
+        y, _ = run_binary(self.binary, x, self._n_out)
+        return [y.reshape(len(x), *self.outputs[0].shape[1:])]
+
+    def infer_int(self, x: np.ndarray) -> np.ndarray:
+        """The integer outputs (int8 codes, or int32 accumulators for a float output)."""
+        from edgekd.backends.hls.csim import run_binary
+
+        return run_binary(self.binary, x, self._n_out)[1].reshape(len(x), *self.outputs[0].shape[1:])
+
+    def describe(self) -> dict[str, Any]:
+        return {"runtime": "hls-csim", "description": DESCRIPTION, "binary": str(self.binary),
+                "requant": self.meta["requant"], "part": self.meta["part"],
+                "compiler": self.meta.get("compiler"), "host": platform.machine(),
+                "note": "latency measured on this runner is the host CPU running the C model, not the FPGA; "
+                        "see the estimates for FPGA cycles"}
+
+
+class HLSBackend:
+    name = "hls"
+    options_type = HLSOptions
+    onnx_flavor = "hls"
+
+    def availability(self) -> Availability:
+        if shutil.which("g++") is None:
+            return Availability(False, "g++ is not installed (needed for C simulation); apt-get install g++")
+        try:
+            import onnx  # noqa: F401
+        except ImportError as exc:
+            return Availability(False, f"onnx is not installed ({exc})")
+        return Availability(True)
+
+    def build(self, onnx_path: Path, target: Any, out_dir: Path, inputs: np.ndarray | None = None) -> BuildResult:
+        """Generate, compile and C-simulate. ``inputs``: golden inputs when called on a bare ONNX file;
+        by default ``out_dir.parent / "golden.npz"`` (key "input"), as the pipeline writes it."""
+        from edgekd.backends.hls import csim
+        from edgekd.backends.hls.codegen import CodegenSettings, write_project
+        from edgekd.backends.hls.estimate import Resources, estimate, format_table
+        from edgekd.backends.hls.frontend import load_graph
+
+        options: HLSOptions = target.options if isinstance(target.options, HLSOptions) else HLSOptions()
+        where = str(getattr(target, "source", None) or getattr(target, "name", "target"))
+        # everything that can fail on the model is checked before a file is written
+        graph = load_graph(Path(onnx_path))
+        _apply_reuse(graph, options, where)
+        _check_accumulators(graph, options.accum_bits)
+        notes = [DESCRIPTION + ": outputs are the generated C++ run by g++ on the CPU",
+                 "resources and latency are analytical ESTIMATES (no Vitis HLS synthesis was run)"]
+        if inputs is None:
+            golden = out_dir.parent / "golden.npz"
+            if golden.is_file():
+                with np.load(golden) as data:
+                    inputs = data["input"]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        settings = CodegenSettings(options.part, options.clock_period_ns, options.io_type, options.accum_bits, options.requant)
+        files = write_project(graph, settings, out_dir)
+        est = estimate(graph, clock_period_ns=options.clock_period_ns, io_type=options.io_type, requant=options.requant,
+                       part=options.part, resources=Resources(**asdict(options.resources)),
+                       dsp_per_multiplier=options.dsp_per_multiplier)
+        binary, compile_s = csim.compile_project(out_dir, options.cxx, options.cxxflags, timeout_s=options.timeout_s)
+        meta = {"input": {"name": graph.input_name, "shape": list(graph.input_float_shape)},
+                "output": {"name": graph.output_name, "shape": list(graph.output.shape)},
+                "requant": options.requant, "part": options.part, "io_type": options.io_type,
+                "compiler": f"{options.cxx} {' '.join(options.cxxflags)}", "binary": csim.BINARY,
+                "layers": [{"name": la.name, "kind": la.kind, "output": list(graph.tensors[la.output].shape),
+                            "reuse": la.reuse} for la in graph.layers]}
+        details: dict[str, Any] = {"estimates": est, "compile_s": round(compile_s, 2), "requant": options.requant,
+                                   "layers": len(graph.layers)}
+        if inputs is None:
+            notes.append("no golden inputs (no golden.npz next to the target folder and none passed): "
+                         "C simulation was compiled but not compared with ONNX Runtime")
+        else:
+            x = np.ascontiguousarray(inputs, dtype=np.float32)
+            if tuple(x.shape[1:]) != tuple(graph.input_float_shape):
+                raise BuildError(f"golden inputs have shape {list(x.shape[1:])}, the model wants {list(graph.input_float_shape)}",
+                                 where=str(out_dir))
+            reference = _reference_int8(Path(onnx_path), x)
+            (out_dir / "tb_data").mkdir(exist_ok=True)
+            x.astype("<f4").tofile(out_dir / csim.TB_INPUTS)
+            reference.reshape(len(x), -1).astype("<f4").tofile(out_dir / csim.TB_EXPECTED)
+            files += [csim.TB_INPUTS, csim.TB_EXPECTED]
+            agreement = csim.run_check(out_dir, binary, options.tolerance_lsb, options.timeout_s)
+            agreement["reference"] = "ONNX Runtime CPU executing the same QDQ ONNX (int8 kernels where it fuses them)"
+            details["agreement"] = agreement
+            if not agreement["ok"]:
+                raise BuildError(
+                    f"C simulation disagrees with ONNX Runtime: max {agreement['max_lsb']} LSB, "
+                    f"{agreement['over_tolerance']} element(s) over {options.tolerance_lsb} LSB, top-1 "
+                    f"{agreement['top1_agree']}/{agreement['samples']}", where=str(out_dir),
+                    hint="try requant = \"float32\" (ORT's exact rounding); keep the project to debug with "
+                         "`build/csim check tb_data/inputs.bin tb_data/expected.bin 0`")
+        (out_dir / "estimates.json").write_text(json.dumps(est, indent=2) + "\n")
+        (out_dir / META).write_text(json.dumps(meta, indent=2) + "\n")
+        (out_dir / "README.md").write_text(_readme(graph, options, est, details.get("agreement"), format_table(est)))
+        files += ["estimates.json", META, "README.md", csim.BINARY]
+        return BuildResult(backend=self.name, artifact=csim.BINARY, files=sorted(set(files)), precision="int8",
+                           notes=notes, details=details, runnable=True)
+
+    def load(self, target_dir: Path, target: Any, build: BuildResult | None = None) -> HLSRunner:
+        from edgekd.backends.hls import csim
+
+        meta_path = target_dir / META
+        if not meta_path.is_file():
+            raise BuildError("not an edgekd HLS project (edgekd_hls.json is missing)", where=str(target_dir),
+                             hint="build it with the hls backend first")
+        meta = json.loads(meta_path.read_text())
+        binary = target_dir / meta["binary"]
+        if not binary.is_file():  # e.g. a bundle copied to another machine: rebuild from the sources
+            options: HLSOptions = target.options if target is not None and isinstance(target.options, HLSOptions) else HLSOptions()
+            binary, _ = csim.compile_project(target_dir, options.cxx, options.cxxflags, timeout_s=options.timeout_s)
+        return HLSRunner(target_dir, meta, binary)
+
+
+def _readme(graph: Any, options: HLSOptions, est: dict[str, Any], agreement: dict[str, Any] | None, table: str) -> str:
+    if agreement:
+        agree = (f"{agreement['samples']} golden samples, {agreement['elements']} output elements: "
+                 f"{agreement['exact']} identical to ONNX Runtime's INT8 output, max difference {agreement['max_lsb']} LSB, "
+                 f"top-1 identical on {agreement['top1_agree']}/{agreement['samples']} (requant = {agreement['requant']}).")
+    else:
+        agree = "not run: no golden inputs were available at build time."
+    return f"""# HLS project: {graph.name}
+
+Generated by edgekd from a QDQ ONNX model. Plain C++14 with fixed-width integers: the same sources
+compile with g++ (C simulation, done at build time) and with Vitis HLS (synthesis, not run here).
+
+| | |
+|---|---|
+| part | `{options.part}` |
+| clock | {options.clock_period_ns:g} ns |
+| io type | {options.io_type} |
+| reuse factor | {options.reuse_factor} (per layer: {dict(options.layer_reuse) or "none"}) |
+| accumulator | {options.accum_bits} bits |
+| requantization | {options.requant} (`-DEDGEKD_REQUANT_FLOAT=0/1` switches) |
+
+## Files
+
+- `firmware/edgekd_top.cpp` -- top function `edgekd_top(input, output)`: one sample, integer in/out, HLS pragmas
+- `firmware/edgekd_nnet.h` -- layer library (conv, dense, pooling, add, concat, requantization)
+- `firmware/parameters.h` -- one config struct per layer; `firmware/weights/*.h` -- weights, biases, multipliers
+- `firmware/io.h` -- float <-> integer conversion at the boundary (as ONNX Runtime's Quantize/DequantizeLinear)
+- `testbench.cpp`, `tb_data/` -- golden inputs and ONNX Runtime's outputs; `build/csim` -- the g++ binary
+- `build_prj.tcl` -- Vitis HLS: `vitis_hls -f build_prj.tcl -tclargs csim=1 synth=1 cosim=1 export=1`
+
+## C simulation (host CPU, not FPGA timing)
+
+    g++ -O2 -std=c++14 -ffp-contract=off -Ifirmware -o build/csim testbench.cpp firmware/edgekd_top.cpp
+    ./build/csim check tb_data/inputs.bin tb_data/expected.bin 1
+
+Agreement with ONNX Runtime: {agree}
+
+## Estimates (analytical, not synthesis)
+
+{table}
+"""

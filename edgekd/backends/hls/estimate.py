@@ -1,0 +1,134 @@
+"""Analytical resource and latency ESTIMATES for the generated HLS project.
+
+These are formulas, not synthesis results (Vitis HLS is not run here). docs/fpga-hls.md
+lists every formula; the numbers are meant for comparing reuse factors and parts, and for
+flagging a design that obviously cannot fit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from edgekd.backends.hls import ir
+from edgekd.backends.hls.codegen import n_mult
+
+BRAM18_BITS = 18 * 1024
+LUTRAM_MAX_BITS = 1024  # smaller arrays are assumed to become LUTRAM / registers
+REQUANT_DSP = {"fixed_point": 4, "float32": 3}  # 32x31-bit integer multiply vs float32 multiply
+
+
+@dataclass(frozen=True)
+class Resources:
+    dsp: int
+    bram_18k: int
+    lut: int
+    ff: int
+
+
+def _bram(words: int, bits: int) -> int:
+    total = words * bits
+    return 0 if total <= LUTRAM_MAX_BITS else math.ceil(total / BRAM18_BITS)
+
+
+def _weight_bram(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> int:
+    if not isinstance(layer, (ir.Conv, ir.Dense)):
+        return 0
+    banks = n_mult(layer, tensors)
+    size = layer.weights.size
+    if banks >= size:  # completely partitioned: registers
+        return 0
+    bits = 8 if layer.weights.dtype == np.int8 else 16
+    return banks * _bram(math.ceil(size / banks), bits)
+
+
+def _pipeline_depth(taps: int) -> int:
+    return math.ceil(math.log2(max(taps, 1))) + 4  # adder tree + load, multiply, requantize, store
+
+
+def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str, dsp_per_mult: float) -> dict[str, Any]:
+    y = tensors[layer.output]
+    r = layer.reuse
+    mults = n_mult(layer, tensors)
+    if isinstance(layer, (ir.Conv, ir.Dense)):
+        taps = int(np.prod(layer.weights.shape[1:]))
+        iterations = int(np.prod(y.shape[1:])) if isinstance(layer, ir.Conv) else 1
+        per_iter_outputs = layer.weights.shape[0]
+        cycles = iterations * r + _pipeline_depth(taps)
+        rq = layer.requant
+        rq_units = 0 if rq is None or rq.power_of_two else math.ceil(per_iter_outputs / r)
+        dsp = math.ceil(mults * dsp_per_mult) + rq_units * REQUANT_DSP[requant]
+        ii = iterations * r
+    elif isinstance(layer, ir.Pool):
+        taps = layer.kernel[0] * layer.kernel[1]
+        ii = y.size * r
+        cycles = ii + _pipeline_depth(taps)
+        dsp = 0 if layer.mode == "max" or (layer.requant and layer.requant.power_of_two) else REQUANT_DSP[requant]
+    elif isinstance(layer, ir.Add):
+        ii = y.size * r
+        cycles = ii + 4
+        dsp = 2 * REQUANT_DSP[requant]
+    elif isinstance(layer, (ir.Elementwise, ir.Concat)):
+        ii = math.ceil(y.size / 1) if isinstance(layer, ir.Concat) else r
+        cycles = ii + 3
+        dsp = 0 if isinstance(layer, ir.Concat) else math.ceil(y.size / r) * REQUANT_DSP[requant]
+    else:  # reshape: wires
+        ii, cycles, dsp = 1, 1, 0
+    act_bits = 32 if y.dtype == "int32" else 8
+    return {
+        "layer": layer.name, "kind": layer.kind, "output_shape": list(y.shape), "reuse_factor": r,
+        "macs": layer.macs(tensors), "multipliers": mults, "dsp": dsp,
+        "bram_18k_weights": _weight_bram(layer, tensors),
+        "bram_18k_activations": 2 * _bram(y.size, act_bits),  # ping-pong buffer between DATAFLOW processes
+        "cycles": cycles, "ii_cycles": ii,
+    }
+
+
+def estimate(graph: ir.Graph, *, clock_period_ns: float, io_type: str, requant: str, part: str,
+             resources: Resources, dsp_per_multiplier: float = 1.0) -> dict[str, Any]:
+    """Per-layer and total estimates against the part's resources."""
+    layers = [layer_estimate(layer, graph.tensors, requant, dsp_per_multiplier) for layer in graph.layers]
+    cycles = sum(layer["cycles"] for layer in layers)
+    # DATAFLOW: a new sample may start when the slowest layer is free again
+    ii = max((layer["ii_cycles"] for layer in layers), default=1)
+    dsp = sum(layer["dsp"] for layer in layers)
+    bram = sum(layer["bram_18k_weights"] + layer["bram_18k_activations"] for layer in layers)
+    fits = {"dsp": dsp <= resources.dsp, "bram_18k": bram <= resources.bram_18k}
+    return {
+        "label": "ESTIMATE (analytical formulas, not synthesis; see docs/fpga-hls.md)",
+        "part": part, "clock_period_ns": clock_period_ns, "io_type": io_type,
+        "layers": layers,
+        "total": {
+            "macs": sum(layer["macs"] for layer in layers),
+            "multipliers": sum(layer["multipliers"] for layer in layers),
+            "dsp": dsp, "bram_18k": bram,
+            "latency_cycles": cycles, "latency_us": cycles * clock_period_ns / 1000.0,
+            "ii_cycles": ii, "throughput_per_s": 1e9 / (ii * clock_period_ns),
+        },
+        "part_resources": {"dsp": resources.dsp, "bram_18k": resources.bram_18k, "lut": resources.lut, "ff": resources.ff},
+        "utilization": {"dsp": dsp / max(resources.dsp, 1), "bram_18k": bram / max(resources.bram_18k, 1)},
+        "fits": all(fits.values()),
+        "over": [k for k, ok in fits.items() if not ok],
+        "not_estimated": ["LUT", "FF"],
+    }
+
+
+def format_table(est: dict[str, Any]) -> str:
+    """Markdown table of the estimate (used in the project README and the bench)."""
+    lines = [f"**{est['label']}** -- part `{est['part']}`, clock {est['clock_period_ns']:g} ns, {est['io_type']}", "",
+             "| layer | kind | output | R | MACs | mults | DSP | BRAM18 (w+act) | cycles |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for la in est["layers"]:
+        lines.append(f"| {la['layer']} | {la['kind']} | {'x'.join(map(str, la['output_shape']))} | {la['reuse_factor']} | "
+                     f"{la['macs']} | {la['multipliers']} | {la['dsp']} | {la['bram_18k_weights']}+{la['bram_18k_activations']} | "
+                     f"{la['cycles']} |")
+    t, p = est["total"], est["part_resources"]
+    lines += ["", f"Total: {t['macs']} MACs, {t['multipliers']} multipliers, DSP {t['dsp']} / {p['dsp']} "
+                  f"({100 * est['utilization']['dsp']:.1f} %), BRAM18 {t['bram_18k']} / {p['bram_18k']} "
+                  f"({100 * est['utilization']['bram_18k']:.1f} %); latency {t['latency_cycles']} cycles = "
+                  f"{t['latency_us']:.2f} us; II {t['ii_cycles']} cycles. "
+                  + ("Fits the part." if est["fits"] else f"DOES NOT FIT the part: {', '.join(est['over'])} over budget.")]
+    return "\n".join(lines)
