@@ -237,6 +237,8 @@ class OpenVINORunner:
         for key in ("PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
                     "ENABLE_CPU_PINNING", "OPTIMAL_NUMBER_OF_INFER_REQUESTS"):
             value = self.property(key)
+            if hasattr(value, "get_type_name"):  # ov.Type (precision hint) -> "f32"
+                value = value.get_type_name()
             facts[key.lower()] = value if isinstance(value, (int, float, bool, str)) or value is None else str(value)
         return facts
 

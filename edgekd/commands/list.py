@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"edgekd {args.what}")
@@ -50,6 +51,6 @@ def run(args: argparse.Namespace) -> int:
     for c in cols:
         table.add_column(c)
     for row in rows:
-        table.add_row(*[row.get(c, "") for c in cols])
+        table.add_row(*[escape(row.get(c, "")) for c in cols])  # "[tensorrt]" in a reason is not markup
     Console().print(table)
     return 0
