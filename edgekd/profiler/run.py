@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -196,18 +197,53 @@ def _labelled(value: Any, label: str) -> dict[str, Any] | None:
 
 
 def fpga_block(build: BuildResult | None) -> dict[str, Any]:
-    """FPGA targets: the analytical estimate and the C-simulation run, kept apart and labelled."""
+    """FPGA targets: the analytical estimate and the C-simulation run, kept apart and labelled
+    (reads the hls backend's BuildResult.details: ``estimates``, ``agreement``, ``compile_s``)."""
     d = (build.details if build else None) or {}
-    est = d.get("estimate") or d.get("analytical_estimate")
-    csim = d.get("csim") or d.get("c_simulation")
-    return {
-        "analytical_estimate": _labelled(est, "analytical estimate from the layer IR (no vendor synthesis was run)"),
-        "csim": _labelled(csim, "C simulation with g++ on the host: a functional check; its wall time is not FPGA latency"),
-    }
+    est = d.get("estimates") or {}
+    analytical = None
+    if est:
+        analytical = {"label": est.get("label", "analytical estimate (no vendor synthesis was run)"),
+                      "part": est.get("part"), "clock_period_ns": est.get("clock_period_ns"), "io_type": est.get("io_type"),
+                      **{k: v for k, v in (est.get("total") or {}).items()},
+                      "fits": est.get("fits"), "over": est.get("over"), "utilization": est.get("utilization"),
+                      "not_estimated": est.get("not_estimated")}
+    csim = {"label": "C simulation with g++ on the host: a functional check against ONNX Runtime; "
+                     "its wall time is host CPU time, NOT FPGA latency",
+            "compile_s": d.get("compile_s"), **{k: v for k, v in (d.get("agreement") or {}).items()}}
+    return {"analytical_estimate": analytical, "csim": csim}
 
 
-def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: ProfileOptions | None = None) -> dict[str, Any]:
-    """Profile ``artifact`` on ``target``; returns the result document (not yet written)."""
+def _fpga_layers(build: BuildResult | None) -> dict[str, Any] | None:
+    est = ((build.details if build else None) or {}).get("estimates") or {}
+    clock = est.get("clock_period_ns")
+    if not est.get("layers") or not clock:
+        return None
+    total = sum(la["cycles"] for la in est["layers"]) or 1
+    rows = [layermod.LayerRow(la["layer"], la["kind"], f"HLS estimate, reuse {la.get('reuse_factor')}", "int8",
+                              la["cycles"] * clock / 1e6, la["cycles"] / total, 1) for la in est["layers"]]
+    rows.sort(key=lambda r: r.time_ms, reverse=True)
+    return {"source": "analytical HLS estimate (cycles x clock period; not measured)", "runs": 0,
+            "rows": [r.to_dict() for r in rows], "precision_mix": layermod.precision_mix(rows)}
+
+
+def _profile_fpga(doc: dict[str, Any], runner: Any, feeds: dict[str, np.ndarray], cfg: MeasureSettings,
+                  build: BuildResult | None) -> None:
+    # the C-sim binary runs as a subprocess per call: a few calls show its host cost, nothing more
+    quick = MeasureSettings(warmup=1, iterations=max(1, min(cfg.iterations, 10)))
+    sample = measure_latency(runner, feeds, settings=quick, description="C simulation (host)")
+    ms = sample.times_ms
+    doc["fpga"]["csim"].update({"host_wall_ms_p50": float(np.median(ms)), "host_wall_ms_min": float(ms.min()),
+                                "host_runs": int(ms.size)})
+    doc["layers"] = _fpga_layers(build)
+    doc["notes"].append("FPGA target: no single-stream latency on this host; see fpga.analytical_estimate "
+                        "(latency_us) and fpga.csim (functional check)")
+
+
+def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: ProfileOptions | None = None, *,
+            on_runner: Callable[[Any], None] | None = None) -> dict[str, Any]:
+    """Profile ``artifact`` on ``target``; returns the result document (not yet written).
+    ``on_runner`` sees the loaded runner after timing (auto-precision uses it to measure accuracy)."""
     opts = options or ProfileOptions()
     out_dir.mkdir(parents=True, exist_ok=True)
     res = resolve(artifact, target, out_dir / "build")
@@ -244,12 +280,17 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
     doc["load_s"] = time.perf_counter() - t0
     doc["runtime"] = runner.describe()
     feeds = make_feeds(runner.inputs, batch, res.sample)
+    if res.target.backend == "hls":
+        _profile_fpga(doc, runner, feeds, opts.measure, res.build)
+        return _stamp(doc)
     sample = measure_latency(runner, feeds, settings=opts.measure, description=f"profiling {doc['label']}")
     doc["single_stream"] = {**sample.summary(), "times_ms": [round(float(x), 6) for x in sample.times_ms]}
     if opts.batches:
         doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample)}
     if opts.layers:
         doc["layers"] = _layers(res, feeds, opts.layer_runs)
+    if on_runner is not None:
+        on_runner(runner)
     return _stamp(doc)
 
 
