@@ -93,7 +93,7 @@ class SleepRunner:
         self.us = us
         self.calls = 0
 
-    def infer(self, feeds):  # noqa: ANN001 - protocol shape
+    def infer(self, feeds: dict) -> dict:
         import time
 
         self.calls += 1
