@@ -112,7 +112,9 @@ def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
 def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["graph", "layerwise"] = "graph",
                    exclude: tuple[str, ...] = (), merge_bn: bool = True) -> nn.Module:
     """A brevitas fake-quant copy of ``model`` (the input is not modified). Not yet calibrated."""
-    from brevitas.graph.quantize import layerwise_quantize, preprocess_for_quantize, quantize
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # brevitas warns at import (fast_hadamard_transform missing)
+        from brevitas.graph.quantize import layerwise_quantize, preprocess_for_quantize, quantize
 
     if recipe.act_bits != 8:
         raise PassError(f"act_bits={recipe.act_bits} is not supported", where="quantize act_bits",
@@ -135,7 +137,6 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["grap
         excluded = {n for n, _ in graph.named_modules() if n and _excluded(n, exclude)}
         if excluded:
             # brevitas has no name blacklist in graph mode: hide excluded layers behind a type it ignores
-            compute = {k: v for k, v in compute.items()}
             for name in excluded:
                 module = graph.get_submodule(name)
                 if isinstance(module, SUPPORTED_LAYERS):

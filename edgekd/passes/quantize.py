@@ -1,0 +1,279 @@
+"""``quantize``: brevitas PTQ or distillation-aware QAT (W8A8, W4A8), exported as QDQ that runs in INT8.
+
+Steps: graph-mode brevitas quantization -> activation calibration (percentile or min-max) -> bias
+correction -> accuracy against the budget, with per-layer sensitivity and the most sensitive layers
+kept in higher precision until the budget is met -> (qat) fine-tuning with the teacher's loss, 2:4
+masks re-applied after every step -> export check: ONNX Runtime's optimized graph must run every
+quantized Conv/Gemm as an integer kernel (``int8_mac_fraction``) and match brevitas (parity).
+
+The targets steer the numerics: a TensorRT target (or an HLS target with ``symmetric = true``) makes
+activations symmetric signed int8 with zero point 0; an HLS target with ``power_of_two_scales``
+restricts every scale to 2^k.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+import edgekd.quant.onnx_export  # noqa: F401  (registers the "brevitas-qdq" exporter)
+from edgekd.artifact import Artifact
+from edgekd.errors import PassError
+from edgekd.passes import PassContext, register_pass
+from edgekd.train import FinetuneConfig
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    mode: Literal["ptq", "qat"] = "ptq"
+    weight_bits: int = 8
+    act_bits: int = 8
+    granularity: Literal["per_channel", "per_tensor"] = "per_channel"  # weights; activations are per tensor
+    quantizer: Literal["graph", "layerwise"] = "graph"  # layerwise: no FX tracing, Q/DQ around each layer
+    calibration: Literal["minmax", "percentile"] = "percentile"
+    percentile: float = 99.99
+    calibration_samples: int = 512
+    calibration_batch: int = 64
+    bias_correction: bool = True
+    symmetric_activations: bool | None = None  # None: True when a TensorRT (or symmetric HLS) target is built
+    power_of_two: bool | None = None  # None: True when an HLS target sets power_of_two_scales
+    exclude: tuple[str, ...] = ()  # layer names / globs left in FP32
+    unsupported: Literal["error", "float"] = "error"  # weighted layers the exporter cannot write
+    sensitivity: Literal["off", "auto", "report"] = "auto"  # auto: only when the budget is missed
+    accuracy_budget: float | None = None  # points; None: the smallest max_accuracy_drop of the targets
+    max_kept_layers: int = 4
+    eval_samples: int = 1000  # held-out tail of the training split used for budget and sensitivity
+    progressive: bool = False  # qat: first half of the epochs with weight quantization only
+    check_int8: bool = True  # export once and prove the integer kernels + parity
+    finetune: FinetuneConfig | None = None
+
+    def __post_init__(self) -> None:
+        if self.weight_bits not in range(2, 9):
+            raise ValueError(f"weight_bits must be 2..8 (8 and 4 are the tested settings), got {self.weight_bits}")
+        if self.act_bits != 8:
+            raise ValueError(f"act_bits must be 8 (integer kernels take 8-bit activations), got {self.act_bits}")
+        if not 90.0 <= self.percentile <= 100.0:
+            raise ValueError(f"percentile must be in [90, 100], got {self.percentile}")
+        if self.mode == "qat" and self.finetune is None:
+            raise ValueError('mode = "qat" needs a [passes.finetune] table (epochs, lr, loss, ...)')
+        if self.calibration_samples < 1 or self.calibration_batch < 1 or self.eval_samples < 1:
+            raise ValueError("calibration_samples, calibration_batch and eval_samples must be >= 1")
+
+
+def _recipe(config: QuantizeConfig, ctx: PassContext) -> tuple[Any, dict[str, str]]:
+    from edgekd.quant.recipe import QuantRecipe
+
+    why: dict[str, str] = {}
+    hls = [t for t in ctx.targets if t.backend == "hls"]
+    symmetric = config.symmetric_activations
+    if symmetric is None:
+        trt = [t.name for t in ctx.targets if t.backend == "tensorrt"]
+        sym_hls = [t.name for t in hls if getattr(t.options, "symmetric", False)]
+        symmetric = bool(trt or sym_hls)
+        if symmetric:
+            why["symmetric_activations"] = f"target(s) {', '.join(trt + sym_hls)} need symmetric int8"
+    pot = config.power_of_two
+    if pot is None:
+        asking = [t.name for t in hls if getattr(t.options, "power_of_two_scales", False)]
+        pot = bool(asking)
+        if pot:
+            why["power_of_two"] = f"target(s) {', '.join(asking)} ask for power-of-two scales"
+    recipe = QuantRecipe(weight_bits=config.weight_bits, act_bits=config.act_bits,
+                         per_channel=config.granularity == "per_channel", symmetric_activations=symmetric,
+                         power_of_two=pot, calibration=config.calibration, percentile=config.percentile)
+    return recipe, why
+
+
+def _budget(config: QuantizeConfig, ctx: PassContext) -> tuple[float | None, str]:
+    if config.accuracy_budget is not None:
+        return config.accuracy_budget, "quantize accuracy_budget"
+    budgets = [(t.budgets.max_accuracy_drop, t.name) for t in ctx.targets
+               if t.budgets.max_accuracy_drop is not None]
+    if not budgets:
+        return None, "none"
+    value, name = min(budgets)
+    return value, f"target {name} max_accuracy_drop"
+
+
+def _splits(ctx: PassContext, config: QuantizeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(calibration inputs, eval inputs, eval labels): the eval set is the tail of the training split."""
+    data = ctx.data
+    if data is None or getattr(data, "x_train", None) is None or not len(data.x_train):
+        raise PassError("quantization needs calibration data", where="quantize",
+                        hint="pass --data (random:CxHxW works for latency-only runs)")
+    x, y = data.x_train, data.y_train
+    n_eval = min(config.eval_samples, max(1, len(x) // 4))
+    x_eval, y_eval = x[-n_eval:], (y[-n_eval:] if y is not None else None)
+    x_cal = x[: max(1, len(x) - n_eval)]
+    return x_cal, x_eval, y_eval
+
+
+class _Progressive:
+    """QAT hook: weights-only fake quantization for the first half of the epochs, then everything."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.manager: Any = None
+
+    def before_epoch(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        from brevitas.graph.calibrate import quantization_status_manager
+
+        if epoch == 0 and epochs > 1:
+            self.manager = quantization_status_manager(self.model, disable_act_quant=True, disable_bias_quant=True,
+                                                       is_training=True)
+            self.manager.__enter__()
+        elif self.manager is not None and epoch >= epochs // 2:
+            self.manager.__exit__(None, None, None)
+            self.manager = None
+            model.train()
+
+    def after_train(self, model: nn.Module) -> None:
+        if self.manager is not None:
+            self.manager.__exit__(None, None, None)
+            self.manager = None
+
+
+def _qat(model: nn.Module, artifact: Artifact, config: QuantizeConfig, ctx: PassContext,
+         label: str) -> dict[str, Any]:
+    from edgekd.passes.sparsity import check_masks, mask_hook
+    from edgekd.train import fine_tune
+
+    assert config.finetune is not None
+    hooks: list[object] = []
+    sparsity = artifact.meta.get("sparsity")
+    if sparsity:
+        hooks.append(mask_hook(model, sparsity))
+    if config.progressive:
+        hooks.append(_Progressive(model))
+    result = fine_tune(model, ctx.teacher, ctx.data, config.finetune, hooks=hooks, description=f"KD-QAT {label}")
+    model.eval()
+    info: dict[str, Any] = {"steps": result.steps, "seconds": round(result.seconds, 2),
+                            "final_accuracy": result.final_accuracy, "best_accuracy": result.best_accuracy,
+                            "teacher": ctx.teacher is not None, "loss": config.finetune.loss,
+                            "progressive": config.progressive}
+    if sparsity:
+        broken = check_masks(model, sparsity.get("masks", sparsity))
+        if broken:
+            raise PassError(f"2:4 masks broken after QAT in {', '.join(broken)}", where="quantize qat",
+                            hint="a hook re-applies masks after each optimizer step; report this as a bug")
+        info["masks_kept"] = True
+    return info
+
+
+def _int_weight_sparsity(model: nn.Module, sparsity: dict[str, Any]) -> dict[str, Any]:
+    """2:4 check on the *integer* weights that get exported (a zero must stay an int8 zero)."""
+    from edgekd.quant.recipe import quant_layers
+
+    masks = sparsity.get("masks", {})
+    layers = quant_layers(model)
+    held = []
+    for name, mask in masks.items():
+        layer = layers.get(name)
+        if layer is None or not layer.weight_quant.is_quant_enabled:
+            continue
+        with torch.no_grad():
+            ints = layer.quant_weight().int()
+        held.append(bool((ints[~mask] == 0).all()))
+    return {"layers": len(held), "all_masks_hold_in_int8": all(held) if held else None}
+
+
+def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> dict[str, Any]:
+    """Export the ORT flavor once: integer-kernel MAC fraction and brevitas-vs-ORT parity."""
+    from edgekd.config import ExportSettings
+    from edgekd.export import compare_outputs, onnx_outputs
+    from edgekd.quant.int8 import int8_mac_report
+    from edgekd.quant.onnx_export import brevitas_qdq_export
+    from edgekd.quant.sensitivity import outputs
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / "quantized.ort.onnx"
+        example = torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32))
+        brevitas_qdq_export(model, path, example, ExportSettings(), "ort")
+        macs = int8_mac_report(path)
+        parity = compare_outputs(outputs(model, x_eval), onnx_outputs(path, x_eval))
+    return {"int8_mac_fraction": macs["int8_mac_fraction"], "macs_total": macs["macs_total"],
+            "macs_int8": macs["macs_int8"], "float_layers": macs["float_layers"],
+            "ort_optimized_ops": macs["optimized_ops"], "parity_vs_brevitas": parity.to_dict()}
+
+
+@register_pass("quantize", QuantizeConfig)
+def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Artifact:
+    """brevitas PTQ / KD-QAT (W8A8, W4A8) with calibration, bias correction and sensitivity analysis."""
+    from edgekd.quant.calibrate import calibrate, correct_bias
+    from edgekd.quant.recipe import check_layers, quant_layers, quantize_model
+    from edgekd.quant.sensitivity import EvalSet, keep_sensitive, layer_sensitivity, outputs, score
+
+    if artifact.kind != "torch":
+        raise PassError(f"quantize needs a torch model, got a {artifact.kind!r} artifact", where="quantize",
+                        hint="put quantize before export in the profile")
+    if artifact.meta.get("quantized"):
+        raise PassError("the model is already quantized", where="quantize", hint="use one quantize pass per profile")
+    float_model: nn.Module = artifact.payload
+    float_model.eval()
+    recipe, why = _recipe(config, ctx)
+    label = recipe.describe()
+    left_float = check_layers(float_model, config.exclude, config.unsupported)
+    exclude = (*config.exclude, *left_float)
+    x_cal, x_eval, y_eval = _splits(ctx, config)
+    torch.manual_seed(ctx.seed)
+
+    def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
+        model = quantize_model(float_model, recipe, mode=config.quantizer, exclude=(*exclude, *extra_float))
+        calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
+        if config.bias_correction:
+            correct_bias(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
+        return model.eval()
+
+    model = build()
+    layers = quant_layers(model)
+    if not layers:
+        raise PassError("no Conv/Linear layer was quantized", where="quantize",
+                        hint="check exclude = [...]; edgekd quantizes Conv1d, Conv2d and Linear")
+    ev = EvalSet(x_eval, y_eval, outputs(float_model, x_eval))
+    ptq = score(outputs(model, x_eval), ev)
+    budget, budget_source = _budget(config, ctx)
+    report: dict[str, Any] = {
+        "mode": config.mode, "scheme": label, "weights": f"int{config.weight_bits} {config.granularity} symmetric",
+        "activations": "int8 per-tensor " + ("symmetric (zero point 0)" if recipe.symmetric_activations
+                                             else "unsigned after ReLU/Sigmoid, signed elsewhere (zero point 0)"),
+        "power_of_two_scales": recipe.power_of_two, "calibration": config.calibration,
+        "percentile": config.percentile if config.calibration == "percentile" else None,
+        "calibration_samples": min(config.calibration_samples, len(x_cal)), "bias_correction": config.bias_correction,
+        "decisions": why, "quantized_layers": len(layers), "float_layers_requested": list(exclude),
+        "eval": {"samples": len(x_eval), "split": "tail of the training split (not the test set)",
+                 "fp32_accuracy": ev.reference_accuracy, "ptq": ptq},
+        "budget": {"points": budget, "source": budget_source},
+    }
+    missed = budget is not None and ptq["drop"] > budget
+    if config.sensitivity == "report" or (config.sensitivity == "auto" and missed):
+        ranking = layer_sensitivity(model, ev, quant_layers(model))
+        report["sensitivity"] = ranking
+        if missed:
+            model, kept, after = keep_sensitive(model, ev, ranking, budget=float(budget or 0.0),
+                                                max_layers=config.max_kept_layers, weight_bits=config.weight_bits,
+                                                requantize=build)
+            report["kept_higher_precision"] = kept
+            report["eval"]["after_keep"] = after
+            report["budget"]["met_after_ptq"] = after["drop"] <= float(budget or 0.0)
+    elif budget is not None:
+        report["kept_higher_precision"] = []
+        report["budget"]["met_after_ptq"] = not missed
+    if config.mode == "qat":
+        report["qat"] = _qat(model, artifact, config, ctx, label)
+        report["eval"]["qat"] = score(outputs(model, x_eval), ev)
+    if artifact.meta.get("sparsity"):
+        report["sparsity_2to4"] = _int_weight_sparsity(model, artifact.meta["sparsity"])
+    if config.check_int8:
+        report.update(export_check(model, x_eval, ctx.workdir))
+    ctx.report["quantize"] = report
+    summary = {k: report[k] for k in ("mode", "scheme", "weights", "activations", "power_of_two_scales")}
+    summary["kept_higher_precision"] = [k["layer"] for k in report.get("kept_higher_precision", [])]
+    summary["int8_mac_fraction"] = report.get("int8_mac_fraction")
+    return artifact.evolve(f"quantize:{config.mode}:{label}", payload=model,
+                           meta={"exporter": "brevitas-qdq", "flavored_export": True, "quantized": summary})

@@ -1,0 +1,118 @@
+"""Proof that INT8 really runs: which Conv/Gemm/MatMul MACs ONNX Runtime executes in integer kernels.
+
+Counts the MACs of every Conv/Gemm/MatMul in the exported graph (shapes from ONNX shape inference,
+batch 1), lets ONNX Runtime optimize the graph exactly as the ``cpu`` target does, and calls a layer
+int8 when an integer kernel (QLinearConv, QGemm, MatMulInteger, ...) consumes its weight initializer.
+MatMuls between two activations (attention scores) have no weight and are counted as float unless
+ONNX Runtime turned every such MatMul into an integer kernel.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_COMPUTE = {"Conv", "Gemm", "MatMul"}
+
+
+def _shape(value_info: dict[str, Any], name: str) -> list[int] | None:
+    vi = value_info.get(name)
+    if vi is None:
+        return None
+    dims = [d.dim_value if d.HasField("dim_value") else 1 for d in vi.type.tensor_type.shape.dim]
+    return dims or None
+
+
+def _weight_source(name: str, producers: dict[str, Any], inits: dict[str, Any]) -> str | None:
+    """Initializer behind a weight input, looking through DequantizeLinear / Transpose / Identity."""
+    for _ in range(4):
+        if name in inits:
+            return name
+        node = producers.get(name)
+        if node is None or node.op_type not in ("DequantizeLinear", "Transpose", "Identity"):
+            return None
+        name = node.input[0]
+    return None
+
+
+def layer_macs(model: Any) -> list[dict[str, Any]]:
+    """[{node, op, macs, weight}] for every Conv/Gemm/MatMul (batch 1)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    g = inferred.graph
+    value_info = {v.name: v for v in [*g.value_info, *g.input, *g.output]}
+    inits = {i.name: i for i in g.initializer}
+    producers = {o: n for n in g.node for o in n.output}
+    rows = []
+    for node in g.node:
+        if node.op_type not in _COMPUTE:
+            continue
+        out = _shape(value_info, node.output[0])
+        weight = _weight_source(node.input[1], producers, inits)
+        w_shape = list(inits[weight].dims) if weight else _shape(value_info, node.input[1])
+        a_shape = _shape(value_info, node.input[0])
+        macs = 0
+        if out and w_shape:
+            if node.op_type == "Conv":
+                macs = int(np.prod(out[1:])) * int(np.prod(w_shape[1:]))
+            elif node.op_type == "Gemm":
+                trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+                k = w_shape[1] if trans_b else w_shape[0]
+                macs = int(np.prod(out[1:])) * int(k)
+            elif a_shape:
+                macs = int(np.prod(out[1:] if len(out) > 2 else out)) * int(a_shape[-1])
+        rows.append({"node": node.name, "op": node.op_type, "macs": macs, "weight": weight})
+    return rows
+
+
+def optimized_graph(path: Path, threads: int = 2) -> Any:
+    """The graph ONNX Runtime executes (ORT_ENABLE_ALL, CPU), as an onnx ModelProto."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.log_severity_level = 3
+        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+        ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        return onnx.load(so.optimized_model_filepath, load_external_data=False)
+
+
+def int8_mac_report(path: Path) -> dict[str, Any]:
+    """Fraction of Conv/Gemm/MatMul MACs that ONNX Runtime runs in integer kernels, per layer."""
+    import onnx
+
+    from edgekd.backends.onnxruntime import INT8_KERNEL_OPS
+
+    rows = layer_macs(onnx.load(str(path)))
+    optimized = optimized_graph(path)
+    int_nodes = [n for n in optimized.graph.node if n.op_type in INT8_KERNEL_OPS]
+    int_inputs = {name for n in int_nodes for name in n.input}
+    float_ops = {"Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "FusedGemm", "NchwcConv"}
+    float_weightless = sum(1 for n in optimized.graph.node if n.op_type in float_ops)
+    total = int8 = 0
+    layers = []
+    for row in rows:
+        # weightless MatMul (attention scores): int8 only if no float compute op survived at all
+        weightless_int8 = float_weightless == 0 and bool(int_nodes)
+        is_int8 = row["weight"] in int_inputs if row["weight"] is not None else weightless_int8
+        total += row["macs"]
+        int8 += row["macs"] if is_int8 else 0
+        layers.append({**row, "int8": is_int8})
+    ops: dict[str, int] = {}
+    for n in optimized.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return {
+        "int8_mac_fraction": (int8 / total) if total else 0.0,
+        "macs_total": total,
+        "macs_int8": int8,
+        "float_layers": [r["node"] for r in layers if not r["int8"]],
+        "layers": layers,
+        "optimized_ops": dict(sorted(ops.items())),
+    }

@@ -1,0 +1,96 @@
+"""The "brevitas-qdq" exporter: deploy twin -> QDQ ONNX, one variant per runtime flavor.
+
+Registered with ``edgekd.export.register_exporter`` so the pipeline's one export stage handles
+quantized artifacts (``artifact.meta["exporter"] == "brevitas-qdq"``). Always the TorchScript
+exporter: the twin's custom ``symbolic`` functions are how the Q/DQ nodes get written, and the
+dynamo exporter does not call them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgekd.config import ExportSettings
+from edgekd.export import INPUT_NAME, OUTPUT_NAME, register_exporter
+from edgekd.quant.qdq import build_twin
+
+_WEIGHTED_OPS = {"Conv", "Gemm", "MatMul"}
+
+
+def _remove_identities(model: Any) -> None:
+    """The TorchScript exporter emits Identity nodes for shared buffers; rewire and drop them."""
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    rename: dict[str, str] = {}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.output[0] not in outputs:
+            rename[node.output[0]] = rename.get(node.input[0], node.input[0])
+        else:
+            keep.append(node)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    del graph.node[:]
+    graph.node.extend(keep)
+
+
+def _drop_output_qdq(model: Any) -> int:
+    """TensorRT flavor: no Q/DQ on a weighted op's output that only feeds the graph output
+    (TensorRT's guidance: do not quantize weighted-op outputs; the logits stay float)."""
+    graph = model.graph
+    producers = {o: n for n in graph.node for o in n.output}
+    removed = 0
+    for out in graph.output:
+        dq = producers.get(out.name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        src = producers.get(q.input[0])
+        if src is None or src.op_type not in _WEIGHTED_OPS | {"Add"}:
+            continue
+        consumers = [n for n in graph.node if q.input[0] in n.input]
+        if len(consumers) != 1:
+            continue
+        idx = list(src.output).index(q.input[0])
+        src.output[idx] = out.name
+        graph.node.remove(q)
+        graph.node.remove(dq)
+        removed += 1
+    return removed
+
+
+def postprocess(path: Path, flavor: str) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    _remove_identities(model)
+    if flavor == "tensorrt":
+        _drop_output_qdq(model)
+    meta = {p.key: p.value for p in model.metadata_props}
+    meta.update({"edgekd.exporter": "brevitas-qdq", "edgekd.flavor": flavor})
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+
+
+@register_exporter("brevitas-qdq")
+def brevitas_qdq_export(module: torch.nn.Module, path: Path, example: torch.Tensor, settings: ExportSettings,
+                        flavor: str) -> None:
+    """Export a brevitas fake-quant module as QDQ ONNX for ``flavor`` (ort, openvino, tensorrt, hls)."""
+    twin = build_twin(module, example, flavor)
+    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if settings.dynamic_batch else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # legacy-exporter deprecation notice
+        torch.onnx.export(twin, (example,), str(path), dynamo=False, opset_version=max(settings.opset, 13),
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+                          do_constant_folding=True)
+    postprocess(path, flavor)

@@ -1,0 +1,158 @@
+"""Per-layer quantization sensitivity, and keeping the most sensitive layers in higher precision.
+
+Sensitivity of layer L = the metric when *only L* is quantized: its weights at the recipe's bit width
+and its input activations with the scale calibration gave them; every other quantizer is off. The
+metric is the accuracy drop in percentage points against the FP32 model when labels exist, otherwise
+the top-1 disagreement with FP32 (also in points); the mean |logit error| is reported beside it.
+
+"Higher precision" for a kept layer: 8-bit weights when the recipe has fewer bits (W4A8 -> that layer
+W8A8, still an int8 kernel), or floating point for a W8A8 model (the layer is excluded and the model
+re-quantized and re-calibrated, so the layer runs in FP32 between dequantized activations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgekd.progress import task
+
+
+@dataclass
+class EvalSet:
+    """Where sensitivity is measured: inputs, optional labels, and FP32 reference logits."""
+
+    x: np.ndarray
+    y: np.ndarray | None
+    reference: np.ndarray
+
+    @property
+    def reference_accuracy(self) -> float | None:
+        return None if self.y is None else float((self.reference.argmax(1) == self.y).mean() * 100)
+
+
+def outputs(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch])))
+            outs.append(getattr(out, "value", out).float().numpy())
+    return np.concatenate(outs)
+
+
+def score(out: np.ndarray, ev: EvalSet) -> dict[str, float]:
+    """drop (points, higher = worse), accuracy (if labelled), agreement with FP32, mean |error|."""
+    agree = float((out.argmax(1) == ev.reference.argmax(1)).mean() * 100)
+    result = {"agreement": agree, "mean_abs_error": float(np.abs(out - ev.reference).mean())}
+    if ev.y is not None:
+        acc = float((out.argmax(1) == ev.y).mean() * 100)
+        result |= {"accuracy": acc, "drop": float(ev.reference_accuracy or 0.0) - acc}
+    else:
+        result["drop"] = 100.0 - agree
+    return result
+
+
+def _input_quant(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> dict[str, tuple]:
+    """(scale, zero point, qmin, qmax) of every layer's quantized input, from one fully quantized run."""
+    from brevitas.quant_tensor import QuantTensor
+
+    from edgekd.quant.qdq import act_quant_of
+
+    found: dict[str, tuple] = {}
+    hooks = []
+    for name, layer in layers.items():
+        def pre(mod: nn.Module, args: Any, name: str = name) -> None:
+            inp = args[0]
+            q = None
+            if isinstance(inp, QuantTensor):
+                from edgekd.quant.qdq import ActQuant
+
+                q = ActQuant(float(inp.scale), round(float(inp.zero_point)), round(float(inp.bit_width)),
+                             bool(inp.signed))
+            elif mod.input_quant.is_quant_enabled:
+                q = act_quant_of(mod.input_quant)
+            if q is not None:
+                found[name] = (q.scale, q.zero_point, q.qmin, q.qmax)
+        hooks.append(layer.register_forward_pre_hook(pre))
+    try:
+        with torch.no_grad():
+            model.eval()(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def layer_sensitivity(model: nn.Module, ev: EvalSet, layers: dict[str, nn.Module]) -> list[dict[str, Any]]:
+    """One row per layer: the score with only that layer quantized. Sorted most sensitive first."""
+    from brevitas.graph.calibrate import quantization_status_manager
+
+    inputs = _input_quant(model, layers, torch.from_numpy(ev.x[:2]))
+    rows = []
+    with task("layer sensitivity", len(layers)) as bar:
+        for name, layer in layers.items():
+            q = inputs.get(name)
+
+            def fake_quant(mod: nn.Module, args: Any, q: tuple | None = q) -> Any:
+                if q is None:
+                    return None
+                s, zp, lo, hi = q
+                x = getattr(args[0], "value", args[0])
+                return ((torch.clamp(torch.round(x / s) + zp, lo, hi) - zp) * s,)
+
+            handle = layer.register_forward_pre_hook(fake_quant)
+            try:
+                with quantization_status_manager(model, disable_act_quant=True, disable_weight_quant=True,
+                                                 disable_bias_quant=True, is_training=False):
+                    layer.weight_quant.disable_quant = False
+                    out = outputs(model, ev.x)
+                    layer.weight_quant.disable_quant = True  # the manager restores the saved state
+            finally:
+                handle.remove()
+            macs_weight = int(layer.weight.numel())
+            rows.append({"layer": name, "type": type(layer).__name__.replace("Quant", ""), "params": macs_weight,
+                         "input_quantized": q is not None, **score(out, ev)})
+            bar.advance()
+    return sorted(rows, key=lambda r: (-r["drop"], -r["mean_abs_error"]))
+
+
+def set_weight_bits(layer: nn.Module, bits: int) -> None:
+    """Change a brevitas layer's weight bit width in place (weight scales come from the weights)."""
+    proxy = layer.weight_quant
+    proxy.quant_injector = proxy.quant_injector.let(bit_width=bits)
+    proxy.init_tensor_quant()
+
+
+def keep_sensitive(model: nn.Module, ev: EvalSet, ranking: list[dict[str, Any]], *, budget: float,
+                   max_layers: int, weight_bits: int,
+                   requantize: Callable[[tuple[str, ...]], nn.Module]) -> tuple[nn.Module, list[dict[str, Any]], dict]:
+    """Greedily raise the precision of the most sensitive layers until ``drop <= budget``.
+
+    ``requantize(float_layers)`` rebuilds and calibrates the model with those layers left in float
+    (only used for 8-bit recipes). Returns (model, kept rows, final score).
+    """
+    current = score(outputs(model, ev.x), ev)
+    kept: list[dict[str, Any]] = []
+    float_layers: tuple[str, ...] = ()
+    for row in ranking:
+        if current["drop"] <= budget or len(kept) >= max_layers:
+            break
+        before = current["drop"]
+        if weight_bits < 8:
+            set_weight_bits(model.get_submodule(row["layer"]), 8)
+            precision = "W8"
+        else:
+            float_layers = (*float_layers, row["layer"])
+            model = requantize(float_layers)
+            precision = "FP32"
+        current = score(outputs(model, ev.x), ev)
+        kept.append({"layer": row["layer"], "precision": precision, "sensitivity_drop": row["drop"],
+                     "drop_before": before, "drop_after": current["drop"],
+                     "why": f"drop {before:.2f} > budget {budget:.2f} points; most sensitive layer left"})
+    return model, kept, current
