@@ -186,11 +186,12 @@ class HilSession:
         from edgekd.runtime import select_target
 
         names = sorted(self.manifest.get("targets") or {})
-        if arg is None or (arg in names and not _is_path(arg)):
-            return select_target(self.manifest, arg, where=self.where), None
         import tomllib
 
-        from edgekd.config import resolve_file, target_from_mapping
+        from edgekd.config import available, resolve_file, target_from_mapping
+
+        if arg is None or (not _is_path(arg) and (arg in names or arg not in available("targets"))):
+            return select_target(self.manifest, arg, where=self.where), None
 
         path = resolve_file("targets", arg)
         try:

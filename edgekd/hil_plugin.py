@@ -2,7 +2,7 @@
 
     pytest --edgekd-bundle build/digits --edgekd-target cpu [--edgekd-baseline base.json] -m hil
 
-collects one test per check (``edgekd-hil[cpu]::latency_p90`` ...), each marked ``hil``; a check
+collects one test per check (``edgekd-hil.cpu::latency_p90`` ...), each marked ``hil``; a check
 without a budget is reported as skipped with its reason. ``--junitxml`` gives CI its report.
 Without ``--edgekd-bundle`` the plugin adds nothing: importing this module must stay cheap
 (pytest loads it in every session of every project that has edgekd installed).
@@ -49,8 +49,8 @@ class HilItem(pytest.Item):
         for key in ("value", "limit", "reason"):
             if getattr(result, key):
                 self.user_properties.append((key, getattr(result, key)))
-        if result.status == "skipped":
-            pytest.skip(result.reason)
+        if result.status == "skipped":  # reported at the item, not at this line of the plugin
+            raise pytest.skip.Exception(result.reason, _use_item_location=True)
         if result.status in ("failed", "error"):
             raise HilCheckFailed(f"{result.status}: {result.reason}\n  measured: {result.value}\n  limit: {result.limit}")
 
@@ -60,7 +60,7 @@ class HilItem(pytest.Item):
         return str(super().repr_failure(excinfo, style=style))
 
     def reportinfo(self) -> tuple[Path, int | None, str]:
-        return self.path, None, f"edgekd-hil {self.parent.name}::{self.check}"
+        return self.path, 0, self.name
 
 
 class HilTarget(pytest.Collector):
@@ -71,7 +71,8 @@ class HilTarget(pytest.Collector):
     def collect(self) -> list[pytest.Item]:
         from edgekd.hil import CHECKS
 
-        return [HilItem.from_parent(self, name=name, session_obj=self.session_obj, check=name) for name in CHECKS]
+        return [HilItem.from_parent(self, name=name, nodeid=f"{self.nodeid}::{name}", session_obj=self.session_obj,
+                                    check=name) for name in CHECKS]
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m/-k deselection, so `-m hil` keeps these
@@ -79,6 +80,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     bundle = config.getoption("edgekd_bundle")
     if not bundle:
         return
+    from edgekd.errors import EdgekdError
     from edgekd.hil import CheckOptions, HilSession
 
     targets = config.getoption("edgekd_target") or [None]
@@ -89,9 +91,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                data=config.getoption("edgekd_data"),
                                max_regression=config.getoption("edgekd_max_regression"),
                                iterations=config.getoption("edgekd_iterations"))
-        # errors here (no manifest, unknown target) are usage errors: pytest shows them and stops
-        hil = HilSession(bundle, options)
-        collector = HilTarget.from_parent(session, name=f"edgekd-hil[{hil.target_name}]", session_obj=hil,
-                                          path=Path(bundle).resolve())
+        try:
+            hil = HilSession(bundle, options)
+        except EdgekdError as exc:  # no manifest, unknown target: a usage error, not a failing check
+            raise pytest.UsageError(f"edgekd: {exc}") from None
+        label = hil.target_name if hil.override is None else f"{hil.target_name}@{Path(str(target)).stem}"
+        collector = HilTarget.from_parent(session, name=f"edgekd-hil.{label}", nodeid=f"edgekd-hil.{label}",
+                                          session_obj=hil)
         new_items += collector.collect()
     items[:0] = new_items

@@ -1,0 +1,219 @@
+"""edgekd check: passes on a demo bundle, fails (exit 1, reason in table and JUnit) on a tightened
+budget, a tampered golden output, a regression against a baseline, a missed accuracy budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.bundle import MANIFEST, dump_json, read_manifest, sha256_file
+from edgekd.cli import main
+from edgekd.hil import CHECKS, CheckOptions, format_table, run_checks
+
+FAST = ["--iterations", "30", "--warmup", "3"]
+
+
+def demo_bundle(tmp_path_factory: pytest.TempPathFactory, targets: tuple[str, ...] = ("cpu",)) -> Path:
+    """fp32 digits student; built through the build cache shared by the HIL test files."""
+    from edgekd.buildfile import BuildFile, CacheSettings, build
+
+    root = tmp_path_factory.mktemp("app")
+    cache = tmp_path_factory.getbasetemp() / "hil-build-cache"
+    bf = BuildFile(model="builtin:digits-student", data="builtin:digits", out="bundle", targets=targets,
+                   measure=False, cache=CacheSettings(dir=str(cache)), root=str(root))
+    return build(bf).out
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return demo_bundle(tmp_path_factory)
+
+
+def copy_of(bundle: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "bundle"
+    shutil.copytree(bundle, dest)
+    return dest
+
+
+def junit(path: Path) -> dict[str, ET.Element]:
+    root = ET.parse(path).getroot()
+    return {case.get("name"): case for case in root.iter("testcase")}
+
+
+def test_check_passes_on_demo_bundle(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    xml = tmp_path / "hil.xml"
+    rc = main(["check", str(bundle), "--target", "cpu", "--junit", str(xml), *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "RESULT: PASSED" in out
+    for name in ("integrity", "golden_parity", "accuracy", "latency_p90", "size"):
+        assert f"{name} " in out
+    cases = junit(xml)
+    assert set(cases) == set(CHECKS)
+    root = ET.parse(xml).getroot()
+    assert root.get("failures") == "0" and root.get("errors") == "0"
+    assert cases["regression"].find("skipped") is not None  # no baseline given: skipped with a reason
+    assert cases["latency_p90"].find("failure") is None
+
+
+def test_tightened_latency_budget_fails_with_reason(bundle: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    tight = tmp_path / "cpu-tight.toml"
+    tight.write_text('name = "cpu"\n[budgets]\np90_ms = 0.0001\n')  # merged over the bundle's stored target
+    xml = tmp_path / "hil.xml"
+    rc = main(["check", str(bundle), "--target", str(tight), "--junit", str(xml), *FAST])
+    out = capsys.readouterr().out
+    assert rc == 1
+    line = next(row for row in out.splitlines() if row.startswith("latency_p90"))
+    assert "FAILED" in line and "0.0001 ms" in line
+    assert "exceeds the budget of 0.0001 ms" in out
+    assert "RESULT: FAILED" in out
+    failure = junit(xml)["latency_p90"].find("failure")
+    assert failure is not None and "exceeds the budget" in failure.get("message", "")
+    # the other budgets came from the stored target and still pass
+    assert junit(xml)["size"].find("failure") is None and junit(xml)["size"].find("skipped") is None
+
+
+def test_tampered_golden_output_fails(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    b = copy_of(bundle, tmp_path)
+    golden = dict(np.load(b / "golden.npz"))
+    golden["reference"][3, 2] += 0.5
+    np.savez(b / "golden.npz", **golden)
+    xml = tmp_path / "hil.xml"
+    rc = main(["check", str(b), "--junit", str(xml), *FAST])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "golden.npz: checksum mismatch" in out
+    assert "1/32 golden samples outside atol/rtol (worst: sample 3 output 2" in out
+    cases = junit(xml)
+    assert cases["integrity"].find("failure") is not None
+    assert "golden samples outside" in cases["golden_parity"].find("failure").get("message")
+
+    # even with a manifest re-signed to match, parity catches a reference the artifact does not reproduce
+    manifest = read_manifest(b)
+    manifest["files"]["golden.npz"] = sha256_file(b / "golden.npz")
+    dump_json(manifest, b / MANIFEST)
+    report = run_checks(b, CheckOptions(iterations=20, warmup=1))
+    assert report.result("integrity").status == "passed"
+    assert report.result("golden_parity").status == "failed"
+    assert report.exit_code == 1
+
+
+def test_baseline_regression(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = tmp_path / "baseline.json"
+    assert main(["check", str(bundle), "--save-baseline", str(base), *FAST]) == 0
+    saved = json.loads(base.read_text())
+    assert saved["schema"] == "edgekd.hil-baseline/1" and saved["latency"]["p50_ms"] > 0
+    assert saved["model_sha256"] == read_manifest(bundle)["files"]["model.onnx"]
+    capsys.readouterr()
+    # generous tolerance: this machine is shared, only a 100x slow-down must fail here
+    assert main(["check", str(bundle), "--baseline", str(base), "--max-regression", "10", *FAST]) == 0
+    assert "x baseline" in capsys.readouterr().out
+
+    saved["latency"]["p50_ms"] /= 1000  # pretend the device used to be 1000x faster
+    dump_json(saved, base)
+    xml = tmp_path / "hil.xml"
+    assert main(["check", str(bundle), "--baseline", str(base), "--junit", str(xml), *FAST]) == 1
+    out = capsys.readouterr().out
+    assert "x the baseline" in out and "allowed +25%" in out
+    assert junit(xml)["regression"].find("failure") is not None
+
+    # a bundle's report.json works as a baseline too (targets.<name>.latency)
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps({"targets": {"cpu": {"latency": {"p50_ms": 1e-6}}}}))
+    res = run_checks(bundle, CheckOptions(baseline=report, iterations=20, warmup=1), checks=("regression",))
+    assert res.result("regression").status == "failed"
+
+
+def test_accuracy_budget_and_external_data(bundle: Path, tmp_path: Path) -> None:
+    ev = dict(np.load(bundle / "eval.npz"))
+    data = tmp_path / "labelled.npz"
+    np.savez(data, x=ev["x"][:100], y=ev["y"][:100])
+    res = run_checks(bundle, CheckOptions(data=str(data)), checks=("accuracy",)).result("accuracy")
+    assert res.status == "passed" and res.data["samples"] == 100
+    assert res.data["reference"] == "model.onnx on ONNX Runtime"
+    # a budget that demands 5 pp *better* than the reference cannot be met: the failure says by how much
+    strict = tmp_path / "strict.toml"
+    strict.write_text('name = "cpu"\n[budgets]\nmax_accuracy_drop = -5.0\n')
+    res = run_checks(bundle, CheckOptions(target=str(strict), data=f"npz:{data}"), checks=("accuracy",))
+    assert res.result("accuracy").status == "failed"
+    assert "below the reference" in res.result("accuracy").reason or "pp below" in res.result("accuracy").reason
+
+
+def test_skips_and_errors_are_explicit(bundle: Path, tmp_path: Path) -> None:
+    nobudget = tmp_path / "cpu.toml"
+    nobudget.write_text('[budgets]\n')  # stem "cpu" selects the bundle's target; budgets stay as stored
+    res = run_checks(bundle, CheckOptions(target=str(nobudget), iterations=20, warmup=1))
+    assert res.passed
+    b = copy_of(bundle, tmp_path)
+    (b / "eval.npz").unlink()
+    manifest = read_manifest(b)
+    manifest["eval"] = None
+    del manifest["files"]["eval.npz"]
+    dump_json(manifest, b / MANIFEST)
+    res = run_checks(b, CheckOptions(iterations=20, warmup=1))
+    assert res.result("accuracy").status == "skipped" and "no labelled data" in res.result("accuracy").reason
+    assert res.passed
+    text = format_table(res)
+    assert "accuracy: skipped: no labelled data" in text
+
+    with pytest.raises(Exception, match="not in this bundle"):
+        run_checks(bundle, CheckOptions(target="gpu"))
+    assert main(["check", str(tmp_path / "nothing-here")]) == 2
+
+
+def test_openvino_cpu_target(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.backends import BACKENDS
+
+    if "openvino" not in BACKENDS:
+        pytest.skip("the OpenVINO backend is not registered in this checkout")
+    status = BACKENDS.get("openvino").availability()
+    if not status.available:
+        pytest.skip(f"OpenVINO backend {status}")
+    b = demo_bundle(tmp_path_factory, targets=("cpu", "openvino-cpu"))
+    xml = tmp_path / "ov.xml"
+    rc = main(["check", str(b), "--target", "openvino-cpu", "--junit", str(xml), *FAST])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "target openvino-cpu (openvino" in out
+    tight = tmp_path / "openvino-cpu.toml"
+    tight.write_text("[budgets]\np90_ms = 0.0001\n")
+    assert main(["check", str(b), "--target", str(tight), *FAST]) == 1
+    assert "exceeds the budget" in capsys.readouterr().out
+
+
+def _pytest(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "EDGEKD_QUIET": "1"}
+    return subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_pytest_plugin(bundle: Path, tmp_path: Path) -> None:
+    xml = tmp_path / "plugin.xml"
+    proc = _pytest(["--edgekd-bundle", str(bundle), "--edgekd-target", "cpu", "--edgekd-iterations", "20",
+                    "-m", "hil", "-rs", f"--junitxml={xml}"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "5 passed, 1 skipped" in proc.stdout
+    names = {(c.get("classname"), c.get("name")) for c in ET.parse(xml).getroot().iter("testcase")}
+    assert names == {("edgekd-hil.cpu", check) for check in CHECKS}
+
+    tight = tmp_path / "cpu.toml"
+    tight.write_text("[budgets]\np90_ms = 0.0001\n")
+    proc = _pytest(["--edgekd-bundle", str(bundle), "--edgekd-target", str(tight), "--edgekd-iterations", "20",
+                    "-k", "latency"], tmp_path)
+    assert proc.returncode == 1, proc.stdout
+    assert "exceeds the budget of 0.0001 ms" in proc.stdout
+
+    # without --edgekd-bundle the plugin adds nothing
+    (tmp_path / "test_app.py").write_text("def test_app():\n    assert True\n")
+    proc = _pytest(["-q", "test_app.py"], tmp_path)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout and "edgekd" not in proc.stdout
