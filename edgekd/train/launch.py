@@ -1,0 +1,88 @@
+"""Run ``fine_tune`` in N processes with torchrun, from an ordinary (single-process) caller.
+
+``run_fine_tune(..., nproc=N)`` pickles the job (student, teacher, data, config, hooks) into a private
+folder, runs ``python -m torch.distributed.run --standalone --nproc-per-node N -m edgekd.train.launch JOB``,
+and loads rank 0's weights back into ``student`` (in place, like ``fine_tune``). Inside torchrun, or with
+nproc <= 1, it simply calls ``fine_tune``. Hooks must be picklable (module-level classes).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgekd import errors
+from edgekd.progress import log
+from edgekd.train import ddp
+from edgekd.train.config import FinetuneConfig
+from edgekd.train.trainer import TrainingError, TrainResult, fine_tune
+
+
+def run_fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, config: FinetuneConfig, *, nproc: int = 1,
+                  hooks: Sequence[object] = (), checkpoint_dir: Path | None = None, resume: bool = False,
+                  description: str = "distilling", checkpoint_every: int = 0, workdir: Path | None = None) -> TrainResult:
+    """``fine_tune`` on ``nproc`` processes (torchrun + DDP, gloo on CPU / nccl on GPU)."""
+    kwargs = {"hooks": tuple(hooks), "checkpoint_dir": checkpoint_dir, "resume": resume, "description": description,
+              "checkpoint_every": checkpoint_every}
+    if nproc <= 1 or ddp.current().distributed:
+        return fine_tune(student, teacher, data, config, **kwargs)  # type: ignore[arg-type]
+    with tempfile.TemporaryDirectory(prefix="edgekd-ddp-", dir=workdir) as tmp:
+        job = Path(tmp) / "job.pt"
+        torch.save({"student": student, "teacher": teacher, "data": data, "config": config, "kwargs": kwargs}, job)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "edgekd.train.launch", str(job)]
+        log(f"{description}: launching {nproc} processes: {' '.join(cmd[1:])}")
+        proc = subprocess.run(cmd, check=False)
+        error_file = Path(tmp) / "error.json"
+        if error_file.is_file():  # rank 0 reports an edgekd error with its own type, text, where and hint
+            err = json.loads(error_file.read_text())
+            cls = getattr(errors, err["type"], None) or getattr(sys.modules[__name__], err["type"], TrainingError)
+            raise cls(err["message"], where=err["where"], hint=err["hint"])
+        result_file = Path(tmp) / "result.pt"
+        if proc.returncode != 0 or not result_file.is_file():
+            raise TrainingError(f"torchrun with {nproc} processes failed (exit code {proc.returncode})",
+                                where=description, hint="see the worker output above; try nproc = 1 to debug")
+        res = torch.load(result_file, map_location="cpu", weights_only=False)  # written by our own rank 0
+    device = next(student.parameters()).device
+    student.load_state_dict({k: v.to(device) for k, v in res["state_dict"].items()})
+    student.eval()
+    return TrainResult(model=student, history=res["history"], best_accuracy=res["best_accuracy"],
+                       final_accuracy=res["final_accuracy"], steps=res["steps"], seconds=res["seconds"], extra=res["extra"])
+
+
+def _worker(job_path: Path) -> int:
+    info = ddp.init_from_env()
+    job = torch.load(job_path, map_location="cpu", weights_only=False)  # written by run_fine_tune, same user
+    student, teacher = job["student"], job["teacher"]
+    if info.backend == "nccl":
+        student.to(f"cuda:{info.local_rank}")
+        if teacher is not None:
+            teacher.to(f"cuda:{info.local_rank}")
+    try:
+        result = fine_tune(student, teacher, job["data"], job["config"], **job["kwargs"])
+    except errors.EdgekdError as exc:
+        if info.is_main:
+            (job_path.parent / "error.json").write_text(json.dumps(
+                {"type": type(exc).__name__, "message": exc.message, "where": exc.where, "hint": exc.hint}))
+        return 1
+    if info.is_main:
+        torch.save({"state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()}, "history": result.history,
+                    "best_accuracy": result.best_accuracy, "final_accuracy": result.final_accuracy,
+                    "steps": result.steps, "seconds": result.seconds, "extra": result.extra},
+                   job_path.parent / "result.pt")
+    ddp.barrier(info)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker(Path(sys.argv[1])))
