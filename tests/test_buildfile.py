@@ -1,0 +1,148 @@
+"""edgekd.toml + edgekd build: validation, content-addressed cache (hit says "cached", is several
+times faster, gives the same bytes), determinism of model.onnx and manifest.json."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.buildfile import build, cache_key, load_buildfile
+from edgekd.bundle import verify_bundle
+from edgekd.errors import ConfigError, SourceError
+
+APP_TOML = """\
+model = "builtin:digits-student"
+data = "npz:data/digits.npz"
+profile = "quick.toml"
+targets = ["cpu"]
+out = "build/digits"
+measure = false
+
+[cache]
+dir = ".cache"
+"""
+
+# one epoch of supervised training: the determinism check covers a pass that trains, not only export
+QUICK_PROFILE = """\
+name = "quick"
+[[passes]]
+name = "distill"
+loss = "ce"
+epochs = 1
+"""
+
+
+@pytest.fixture()
+def app(tmp_path: Path) -> Path:
+    from edgekd.data import load_data
+
+    d = load_data("builtin:digits")
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "digits.npz", x_train=d.x_train[:400], y_train=d.y_train[:400],
+             x_test=d.x_test[:100], y_test=d.y_test[:100], labels=np.array(d.labels))
+    (tmp_path / "quick.toml").write_text(QUICK_PROFILE)
+    (tmp_path / "edgekd.toml").write_text(APP_TOML)
+    return tmp_path
+
+
+def test_buildfile_validation(tmp_path: Path) -> None:
+    path = tmp_path / "edgekd.toml"
+    path.write_text('model = "builtin:digits-student"\ndata = "builtin:digits"\nout = "b"\nprofil = "fp32"\n')
+    with pytest.raises(ConfigError, match=r"edgekd.toml.*profil") as exc:
+        load_buildfile(path)
+    assert "profile" in str(exc.value)  # the close match is suggested
+    path.write_text('model = "builtin:digits-student"\nout = "b"\n')
+    with pytest.raises(ConfigError, match="data"):
+        load_buildfile(path)
+    path.write_text('model = "builtin:digits-student"\ndata = "builtin:digits"\nout = "b"\ntargets = "cpu"\n'
+                    '[cache]\nenabled = false\n')
+    bf = load_buildfile(tmp_path)  # a folder means its edgekd.toml; a single target may be a string
+    assert bf.targets == ("cpu",) and bf.cache.enabled is False and bf.root == str(tmp_path.resolve())
+    with pytest.raises(ConfigError, match="build file not found"):
+        load_buildfile(tmp_path / "nope.toml")
+
+
+def test_cache_key_follows_inputs(app: Path) -> None:
+    bf = load_buildfile(app / "edgekd.toml")
+    key, material = cache_key(bf)
+    assert cache_key(bf)[0] == key
+    assert material["data"]["sha256"] and material["versions"]["onnxruntime"]
+    assert material["edgekd"]["code_sha256"]
+
+    (app / "quick.toml").write_text(QUICK_PROFILE.replace("epochs = 1", "epochs = 2"))
+    key_profile = cache_key(bf)[0]
+    assert key_profile != key
+    with np.load(app / "data" / "digits.npz") as z:
+        arrays = dict(z)
+    arrays["y_train"][0] = (arrays["y_train"][0] + 1) % 10  # one label changed
+    np.savez(app / "data" / "digits.npz", **arrays)
+    assert cache_key(bf)[0] not in (key, key_profile)
+
+    # py: sources are hashed from their code, without importing it
+    (app / "mymodel.py").write_text("def build():\n    raise RuntimeError('never imported for the key')\n")
+    text = (app / "edgekd.toml").read_text().replace("builtin:digits-student", "py:mymodel.py:build")
+    (app / "edgekd.toml").write_text(text)
+    k1 = cache_key(load_buildfile(app))[0]
+    (app / "mymodel.py").write_text("def build():\n    return None\n")
+    assert cache_key(load_buildfile(app))[0] != k1
+    (app / "edgekd.toml").write_text(text.replace("npz:data/digits.npz", "npz:data/missing.npz"))
+    with pytest.raises(SourceError, match="not found"):
+        cache_key(load_buildfile(app))
+
+
+def test_build_is_deterministic_and_cached(app: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.cli import main
+
+    bf = load_buildfile(app)
+    first = build(bf)
+    assert not first.cached and first.report is not None
+    out = app / "build" / "digits"
+    onnx1, manifest1 = (out / "model.onnx").read_bytes(), (out / "manifest.json").read_bytes()
+
+    # a fresh build without the cache, into another folder: byte-identical model and manifest
+    fresh = build(dataclasses.replace(bf, out="build/again"), use_cache=False)
+    assert not fresh.cached
+    assert (app / "build" / "again" / "model.onnx").read_bytes() == onnx1
+    assert (app / "build" / "again" / "manifest.json").read_bytes() == manifest1
+
+    # unchanged inputs: served from the cache, several times faster, same bytes. Other engineers may
+    # edit edgekd's code (part of the key) meanwhile: then one more miss is legitimate.
+    for _ in range(3):
+        t0 = time.perf_counter()
+        hit = build(bf)
+        hit_s = time.perf_counter() - t0
+        if hit.cached:
+            break
+        first = hit
+    assert hit.cached and hit.up_to_date and "cached" in hit.message
+    assert hit_s * 3 < first.seconds, (hit_s, first.seconds)
+    shutil.rmtree(out)
+    restored = build(bf)
+    assert restored.cached and not restored.up_to_date and "restored" in restored.message
+    assert (out / "model.onnx").read_bytes() == onnx1 and (out / "manifest.json").read_bytes() == manifest1
+    assert verify_bundle(out) == []
+
+    capsys.readouterr()
+    assert main(["build", str(app / "edgekd.toml")]) == 0
+    assert "cached:" in capsys.readouterr().out
+
+
+def test_build_command_does_not_import_torch_on_a_hit(app: Path) -> None:
+    (app / "edgekd.toml").write_text(APP_TOML.replace('profile = "quick.toml"', 'profile = "fp32"'))
+    cmd = [sys.executable, "-c",
+           "import sys; from edgekd.cli import main; rc = main(['build', sys.argv[1], '-q']);"
+           "print('TORCH', 'torch' in sys.modules); sys.exit(rc)", str(app)]
+    miss = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert miss.returncode == 0, miss.stderr
+    for _ in range(3):  # see above: a concurrent edit of edgekd's code forces one more miss
+        hit = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        if "cached:" in hit.stdout:
+            break
+    assert hit.returncode == 0 and "cached:" in hit.stdout and "TORCH False" in hit.stdout, hit.stdout + hit.stderr
