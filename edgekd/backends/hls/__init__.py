@@ -208,12 +208,10 @@ class HLSBackend:
             agreement["reference"] = "ONNX Runtime CPU executing the same QDQ ONNX (int8 kernels where it fuses them)"
             details["agreement"] = agreement
             if not agreement["ok"]:
-                raise BuildError(
-                    f"C simulation disagrees with ONNX Runtime: max {agreement['max_lsb']} LSB, "
-                    f"{agreement['over_tolerance']} element(s) over {options.tolerance_lsb} LSB, top-1 "
-                    f"{agreement['top1_agree']}/{agreement['samples']}", where=str(out_dir),
-                    hint="try requant = \"float32\" (ORT's exact rounding); keep the project to debug with "
-                         "`build/csim check tb_data/inputs.bin tb_data/expected.bin 0`")
+                # recorded, not raised: the pipeline's parity check and `edgekd check` decide what fails
+                notes.append(f"C simulation DISAGREES with ONNX Runtime beyond {options.tolerance_lsb} LSB: max "
+                             f"{agreement['max_lsb']} LSB, top-1 {agreement['top1_agree']}/{agreement['samples']}; "
+                             "requant = \"float32\" follows ORT's rounding exactly")
         (out_dir / "estimates.json").write_text(json.dumps(est, indent=2) + "\n")
         (out_dir / META).write_text(json.dumps(meta, indent=2) + "\n")
         (out_dir / "README.md").write_text(_readme(graph, options, est, details.get("agreement"), format_table(est)))

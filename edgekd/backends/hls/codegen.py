@@ -33,7 +33,10 @@ class CodegenSettings:
 
 def _f(v: float) -> str:
     """An exact float32 literal (9 significant digits round-trip)."""
-    return f"{float(np.float32(v)):.9g}f".replace("inf", "INFINITY")
+    text = f"{float(np.float32(v)):.9g}"
+    if not np.isfinite(np.float32(v)):
+        raise ValueError(f"non-finite float constant {v}")
+    return (text if any(c in text for c in ".e") else text + ".0") + "f"
 
 
 def _array(ctype: str, name: str, values: np.ndarray, per_line: int = 16) -> str:
@@ -98,7 +101,10 @@ def layer_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
              f"static const int p_t = {layer.pads[0]};", f"static const int p_l = {layer.pads[1]};",
              f"static const bool count_include_pad = {'true' if layer.count_include_pad else 'false'};",
              f"static const bool is_max = {'true' if layer.mode == 'max' else 'false'};",
-             f"static const int32_t in_zp = {x.zero_point};", f"static const int reuse = {layer.reuse};"]
+             f"static const int32_t in_zp = {x.zero_point};", f"static const int reuse = {layer.reuse};",
+             f"static const bool float_average = {'true' if layer.float_average else 'false'};",
+             f"static constexpr float in_scale = {_f(layer.in_scale)};",
+             f"static constexpr float out_scale = {_f(layer.out_scale)};"]
         rq = layer.requant or ir.Requant.from_scale(np.ones(1, np.float32), 0, -128, 127)
         # per_channel here means "one multiplier per window count"
         f += [*_requant_fields(rq, False)[1:]]

@@ -326,7 +326,8 @@ class _Frontend:
         shape = self.act_shape(x)
         if len(shape) != 3:
             raise self.err(node, "only 2D global pooling on [C, H, W] is supported")
-        attrs = {"kernel": (shape[1], shape[2]), "stride": (1, 1), "pads": (0, 0, 0, 0), "count_include_pad": False}
+        attrs = {"kernel": (shape[1], shape[2]), "stride": (1, 1), "pads": (0, 0, 0, 0), "count_include_pad": False,
+                 "global": True}
         self.values[node.output[0]] = _Pending("avgpool", node.name or node.output[0], [x], attrs)
 
     def op_Add(self, node: Any) -> None:
@@ -447,9 +448,11 @@ class _Frontend:
             kh, kw = p.attrs["kernel"]
             # ORT QLinear(Global)AveragePool: sum(x - zp) * (x_scale / (y_scale * count)), float32
             scales = np.array([_F32(x.scale) / (sy * _F32(n)) for n in range(1, kh * kw + 1)], _F32)
-            out = self.new_tensor(out_name, _pool_shape(t.shape, p.attrs), dtype, s, z)
+            attrs = {k: v for k, v in p.attrs.items() if k != "global"}
+            out = self.new_tensor(out_name, _pool_shape(t.shape, attrs), dtype, s, z)
             self.layers.append(ir.Pool(name, ins, out, mode="avg", requant=ir.Requant.from_scale(scales, z, lo, hi),
-                                       **p.attrs))
+                                       float_average=not p.attrs.get("global", False), in_scale=float(_F32(x.scale)),
+                                       out_scale=float(sy), **attrs))
             return out
         rescale, shift = _rescales(p.inputs, s)
         common = {"rescale": rescale, "shift": shift, "out_scale": float(sy), "zero_point": z, "lo": lo, "hi": hi}

@@ -144,6 +144,11 @@ class Pool(Layer):
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     count_include_pad: bool = False
     requant: Requant | None = None  # avg only: one entry per possible window count (index = count - 1)
+    # AveragePool: ORT dequantizes, averages in float32 and quantizes (float32 mode follows that);
+    # GlobalAveragePool: ORT sums integers and requantizes once (as the fixed-point path always does)
+    float_average: bool = False
+    in_scale: float = 1.0
+    out_scale: float = 1.0
 
     kind = "pool"
 

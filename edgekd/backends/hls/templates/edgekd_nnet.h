@@ -117,6 +117,7 @@ PoolPixel:
 #pragma HLS PIPELINE II = CFG::reuse
                 int32_t best = -2147483647 - 1;
                 accum_t sum = 0;
+                float fsum = 0.0f;
                 int count = 0;
             PoolTap:
                 for (int kh = 0; kh < CFG::k_h; kh++) {
@@ -128,6 +129,7 @@ PoolPixel:
                             const int32_t v = (int32_t)x[(c * CFG::in_h + ih) * CFG::in_w + iw];
                             best = v > best ? v : best;
                             sum += v - CFG::in_zp;
+                            fsum += (float)(v - CFG::in_zp) * CFG::in_scale;
                         }
                         if (inside || CFG::count_include_pad) count++;
                     }
@@ -135,6 +137,9 @@ PoolPixel:
                 const int yi = (c * CFG::out_h + oh) * CFG::out_w + ow;
                 if (CFG::is_max) {
                     y[yi] = (out_t)best;
+                } else if (EDGEKD_REQUANT_FLOAT && CFG::float_average) {
+                    // ORT's AveragePool on int8: dequantize, average in float32, quantize
+                    y[yi] = (out_t)finish_float(fsum / (float)count, CFG::out_scale, CFG::out_zp, CFG::lo, CFG::hi);
                 } else {
                     // one multiplier per possible window count (borders see fewer taps)
                     y[yi] = (out_t)requant<CFG>(sum, count - 1, mf, m, s);

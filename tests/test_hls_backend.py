@@ -1,0 +1,169 @@
+"""HLS backend on QDQ models made by ONNX Runtime's quantize_static: g++ C simulation vs ORT INT8."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.backends.hls import HLSBackend, HLSOptions, PartResources, csim
+from edgekd.config import load_target, target_from_mapping
+from edgekd.errors import ConfigError
+from edgekd.export import onnx_outputs
+
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed for C simulation")
+
+N_TEST = 200
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hls")
+
+
+@pytest.fixture(scope="module")
+def models(workdir: Path) -> dict[str, tuple[Path, object]]:
+    from edgekd.backends.hls.reference_models import ort_qdq
+
+    return {arch: ort_qdq(arch, workdir, epochs=3) for arch in ("student", "mlp", "residual")}
+
+
+def _target(**changes: object) -> object:
+    target = load_target("fpga-zcu104")
+    return dataclasses.replace(target, options=dataclasses.replace(target.options, **changes))
+
+
+@pytest.mark.parametrize("arch", ["student", "mlp", "residual"])
+def test_ort_quantized_models_match_onnxruntime(arch: str, models: dict, workdir: Path) -> None:
+    path, data = models[arch]
+    out = workdir / f"build-{arch}"
+    result = HLSBackend().build(path, _target(), out, inputs=data.x_test[:N_TEST])
+    agreement = result.details["agreement"]
+    assert result.runnable and result.precision == "int8"
+    assert agreement["samples"] == N_TEST and agreement["elements"] == N_TEST * 10
+    assert agreement["max_lsb"] <= 1 and agreement["top1_agree"] == N_TEST, agreement
+    # the same sources with ORT's float32 requantization: every element identical
+    binary, _ = csim.compile_project(out, requant="float32", output="build/csim_f32")
+    exact = csim.run_check(out, binary, tolerance_lsb=0)
+    assert exact["ok"] and exact["exact"] == exact["elements"], exact
+    for rel in ("firmware/edgekd_top.cpp", "firmware/edgekd_nnet.h", "testbench.cpp", "build_prj.tcl", "README.md",
+                "estimates.json", "tb_data/inputs.bin"):
+        assert (out / rel).is_file(), rel
+    assert "xczu7ev-ffvc1156-2-e" in (out / "build_prj.tcl").read_text()
+    assert "create_clock -period 5" in (out / "build_prj.tcl").read_text()
+    assert "not FPGA timing" in " ".join(result.notes)
+
+
+def test_runner_runs_the_csim_binary(models: dict, workdir: Path) -> None:
+    path, data = models["student"]
+    out = workdir / "runner"
+    target = _target()
+    build = HLSBackend().build(path, target, out, inputs=data.x_test[:8])
+    runner = HLSBackend().load(out, target, build)
+    assert "not FPGA timing" in runner.describe()["description"]
+    x = data.x_test[:64]
+    y = runner.infer({"input": x})["logits"]
+    ref = onnx_outputs(path, x)
+    scale = float(np.min(np.abs(np.diff(np.unique(ref)))))  # one output LSB
+    assert y.shape == ref.shape == (64, 10) and y.dtype == np.float32
+    assert np.abs(y - ref).max() <= scale * 1.01
+    assert (y.argmax(1) == ref.argmax(1)).all()
+    # a bundle copied without the binary rebuilds it from the generated sources
+    (out / csim.BINARY).unlink()
+    again = HLSBackend().load(out, target, build).infer({"input": x[:4]})["logits"]
+    np.testing.assert_array_equal(again, y[:4])
+
+
+def test_uint8_per_tensor_uint8_weights(workdir: Path) -> None:
+    """Nonzero weight zero points and uint8 activations (another quantize_static recipe)."""
+    from edgekd.backends.hls.reference_models import ort_qdq
+
+    path, data = ort_qdq("residual", workdir, epochs=2, activations="uint8", weights="uint8", per_channel=False)
+    result = HLSBackend().build(path, _target(requant="float32", tolerance_lsb=0), workdir / "u8", inputs=data.x_test[:N_TEST])
+    assert result.details["agreement"]["ok"], result.details["agreement"]
+
+
+def test_every_supported_op(workdir: Path) -> None:
+    """Depthwise strided conv, ReLU6, AveragePool with padding, Concat, 1x1 conv, MaxPool, Conv1d, MatMul, Gemm."""
+    from edgekd.backends.hls.frontend import load_graph
+    from edgekd.backends.hls.reference_models import ort_qdq
+
+    path, data = ort_qdq("allops", workdir, epochs=3)
+    graph = load_graph(path)
+    kinds = [layer.kind for layer in graph.layers]
+    assert kinds.count("conv") == 4 and kinds.count("dense") == 2 and "concat" in kinds
+    assert any(getattr(la, "groups", 1) == 8 for la in graph.layers)  # depthwise
+    assert {getattr(la, "mode", None) for la in graph.layers} >= {"max", "avg"}
+    result = HLSBackend().build(path, _target(requant="float32"), workdir / "allops", inputs=data.x_test[:N_TEST])
+    agreement = result.details["agreement"]
+    # ORT runs this depthwise conv in float (DQ -> Conv -> Q): its summation order cannot be matched exactly
+    assert agreement["max_lsb"] <= 1 and agreement["top1_agree"] >= 0.97 * N_TEST, agreement
+
+
+def test_unsupported_ops_listed_before_writing(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Sigmoid", ["input"], ["s"], name="sig1"),
+             helper.make_node("Softmax", ["s"], ["t"], name="soft1"),
+             helper.make_node("Relu", ["t"], ["logits"], name="relu1")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])])
+    path = tmp_path / "bad.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    out = tmp_path / "never"
+    with pytest.raises(Exception, match=r"2 node\(s\) are not supported") as info:
+        HLSBackend().build(path, _target(), out, inputs=np.zeros((1, 4), np.float32))
+    assert "sig1 (Sigmoid)" in str(info.value) and "soft1 (Softmax)" in str(info.value)
+    assert not out.exists()
+
+
+def test_accumulator_width_is_checked(models: dict, tmp_path: Path) -> None:
+    path, data = models["student"]
+    with pytest.raises(Exception, match="accum_bits") as info:
+        HLSBackend().build(path, _target(accum_bits=16), tmp_path / "acc", inputs=data.x_test[:2])
+    assert "does not fit 16 bits" in str(info.value)
+    assert not (tmp_path / "acc").exists()
+
+
+def test_reuse_factor_estimates_and_fit(models: dict, tmp_path: Path) -> None:
+    path, data = models["student"]
+    full = HLSBackend().build(path, _target(reuse_factor=1, resources=PartResources(dsp=10**6, bram_18k=10**6)),
+                              tmp_path / "r1", inputs=data.x_test[:2]).details["estimates"]
+    layer = full["layers"][0]["layer"]
+    slow = HLSBackend().build(path, _target(reuse_factor=4, layer_reuse={layer: 8}, resources=PartResources(dsp=10, bram_18k=1000)),
+                              tmp_path / "r4", inputs=data.x_test[:2]).details["estimates"]
+    assert full["label"].startswith("ESTIMATE")
+    assert slow["layers"][0]["reuse_factor"] == 8 and slow["layers"][-1]["reuse_factor"] == 4
+    assert slow["total"]["multipliers"] < full["total"]["multipliers"]
+    assert slow["total"]["latency_cycles"] > full["total"]["latency_cycles"]
+    t = full["total"]
+    assert t["latency_us"] == pytest.approx(t["latency_cycles"] * 5.0 / 1000)
+    assert t["macs"] == sum(la["macs"] for la in full["layers"]) > 0
+    assert full["fits"] and not slow["fits"] and slow["over"] == ["dsp"]
+    assert "static const int reuse = 8;" in (tmp_path / "r4" / "firmware" / "parameters.h").read_text()
+    with pytest.raises(Exception, match="unknown layers"):
+        HLSBackend().build(path, _target(layer_reuse={"nope": 2}), tmp_path / "bad", inputs=data.x_test[:2])
+
+
+def test_golden_npz_next_to_the_target_folder(models: dict, tmp_path: Path) -> None:
+    """The pipeline's contract: golden.npz (key "input") is in out_dir.parent."""
+    path, data = models["mlp"]
+    np.savez(tmp_path / "golden.npz", input=data.x_test[:16], reference=np.zeros((16, 10), np.float32))
+    result = HLSBackend().build(path, _target(), tmp_path / "fpga-zcu104")
+    assert result.details["agreement"]["samples"] == 16
+
+
+def test_target_files_validate() -> None:
+    small = load_target("fpga-artix7")
+    assert small.options.resources.dsp == 90 and small.options.clock_period_ns == 10.0
+    assert small.options.power_of_two_scales and small.options.symmetric
+    with pytest.raises(ConfigError, match="reuse_factr"):
+        target_from_mapping({"backend": "hls", "options": {"reuse_factr": 2}}, where="t.toml")
+    with pytest.raises(ConfigError, match="reuse factors must be >= 1"):
+        target_from_mapping({"backend": "hls", "options": {"reuse_factor": 0}}, where="t.toml")
+    assert isinstance(load_target("fpga-zcu104").options, HLSOptions)
