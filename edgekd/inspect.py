@@ -29,7 +29,11 @@ _WEIGHTED = {
     "Gemm": (1, -1, -1), "MatMul": (1, -1, -1), "FusedMatMul": (1, -1, -1),
     "QLinearConv": (3, 4, 5), "QLinearMatMul": (3, 4, 5),
     "ConvInteger": (1, -1, 3), "MatMulInteger": (1, -1, 3),
+    # com.microsoft contrib ops that ORT's quantizers write
+    "QGemm": (3, 4, 5), "MatMulIntegerToFloat": (1, 3, 5), "DynamicQuantizeMatMul": (1, 2, 3),
 }
+_INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "MatMulIntegerToFloat",
+                "DynamicQuantizeMatMul"}
 _PASS_THROUGH = {"Identity", "Cast", "Transpose", "Reshape", "Clip", "QuantizeLinear", "DequantizeLinear"}
 _BITS = {"int8": 8, "uint8": 8, "int4": 4, "uint4": 4, "int16": 16, "uint16": 16, "int32": 32,
          "float8e4m3fn": 8, "float8e5m2": 8}
@@ -46,6 +50,8 @@ class QuantInfo:
     symmetric: bool = True
     storage: str = "integer initializer"  # or "float, quantized at run time", "integer (QOperator)"
     clip: tuple[float, float] | None = None
+    value_bits: int | None = None  # signed bits the stored integers (minus zero point) really use
+
 
     def short(self) -> str:
         text = f"{'u' if self.dtype.startswith('u') else 's'}{self.bits}"
@@ -53,11 +59,13 @@ class QuantInfo:
         text += "" if self.symmetric else " asym"
         if self.storage.startswith("float"):
             text += " (rt)"
+        if self.value_bits is not None and self.value_bits < self.bits:
+            text += f" ({self.value_bits}b values)"
         return text
 
     def to_dict(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "bits": self.bits, "per_channel": self.per_channel, "axis": self.axis,
-                "symmetric": self.symmetric, "storage": self.storage,
+                "symmetric": self.symmetric, "storage": self.storage, "value_bits": self.value_bits,
                 "clip": list(self.clip) if self.clip else None}
 
 
@@ -189,6 +197,17 @@ def _clip_bits(lo: float, hi: float) -> int:
     return max(1, math.ceil(math.log2(hi - lo + 1)))
 
 
+def _value_bits(q: np.ndarray) -> int:
+    """Smallest signed bit width holding every value of ``q`` (4 for [-8, 7]; w4 weights in an int8 container)."""
+    if q.size == 0:
+        return 1
+    lo, hi = float(q.min()), float(q.max())
+    bits = 1
+    while lo < -(2 ** (bits - 1)) or hi > 2 ** (bits - 1) - 1:
+        bits += 1
+    return bits
+
+
 def _broadcast(param: np.ndarray, axis: int, ndim: int) -> np.ndarray:
     if param.size <= 1:
         return param.reshape(())
@@ -205,10 +224,12 @@ class _Resolver:
 
     def __init__(self, g: _Graph) -> None:
         self.g = g
+        self.root: str | None = None  # the constant the chain starts from (the stored weight)
 
     def resolve(self, name: str, depth: int = 0) -> tuple[np.ndarray | None, QuantInfo | None]:
         g = self.g
         if name in g.const:
+            self.root = name
             return g.const[name], None
         node = g.producer.get(name)
         if node is None or node.op_type not in _PASS_THROUGH or depth > 16:
@@ -268,6 +289,8 @@ class _Resolver:
         deq = value.astype(np.float64)
         if zp is not None:
             deq = deq - _broadcast(zp.astype(np.float64), axis, value.ndim)
+        if np.issubdtype(value.dtype, np.integer):
+            quant.value_bits = _value_bits(deq)
         return (deq * _broadcast(scale.astype(np.float64), axis, value.ndim)).astype(np.float32), quant
 
     def _clip_bounds(self, node: Any) -> tuple[Any, Any]:
@@ -310,8 +333,9 @@ def _layer(g: _Graph, node: Any, n: int, m: int) -> LayerInfo | None:
     w_idx, s_idx, z_idx = _WEIGHTED[node.op_type]
     if len(node.input) <= w_idx:
         return None
-    w_name = node.input[w_idx]
-    weight, quant = _Resolver(g).resolve(w_name)
+    resolver = _Resolver(g)
+    weight, quant = resolver.resolve(node.input[w_idx])
+    w_name = resolver.root or node.input[w_idx]
     op = node.op_type
     if weight is None:
         if op in ("MatMul", "FusedMatMul"):
@@ -319,20 +343,27 @@ def _layer(g: _Graph, node: Any, n: int, m: int) -> LayerInfo | None:
         shape = g.shapes.get(w_name)
         return LayerInfo(node.name or node.output[0], op, w_name, shape, None, _numel(shape) or 0, 0,
                          reason="weight is computed at run time (not a constant)")
-    if op in ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger"):
+    if op in _INTEGER_OPS:
         scale = g.const.get(node.input[s_idx]) if s_idx >= 0 else None
         zp = g.const.get(node.input[z_idx]) if z_idx >= 0 and len(node.input) > z_idx and node.input[z_idx] else None
+        # per-channel scales/zero points run along K for convs (axis 0), along N for MatMul (last axis)
+        if op in ("QLinearConv", "ConvInteger"):
+            axis_zp = 0
+        elif op == "QGemm":
+            axis_zp = 0 if _attr(node, "transB", 0) else weight.ndim - 1
+        else:
+            axis_zp = weight.ndim - 1
         dtype = _dtype_name(weight)
-        quant = QuantInfo(dtype=dtype, bits=_bits(dtype), per_channel=scale is not None and scale.size > 1,
-                          axis=0 if scale is not None and scale.size > 1 else None,
+        per_channel = scale is not None and scale.size > 1
+        quant = QuantInfo(dtype=dtype, bits=_bits(dtype), per_channel=per_channel, axis=axis_zp if per_channel else None,
                           symmetric=zp is None or not np.any(zp.astype(np.int64)), storage="integer (QOperator)")
-        axis_zp = 0 if op.startswith("QLinearConv") or op == "ConvInteger" else weight.ndim - 1
         weight = weight.astype(np.float64) - (_broadcast(zp.astype(np.float64), axis_zp, weight.ndim) if zp is not None else 0)
+        quant.value_bits = _value_bits(weight)
     shape = tuple(int(d) for d in weight.shape)
     groups = int(_attr(node, "group", 1))
-    if op in ("Gemm",):
+    if op in ("Gemm", "QGemm"):
         axis = 1 if _attr(node, "transB", 0) else 0
-    elif op in ("MatMul", "FusedMatMul", "QLinearMatMul", "MatMulInteger"):
+    elif "MatMul" in op:
         axis = weight.ndim - 2 if weight.ndim >= 2 else 0
     else:
         axis = 1
@@ -346,11 +377,12 @@ def _layer(g: _Graph, node: Any, n: int, m: int) -> LayerInfo | None:
     zeros = int(weight.size - np.count_nonzero(weight))
     macs = _macs(g, node, shape, axis, groups)
     input_quant = _activation_quant(g, node.input[0])
-    if op.startswith("QLinear") or op.endswith("Integer"):
+    if op in _INTEGER_OPS and op not in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
         dtype = g.dtype(node.input[0]) or "uint8"
         input_quant = QuantInfo(dtype=dtype, bits=_bits(dtype), storage="activation")
+    out_q = op in ("QLinearConv", "QLinearMatMul", "QGemm") or _output_quantized(g, node.output[0])
     return LayerInfo(node.name or node.output[0], op, w_name, shape, macs, params, zeros, nm, reason,
-                     quant, input_quant, op.startswith("QLinear") or _output_quantized(g, node.output[0]))
+                     quant, input_quant, out_q)
 
 
 def _macs(g: _Graph, node: Any, shape: tuple[int, ...], axis: int, groups: int) -> int | None:
@@ -367,9 +399,13 @@ def _macs(g: _Graph, node: Any, shape: tuple[int, ...], axis: int, groups: int) 
             return None
         return (_numel(in_shape) or 0) * int(np.prod(shape[1:]))
     # Gemm / MatMul: every output element needs K multiply-adds
-    if out_shape is None:
+    if out_shape is not None:
+        return (_numel(out_shape) or 0) * shape[axis]
+    # contrib ops (QGemm) defeat shape inference: rows x K x N; a Gemm's rows are the batch (1 per sample)
+    in_shape = g.shapes.get(node.input[0], (1, None) if op in ("Gemm", "QGemm") else None)
+    if in_shape is None or len(shape) != 2:
         return None
-    return (_numel(out_shape) or 0) * shape[axis]
+    return (_numel(in_shape[:-1]) or 1) * shape[0] * shape[1]
 
 
 def inspect_onnx(path: str | Path, *, n: int = 2, m: int = 4) -> ModelInfo:

@@ -1,0 +1,179 @@
+"""edgekd inspect on float, QDQ (ORT, brevitas, hand-built int4/uint8) and QOperator ONNX files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from edgekd.artifact import Artifact
+from edgekd.cli import main
+from edgekd.errors import EdgekdError
+from edgekd.export import export_onnx
+from edgekd.inspect import format_table, inspect_onnx
+from edgekd.models import DemoStudent
+from edgekd.nm import nm_mask
+from edgekd.passes import PASSES, PassContext
+from edgekd.passes.sparsity import SparsifyConfig
+
+SPARSE = ("features.3.weight", "classifier.1.weight")
+
+
+@pytest.fixture(scope="module")
+def sparse_onnx(tmp_path_factory, digits) -> tuple:
+    torch.manual_seed(0)
+    art = PASSES.get("sparsify").fn(Artifact("torch", DemoStudent(1, 10, 8)), SparsifyConfig(), PassContext(data=digits))
+    path = tmp_path_factory.mktemp("inspect") / "sparse.onnx"
+    export_onnx(art, path, example=digits.x_test)
+    return path, digits
+
+
+def _ort_quantized(src, digits, dst, fmt: str):
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": digits.x_train[i : i + 1]} for i in range(16)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=getattr(QuantFormat, fmt), per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    return dst
+
+
+def test_float_model_table_and_json(sparse_onnx, capsys):
+    path, _ = sparse_onnx
+    info = inspect_onnx(path)
+    assert [la.op_type for la in info.layers] == ["Conv", "Conv", "Gemm", "Gemm"]
+    conv1, conv2, fc1, fc2 = info.layers
+    assert conv1.reason == "input channels 1 not a multiple of 4" and conv1.nm is None
+    assert conv2.nm.compliant and fc1.nm.compliant and not fc2.nm.compliant
+    # MACs per sample: conv 8x8 output, 16 x 8 x 3 x 3 weights; fc 64 -> 32
+    assert conv2.macs == 4 * 4 * 16 * 8 * 9 and fc1.macs == 64 * 32 and conv1.macs == 8 * 8 * 8 * 9
+    assert fc1.sparsity == 0.5 and conv1.weight_quant is None
+    t = info.totals()
+    assert (t["eligible"], t["nm_compliant"], t["weight_quantized"]) == (3, 2, 0)
+    text = format_table(info)
+    assert "2:4: 2 of 3 eligible layers compliant" in text and "input channels 1 not a multiple of 4" in text
+    assert main(["inspect", str(path), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == "edgekd.inspect/1" and data["totals"]["nm_compliant"] == 2
+    assert [la["nm_status"] for la in data["layers"]] == ["n/a", "yes", "yes", "no"]
+
+
+def test_require_nm_exit_codes(sparse_onnx, capsys):
+    path, _ = sparse_onnx
+    assert main(["inspect", str(path), "--require-nm", "features.3", "--require-nm", "classifier.1"]) == 0
+    assert main(["inspect", str(path), "--require-nm", "*"]) == 1  # classifier.3 is eligible but dense
+    assert "classifier.3" in capsys.readouterr().err
+    assert main(["inspect", str(path), "--require-nm", "features.0"]) == 1  # not eligible
+    assert main(["inspect", str(path), "--pattern", "1:4", "--require-nm", "features.3"]) == 1
+    assert main(["inspect", str(path), "--pattern", "4:2"]) == 2
+    with pytest.raises(EdgekdError, match="not found"):
+        inspect_onnx(path.with_name("missing.onnx"))
+
+
+@pytest.mark.parametrize("fmt", ["QDQ", "QOperator"])
+def test_ort_quantized_int8_weights_keep_2to4(sparse_onnx, tmp_path, fmt):
+    path, digits = sparse_onnx
+    q = _ort_quantized(path, digits, tmp_path / f"q_{fmt}.onnx", fmt)
+    info = inspect_onnx(q)
+    by_weight = {la.weight.removesuffix("_quantized"): la for la in info.layers}  # ORT renames the initializers
+    for name in SPARSE:
+        layer = by_weight[name]
+        assert layer.nm is not None and layer.nm.compliant, (fmt, name)
+        wq = layer.weight_quant
+        assert (wq.bits, wq.dtype, wq.symmetric) == (8, "int8", True)
+        assert layer.input_quant is not None and layer.input_quant.dtype == "uint8"
+    assert sum(la.weight_quant is not None for la in info.layers) == 4
+    if fmt == "QDQ":
+        assert all(la.op_type in ("Conv", "Gemm") for la in info.layers)
+        assert by_weight["features.3.weight"].weight_quant.per_channel
+        assert info.totals()["dequantize_linear"] > 0
+    else:
+        assert [la.op_type for la in info.layers] == ["QLinearConv", "QLinearConv", "QGemm", "QGemm"]
+        assert by_weight["classifier.1.weight"].macs == 64 * 32  # shape inference cannot see through QGemm
+        assert by_weight["classifier.1.weight"].output_quantized
+
+
+@pytest.mark.parametrize("weight_bits", [8, 4])
+def test_sparse_then_qat_export_keeps_2to4_in_integer_weights(sparse_onnx, digits, digits_teacher, tmp_path, weight_bits):
+    """The whole chain: sparsify -> brevitas KD-QAT (masks re-applied by mask_hook) -> edgekd's QDQ
+    export -> inspect follows DequantizeLinear back to the integer initializers."""
+    from edgekd.passes.quantize import QuantizeConfig
+    from edgekd.train import FinetuneConfig
+
+    torch.manual_seed(0)
+    ctx = PassContext(teacher=digits_teacher, data=digits)
+    sparse = PASSES.get("sparsify").fn(Artifact("torch", DemoStudent(1, 10, 8)), SparsifyConfig(), ctx)
+    qcfg = QuantizeConfig(mode="qat", weight_bits=weight_bits, sensitivity="off", check_int8=False,
+                          calibration_samples=64, finetune=FinetuneConfig(epochs=1, lr=1e-3, seed=0))
+    quant = PASSES.get("quantize").fn(sparse, qcfg, ctx)
+    art = export_onnx(quant, tmp_path / "q.onnx", example=digits.x_test)
+    info = inspect_onnx(art.path)
+    for name in ("features.3", "classifier.1"):
+        (layer,) = [la for la in info.layers if f"/{name}/" in la.name]
+        assert layer.nm is not None and layer.nm.compliant, name
+        wq = layer.weight_quant
+        assert wq is not None and wq.storage == "integer initializer" and wq.per_channel
+        assert min(wq.bits, wq.value_bits) == weight_bits  # w4 may sit in an int8 container
+        assert layer.input_quant is not None and layer.input_quant.bits == 8
+    assert info.totals()["nm_compliant"] == 2 and info.totals()["weight_quantized"] == 4
+
+
+def _graph_model(nodes, inits, x_shape, y_shape, name="m"):
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_hand_built_qdq_variants(tmp_path):
+    rng = np.random.default_rng(0)
+    # (1) int8 weights clipped to [-8, 7] (4-bit) behind a per-channel DequantizeLinear, 2:4
+    w = rng.integers(-8, 8, size=(8, 8, 1, 1)).astype(np.int8)
+    w = (w * nm_mask(w.astype(np.float32) + 0.5, 2, 4)).astype(np.int8)
+    # (2) float weights quantized at run time (Q -> DQ), dense
+    wf = rng.normal(size=(8, 8, 1, 1)).astype(np.float32)
+    # (3) uint8 MatMul weights with zero point 128: q == 128 is a zero; groups along rows ([in, out])
+    wm = rng.integers(0, 256, size=(8, 4)).astype(np.uint8)
+    keep = nm_mask(wm.astype(np.float32) - 128 + 0.5, 2, 4, axis=0)
+    wm = np.where(keep, wm, 128).astype(np.uint8)
+    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.full(8, 0.1, np.float32), "w_s"),
+             numpy_helper.from_array(np.zeros(8, np.int8), "w_zp"),
+             numpy_helper.from_array(np.array(-8, np.int8), "lo"), numpy_helper.from_array(np.array(7, np.int8), "hi"),
+             numpy_helper.from_array(wf, "wf"), numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+             numpy_helper.from_array(np.array(0, np.int8), "zp"),
+             numpy_helper.from_array(wm, "wm"), numpy_helper.from_array(np.array(0.02, np.float32), "sm"),
+             numpy_helper.from_array(np.array(128, np.uint8), "zpm"),
+             numpy_helper.from_array(np.array([1, 8], np.int64), "flat")]
+    nodes = [helper.make_node("Clip", ["w_q", "lo", "hi"], ["w_c"]),
+             helper.make_node("DequantizeLinear", ["w_c", "w_s", "w_zp"], ["w_dq"], axis=0),
+             helper.make_node("Conv", ["x", "w_dq"], ["c1"], name="conv_int4"),
+             helper.make_node("QuantizeLinear", ["wf", "s", "zp"], ["wf_q"]),
+             helper.make_node("DequantizeLinear", ["wf_q", "s", "zp"], ["wf_dq"]),
+             helper.make_node("Conv", ["c1", "wf_dq"], ["c2"], name="conv_runtime_q"),
+             helper.make_node("Reshape", ["c2", "flat"], ["f"]),
+             helper.make_node("DequantizeLinear", ["wm", "sm", "zpm"], ["wm_dq"]),
+             helper.make_node("MatMul", ["f", "wm_dq"], ["y"], name="matmul_u8")]
+    model = _graph_model(nodes, inits, [1, 8, 1, 1], [1, 4])
+    onnx.checker.check_model(model)
+    path = tmp_path / "hand.onnx"
+    onnx.save(model, path)
+    info = inspect_onnx(path)
+    c1, c2, mm = info.layers
+    assert c1.nm.compliant and (c1.weight_quant.bits, c1.weight_quant.per_channel, c1.weight_quant.clip) == (4, True, (-8.0, 7.0))
+    assert c2.weight_quant.storage == "float, quantized at run time" and not c2.nm.compliant
+    assert mm.nm.compliant and mm.weight_quant.dtype == "uint8" and not mm.weight_quant.symmetric
+    assert mm.macs == 8 * 4 and c1.macs == 64
+    assert mm.zeros == int((wm == 128).sum())
+    # a weight that is not a constant is reported, not skipped
+    nodes2 = [helper.make_node("Conv", ["x", "x"], ["y"], name="dynamic")]
+    onnx.save(_graph_model(nodes2, [], [8, 8, 1, 1], [8, 8, 1, 1]), tmp_path / "dyn.onnx")
+    (layer,) = inspect_onnx(tmp_path / "dyn.onnx").layers
+    assert layer.reason == "weight is computed at run time (not a constant)"
