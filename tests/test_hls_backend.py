@@ -167,3 +167,15 @@ def test_target_files_validate() -> None:
     with pytest.raises(ConfigError, match="reuse factors must be >= 1"):
         target_from_mapping({"backend": "hls", "options": {"reuse_factor": 0}}, where="t.toml")
     assert isinstance(load_target("fpga-zcu104").options, HLSOptions)
+
+
+def test_small_part_io_stream(models: dict, tmp_path: Path) -> None:
+    """The Artix-7 target: io_stream (DATAFLOW + axis) compiles and C-simulates the same; estimates use its clock."""
+    path, data = models["residual"]
+    result = HLSBackend().build(path, load_target("fpga-artix7"), tmp_path / "a7", inputs=data.x_test[:50])
+    assert result.details["agreement"]["ok"]
+    top = (tmp_path / "a7" / "firmware" / "edgekd_top.cpp").read_text()
+    assert "mode = axis" in top and "DATAFLOW" in top and "STREAM" in top
+    est = result.details["estimates"]
+    assert est["clock_period_ns"] == 10.0 and est["part"] == "xc7a35ticsg324-1L"
+    assert est["total"]["latency_us"] == pytest.approx(est["total"]["latency_cycles"] / 100)

@@ -96,6 +96,7 @@ class _Frontend:
         self.tensors: dict[str, ir.Tensor] = {}
         self.layers: list[ir.Layer] = []
         self.names: set[str] = set()
+        self.layer_names: set[str] = set()
         for init in model.graph.initializer:
             self.values[init.name] = _Const(numpy_helper.to_array(init))
         self._numpy_helper = numpy_helper
@@ -110,13 +111,18 @@ class _Frontend:
 
         return {a.name: helper.get_attribute_value(a) for a in node.attribute}
 
-    def unique(self, name: str) -> str:
+    def unique(self, name: str, names: set[str] | None = None) -> str:
+        """A fresh C++ name; tensors and layers have separate namespaces (layers only appear prefixed)."""
+        names = self.names if names is None else names
         base = c_name(name)
         out, i = base, 1
-        while out in self.names:
+        while out in names:
             out, i = f"{base}_{i}", i + 1
-        self.names.add(out)
+        names.add(out)
         return out
+
+    def layer_name(self, name: str) -> str:
+        return self.unique(name, self.layer_names)
 
     def new_tensor(self, name: str, shape: tuple[int, ...], dtype: str, scale: float, zp: int) -> str:
         tname = self.unique(name)
@@ -312,7 +318,7 @@ class _Frontend:
         t = self.tensors[x.tensor]
         attrs = self._pool_attrs(node, t.shape)
         out = self.new_tensor(node.output[0], _pool_shape(t.shape, attrs), t.dtype, t.scale, t.zero_point)
-        self.layers.append(ir.Pool(self.unique(node.name or node.output[0]), [x.tensor], out, mode="max", **attrs))
+        self.layers.append(ir.Pool(self.layer_name(node.name or node.output[0]), [x.tensor], out, mode="max", **attrs))
         # max commutes with the (monotonic) dequantization: the result keeps the input's parameters
         self.values[node.output[0]] = _Act(out, x.scale, x.zero_point)
 
@@ -377,7 +383,7 @@ class _Frontend:
             return
         t = self.tensors[value.tensor]
         out = self.new_tensor(node.output[0], self._reshape_to(node, t.shape, fn(t.shape)), t.dtype, t.scale, t.zero_point)
-        self.layers.append(ir.Reshape(self.unique(node.name or node.output[0]), [value.tensor], out))
+        self.layers.append(ir.Reshape(self.layer_name(node.name or node.output[0]), [value.tensor], out))
         self.values[node.output[0]] = _Act(out, value.scale, value.zero_point)
 
     # ------------------------------------------------------------------ folding into layers
@@ -394,7 +400,7 @@ class _Frontend:
                 lo = max(lo, int(np.rint(_F32(p.lo) / sy)) + z)
             if np.isfinite(p.hi):
                 hi = min(hi, int(np.rint(_F32(p.hi) / sy)) + z)
-        name = self.unique(p.node)
+        name = self.layer_name(p.node)
         ins = [a.tensor for a in p.inputs]
         if p.op in ("conv", "dense"):
             x = p.inputs[0]
