@@ -1,0 +1,167 @@
+"""quantize pass: INT8 that really runs, PTQ vs KD-QAT, sensitivity/keep, 2:4 masks through QAT, errors."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from edgekd.artifact import Artifact
+from edgekd.config import profile_from_mapping
+from edgekd.errors import ConfigError, PassError
+from edgekd.models import load_model
+from edgekd.passes import PassContext
+from edgekd.passes.quantize import QuantizeConfig, quantize
+from edgekd.train import FinetuneConfig, evaluate, fine_tune
+
+torch.set_num_threads(1)
+
+
+def _art(module: nn.Module, **meta: object) -> Artifact:
+    return Artifact(kind="torch", payload=module, history=("test",), meta=dict(meta))
+
+
+def _ctx(data, teacher=None, tmp: Path | None = None) -> PassContext:
+    return PassContext(teacher=teacher, data=data, workdir=tmp)
+
+
+@pytest.fixture(scope="module")
+def student(digits, digits_teacher):
+    """The demo student distilled for a few epochs (seeded)."""
+    torch.manual_seed(0)
+    model = load_model("builtin:digits-student").module
+    fine_tune(model, digits_teacher, digits, FinetuneConfig(epochs=30, lr=5e-3, schedule="onecycle", seed=0))
+    return model.eval()
+
+
+def test_demo_student_runs_100_percent_int8_on_ort(digits, tmp_path):
+    """builtin:digits-student, PTQ W8A8: every Conv/Gemm MAC becomes an ORT integer kernel, exact parity."""
+    ctx = _ctx(digits, tmp=tmp_path)
+    out = quantize(_art(load_model("builtin:digits-student").module), QuantizeConfig(calibration_samples=256), ctx)
+    rep = ctx.report["quantize"]
+    assert rep["int8_mac_fraction"] == 1.0
+    assert rep["macs_total"] == rep["macs_int8"] > 0
+    ops = rep["ort_optimized_ops"]
+    assert ops.get("QLinearConv") == 2 and ops.get("QGemm") == 2
+    assert not {"Conv", "Gemm", "FusedConv", "MatMul"} & set(ops)
+    assert rep["parity_vs_brevitas"]["top1_agreement"] >= 0.995
+    assert out.meta["exporter"] == "brevitas-qdq" and out.meta["flavored_export"] is True
+    assert out.meta["quantized"]["int8_mac_fraction"] == 1.0
+
+
+def test_ptq_and_kd_qat_accuracy(digits, digits_teacher, student, tmp_path):
+    fp32 = evaluate(student, digits.x_test, digits.y_test)
+    results = {}
+    for name, cfg in {
+        "ptq8": QuantizeConfig(check_int8=False, sensitivity="off"),
+        "ptq3": QuantizeConfig(weight_bits=3, check_int8=False, sensitivity="off"),
+        "qat3": QuantizeConfig(weight_bits=3, mode="qat", check_int8=False, sensitivity="off",
+                               finetune=FinetuneConfig(epochs=4, lr=1e-3, seed=0)),
+    }.items():
+        art = quantize(_art(student), cfg, _ctx(digits, digits_teacher, tmp_path))
+        results[name] = evaluate(art.payload, digits.x_test, digits.y_test)
+    assert fp32 > 90
+    assert results["ptq8"] >= fp32 - 1.0  # INT8 PTQ is nearly free
+    assert results["qat3"] > results["ptq3"]  # distillation-aware QAT recovers what 3-bit PTQ lost
+    assert results["qat3"] >= fp32 - 2.0
+    # the input model is untouched (passes never mutate their input)
+    assert evaluate(student, digits.x_test, digits.y_test) == fp32
+
+
+def test_sensitivity_keeps_layers_until_budget(digits, student, tmp_path):
+    ctx = _ctx(digits, tmp=tmp_path)
+    cfg = QuantizeConfig(weight_bits=2, sensitivity="report", accuracy_budget=0.5, max_kept_layers=4)
+    out = quantize(_art(student), cfg, ctx)
+    rep = ctx.report["quantize"]
+    ranking = rep["sensitivity"]
+    assert {r["layer"] for r in ranking} == {"features.0", "features.3", "classifier.1", "classifier.3"}
+    assert [r["drop"] for r in ranking] == sorted((r["drop"] for r in ranking), reverse=True)
+    kept = rep["kept_higher_precision"]
+    assert kept, "2-bit weights must miss a 0.5 point budget"
+    assert kept[0]["layer"] == ranking[0]["layer"] and kept[0]["precision"] == "W8"
+    assert kept[-1]["drop_after"] <= kept[0]["drop_before"]
+    layer = out.payload.get_submodule(kept[0]["layer"])
+    assert int(layer.quant_weight().bit_width) == 8
+    assert rep["int8_mac_fraction"] == 1.0  # W8 on a kept layer still runs on an integer kernel
+
+
+def test_keep_fp32_layer_for_w8(digits, student, tmp_path):
+    ctx = _ctx(digits, tmp=tmp_path)
+    out = quantize(_art(student), QuantizeConfig(accuracy_budget=-100.0, max_kept_layers=1), ctx)
+    rep = ctx.report["quantize"]
+    kept = rep["kept_higher_precision"]
+    assert len(kept) == 1 and kept[0]["precision"] == "FP32"
+    assert rep["int8_mac_fraction"] < 1.0 and len(rep["float_layers"]) == 1
+    assert out.meta["quantized"]["kept_higher_precision"] == [kept[0]["layer"]]
+
+
+def test_2to4_masks_survive_kd_qat(digits, digits_teacher, student, tmp_path):
+    from edgekd.passes.sparsity import apply_masks, compute_masks
+
+    model = copy.deepcopy(student)
+    masks = compute_masks(model, ["features.3", "classifier.1"])
+    apply_masks(model, masks)
+    ctx = _ctx(digits, digits_teacher, tmp_path)
+    cfg = QuantizeConfig(mode="qat", check_int8=False, finetune=FinetuneConfig(epochs=2, lr=1e-3))
+    out = quantize(_art(model, sparsity={"pattern": "2:4", "masks": masks}), cfg, ctx)
+    rep = ctx.report["quantize"]
+    assert rep["qat"]["masks_kept"] is True
+    assert rep["sparsity_2to4"] == {"layers": 2, "all_masks_hold_in_int8": True}
+    for name, mask in masks.items():
+        ints = out.payload.get_submodule(name).quant_weight().int()
+        assert bool((ints[~mask] == 0).all())
+        assert float((ints == 0).float().mean()) >= 0.5
+
+
+def test_targets_steer_numerics(digits, tmp_path):
+    from edgekd.config import load_target
+
+    ctx = PassContext(data=digits, workdir=tmp_path,
+                      targets=(load_target("tensorrt-orin-nano"), load_target("fpga-zcu104")))
+    out = quantize(_art(load_model("builtin:digits-residual").module), QuantizeConfig(check_int8=False), ctx)
+    rep = ctx.report["quantize"]
+    assert rep["power_of_two_scales"] is True and "symmetric" in rep["activations"]
+    assert set(rep["decisions"]) == {"symmetric_activations", "power_of_two"}
+    for name, module in out.payload.named_modules():
+        proxy = getattr(module, "act_quant", None)
+        if proxy is not None and proxy.is_quant_enabled:
+            assert proxy.is_signed, name
+            scale = float(proxy.scale())
+            assert scale == 2.0 ** round(np.log2(scale)), name
+
+
+def test_unsupported_layer_is_an_error_naming_it(digits):
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(4, 4, 2, stride=2),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    with pytest.raises(PassError, match=r"layer '2' \(ConvTranspose2d\)") as info:
+        quantize(_art(model), QuantizeConfig(check_int8=False), _ctx(digits))
+    assert "exclude" in str(info.value)
+    out = quantize(_art(model), QuantizeConfig(check_int8=False, unsupported="float"), _ctx(digits))
+    assert type(out.payload.get_submodule("2")) is nn.ConvTranspose2d  # left in FP32
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="calibraton"):
+        profile_from_mapping({"passes": [{"name": "quantize", "calibraton": "minmax"}]}, where="p.toml")
+    with pytest.raises(ConfigError, match="finetune"):
+        profile_from_mapping({"passes": [{"name": "quantize", "mode": "qat"}]}, where="p.toml")
+    with pytest.raises(ConfigError, match="act_bits"):
+        profile_from_mapping({"passes": [{"name": "quantize", "act_bits": 4}]}, where="p.toml")
+    prof = profile_from_mapping({"passes": [{"name": "quantize", "mode": "qat", "weight_bits": 4,
+                                             "finetune": {"epochs": 3, "loss": "hinton"}}]}, where="p.toml")
+    assert prof.passes[0].config.finetune.epochs == 3
+
+
+def test_shipped_profiles_load():
+    from edgekd.config import load_profile
+
+    for name in ("int8-ptq", "int8-kd", "sparse24-int8-kd", "channels50-int8-kd", "w4a8-kd"):
+        prof = load_profile(name)
+        q = prof.passes[-1]
+        assert q.name == "quantize"
+        assert (q.config.mode == "ptq") == (name == "int8-ptq")
+    assert load_profile("w4a8-kd").passes[-1].config.weight_bits == 4

@@ -1,0 +1,123 @@
+"""brevitas-qdq export flavors: int8 initializers, no Clip, per-runtime Q/DQ rules, parity on ORT and OpenVINO."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import numpy_helper
+
+from edgekd.config import ExportSettings
+from edgekd.errors import ExportError
+from edgekd.export import compare_outputs, onnx_outputs
+from edgekd.models import load_model
+from edgekd.quant import QuantRecipe, calibrate, quantize_model
+from edgekd.quant.onnx_export import brevitas_qdq_export
+from edgekd.quant.sensitivity import outputs
+
+torch.set_num_threads(1)
+
+
+def _quantized(digits, **recipe):
+    model = quantize_model(load_model("builtin:digits-residual").module, QuantRecipe(**recipe))
+    calibrate(model, digits.x_train, samples=256)
+    return model
+
+
+def _export(model, x, tmp_path, flavor):
+    path = tmp_path / f"m.{flavor}.onnx"
+    brevitas_qdq_export(model, path, torch.from_numpy(x[:1]), ExportSettings(), flavor)
+    return path, onnx.load(str(path))
+
+
+def _inits(m):
+    return {i.name: numpy_helper.to_array(i) for i in m.graph.initializer}
+
+
+def _producers(m):
+    return {o: n for n in m.graph.node for o in n.output}
+
+
+def test_ort_and_openvino_flavors(digits, tmp_path):
+    model = _quantized(digits)
+    x = digits.x_test[:200]
+    ref = outputs(model, x)
+    for flavor in ("ort", "openvino"):
+        path, m = _export(model, x, tmp_path, flavor)
+        ops = {n.op_type for n in m.graph.node}
+        assert "Clip" not in ops and "Identity" not in ops
+        inits, prod = _inits(m), _producers(m)
+        for node in (n for n in m.graph.node if n.op_type in ("Conv", "Gemm")):
+            w_dq = prod[node.input[1]]
+            assert w_dq.op_type == "DequantizeLinear"
+            assert inits[w_dq.input[0]].dtype == np.int8  # true int8 weights, explicit zero point
+            assert inits[w_dq.input[2]].dtype == np.int8 and not inits[w_dq.input[2]].any()
+            assert inits[w_dq.input[1]].shape == (inits[w_dq.input[0]].shape[0],)  # per channel, axis 0
+            assert prod[node.input[0]].op_type == "DequantizeLinear"
+            assert inits[prod[node.input[2]].input[0]].dtype == np.int32  # int32 bias
+        for q in (n for n in m.graph.node if n.op_type == "QuantizeLinear"):
+            assert inits[q.input[2]].dtype == np.uint8  # U8 activations: the fast x86 path
+        parity = compare_outputs(ref, onnx_outputs(path, x))
+        assert parity.top1_agreement >= 0.995, flavor
+
+
+def test_openvino_runs_the_export_in_int8(digits, tmp_path):
+    ov = pytest.importorskip("openvino")
+    model = _quantized(digits)
+    x = digits.x_test[:64]
+    path, _ = _export(model, x, tmp_path, "openvino")
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    out = np.concatenate([compiled(x[i : i + 1])[0] for i in range(len(x))])
+    assert compare_outputs(outputs(model, x), out).top1_agreement >= 0.995
+    precisions = {op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                  if op.get_rt_info()["layerType"].astype(str) == "Convolution"}
+    assert precisions and precisions <= {"i8", "u8"}, precisions  # every convolution runs an int8 kernel
+
+
+def test_tensorrt_flavor_rules(digits, tmp_path):
+    model = _quantized(digits, symmetric_activations=True)
+    x = digits.x_test[:200]
+    path, m = _export(model, x, tmp_path, "tensorrt")
+    inits, prod = _inits(m), _producers(m)
+    for q in (n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")):
+        zp = inits[q.input[2]]
+        assert zp.dtype in (np.int8, np.int32) and not zp.any()  # symmetric, zero point 0
+        if q.op_type == "QuantizeLinear":
+            assert inits[q.input[1]].ndim == 0  # per-tensor activations
+    for node in (n for n in m.graph.node if n.op_type in ("Conv", "Gemm")):
+        assert prod[node.input[0]].op_type == "DequantizeLinear"
+        assert prod[node.input[1]].op_type == "DequantizeLinear"
+        axis = [a.i for a in prod[node.input[1]].attribute if a.name == "axis"]
+        assert axis in ([], [0])
+    adds = [n for n in m.graph.node if n.op_type == "Add"]
+    assert adds and all(prod[i].op_type == "DequantizeLinear" for a in adds for i in a.input)
+    # the logits come straight from the last Gemm: no Q/DQ on a weighted op's output
+    assert prod[m.graph.output[0].name].op_type == "Gemm"
+    # so the float logits differ from brevitas's quantized ones by at most half an output step
+    ref = outputs(model, x)
+    lsb = float(np.min(np.diff(np.unique(ref))))
+    assert compare_outputs(ref, onnx_outputs(path, x)).max_abs_error <= 0.5 * lsb * 1.01
+
+
+def test_flavor_mismatch_is_an_error(digits, tmp_path):
+    model = _quantized(digits)  # unsigned activations after ReLU, free float scales
+    with pytest.raises(ExportError, match="TensorRT needs symmetric int8"):
+        _export(model, digits.x_test, tmp_path, "tensorrt")
+    with pytest.raises(ExportError, match="power-of-two"):
+        _export(model, digits.x_test, tmp_path, "hls")
+
+
+def test_hls_flavor_power_of_two(digits, tmp_path):
+    model = _quantized(digits, symmetric_activations=True, power_of_two=True)
+    path, m = _export(model, digits.x_test, tmp_path, "hls")
+    inits = _inits(m)
+    for n in m.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            scale = inits[n.input[1]].astype(np.float64)
+            assert np.allclose(scale, 2.0 ** np.round(np.log2(scale))), n.name
+            assert not inits[n.input[2]].any()
+    x = digits.x_test[:200]
+    assert compare_outputs(outputs(model, x), onnx_outputs(path, x)).top1_agreement >= 0.995
