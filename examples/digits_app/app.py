@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", nargs="*", type=Path, help=".png/.jpg (Pillow) or .npy 8x8 grayscale images")
     parser.add_argument("--bundle", type=Path, default=HERE / "build" / "digits", help="bundle folder")
-    parser.add_argument("--target", default=None, help="target in the bundle [the only one]")
+    parser.add_argument("--target", default="cpu", help="target in the bundle: cpu or openvino-cpu [cpu]")
     parser.add_argument("--demo", action="store_true", help="classify the bundle's eval.npz and print accuracy")
     args = parser.parse_args(argv)
 
