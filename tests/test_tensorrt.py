@@ -88,7 +88,8 @@ def test_lint_errors_stop_the_build(tmp_path: Path) -> None:
         BACKEND.build(bad, _target(), tmp_path / "a")
     if not STATUS.available:  # lint = "warn": files are written, the report keeps the findings
         build = BACKEND.build(bad, _target(lint="warn"), tmp_path / "b")
-        assert "1 error" in build.notes[0] or "error(s)" in build.notes[0]
+        assert build.notes[0].startswith("lint: ") and not build.notes[0].startswith("lint: 0 error")
+        assert "qdq-symmetric" in (tmp_path / "b" / "lint.json").read_text()
 
 
 def test_fp16_plan_and_guard(qdq_model: Path) -> None:
