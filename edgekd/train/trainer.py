@@ -198,6 +198,9 @@ def fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, config: 
     if teacher is not None:
         teacher.eval()
     tap, t_tap = _Tap(), _Tap()
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    if config.attention_weight > 0:  # the fused encoder fast path bypasses the attention layer's hooks
+        torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.random.fork_rng(devices=[]):  # seeds here never leak into the caller's RNG
             torch.manual_seed(config.seed)
@@ -206,6 +209,7 @@ def fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, config: 
     finally:
         tap.remove()
         t_tap.remove()
+        torch.backends.mha.set_fastpath_enabled(fastpath)
         if teacher is not None:
             teacher.train(teacher_was_training)
 
@@ -369,6 +373,7 @@ def _train(student: nn.Module, teacher: nn.Module | None, data: Any, config: Fin
                                       "epoch": epoch + 1, "step": step, "accuracy": acc, "loss": mean_loss}, ckdir / ckpt.BEST)
             save_last(epoch + 1, 0, 0.0, 0)
             partial = (0.0, 0)
+    opt.zero_grad(set_to_none=True)  # no stale gradients (memory) on the returned model
     _call(hooks, "after_train", student)
     student.eval()
     checksums = ddp.gather_checksums(student, info)
