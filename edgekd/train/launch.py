@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from edgekd import errors
+from edgekd.errors import ConfigError
 from edgekd.progress import log
 from edgekd.train import ddp
 from edgekd.train.config import FinetuneConfig
@@ -34,6 +35,9 @@ def run_fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, conf
               "checkpoint_every": checkpoint_every}
     if nproc <= 1 or ddp.current().distributed:
         return fine_tune(student, teacher, data, config, **kwargs)  # type: ignore[arg-type]
+    if config.batch_size % nproc:  # fail here, not in N workers
+        raise ConfigError(f"batch_size {config.batch_size} is not divisible by {nproc} processes",
+                          where=f"{description} batch_size", hint=f"use a multiple of {nproc}")
     with tempfile.TemporaryDirectory(prefix="edgekd-ddp-", dir=workdir) as tmp:
         job = Path(tmp) / "job.pt"
         torch.save({"student": student, "teacher": teacher, "data": data, "config": config, "kwargs": kwargs}, job)
