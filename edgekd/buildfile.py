@@ -220,6 +220,10 @@ def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
                      "skip_unavailable": bf.skip_unavailable},
         "edgekd": {"version": __version__, "code_sha256": edgekd_code_digest()},
         "versions": runtime_versions(),
+        # torch's CPU kernels reduce in a thread-count-dependent order: a training pass run with 1 vs 2
+        # threads gives different weights (measured), so the thread settings are an input too
+        "threads": {"cpu_count": os.cpu_count(),
+                    **{v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}},
     }
     blob = json.dumps(material, sort_keys=True, separators=(",", ":")).encode()
     return _sha_bytes(blob), material
