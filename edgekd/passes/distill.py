@@ -51,13 +51,16 @@ def distill(artifact: Artifact, config: DistillConfig, ctx: PassContext) -> Arti
     if ctx.data is None:
         raise PassError("the distill pass needs data", where="distill", hint="pass --data SRC (or synthetic:bn)")
     student = copy.deepcopy(artifact.payload)
-    result = run_fine_tune(student, ctx.teacher, ctx.data, config.finetune(), nproc=ctx.nproc,
+    # --seed shifts the profile's seed, so repeated runs with different --seed differ (and stay reproducible)
+    finetune = dataclasses.replace(config.finetune(), seed=config.seed + ctx.seed)
+    result = run_fine_tune(student, ctx.teacher, ctx.data, finetune, nproc=ctx.nproc,
                            checkpoint_dir=Path(config.checkpoint_dir) if config.checkpoint_dir else None,
                            resume=config.resume, description="distill", checkpoint_every=config.checkpoint_every,
                            workdir=ctx.workdir)
     summary = {"loss": config.loss, "epochs_run": len(result.history), "steps": result.steps,
                "best_accuracy": result.best_accuracy, "final_accuracy": result.final_accuracy,
                "train_seconds": round(result.seconds, 2), "processes": result.extra.get("world_size", 1),
+               "rank_checksums": result.extra.get("rank_checksums"), "seed": finetune.seed,
                "history": result.history}
     ctx.report.setdefault("distill", {}).update(summary)
     return artifact.evolve("distill", payload=result.model,
