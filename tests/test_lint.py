@@ -253,3 +253,28 @@ def test_lint_with_a_target_uses_its_options(tmp_path: Path) -> None:
     report = lint(path, "tensorrt-orin-nano")  # sparse_weights = true in that target
     assert report.target == "tensorrt (tensorrt-orin-nano)"
     assert "sparsity-2to4" in report.checks("warning")
+
+
+def test_edgekd_tensorrt_flavor_export_passes(tmp_path: Path) -> None:
+    """edgekd's own quantized export: the TensorRT flavor lints clean, the ORT flavor (uint8) does not."""
+    import torch
+
+    quant = pytest.importorskip("edgekd.quant", reason="quantization package not present")
+    from edgekd.config import ExportSettings
+    from edgekd.data import load_data
+    from edgekd.models import load_model
+    from edgekd.quant.onnx_export import brevitas_qdq_export
+
+    torch.manual_seed(0)
+    data = load_data("builtin:digits")
+    model = quant.quantize_model(load_model("builtin:digits-residual").module,
+                                 quant.QuantRecipe(symmetric_activations=True))
+    quant.calibrate(model, data.x_train, samples=128)
+    example = torch.from_numpy(data.x_test[:1])
+    trt_path, ort_path = tmp_path / "m.tensorrt.onnx", tmp_path / "m.ort.onnx"
+    brevitas_qdq_export(model, trt_path, example, ExportSettings(), "tensorrt")
+    brevitas_qdq_export(model, ort_path, example, ExportSettings(), "ort")
+    report = lint_tensorrt(trt_path)
+    assert report.clean, report.to_text()
+    assert report.stats["skip_adds"] >= 1 and report.stats["expected_precision"] == "int8"
+    assert "qdq-int8" in lint_tensorrt(ort_path).checks("error")
