@@ -69,7 +69,7 @@ def test_buildfile_validation(tmp_path: Path) -> None:
         load_buildfile(tmp_path / "nope.toml")
 
 
-def test_cache_key_follows_inputs(app: Path) -> None:
+def test_cache_key_follows_inputs(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bf = load_buildfile(app / "edgekd.toml")
     key, material = cache_key(bf)
     assert cache_key(bf)[0] == key
@@ -84,6 +84,11 @@ def test_cache_key_follows_inputs(app: Path) -> None:
     arrays["y_train"][0] = (arrays["y_train"][0] + 1) % 10  # one label changed
     np.savez(app / "data" / "digits.npz", **arrays)
     assert cache_key(bf)[0] not in (key, key_profile)
+
+    before = cache_key(bf)[0]
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # training results depend on the thread count
+    assert cache_key(bf)[0] != before
+    monkeypatch.undo()
 
     # py: sources are hashed from their code, without importing it
     (app / "mymodel.py").write_text("def build():\n    raise RuntimeError('never imported for the key')\n")
