@@ -168,7 +168,11 @@ def _python_module_digest(ref: str, root: Path, where: str) -> dict[str, str]:
 
 def source_digest(text: str, kind: str, root: Path) -> dict[str, Any]:
     """What identifies a model/data source's content: file hashes for paths and code, the name for
-    named sources (builtin/torchvision/timm/random/synthetic: their code is edgekd's or a versioned package's)."""
+    named sources (builtin/torchvision/timm/random/synthetic: their code is edgekd's or a versioned package's).
+
+    >>> source_digest("builtin:digits?seed=1", "data", Path("."))
+    {'source': 'builtin:digits?seed=1'}
+    """
     raw = text.partition("?")[0]
     scheme, colon, arg = raw.partition(":")
     if not colon or len(scheme) == 1:  # a plain path (or a Windows drive letter)
