@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +20,15 @@ import torch
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.config import ExportSettings
 from edgekd.errors import ExportError
+from edgekd.parity import ParityResult, compare_outputs
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, str], None]
 EXPORTERS: dict[str, Exporter] = {}
+__all__ = ["EXPORTERS", "ParityResult", "compare_outputs", "export_onnx", "onnx_outputs", "register_exporter",
+           "torch_outputs"]
 
 
 def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
@@ -90,26 +92,6 @@ def finalize_onnx(path: Path) -> tuple[tuple[IOSpec, ...], tuple[IOSpec, ...]]:
         sidecar.unlink()
     onnx.save(model, str(path), save_as_external_data=False)
     return _io_specs(model)
-
-
-@dataclass(frozen=True)
-class ParityResult:
-    samples: int
-    max_abs_error: float
-    mean_abs_error: float
-    top1_agreement: float
-
-    def to_dict(self) -> dict[str, float]:
-        return {"samples": self.samples, "max_abs_error": self.max_abs_error,
-                "mean_abs_error": self.mean_abs_error, "top1_agreement": self.top1_agreement}
-
-
-def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> ParityResult:
-    ref = reference.reshape(len(reference), -1).astype(np.float64)
-    cand = candidate.reshape(len(candidate), -1).astype(np.float64)
-    err = np.abs(ref - cand)
-    agree = float((ref.argmax(1) == cand.argmax(1)).mean()) if ref.shape[1] > 1 else 1.0
-    return ParityResult(len(ref), float(err.max()), float(err.mean()), agree)
 
 
 def torch_outputs(module: torch.nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -34,6 +34,7 @@ import numpy as np
 
 from edgekd.bundle import read_manifest, verify_bundle
 from edgekd.errors import ConfigError, EdgekdError
+from edgekd.parity import compare_outputs
 
 CHECKS = ("integrity", "golden_parity", "accuracy", "latency_p90", "regression", "size")
 Status = Literal["passed", "failed", "skipped", "error"]
@@ -279,27 +280,12 @@ class HilSession:
         ref = golden["reference"]
         cand = self.runner.predict(golden["input"])
         par = self.target.parity
-        if cand.shape != ref.shape:
-            raise CheckFailed(f"output shape {cand.shape} != reference {ref.shape}", value=str(cand.shape),
-                              limit=str(ref.shape))
-        r2 = ref.reshape(len(ref), -1).astype(np.float64)
-        c2 = cand.reshape(len(cand), -1).astype(np.float64)
-        err = np.abs(r2 - c2)
-        excess = err - (par.atol + par.rtol * np.abs(r2))
-        top1 = float((r2.argmax(1) == c2.argmax(1)).mean()) if r2.shape[1] > 1 else 1.0
-        data = {"samples": len(ref), "max_abs_error": float(err.max()), "mean_abs_error": float(err.mean()),
-                "top1_agreement": top1, "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement}
-        value = f"max|err| {err.max():.3g}, top-1 {top1 * 100:.1f}%"
+        result = compare_outputs(ref, cand, par)
+        data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement}
+        value = f"max|err| {result.max_abs_error:.3g}, top-1 {result.top1_agreement * 100:.1f}%"
         limit = f"atol {par.atol:g} + rtol {par.rtol:g}, top-1 >= {par.min_top1_agreement * 100:g}%"
-        reasons = []
-        if (excess > 0).any():
-            worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
-            reasons.append(f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} golden samples outside atol/rtol "
-                           f"(worst: sample {worst[0]} output {worst[1]}: {c2[worst]:.6g} vs reference {r2[worst]:.6g})")
-        if top1 < par.min_top1_agreement:
-            reasons.append(f"top-1 agreement {top1 * 100:.1f}% < {par.min_top1_agreement * 100:g}%")
-        if reasons:
-            raise CheckFailed("; ".join(reasons), value=value, limit=limit, **data)
+        if not result.ok:
+            raise CheckFailed("; ".join(result.failures), value=value, limit=limit, **data)
         return self._pass("golden_parity", value=value, limit=limit, **data)
 
     def _labelled(self) -> tuple[np.ndarray, np.ndarray, str]:

@@ -1,0 +1,57 @@
+"""Output parity between a reference and a candidate run. Torch-free (the runtime and HIL checks use it).
+
+One rule everywhere (compress, ``edgekd check``, the pytest plugin): a candidate passes when every
+element is within ``atol + rtol * |reference|`` and top-1 agreement is at least ``min_top1_agreement``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ParityResult:
+    samples: int
+    max_abs_error: float
+    mean_abs_error: float
+    top1_agreement: float
+    failures: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples": self.samples, "max_abs_error": self.max_abs_error, "mean_abs_error": self.mean_abs_error,
+                "top1_agreement": self.top1_agreement, "ok": self.ok, "failures": list(self.failures)}
+
+
+def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: Any = None) -> ParityResult:
+    """Compare two output batches; with ``tolerances`` (a ParitySettings) also judge them.
+
+    >>> r = compare_outputs(np.array([[1.0, 0.0]]), np.array([[0.9, 0.0]]))
+    >>> round(r.max_abs_error, 3), r.top1_agreement, r.ok
+    (0.1, 1.0, True)
+    """
+    if candidate.shape != reference.shape:
+        return ParityResult(len(reference), float("inf"), float("inf"), 0.0,
+                            (f"output shape {candidate.shape} != reference {reference.shape}",))
+    ref = reference.reshape(len(reference), -1).astype(np.float64)
+    cand = candidate.reshape(len(candidate), -1).astype(np.float64)
+    err = np.abs(ref - cand)
+    top1 = float((ref.argmax(1) == cand.argmax(1)).mean()) if ref.shape[1] > 1 else 1.0
+    failures: list[str] = []
+    if tolerances is not None:
+        excess = err - (tolerances.atol + tolerances.rtol * np.abs(ref))
+        if (excess > 0).any():
+            worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
+            failures.append(
+                f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} samples outside atol {tolerances.atol:g} + "
+                f"rtol {tolerances.rtol:g} (worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs "
+                f"reference {ref[worst]:.6g})")
+        if top1 < tolerances.min_top1_agreement:
+            failures.append(f"top-1 agreement {top1 * 100:.1f}% < {tolerances.min_top1_agreement * 100:g}%")
+    return ParityResult(len(ref), float(err.max()), float(err.mean()), top1, tuple(failures))
