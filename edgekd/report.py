@@ -19,10 +19,11 @@ def target_rows(report: dict[str, Any]) -> list[list[str]]:
     for name, entry in report.get("targets", {}).items():
         lat = entry.get("latency", {})
         parity = entry.get("parity", {})
+        mark = "≈" if lat.get("source") == "estimate" else ""  # FPGA: analytical estimate, not a measurement
         rows.append([
             name, entry.get("backend", ""), entry.get("build", {}).get("precision", ""),
             _fmt(entry.get("accuracy")), _fmt(parity.get("top1_agreement", None) and parity["top1_agreement"] * 100),
-            _fmt(entry.get("size_mb"), 3), _fmt(lat.get("p50_ms"), 3), _fmt(lat.get("p90_ms"), 3),
+            _fmt(entry.get("size_mb"), 3), mark + _fmt(lat.get("p50_ms"), 3), mark + _fmt(lat.get("p90_ms"), 3),
             entry.get("status", ""),
         ])
     return rows
@@ -70,6 +71,8 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
             lines += [f"- note: {n}" for n in notes]
             lines += [f"- budget {k}: {_fmt(v['value'], 3)} vs limit {v['limit']} -> {'ok' if v['ok'] else 'FAILED'}"
                       for k, v in budgets.items()]
+    if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
+        lines += ["", "≈ latency is an analytical estimate at the target clock (FPGA), not a measurement."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -87,3 +90,5 @@ def print_summary(report: dict[str, Any], title: str = "edgekd") -> None:
     if acc:
         console.print("accuracy: " + ", ".join(f"{k} {_fmt(v)}%" for k, v in acc.items()))
     console.print(table)
+    if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
+        console.print("≈ analytical FPGA latency estimate at the target clock, not a measurement")
