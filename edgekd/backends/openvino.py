@@ -201,6 +201,9 @@ class OpenVINORunner:
             raise BuildError(f"OpenVINO could not compile the model for {options.device}: {exc}", where=str(model_xml),
                              hint="check the device name and properties in the target's [options]") from exc
         self.request = self.compiled.create_infer_request()
+        # share_inputs=True binds the caller's array to the request: keep the hot path on its own request so a
+        # later call with another batch size on the checked path is not stuck with the first shape
+        self._hot_request = self.compiled.create_infer_request()
         self.inputs = tuple(IOSpec(p.get_any_name(), _dims(p.get_partial_shape()), _ov_dtype(p.get_element_type()))
                             for p in self.compiled.inputs)
         self.outputs = tuple(IOSpec(p.get_any_name(), _dims(p.get_partial_shape()), _ov_dtype(p.get_element_type()))
@@ -213,7 +216,7 @@ class OpenVINORunner:
 
     def infer_unchecked(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Hot-loop variant for the profiler: no validation, inputs shared (not copied), positional outputs."""
-        result = self.request.infer(feeds, share_inputs=True)
+        result = self._hot_request.infer(feeds, share_inputs=True)
         return [result[i] for i in range(len(self.outputs))]
 
     def layers(self) -> list[dict[str, str]]:
