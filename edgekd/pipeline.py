@@ -20,7 +20,7 @@ from edgekd.backends import BACKENDS
 from edgekd.bundle import BundleWriter, dump_json
 from edgekd.config import Profile, Target, load_profile, load_target
 from edgekd.data import DataContext, DataSplits, load_data
-from edgekd.errors import BackendUnavailable, EdgekdError
+from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
 from edgekd.export import compare_outputs, export_onnx, onnx_outputs, torch_outputs
 from edgekd.models import LoadedModel, load_model
 from edgekd.passes import PASSES, PassContext
@@ -98,10 +98,15 @@ def _build_target(target: Target, onnx_art: Artifact, variant_paths: dict[str, P
     backend = BACKENDS.get(target.backend)
     out_dir = staging / target.name
     source = variant_paths.get(backend.onnx_flavor, onnx_art.path)
+    auto = None
+    if getattr(target.options, "precision", None) == "auto":
+        target, auto = _choose_precision(target, source, staging, data, reference_acc)
     log(f"building target {target.name} ({target.backend})")
     build = backend.build(source, target, out_dir)
     entry: dict[str, Any] = {"backend": target.backend, "device": target.device, "build": build.to_dict(),
                              "size_mb": sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / 1e6}
+    if auto is not None:
+        entry["auto_precision"] = auto
     if not build.runnable:
         entry["status"] = "built, not run here"
         return entry
@@ -131,6 +136,34 @@ def _build_target(target: Target, onnx_art: Artifact, variant_paths: dict[str, P
     entry["budgets"] = check_budgets(target, entry)
     entry["status"] = "ok" if entry["parity_ok"] and all(b["ok"] for b in entry["budgets"].values()) else "failed"
     return entry
+
+
+def _choose_precision(target: Target, onnx_path: Path, staging: Path, data: DataSplits,
+                      reference_acc: float | None) -> tuple[Target, dict[str, Any]]:
+    """precision = "auto": profile every precision the target supports on this device and build the fastest
+    one inside the accuracy budget. The whole table and the reason go into the report and the bundle."""
+    import dataclasses
+
+    from edgekd.profiler.auto import auto_precision, write_auto
+    from edgekd.profiler.measure import MeasureSettings
+    from edgekd.profiler.run import ProfileOptions
+
+    eval_data = (data.x_test, data.y_test) if data.labelled else None
+    out_dir = staging / "profile" / f"auto-{target.name}"
+    settings = MeasureSettings(warmup=target.profiling.warmup, iterations=target.profiling.iterations)
+    result = auto_precision(onnx_path, target, out_dir, ProfileOptions(measure=settings, layers=False),
+                            eval_data=eval_data, reference_acc=reference_acc)
+    write_auto(result, out_dir, plots=False)
+    if result.winner is None:
+        raise BuildError(f"precision auto: {result.reason}", where=target.source,
+                         hint="relax budgets.max_accuracy_drop or choose a precision explicitly")
+    chosen = next(c for c in result.candidates if c.label == result.winner)
+    log(f"precision auto for {target.name}: {result.winner} ({result.reason})")
+    options = dataclasses.replace(target.options, precision=chosen.requested)
+    summary = {"winner": result.winner, "precision": chosen.requested, "reason": result.reason,
+               "candidates": [{k: v for k, v in c.row().items() if k != "out_dir"} for c in result.candidates],
+               "details": f"profile/auto-{target.name}/auto.md"}
+    return dataclasses.replace(target, options=options), summary
 
 
 def check_budgets(target: Target, entry: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -66,8 +66,15 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
     for name, entry in report.get("targets", {}).items():
         notes = entry.get("build", {}).get("notes", [])
         budgets = entry.get("budgets", {})
-        if notes or budgets:
+        auto = entry.get("auto_precision")
+        if notes or budgets or auto:
             lines += ["", f"### {name}"]
+        if auto:
+            lines += [f"- precision auto chose **{auto['winner']}**: {auto['reason']}", "",
+                      "| candidate | ran as | p90 ms | accuracy % | within budget |", "|---|---|---:|---:|---|"]
+            lines += [f"| {c['label']} | {c['ran']} | {_fmt(c['p90_ms'], 4)} | {_fmt(c['accuracy'])} | "
+                      f"{'yes' if c['within_budget'] else 'no'} |" for c in auto["candidates"]]
+            lines.append("")
             lines += [f"- note: {n}" for n in notes]
             lines += [f"- budget {k}: {_fmt(v['value'], 3)} vs limit {v['limit']} -> {'ok' if v['ok'] else 'FAILED'}"
                       for k, v in budgets.items()]

@@ -112,7 +112,13 @@ class _Sources:
     golden: np.ndarray | None = None
 
 
-def _sources(artifact: Path, target_spec: str) -> _Sources:
+def _sources(artifact: Path, target_spec: str | Target, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+             reference_acc: float | None = None) -> _Sources:
+    if isinstance(target_spec, Target):  # called from compress(): the ONNX being built plus the run's eval set
+        src = _Sources(target_spec, [artifact], reference_acc=reference_acc)
+        if eval_data is not None:
+            src.eval_x, src.eval_y = eval_data
+        return src
     if (artifact / "manifest.json").is_file():
         from edgekd.bundle import read_manifest
 
@@ -152,11 +158,15 @@ def _reference_outputs(onnx: Path, x: np.ndarray) -> np.ndarray:
     return onnx_outputs(onnx, x)
 
 
-def auto_precision(artifact: str | Path, target_spec: str, out_dir: Path, options: ProfileOptions | None = None,
-                   precisions: list[str] | None = None) -> AutoResult:
-    """Profile every candidate precision of ``artifact`` on an OpenVINO target; see the module doc."""
+def auto_precision(artifact: str | Path, target_spec: str | Target, out_dir: Path, options: ProfileOptions | None = None,
+                   precisions: list[str] | None = None, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
+                   reference_acc: float | None = None) -> AutoResult:
+    """Profile every candidate precision of ``artifact`` on an OpenVINO target; see the module doc.
+
+    ``target_spec`` may be a Target object (compress passes the target being built, with the run's
+    labelled ``eval_data`` and the ONNX reference accuracy)."""
     artifact = Path(artifact)
-    src = _sources(artifact, target_spec)
+    src = _sources(artifact, target_spec, eval_data, reference_acc)
     if src.target.backend != "openvino":
         raise ConfigError(f"precision auto is implemented for OpenVINO targets; {src.target.name!r} uses "
                           f"{src.target.backend!r}", where="--precision",
