@@ -32,7 +32,7 @@ def test_auto_precision_builds_the_winner(tmp_path: Path) -> None:
     entry = report["targets"]["ov-auto"]
     auto = entry["auto_precision"]
     labels = {c["label"] for c in auto["candidates"]}
-    assert {"f32", "bf16"} <= labels or "f32" in labels
+    assert "f32" in labels  # bf16/f16 join where the CPU reports them (AMX here)
     assert auto["winner"] in labels and auto["reason"]
     winner = next(c for c in auto["candidates"] if c["label"] == auto["winner"])
     assert winner["within_budget"]
