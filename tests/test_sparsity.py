@@ -239,3 +239,22 @@ def test_gradual_schedule_ends_exactly_2to4(dense_student, digits, digits_teache
         assert check_nm(model.get_submodule(name).weight.detach().numpy(), 2, 4).compliant
     assert evaluate(model, digits.x_test, digits.y_test) >= dense_acc - 5.0
     assert out.meta["sparsity"]["schedule"] == "gradual"
+
+
+def test_batchnorm_folding_at_export_keeps_2to4(digits, tmp_path):
+    """Conv+BN: the exporter folds BN into the conv weights (a per-output-channel scale), so zeros stay
+    zeros even though the ONNX initializers get new names."""
+    from edgekd.models import ResidualCNN
+
+    torch.manual_seed(0)
+    model = ResidualCNN(1, 10, width=16)
+    with torch.no_grad():
+        for bn in (m for m in model.modules() if isinstance(m, nn.BatchNorm2d)):
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.uniform_(0.5, 1.5)
+    out = _sparsify(model, SparsifyConfig(), PassContext(data=digits))
+    assert set(out.meta["sparsity"]["masks"]) == {"body.0", "body.3"}
+    path = export_onnx(out, tmp_path / "res.onnx", example=digits.x_test, parity_inputs=digits.x_test).path
+    info = inspect_onnx(path)
+    assert "BatchNormalization" not in info.op_histogram
+    assert info.totals()["nm_compliant"] == 2 and info.totals()["eligible"] == 3
