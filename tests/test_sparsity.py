@@ -239,6 +239,10 @@ def test_gradual_schedule_ends_exactly_2to4(dense_student, digits, digits_teache
         assert check_nm(model.get_submodule(name).weight.detach().numpy(), 2, 4).compliant
     assert evaluate(model, digits.x_test, digits.y_test) >= dense_acc - 5.0
     assert out.meta["sparsity"]["schedule"] == "gradual"
+    # the trainer drove the ramp: 3:4 then 2:4, reached halfway through (ramp = 0.5)
+    steps = ctx.report["sparsify"]["finetune"]["steps"]
+    ramp = ctx.report["sparsify"]["ramp"]
+    assert [level for _, level in ramp] == [1, 2] and ramp[-1][0] <= steps // 2 + 1
 
 
 def test_batchnorm_folding_at_export_keeps_2to4(digits, tmp_path):

@@ -277,6 +277,7 @@ class GradualHook:
     def __init__(self, params: list[NMParametrization], ramp: float) -> None:
         self.params = params
         self.ramp = ramp
+        self.changes: list[tuple[int, int]] = []  # (step, zeros per group from then on), for the report
 
     def level(self, step: int, total_steps: int) -> int:
         target = self.params[0].m - self.params[0].n
@@ -285,6 +286,8 @@ class GradualHook:
 
     def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
         level = self.level(step, total_steps)
+        if level != self.params[0].pruned:
+            self.changes.append((step, level))
         for p in self.params:
             p.pruned = level
 
@@ -343,8 +346,10 @@ def sparsify(artifact: Artifact, config: SparsifyConfig, ctx: PassContext) -> Ar
             p = NMParametrization(config.n, config.m, config.decay)
             parametrize.register_parametrization(module.get_submodule(name), "weight", p)
             params.append(p)
+        hook = GradualHook(params, config.ramp)
         try:
-            report["finetune"] = _fine_tune(module, config, ctx, [GradualHook(params, config.ramp)])
+            report["finetune"] = _fine_tune(module, config, ctx, [hook])
+            report["ramp"] = [list(change) for change in hook.changes]
         finally:
             for p in params:
                 p.pruned = config.m - config.n  # freeze at the final pattern whatever happened
