@@ -26,23 +26,30 @@ def _shape(value_info: dict[str, Any], name: str) -> list[int] | None:
     return dims or None
 
 
-def _weight_source(name: str, producers: dict[str, Any], inits: dict[str, Any]) -> str | None:
-    """Initializer behind a weight input, looking through DequantizeLinear / Transpose / Identity."""
+def _weight_source(name: str, producers: dict[str, Any], inits: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(initializer, key) behind a weight input, looking through DequantizeLinear / Transpose / Identity.
+
+    The key is the weight's *scale* initializer when it is dequantized: ONNX Runtime may re-materialize a
+    transposed int8 weight under a new name, but its integer kernel still reads the original scale.
+    """
+    key = None
     for _ in range(4):
         if name in inits:
-            return name
+            return name, key or name
         node = producers.get(name)
         if node is None or node.op_type not in ("DequantizeLinear", "Transpose", "Identity"):
-            return None
+            return None, None
+        if node.op_type == "DequantizeLinear":
+            key = node.input[1]
         name = node.input[0]
-    return None
+    return None, None
 
 
 def layer_macs(model: Any) -> list[dict[str, Any]]:
     """[{node, op, macs, weight}] for every Conv/Gemm/MatMul (batch 1)."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model)
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     g = inferred.graph
     value_info = {v.name: v for v in [*g.value_info, *g.input, *g.output]}
     inits = {i.name: i for i in g.initializer}
@@ -52,7 +59,7 @@ def layer_macs(model: Any) -> list[dict[str, Any]]:
         if node.op_type not in _COMPUTE:
             continue
         out = _shape(value_info, node.output[0])
-        weight = _weight_source(node.input[1], producers, inits)
+        weight, key = _weight_source(node.input[1], producers, inits)
         w_shape = list(inits[weight].dims) if weight else _shape(value_info, node.input[1])
         a_shape = _shape(value_info, node.input[0])
         macs = 0
@@ -65,7 +72,7 @@ def layer_macs(model: Any) -> list[dict[str, Any]]:
                 macs = int(np.prod(out[1:])) * int(k)
             elif a_shape:
                 macs = int(np.prod(out[1:] if len(out) > 2 else out)) * int(a_shape[-1])
-        rows.append({"node": node.name, "op": node.op_type, "macs": macs, "weight": weight})
+        rows.append({"node": node.name, "op": node.op_type, "macs": macs, "weight": weight, "key": key})
     return rows
 
 
@@ -101,15 +108,17 @@ def int8_mac_report(path: Path) -> dict[str, Any]:
     for row in rows:
         # weightless MatMul (attention scores): int8 only if no float compute op survived at all
         weightless_int8 = float_weightless == 0 and bool(int_nodes)
-        is_int8 = row["weight"] in int_inputs if row["weight"] is not None else weightless_int8
+        is_int8 = row["key"] in int_inputs if row["key"] is not None else weightless_int8
         total += row["macs"]
         int8 += row["macs"] if is_int8 else 0
         layers.append({**row, "int8": is_int8})
     ops: dict[str, int] = {}
     for n in optimized.graph.node:
         ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    unknown = [r["node"] for r in rows if r["macs"] == 0]
     return {
         "int8_mac_fraction": (int8 / total) if total else 0.0,
+        "layers_with_unknown_macs": unknown,  # shapes ONNX could not infer: not counted either way
         "macs_total": total,
         "macs_int8": int8,
         "float_layers": [r["node"] for r in layers if not r["int8"]],

@@ -202,6 +202,7 @@ class WeightedTwin(nn.Module):
 
 def act_quant_of(proxy: Any) -> ActQuant | None:
     """The ActQuant of a brevitas activation proxy, or None when it does not quantize."""
+    proxy = getattr(proxy, "act_quant", proxy)  # a shared QuantIdentity used as a layer's output_quant
     if proxy is None or not proxy.is_quant_enabled:
         return None
     with torch.no_grad():
@@ -307,10 +308,16 @@ def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
 def _brevitas_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
     from brevitas.nn.quant_layer import QuantNonLinearActLayer, QuantWeightBiasInputOutputLayer
 
-    for name, module in list(model.named_modules()):
+    # remove_duplicate=False: brevitas shares one QuantIdentity between a residual add and the
+    # output_quant of the layers feeding it; every path that reaches it must be replaced
+    replaced: list[str] = []
+    for name, module in list(model.named_modules(remove_duplicate=False)):
+        if any(name.startswith(prefix + ".") for prefix in replaced):
+            continue  # inside a layer that is already replaced as a whole
         if isinstance(module, (QuantWeightBiasInputOutputLayer, QuantNonLinearActLayer)) or (
             type(module).__name__ == "QuantIdentity"
         ):
+            replaced.append(name)
             yield name, module
 
 
