@@ -99,7 +99,9 @@ def _build_target(target: Target, onnx_art: Artifact, variant_paths: dict[str, P
     out_dir = staging / target.name
     source = variant_paths.get(backend.onnx_flavor, onnx_art.path)
     auto = None
-    if getattr(target.options, "precision", None) == "auto":
+    # OpenVINO is the backend with several float precisions to choose from on a CPU; TensorRT's own
+    # precision = "auto" means "let the builder choose" and is handled on the device.
+    if target.backend == "openvino" and getattr(target.options, "precision", None) == "auto":
         target, auto = _choose_precision(target, source, staging, data, reference_acc)
     log(f"building target {target.name} ({target.backend})")
     build = backend.build(source, target, out_dir)
