@@ -6,6 +6,7 @@ Both run the model on a few hundred training samples in eval mode; neither needs
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,32 +20,28 @@ def _batches(x: np.ndarray, samples: int, batch: int) -> list[torch.Tensor]:
     return [torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32)) for i in range(0, len(x), batch)]
 
 
-def calibrate(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch: int = 64) -> int:
-    """Collect activation statistics (brevitas ``calibration_mode``); returns the samples used."""
-    from brevitas.graph.calibrate import calibration_mode
-
+def _run_in_mode(mode: Any, model: nn.Module, x: np.ndarray, samples: int, batch: int, description: str) -> int:
+    """Forward ``samples`` inputs through ``model`` inside a brevitas mode context; returns the samples used."""
     batches = _batches(x, samples, batch)
     model.eval()
-    with warnings.catch_warnings(), torch.no_grad(), calibration_mode(model), \
-            task("calibrating activations", len(batches)) as bar:
+    with warnings.catch_warnings(), torch.no_grad(), mode(model), task(description, len(batches)) as bar:
         warnings.simplefilter("ignore")
         for xb in batches:
             model(xb)
             bar.advance()
     model.eval()
     return sum(len(b) for b in batches)
+
+
+def calibrate(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch: int = 64) -> int:
+    """Collect activation statistics (brevitas ``calibration_mode``); returns the samples used."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    return _run_in_mode(calibration_mode, model, x, samples, batch, "calibrating activations")
 
 
 def correct_bias(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch: int = 64) -> int:
     """brevitas ``bias_correction_mode``: shift each layer's bias by the mean error quantization adds."""
     from brevitas.graph.calibrate import bias_correction_mode
 
-    batches = _batches(x, samples, batch)
-    model.eval()
-    with warnings.catch_warnings(), torch.no_grad(), bias_correction_mode(model), \
-            task("bias correction", len(batches)) as bar:
-        warnings.simplefilter("ignore")
-        for xb in batches:
-            model(xb)
-            bar.advance()
-    return sum(len(b) for b in batches)
+    return _run_in_mode(bias_correction_mode, model, x, samples, batch, "bias correction")
