@@ -18,7 +18,7 @@ from edgekd import __version__
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
 from edgekd.bundle import BundleWriter, dump_json
-from edgekd.config import Profile, Target, load_profile, load_target
+from edgekd.config import PassSpec, Profile, Target, load_profile, load_target
 from edgekd.data import DataContext, DataSplits, load_data
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
 from edgekd.export import compare_outputs, export_onnx, onnx_outputs, torch_outputs
@@ -81,23 +81,60 @@ def _check_targets(targets: list[Target], skip_unavailable: bool) -> list[Target
     return usable
 
 
-def _run_passes(student: Artifact, profile: Profile, ctx: PassContext) -> Artifact:
+def _run_passes(student: Artifact, specs: tuple[PassSpec, ...], ctx: PassContext, label: str = "") -> Artifact:
     current = student
-    for i, spec in enumerate(profile.passes):
+    for i, spec in enumerate(specs):
         info = PASSES.get(spec.name)
-        log(f"[{i + 1}/{len(profile.passes)}] pass {spec.name}")
+        log(f"[{i + 1}/{len(specs)}] pass {spec.name}{label}")
         started = time.perf_counter()
         current = info.fn(current, spec.config, ctx)
         ctx.report.setdefault(spec.name, {})["seconds"] = round(time.perf_counter() - started, 3)
     return current
 
 
-def _build_target(target: Target, onnx_art: Artifact, variant_paths: dict[str, Path], staging: Path,
-                  golden: dict[str, np.ndarray], data: DataSplits, reference_acc: float | None,
-                  options: CompressOptions) -> dict[str, Any]:
+def _export_sources(groups: list[list[Target]], models: list[Artifact], model_onnx: Path, staging: Path,
+                    data: DataSplits, prof: Profile) -> dict[str, Path]:
+    """The ONNX file each target builds from: model.onnx, or a per-runtime / per-numerics variant."""
+    sources: dict[str, Path] = {}
+    made: dict[tuple[int, str], Path] = {}
+    for gi, (group, model) in enumerate(zip(groups, models, strict=True)):
+        for target in group:
+            flavor = BACKENDS.get(target.backend).onnx_flavor
+            if gi == 0 and (flavor == "ort" or not model.meta.get("flavored_export")):
+                sources[target.name] = model_onnx
+                continue
+            if (gi, flavor) not in made:
+                name = f"model.{flavor}.onnx"
+                if any(p.name == name for p in made.values()):
+                    name = f"model.{flavor}-{gi}.onnx"
+                made[(gi, flavor)] = export_onnx(model, staging / "variants" / name, example=data.x_test,
+                                                 settings=prof.export, flavor=flavor).path
+            sources[target.name] = made[(gi, flavor)]
+    return sources
+
+
+def numerics_key(target: Target) -> tuple[bool, bool]:
+    """The quantization numerics a target imposes: (symmetric int8 activations, power-of-two scales)."""
+    hls = target.backend == "hls"
+    symmetric = target.backend == "tensorrt" or (hls and bool(getattr(target.options, "symmetric", False)))
+    return symmetric, hls and bool(getattr(target.options, "power_of_two_scales", False))
+
+
+def target_groups(targets: list[Target]) -> list[list[Target]]:
+    """Targets that can share one quantized model. ONNX Runtime and OpenVINO run asymmetric uint8 activations
+    fastest, TensorRT needs symmetric int8 and an FPGA may want power-of-two scales: one set of numerics cannot
+    serve them all, so target-dependent passes run once per group. The unconstrained group comes first: it
+    produces model.onnx."""
+    groups: dict[tuple[bool, bool], list[Target]] = {}
+    for target in targets:
+        groups.setdefault(numerics_key(target), []).append(target)
+    return [groups[key] for key in sorted(groups)]
+
+
+def _build_target(target: Target, source: Path, staging: Path, golden_input: np.ndarray, golden_reference: np.ndarray,
+                  data: DataSplits, reference_acc: float | None, options: CompressOptions) -> dict[str, Any]:
     backend = BACKENDS.get(target.backend)
     out_dir = staging / target.name
-    source = variant_paths.get(backend.onnx_flavor, onnx_art.path)
     auto = None
     # OpenVINO is the backend with several float precisions to choose from on a CPU; TensorRT's own
     # precision = "auto" means "let the builder choose" and is handled on the device.
@@ -114,8 +151,8 @@ def _build_target(target: Target, onnx_art: Artifact, variant_paths: dict[str, P
         return entry
     runner = backend.load(out_dir, target, build)
     entry["runtime"] = runner.describe()
-    cand = run_batched(runner, golden["input"])
-    parity = compare_outputs(golden["reference"], cand, target.parity)
+    cand = run_batched(runner, golden_input)
+    parity = compare_outputs(golden_reference, cand, target.parity)
     entry["parity"] = parity.to_dict()
     entry["parity_ok"] = parity.ok
     if data.labelled:
@@ -131,7 +168,7 @@ def _build_target(target: Target, onnx_art: Artifact, variant_paths: dict[str, P
         entry["fits_part"] = estimates["fits"]
     elif options.measure:
         batch = target.profiling.batch_size
-        feeds = {runner.inputs[0].name: np.repeat(golden["input"][:1], batch, axis=0)}
+        feeds = {runner.inputs[0].name: np.repeat(golden_input[:1], batch, axis=0)}
         sample = measure_latency(runner, feeds, warmup=target.profiling.warmup,
                                  iterations=target.profiling.iterations, description=f"profiling {target.name}")
         entry["latency"] = sample.summary()
@@ -226,8 +263,21 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
     with tempfile.TemporaryDirectory(prefix="edgekd-") as scratch, BundleWriter(Path(out)) as writer:
         ctx = PassContext(teacher=teacher_src.module if teacher_src else None, data=splits, targets=tuple(tgts),
                           seed=options.seed, workdir=Path(scratch), nproc=options.nproc)
-        compressed = _run_passes(artifact, prof, ctx)
+        split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent), None)
+        shared = _run_passes(artifact, prof.passes if split is None else prof.passes[:split], ctx)
+        groups = [tgts] if split is None else target_groups(tgts)
+        group_models: list[Artifact] = []
+        for gi, group in enumerate(groups):
+            gctx = ctx if gi == 0 else PassContext(teacher=ctx.teacher, data=splits, targets=tuple(group),
+                                                    seed=options.seed, workdir=ctx.workdir, nproc=options.nproc)
+            label = "" if len(groups) == 1 else f" for {', '.join(t.name for t in group)}"
+            ctx.targets = tuple(group) if gi == 0 else ctx.targets
+            model_g = shared if split is None else _run_passes(shared, prof.passes[split:], gctx, label)
+            group_models.append(model_g)
+            for name, section in gctx.report.items() if gi > 0 else ():
+                ctx.report[f"{name}@{','.join(t.name for t in group)}"] = section
         report["passes"] = ctx.report
+        compressed = group_models[0]
         module = compressed.payload
         report["params"]["student_after"] = sum(p.numel() for p in module.parameters())
         if splits.labelled:
@@ -236,33 +286,38 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
         staging = writer.staging
         onnx_art = export_onnx(compressed, staging / "model.onnx", example=splits.x_test, settings=prof.export,
                                flavor="ort", parity_inputs=splits.x_test)
-        variant_paths: dict[str, Path] = {"ort": onnx_art.path}
-        if compressed.meta.get("flavored_export"):
-            for flavor in sorted({BACKENDS.get(t.backend).onnx_flavor for t in tgts} - {"ort"}):
-                variant_paths[flavor] = export_onnx(compressed, staging / "variants" / f"model.{flavor}.onnx",
-                                                    example=splits.x_test, settings=prof.export, flavor=flavor).path
+        sources = _export_sources(groups, group_models, onnx_art.path, staging, splits, prof)
         report["export"] = {**{k: onnx_art.meta[k] for k in ("exporter", "opset") if k in onnx_art.meta},
                             "parity_vs_torch": onnx_art.meta.get("parity_vs_torch"),
                             "size_mb": onnx_art.path.stat().st_size / 1e6,
-                            "variants": sorted(variant_paths)}
+                            "variants": sorted({p.relative_to(staging).as_posix() for p in sources.values()})}
 
-        reference = onnx_outputs(onnx_art.path, splits.x_test)
-        if splits.labelled:
-            acc["onnx_reference"] = accuracy(reference, splits.y_test)
         n_golden = min(options.golden_samples, len(splits.x_test))
-        golden = {"input": splits.x_test[:n_golden], "reference": reference[:n_golden]}
+        golden = {"input": splits.x_test[:n_golden]}
         if splits.y_test is not None:
             golden["labels"] = splits.y_test[:n_golden]
+        references: dict[Path, tuple[str, np.ndarray, float | None]] = {}
+        for path in dict.fromkeys([onnx_art.path, *sources.values()]):
+            # each target is compared with ONNX Runtime running the very file it was built from
+            outputs = onnx_outputs(path, splits.x_test)
+            key = "reference" if path == onnx_art.path else f"reference@{path.relative_to(staging).as_posix()}"
+            golden[key] = outputs[:n_golden]
+            references[path] = (key, outputs, accuracy(outputs, splits.y_test) if splits.labelled else None)
+        if splits.labelled:
+            acc["onnx_reference"] = references[onnx_art.path][2]
         np.savez(staging / "golden.npz", **golden)
         if splits.labelled:
             # a labelled evaluation set travels with the bundle so `edgekd check` can test accuracy on-device
             np.savez_compressed(staging / "eval.npz", x=splits.x_test, y=splits.y_test)
 
         target_entries = {}
-        reference_acc = acc.get("onnx_reference")
         for target in tgts:
-            target_entries[target.name] = _build_target(target, onnx_art, variant_paths, staging, golden, splits,
-                                                        reference_acc, options)
+            key, _, ref_acc = references[sources[target.name]]
+            entry = _build_target(target, sources[target.name], staging, golden["input"], golden[key], splits,
+                                  ref_acc, options)
+            entry["source"] = sources[target.name].relative_to(staging).as_posix()
+            entry["golden_reference"] = key
+            target_entries[target.name] = entry
         report["accuracy"] = acc
         report["targets"] = target_entries
 
@@ -278,7 +333,8 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
             "eval": {"file": "eval.npz", "samples": len(splits.x_test)} if splits.labelled else None,
             "history": list(compressed.history),
             "targets": {t.name: {"backend": t.backend, "dir": t.name, "artifact": entry["build"]["artifact"],
-                                 "precision": entry["build"]["precision"], "target": t.to_dict()}
+                                 "precision": entry["build"]["precision"], "source": entry["source"],
+                                 "golden_reference": entry["golden_reference"], "target": t.to_dict()}
                         for t, entry in zip(tgts, target_entries.values(), strict=True)},
             "versions": runtime_versions(),
             "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch},

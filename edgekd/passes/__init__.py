@@ -25,6 +25,9 @@ class PassInfo:
     fn: PassFn
     config_type: type
     summary: str
+    #: the pass's result depends on the targets (quantization numerics): the pipeline runs it, and every pass
+    #: after it, once per group of targets that can share one model (pipeline.target_groups)
+    target_dependent: bool = False
 
 
 @dataclass
@@ -51,10 +54,10 @@ class PassContext:
 PASSES: Registry[PassInfo] = Registry("pass")
 
 
-def register_pass(name: str, config_type: type) -> Callable[[PassFn], PassFn]:
+def register_pass(name: str, config_type: type, *, target_dependent: bool = False) -> Callable[[PassFn], PassFn]:
     def deco(fn: PassFn) -> PassFn:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        PASSES.add(name, PassInfo(name, fn, config_type, summary))
+        PASSES.add(name, PassInfo(name, fn, config_type, summary, target_dependent))
         return fn
 
     return deco

@@ -204,7 +204,7 @@ def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> 
             "ort_optimized_ops": macs["optimized_ops"], "parity_vs_brevitas": parity.to_dict()}
 
 
-@register_pass("quantize", QuantizeConfig)
+@register_pass("quantize", QuantizeConfig, target_dependent=True)
 def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Artifact:
     """brevitas PTQ / KD-QAT (W8A8, W4A8) with calibration, bias correction and sensitivity analysis."""
     from edgekd.quant.calibrate import calibrate, correct_bias
