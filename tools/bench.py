@@ -1,0 +1,264 @@
+"""The one benchmark command (``make bench``): run every topic benchmark, then assemble docs/BENCHMARKS.md.
+
+Each topic bench runs as its own child process (fresh interpreter, its own thread settings) and
+writes docs/bench/<topic>.md with the command that produced it; bench_peers.py writes the headline
+tables of issue 10 (docs/bench/peers.md + peers.json). BENCHMARKS.md then gets the environment,
+this command, a summary with the issue's goals (met / missed, computed from the numbers), and every
+topic section verbatim. ``--only`` reruns some topics and re-assembles with the others' last files.
+
+    .venv/bin/python tools/bench.py                    # full suite (~35 min on 2 quiet cores)
+    .venv/bin/python tools/bench.py --quick            # smoke run of everything (~4 min)
+    .venv/bin/python tools/bench.py --only peers,quant # rerun two topics, keep the other sections
+    .venv/bin/python tools/bench.py --assemble-only    # no benchmark runs: rebuild BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import benchlib as bl
+
+ROOT = bl.ROOT
+
+
+@dataclass(frozen=True)
+class Topic:
+    script: str
+    full: tuple[str, ...] = ()
+    quick: tuple[str, ...] = ("--quick",)
+    env: dict[str, str] = field(default_factory=dict)  # as each script's docstring runs it
+    why: str = ""  # why the suite passes non-default arguments
+
+
+# Order: the cheap topics first, the headline tables last. Full-suite budget (2 quiet cores), about:
+# distill 6, structure 4, quant 2, openvino 1.5, profiler 0.5, hls 1, hil 1.5, peers 18 minutes.
+TOPICS: dict[str, Topic] = {
+    "profiler": Topic("tools/bench_profiler.py", quick=("--rounds", "3", "--queries", "500"),
+                      env={"OMP_NUM_THREADS": "1"}),
+    "hls": Topic("tools/bench_hls.py", quick=("--repeats", "1", "--epochs", "1"), env={"OMP_NUM_THREADS": "1"}),
+    "hil": Topic("tools/bench_hil.py", quick=("--repeats", "1"), env={"OMP_NUM_THREADS": "1"}),
+    "openvino": Topic("tools/bench_openvino.py", quick=("--models", "digits", "--rounds", "3", "--calls", "20")),
+    "distill": Topic("tools/bench_distill.py"),
+    "structure": Topic("tools/bench_structure.py", full=("--seeds", "2"),
+                       why="2 seeds instead of 3 to fit the suite's time budget"),
+    "quant": Topic("tools/bench_quant.py", full=("--skip-latency",), quick=("--quick", "--skip-latency"),
+                   why="its latency part (INT8 vs FP32, same three models) is inside the peers latency tables"),
+    "peers": Topic("tools/bench_peers.py"),
+}
+
+
+def section_path(topic: str, bench_dir: Path) -> Path:
+    return bench_dir / f"{topic}.md"
+
+
+def run_topic(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+    topic = TOPICS[name]
+    cmd = [bl.python(), topic.script, *(topic.quick if quick else topic.full)]
+    env = {"EDGEKD_QUIET": "1", **topic.env}
+    shown = " ".join(f"{k}={v}" for k, v in topic.env.items()) + " " + " ".join(
+        [".venv/bin/python", *cmd[1:]])
+    print(f"== {name}: {shown.strip()}", file=sys.stderr, flush=True)
+    # the caller's OMP_NUM_THREADS is dropped: each topic runs with the thread settings its docstring names
+    m = bl.run_measured(cmd, env=env, unset=[] if "OMP_NUM_THREADS" in env else ["OMP_NUM_THREADS"], cwd=ROOT,
+                        timeout=timeout)
+    status = "ok" if m.returncode == 0 else f"FAILED (exit {m.returncode})"
+    if m.returncode != 0:
+        tail = "\n".join(m.stderr.strip().splitlines()[-15:])
+        print(f"!! {name} failed:\n{tail}", file=sys.stderr)
+    else:
+        print(f"   {name}: {m.wall_s / 60:.1f} min", file=sys.stderr)
+    return {"topic": name, "command": shown.strip(), "wall_s": m.wall_s, "peak_rss_mb": m.peak_rss_mb,
+            "status": status, "stderr_tail": m.stderr.strip().splitlines()[-5:] if m.returncode else []}
+
+
+# ---------------------------------------------------------------- reading the topic sections back
+
+
+def _table_with(text: str, *columns: str) -> bl.MdTable:
+    for t in bl.parse_md_tables(text):
+        if all(c in t.header for c in columns):
+            return t
+    raise ValueError(f"no table with columns {', '.join(columns)}")
+
+
+def headline_rows(sections: dict[str, str]) -> list[list[str]]:
+    """One row per topic headline, each read from the topic's own Markdown (never typed in by hand).
+    A section that cannot be read says so in its row."""
+    rows: list[list[str]] = []
+
+    def add(topic: str, what: str, fn: Any) -> None:
+        if topic not in sections:
+            rows.append([topic, what, "section missing", ""])
+            return
+        try:
+            value, note = fn(sections[topic])
+        except (ValueError, KeyError, IndexError) as exc:
+            value, note = "could not read", str(exc)
+        rows.append([topic, what, value, note])
+
+    def profiler(text: str) -> tuple[str, str]:
+        t = _table_with(text, "quantity", "value")
+        row = next(r for r in t.rows if r["quantity"].startswith("overhead per query"))
+        m = re.search(r"= ([\d.]+) µs -> \*\*(\w+)\*\*", text)
+        if m is None:
+            raise ValueError("no 'Aim: ... -> **verdict**' line")
+        return row["value"], f"aim <= {m.group(1)} µs: {m.group(2)}"
+
+    def hls(text: str) -> tuple[str, str]:
+        t = _table_with(text, "requant", "identical elements", "max LSB", "top-1 identical")
+        ident = [bl.number(r["identical elements"]) / bl.number(r["identical elements"].split("/")[1]) for r in t.rows]
+        top1 = [bl.number(r["top-1 identical"]) / bl.number(r["top-1 identical"].split("/")[1]) for r in t.rows]
+        lsb = max(bl.number(r["max LSB"]) for r in t.rows)
+        return (f"{100 * min(top1):.1f} % top-1 identical (worst case)",
+                f"{len(t.rows)} model/requant cases; identical elements {100 * min(ident):.1f}-{100 * max(ident):.1f} %"
+                f", max {lsb:.0f} LSB")
+
+    def distill(text: str) -> tuple[str, str]:
+        t = _table_with(text, "dataset", "student KD", "KD − CE")
+        return ("; ".join(f"{r['dataset'].split(' ')[0]} {r['KD − CE']} points" for r in t.rows),
+                "; ".join(f"{r['dataset'].split(' ')[0]}: teacher {r['teacher']}, CE {r['student CE']}, "
+                          f"KD {r['student KD'].strip('*')}" for r in t.rows))
+
+    def structure(text: str) -> tuple[str, str]:
+        t = _table_with(text, "runtime", "speed-up pruned")
+        return ("; ".join(f"{r['runtime']} {r['speed-up pruned'].split(' ')[0].strip('*')}" for r in t.rows),
+                "resnet18, 50 % channels vs dense, same runtime")
+
+    def hil(text: str) -> tuple[str, str]:
+        t = _table_with(text, "what", "ratio (median)")
+        row = next(r for r in t.rows if "cache hit" in r["what"])
+        return row["ratio (median)"], f"`edgekd build` cache hit {row['seconds']} s"
+
+    add("profiler", "profiler harness overhead per query", profiler)
+    add("hls", "HLS C-sim vs ONNX Runtime INT8", hls)
+    add("distill", "KD minus CE student (top-1 points)", distill)
+    add("structure", "channel pruning speed-up", structure)
+    add("hil", "app build cache hit vs miss", hil)
+    return rows
+
+
+def is_smoke(text: str) -> bool:
+    """A section produced by a --quick run (its command line or its own banner says so).
+
+    >>> is_smoke("Command: `python tools/bench_quant.py --quick`"), is_smoke("Command: `bench_hls.py --repeats 5`")
+    (True, False)
+    """
+    return "--quick" in text or "Smoke run" in text or "QUICK smoke run" in text
+
+
+# ---------------------------------------------------------------- BENCHMARKS.md
+
+
+def peers_summary(peers: dict[str, Any]) -> list[str]:
+    """Headline bullets computed from peers.json."""
+    import bench_peers as bp
+
+    lines = []
+    for res in peers.get("latency", {}).get("models", {}).values():
+        rows = res["rows"]
+        eager = next(r for r in rows if r["key"] == "eager")
+        ours = [r for r in rows if r["group"] == "edgekd"]
+        theirs = [r for r in rows if r["group"] in ("peer", "reference")]
+        if not ours:
+            lines.append(f"- **{res['model']}**: no edgekd rows ({'; '.join(res['notes'])})")
+            continue
+        best, peer = min(ours, key=bp._p50), min(theirs, key=bp._p50)
+        lines.append(f"- **{res['model']}** (batch 1, 2 threads): fastest edgekd variant {best['label']} "
+                     f"{bl.fmt_ms(bp._p50(best))} ms = {bl.ratio_stats(eager['p50_rounds'], best['p50_rounds'])} "
+                     f"PyTorch eager FP32 ({bl.fmt_ms(bp._p50(eager))} ms) and "
+                     f"{bl.ratio_stats(peer['p50_rounds'], best['p50_rounds'])} the best peer, {peer['label']} "
+                     f"({bl.fmt_ms(bp._p50(peer))} ms).")
+    for res in peers.get("accuracy", {}).get("datasets", {}).values():
+        def acc(prof: str, res: dict[str, Any] = res) -> str:
+            return bl.mean_std([r["targets"]["cpu"]["accuracy"] for r in res["runs"][prof] if "error" not in r])
+        lines.append(f"- **{res['dataset']}** top-1 % on ORT ({res['seeds']} seed(s)): student CE {acc('ce')}, "
+                     f"student KD {acc('kd')}; " + ", ".join(f"{p} {acc(p)}" for p in bp.INT8_PROFILES)
+                     + "; peers' PTQ of the KD student: " + ", ".join(
+                         f"{k} {bl.mean_std(v)}" for k, v in res["peers"].items()) + ".")
+    return lines
+
+
+def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, Any]], quick: bool) -> str:
+    import bench_peers as bp
+
+    sections = {t: section_path(t, bench_dir).read_text() for t in TOPICS if section_path(t, bench_dir).exists()}
+    peers_json = bench_dir / "peers.json"
+    peers = json.loads(peers_json.read_text()) if peers_json.exists() else {}
+    ran = {r["topic"]: r for r in runs}
+    total = sum(r["wall_s"] for r in runs)
+    lines = ["# edgekd benchmarks", "",
+             f"Generated by `{command}` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
+             + (f"; benchmarks ran {total / 60:.1f} min." if runs else " (assembled from the existing sections)."), "",
+             "Every number below was produced by a script in `tools/` in the run named in its section; the summary is "
+             "computed from those sections and `docs/bench/peers.json`. Timings are medians over interleaved rounds and "
+             "ratios measured side by side in one process; on a shared machine absolute times drift (docs/BASELINE: up "
+             "to ~25 %), so read the ratios.", ""]
+    smoke = sorted(t for t, s in sections.items() if is_smoke(s))
+    if quick or smoke:
+        lines += [f"**Smoke-run sections: {', '.join(smoke) or 'all'}.** Made with `--quick`: they only show that the "
+                  "scripts run; their numbers (and the verdicts computed from them) mean nothing. Run "
+                  "`make bench` on a quiet machine for real numbers.", ""]
+    lines += ["## Environment", "", *bl.environment_lines(bl.environment()), ""]
+
+    lines += ["## Goals of issue 10 (computed)", ""]
+    goals = bp.goals(peers) if peers else []
+    if goals:
+        lines += [*bl.goal_table(goals), ""]
+        missed = [g for g in goals if g.met is False]
+        lines += [f"{sum(g.met is True for g in goals)} of {len(goals)} goals met" + (
+            "; missed: " + "; ".join(f"{g.name} ({g.detail})" for g in missed) if missed else "") + ".", ""]
+    else:
+        lines += ["No peers results yet (`docs/bench/peers.json` missing): run `tools/bench.py --only peers`.", ""]
+    lines += ["## Headline results", "", *peers_summary(peers), "",
+              *bl.md_table(["topic", "headline", "value", "detail"], headline_rows(sections), "llll"), ""]
+
+    lines += ["## How each section was made", "",
+              *bl.md_table(["section", "run by this command", "minutes", "peak RSS MiB", "arguments the suite passes"],
+                           [[f"[{t}](#{t})", ran[t]["status"] if t in ran else "no (kept from an earlier run)"
+                             if t in sections else "no, and no section file", f"{ran[t]['wall_s'] / 60:.1f}" if t in ran
+                             else "", f"{ran[t]['peak_rss_mb']:.0f}" if t in ran else "",
+                             " ".join(TOPICS[t].quick if quick else TOPICS[t].full) + (
+                                 f" ({TOPICS[t].why})" if TOPICS[t].why and not quick else "")]
+                            for t in TOPICS], "llrrl"), ""]
+    for r in runs:
+        if r["stderr_tail"]:
+            lines += [f"`{r['topic']}` failed; its section below is from an earlier run (if any). Last lines:", "",
+                      "```", *r["stderr_tail"], "```", ""]
+    for t in TOPICS:
+        if t in sections:
+            lines += [f'<a id="{t}"></a>', "", sections[t].rstrip(), "", "---", ""]
+    text = "\n".join(lines)
+    out.write_text(text)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="pass each topic's smoke-run switch")
+    ap.add_argument("--only", default="", help=f"comma list of topics to rerun: {', '.join(TOPICS)}")
+    ap.add_argument("--assemble-only", action="store_true", help="run nothing; rebuild BENCHMARKS.md from the sections")
+    ap.add_argument("--timeout", type=float, default=2400, help="seconds per topic before it is stopped")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    args = ap.parse_args(argv)
+    only = [t for t in args.only.split(",") if t]
+    unknown = [t for t in only if t not in TOPICS]
+    if unknown:
+        ap.error(f"unknown topic(s) {', '.join(unknown)}; known: {', '.join(TOPICS)}")
+    todo = [] if args.assemble_only else (only or list(TOPICS))
+    runs = [run_topic(t, args.quick, args.timeout) for t in todo]
+    text = assemble(ROOT / "docs" / "bench", args.out, command=bl.command_line("tools/bench.py", argv), runs=runs,
+                    quick=args.quick)
+    print(f"{args.out} written ({len(text.splitlines())} lines)", file=sys.stderr)
+    return 0 if all(r["status"] == "ok" for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
