@@ -238,9 +238,11 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
     teacher_src: LoadedModel | None = load_model(teacher) if teacher else None
     splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
                                          input_shape=student_src.input_shape, seed=options.seed))
-    if student_src.input_shape and tuple(student_src.input_shape) != splits.input_shape:
-        raise EdgekdError(f"data samples have shape {splits.input_shape} but model {student_src.name} expects "
-                          f"{tuple(student_src.input_shape)}", where=data)
+    for role, src in (("model", student_src), ("teacher", teacher_src)):
+        if src is not None and src.input_shape and tuple(src.input_shape) != splits.input_shape:
+            raise EdgekdError(f"data samples have shape {splits.input_shape} but {role} {src.name} expects "
+                              f"{tuple(src.input_shape)}", where=data,
+                              hint="use data of the model's input size (e.g. builtin:digits for digits-* models)")
 
     report: dict[str, Any] = {
         "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,

@@ -107,3 +107,9 @@ def test_cli_compress_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits",
                  "--target", "nosuch", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "unknown target 'nosuch'" in capsys.readouterr().err
+
+
+def test_teacher_shape_mismatch(tmp_path: Path) -> None:
+    with pytest.raises(EdgekdError, match=r"teacher mnist-teacher expects \(1, 28, 28\)"):
+        compress("builtin:digits-student", teacher="builtin:mnist-teacher", data="builtin:digits", profile="fp32",
+                 targets=["cpu"], out=tmp_path / "x", options=FAST)
