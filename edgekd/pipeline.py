@@ -232,6 +232,12 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     tgts = [t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])]
     tgts = _check_targets(tgts, options.skip_unavailable)
+    quantizing = any(spec.name == "quantize" for spec in prof.passes)
+    for target in tgts:
+        if getattr(BACKENDS.get(target.backend), "requires_quantized", False) and not quantizing:
+            raise EdgekdError(f"target {target.name} ({target.backend}) needs a quantized model, but profile "
+                              f"{prof.name!r} has no quantize pass", where=target.source,
+                              hint="use an INT8 profile such as int8-kd, int8-ptq or ptq")
     torch.manual_seed(options.seed)
 
     student_src: LoadedModel = load_model(model, arch=arch)

@@ -114,3 +114,10 @@ def test_teacher_shape_mismatch(tmp_path: Path) -> None:
     with pytest.raises(EdgekdError, match=r"teacher resnet18 expects \(3, 224, 224\)"):
         compress("builtin:digits-student", teacher="torchvision:resnet18", data="builtin:digits", profile="fp32",
                  targets=["cpu"], out=tmp_path / "x", options=FAST)
+
+
+def test_fpga_target_needs_a_quantized_profile(tmp_path: Path) -> None:
+    with pytest.raises(EdgekdError, match="needs a quantized model, but profile 'fp32' has no quantize pass"):
+        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["fpga-zcu104"],
+                 out=tmp_path / "x", options=FAST)
+    assert not (tmp_path / "x").exists()

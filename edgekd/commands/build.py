@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 HELP = """\
@@ -34,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("buildfile", nargs="?", default="edgekd.toml", help="build file or its folder [edgekd.toml]")
     p.add_argument("--no-cache", action="store_true", help="always run the pipeline; neither read nor write the cache")
     p.add_argument("--key", action="store_true", help="print the cache key and what it was computed from, then exit")
+    p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
+                   help="build these targets instead of the file's `targets` (repeatable), e.g. --target fpga-zcu104")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     add_quiet(p)
     p.set_defaults(handler=run)
@@ -43,6 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from edgekd.buildfile import build, cache_key, load_buildfile
 
     bf = load_buildfile(args.buildfile)
+    if args.targets:  # part of the cache key like any other input
+        bf = dataclasses.replace(bf, targets=tuple(args.targets))
     if args.key:
         key, material = cache_key(bf)
         print(json.dumps({"key": key, "material": material}, indent=2, sort_keys=True))

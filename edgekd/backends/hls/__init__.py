@@ -145,6 +145,8 @@ class HLSBackend:
     name = "hls"
     options_type = HLSOptions
     onnx_flavor = "hls"
+    #: integer-only hardware: the pipeline refuses a profile without a quantize pass before any training
+    requires_quantized = True
 
     def availability(self) -> Availability:
         if shutil.which("g++") is None:
