@@ -8,6 +8,7 @@ This module is torch-free: ``edgekd.runtime`` uses it.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,3 +105,29 @@ def check_feeds(inputs: tuple[IOSpec, ...], feeds: Mapping[str, np.ndarray]) -> 
             )
         out[spec.name] = arr
     return out
+
+
+def copy_onnx(source: Path, dest: Path) -> list[str]:
+    """Copy an ONNX model into a target folder, external-data files included.
+
+    Files from other tools often keep weights in a sidecar (``model.onnx.data``, torch's dynamo exporter does
+    by default). The copy is made self-contained when it fits in one protobuf (< 2 GB); otherwise the weights go
+    to ``<dest>.data`` beside it. Returns the file names written, relative to ``dest.parent``.
+    """
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(source), load_external_data=False)
+    if not any(uses_external_data(t) for t in model.graph.initializer):
+        shutil.copyfile(source, dest)
+        return [dest.name]
+    try:
+        model = onnx.load(str(source))  # resolves the sidecar relative to the source file
+    except Exception as exc:  # onnx raises plain exceptions for missing/short sidecars
+        raise BuildError(f"cannot read the ONNX model's external data: {exc}", where=str(source),
+                         hint="keep the .data file next to the .onnx file it belongs to") from exc
+    if model.ByteSize() < 2**31 - 2**20:
+        onnx.save(model, str(dest), save_as_external_data=False)
+        return [dest.name]
+    onnx.save(model, str(dest), save_as_external_data=True, location=dest.name + ".data")
+    return [dest.name, dest.name + ".data"]

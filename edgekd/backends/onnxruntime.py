@@ -7,7 +7,6 @@ kernels (QLinearConv, QGemm, ...). Importing this module does not import onnxrun
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.artifact import IOSpec
-from edgekd.backends.base import Availability, BuildResult, check_feeds
+from edgekd.backends.base import Availability, BuildResult, check_feeds, copy_onnx
 from edgekd.errors import BuildError
 
 INT8_KERNEL_OPS = frozenset(
@@ -141,7 +140,7 @@ class OnnxRuntimeBackend:
         options: OnnxRuntimeOptions = target.options
         out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / "model.onnx"
-        shutil.copyfile(onnx_path, dest)
+        files = copy_onnx(onnx_path, dest)
         ops = optimized_op_histogram(dest, options)
         int8_ops = {op: n for op, n in ops.items() if op in INT8_KERNEL_OPS}
         float_compute = {op: n for op, n in ops.items() if op in {"Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul"}}
@@ -157,7 +156,7 @@ class OnnxRuntimeBackend:
         return BuildResult(
             backend=self.name,
             artifact="model.onnx",
-            files=["model.onnx"],
+            files=files,
             precision=precision,
             notes=notes,
             details={"optimized_ops": dict(sorted(ops.items())), "int8_kernels": int8_ops},

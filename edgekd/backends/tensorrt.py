@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -32,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.artifact import IOSpec
-from edgekd.backends.base import Availability, BuildResult, check_feeds
+from edgekd.backends.base import Availability, BuildResult, check_feeds, copy_onnx
 from edgekd.errors import BuildError
 
 
@@ -405,7 +404,7 @@ class TensorRTBackend:
         options: TensorRTOptions = target.options
         out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / "model.onnx"
-        shutil.copyfile(onnx_path, dest)
+        onnx_files = copy_onnx(onnx_path, dest)
         report = lint_tensorrt(dest, sparse_weights=options.sparse_weights,
                                require_int8=options.precision == "int8", name="model.onnx")
         write_report(report, out_dir / "lint.json")
@@ -417,7 +416,7 @@ class TensorRTBackend:
         plan = self._plan(options, has_qdq)
         inputs = onnx_inputs(dest)
         write_build_script(out_dir / "build_engine.sh", target.name, options, inputs, has_qdq, plan)
-        files = ["model.onnx", "lint.json", "build_engine.sh"]
+        files = [*onnx_files, "lint.json", "build_engine.sh"]
         details: dict[str, Any] = {"plan": plan, "lint": {k: report.stats[k] for k in
                                                           ("opset", "quantized_layers", "weighted_layers")},
                                    "trtexec": "trtexec " + " ".join(trtexec_args(options, inputs, has_qdq))}
