@@ -281,7 +281,8 @@ class HilSession:
         ref = golden[self.manifest["targets"].get(self.target_name, {}).get("golden_reference", "reference")]
         cand = self.runner.predict(golden["input"])
         par = self.target.parity
-        result = compare_outputs(ref, cand, par)
+        step = float(self.manifest["targets"].get(self.target_name, {}).get("output_step", 0.0))
+        result = compare_outputs(ref, cand, par, output_step=step)
         data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement}
         value = f"max|err| {result.max_abs_error:.3g}, top-1 {result.top1_agreement * 100:.1f}%"
         limit = f"atol {par.atol:g} + rtol {par.rtol:g}, top-1 >= {par.min_top1_agreement * 100:g}%"

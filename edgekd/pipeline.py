@@ -21,8 +21,9 @@ from edgekd.bundle import BundleWriter, dump_json
 from edgekd.config import PassSpec, Profile, Target, load_profile, load_target
 from edgekd.data import DataContext, DataSplits, load_data
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
-from edgekd.export import compare_outputs, export_onnx, onnx_outputs, torch_outputs
+from edgekd.export import export_onnx, onnx_outputs, torch_outputs
 from edgekd.models import LoadedModel, load_model
+from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
 from edgekd.profiler.measure import measure_latency
 from edgekd.progress import log
@@ -152,9 +153,11 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     runner = backend.load(out_dir, target, build)
     entry["runtime"] = runner.describe()
     cand = run_batched(runner, golden_input)
-    parity = compare_outputs(golden_reference, cand, target.parity)
+    step = quantized_output_step(source)
+    parity = compare_outputs(golden_reference, cand, target.parity, output_step=step)
     entry["parity"] = parity.to_dict()
     entry["parity_ok"] = parity.ok
+    entry["output_step"] = step
     if data.labelled:
         entry["accuracy"] = accuracy(run_batched(runner, data.x_test), data.y_test)
         if reference_acc is not None and entry["accuracy"] is not None:
@@ -342,7 +345,8 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
             "history": list(compressed.history),
             "targets": {t.name: {"backend": t.backend, "dir": t.name, "artifact": entry["build"]["artifact"],
                                  "precision": entry["build"]["precision"], "source": entry["source"],
-                                 "golden_reference": entry["golden_reference"], "target": t.to_dict()}
+                                 "golden_reference": entry["golden_reference"],
+                                 "output_step": entry.get("output_step", 0.0), "target": t.to_dict()}
                         for t, entry in zip(tgts, target_entries.values(), strict=True)},
             "versions": runtime_versions(),
             "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch},

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from edgekd.config import ParitySettings
+from edgekd.parity import compare_outputs, quantized_output_step
+
+TIGHT = ParitySettings(atol=0.01, rtol=0.0, min_top1_agreement=1.0)
+
+
+def test_one_output_step_is_allowed_two_are_not() -> None:
+    ref = np.array([[0.5, 0.1, 0.0]])
+    assert not compare_outputs(ref, ref + [[0.0, 0.09, 0.0]], TIGHT).ok
+    assert compare_outputs(ref, ref + [[0.0, 0.09, 0.0]], TIGHT, output_step=0.1).ok
+    res = compare_outputs(ref, ref + [[0.0, 0.3, 0.0]], TIGHT, output_step=0.1)
+    assert not res.ok and "1 output step 0.1" in res.failures[0]
+
+
+def test_top1_and_shape_failures() -> None:
+    ref = np.array([[1.0, 0.0], [0.0, 1.0]])
+    res = compare_outputs(ref, ref[:, ::-1].copy(), ParitySettings(atol=10, rtol=0, min_top1_agreement=0.99))
+    assert res.top1_agreement == 0.0 and "top-1 agreement 0.0% < 99%" in res.failures[0]
+    assert not compare_outputs(ref, ref[:1]).ok
+
+
+def test_quantized_output_step(tmp_path: Path) -> None:
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor("s", TensorProto.FLOAT, [], [0.25]),
+                               helper.make_tensor("z", TensorProto.INT8, [], [0])])
+    path = tmp_path / "q.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert quantized_output_step(path) == 0.25
+    float_graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(float_graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    assert quantized_output_step(path) == 0.0
