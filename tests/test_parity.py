@@ -14,9 +14,9 @@ TIGHT = ParitySettings(atol=0.01, rtol=0.0, min_top1_agreement=1.0)
 
 def test_one_output_step_is_allowed_two_are_not() -> None:
     ref = np.array([[0.5, 0.1, 0.0]])
-    assert not compare_outputs(ref, ref + [[0.0, 0.09, 0.0]], TIGHT).ok
-    assert compare_outputs(ref, ref + [[0.0, 0.09, 0.0]], TIGHT, output_step=0.1).ok
-    res = compare_outputs(ref, ref + [[0.0, 0.3, 0.0]], TIGHT, output_step=0.1)
+    assert not compare_outputs(ref, ref + np.array([[0.0, 0.09, 0.0]]), TIGHT).ok
+    assert compare_outputs(ref, ref + np.array([[0.0, 0.09, 0.0]]), TIGHT, output_step=0.1).ok
+    res = compare_outputs(ref, ref + np.array([[0.0, 0.3, 0.0]]), TIGHT, output_step=0.1)
     assert not res.ok and "1 output step 0.1" in res.failures[0]
 
 
