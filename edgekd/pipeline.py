@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import sys
 import tempfile
@@ -91,6 +92,23 @@ def _run_passes(student: Artifact, specs: tuple[PassSpec, ...], ctx: PassContext
         current = info.fn(current, spec.config, ctx)
         ctx.report.setdefault(spec.name, {})["seconds"] = round(time.perf_counter() - started, 3)
     return current
+
+
+def _run_per_numerics_group(shared: Artifact, specs: tuple[PassSpec, ...], ctx: PassContext,
+                            targets: list[Target]) -> tuple[list[list[Target]], list[Artifact]]:
+    """Run the target-dependent passes (and every pass after them) once per numerics group."""
+    if not specs:
+        return [targets], [shared]
+    groups = target_groups(targets)
+    models = []
+    for gi, group in enumerate(groups):
+        gctx = dataclasses.replace(ctx, targets=tuple(group), report={})
+        names = ", ".join(t.name for t in group)
+        models.append(_run_passes(shared, specs, gctx, "" if len(groups) == 1 else f" for {names}"))
+        suffix = "" if gi == 0 else "@" + names.replace(" ", "")
+        for name, section in gctx.report.items():
+            ctx.report[name + suffix] = section
+    return groups, models
 
 
 def _export_sources(groups: list[list[Target]], models: list[Artifact], model_onnx: Path, staging: Path,
@@ -184,8 +202,6 @@ def _choose_precision(target: Target, onnx_path: Path, staging: Path, data: Data
                       reference_acc: float | None) -> tuple[Target, dict[str, Any]]:
     """precision = "auto": profile every precision the target supports on this device and build the fastest
     one inside the accuracy budget. The whole table and the reason go into the report and the bundle."""
-    import dataclasses
-
     from edgekd.profiler.auto import auto_precision, write_auto
     from edgekd.profiler.measure import MeasureSettings
     from edgekd.profiler.run import ProfileOptions
@@ -274,19 +290,10 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
     with tempfile.TemporaryDirectory(prefix="edgekd-") as scratch, BundleWriter(Path(out)) as writer:
         ctx = PassContext(teacher=teacher_src.module if teacher_src else None, data=splits, targets=tuple(tgts),
                           seed=options.seed, workdir=Path(scratch), nproc=options.nproc)
-        split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent), None)
-        shared = _run_passes(artifact, prof.passes if split is None else prof.passes[:split], ctx)
-        groups = [tgts] if split is None else target_groups(tgts)
-        group_models: list[Artifact] = []
-        for gi, group in enumerate(groups):
-            gctx = ctx if gi == 0 else PassContext(teacher=ctx.teacher, data=splits, targets=tuple(group),
-                                                    seed=options.seed, workdir=ctx.workdir, nproc=options.nproc)
-            label = "" if len(groups) == 1 else f" for {', '.join(t.name for t in group)}"
-            ctx.targets = tuple(group) if gi == 0 else ctx.targets
-            model_g = shared if split is None else _run_passes(shared, prof.passes[split:], gctx, label)
-            group_models.append(model_g)
-            for name, section in gctx.report.items() if gi > 0 else ():
-                ctx.report[f"{name}@{','.join(t.name for t in group)}"] = section
+        split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent),
+                     len(prof.passes))
+        shared = _run_passes(artifact, prof.passes[:split], ctx)
+        groups, group_models = _run_per_numerics_group(shared, prof.passes[split:], ctx, tgts)
         report["passes"] = ctx.report
         compressed = group_models[0]
         module = compressed.payload
