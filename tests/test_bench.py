@@ -55,6 +55,11 @@ def test_run_measured_reads_the_childs_own_peak_rss() -> None:
     assert big.peak_rss_mb - small.peak_rss_mb > 250
     failing = bl.run_measured([sys.executable, "-c", "import sys; print('oops', file=sys.stderr); sys.exit(3)"])
     assert failing.returncode == 3 and "oops" in failing.stderr
+    # a big parent must not leak into the child's figure (wait4's ru_maxrss would report the parent's 400 MB)
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    assert bl.run_measured([sys.executable, "-c", "import time; time.sleep(0.2)"]).peak_rss_mb < 100
+    del ballast
     slow = bl.run_measured([sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5)
     assert slow.returncode < 0 and slow.wall_s < 10
 
@@ -119,6 +124,10 @@ def test_peers_goals_are_computed_from_the_numbers() -> None:
     assert goals["MNIST-5k: int8-kd drop vs the FP32 KD student (points, ORT)"].met is True
     assert goals["MNIST-5k: edgekd int8-kd minus NNCF PTQ of the KD student (points)"].value == pytest.approx(0.2)
     assert goals["pipeline cost: largest peak RSS (GiB)"].met is True
+    slow_eager = _fake_peers()
+    slow_eager["latency"]["models"]["resnet18"]["rows"][0]["p50_rounds"] = [20.0, 20.0, 20.0]
+    missed = bench_peers.latency_goals(slow_eager["latency"])[0]
+    assert missed.met is False and "25x needs <= 0.80 ms" in missed.detail
 
 
 def test_assemble_includes_sections_verbatim_and_computed_verdicts(tmp_path: Path) -> None:
@@ -138,9 +147,12 @@ def test_assemble_includes_sections_verbatim_and_computed_verdicts(tmp_path: Pat
     (bench_dir / "peers.json").write_text(json.dumps(peers))
     (bench_dir / "peers.md").write_text(bench_peers.render(peers))
     out = tmp_path / "BENCHMARKS.md"
-    runs = [{"topic": "profiler", "command": "c", "wall_s": 30.0, "peak_rss_mb": 100.0, "status": "ok",
-             "stderr_tail": []}]
-    text = bench.assemble(bench_dir, out, command="tools/bench.py --only profiler", runs=runs, quick=False)
+    (bench_dir / "suite.json").write_text(json.dumps({"hls": {
+        "topic": "hls", "command": "hls-cmd", "wall_s": 6.0, "peak_rss_mb": 50.0, "status": "ok", "quick": False,
+        "when": "yesterday", "stderr_tail": []}}))
+    runs = [{"topic": "profiler", "command": "prof-cmd", "wall_s": 30.0, "peak_rss_mb": 100.0, "status": "ok",
+             "quick": True, "when": "now", "stderr_tail": []}]
+    text = bench.assemble(bench_dir, out, command="tools/bench.py --only profiler", runs=runs)
     assert out.read_text() == text
     assert profiler.rstrip() in text  # verbatim
     assert "`tools/bench.py --only profiler`" in text
@@ -149,8 +161,12 @@ def test_assemble_includes_sections_verbatim_and_computed_verdicts(tmp_path: Pat
     assert "99.0 % top-1 identical (worst case)" in text  # 495/500 is the worst case
     assert "| hil | app build cache hit vs miss | could not read |" in text  # said, not guessed
     assert "| distill | KD minus CE student (top-1 points) | section missing |" in text
-    assert "Smoke-run sections: hls" in text  # the hls section came from a --quick run
-    assert "no (kept from an earlier run)" in text and "| ok | 0.5 | 100 |" in text
+    # hls: its own command line says --quick; profiler: run with the suite's quick settings (suite.json)
+    assert "Smoke-run sections: profiler, hls." in text
+    assert "| [profiler](#profiler) | this run | ok | 0.5 | 100 | `prof-cmd` |" in text
+    assert "| [hls](#hls) | earlier (yesterday) | ok | 0.1 | 50 | `hls-cmd` |" in text
+    assert "| distill (no section file) | not by tools/bench.py |" in text
+    assert set(json.loads((bench_dir / "suite.json").read_text())) == {"hls", "profiler"}
 
 
 def test_only_rejects_unknown_topics(capsys: pytest.CaptureFixture[str]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import benchlib as bl
 
 ROOT = bl.ROOT
+DEFAULT_DIR = ROOT / "docs" / "bench"
 
 
 @dataclass(frozen=True)
@@ -38,15 +39,16 @@ class Topic:
 
 
 # Order: the cheap topics first, the headline tables last. Full-suite budget (2 quiet cores), about:
-# distill 6, structure 4, quant 2, openvino 1.5, profiler 0.5, hls 1, hil 1.5, peers 18 minutes.
+# profiler 0.5, hls 1, hil 1.5, compare 1.5, openvino 1.5, distill 6, structure 3, quant 2, peers 18 minutes.
 TOPICS: dict[str, Topic] = {
     "profiler": Topic("tools/bench_profiler.py", quick=("--rounds", "3", "--queries", "500"),
                       env={"OMP_NUM_THREADS": "1"}),
     "hls": Topic("tools/bench_hls.py", quick=("--repeats", "1", "--epochs", "1"), env={"OMP_NUM_THREADS": "1"}),
     "hil": Topic("tools/bench_hil.py", quick=("--repeats", "1"), env={"OMP_NUM_THREADS": "1"}),
+    "compare": Topic("tools/bench_compare.py", quick=("--iterations", "30")),
     "openvino": Topic("tools/bench_openvino.py", quick=("--models", "digits", "--rounds", "3", "--calls", "20")),
-    "distill": Topic("tools/bench_distill.py"),
-    "structure": Topic("tools/bench_structure.py", full=("--seeds", "2"),
+    "distill": Topic("tools/bench_distill.py", quick=("--quick", "--datasets", "digits")),
+    "structure": Topic("tools/bench_structure.py", full=("--seeds", "2"), quick=("--quick", "--part", "latency"),
                        why="2 seeds instead of 3 to fit the suite's time budget"),
     "quant": Topic("tools/bench_quant.py", full=("--skip-latency",), quick=("--quick", "--skip-latency"),
                    why="its latency part (INT8 vs FP32, same three models) is inside the peers latency tables"),
@@ -54,13 +56,38 @@ TOPICS: dict[str, Topic] = {
 }
 
 
+METHOD = """\
+## Method and decisions
+
+- **Peers get their documented best recipe.** ONNX Runtime: `quant_pre_process`, then `quantize_static` QDQ with
+  per-channel S8 weights, reported with both activation types (S8S8 is the default, U8S8 is the fast one on x86).
+  NNCF: `nncf.quantize` on the OpenVINO model (`model_type=TRANSFORMER` for the ViT, as NNCF advises), compiled with
+  OpenVINO's default precision (bf16 for the float parts on AMX). Every peer starts from the same FP32 ONNX (edgekd's
+  export, dynamic batch) of the same seeded random weights, calibrated on the same inputs as edgekd.
+- **edgekd rows are `edgekd compress` bundles** with the shipped `cpu` and `openvino-cpu` targets, loaded through
+  `edgekd.runtime` (what a deployed app runs). `openvino-cpu` keeps non-int8 layers in f32 (exact accuracy); it does
+  not borrow OpenVINO's bf16 default.
+- **No ImageNet here**: the resnet18 / mobilenet_v2 / vit_tiny rows use random weights and random calibration
+  inputs; their latency depends on the graph (int8 everywhere, channels removed), not on QAT or KD recovery.
+- **"The FP32 student"** of the 1-point goal is the `kd` profile's student on ONNX Runtime; each INT8 profile's own
+  FP32 stage (after its distill pass, lr 3e-3 where kd.toml uses 1e-2) is shown beside it.
+- **Side by side**: all variants of one model run in one process in interleaved rounds with a rotating start; speed
+  ratios are medians of per-round ratios with their range. Costs are child processes (peak RSS = their VmHWM).
+- **Time budget** (full suite ~35 min on 2 quiet cores): bench_structure runs 2 seeds; bench_quant skips its latency
+  part (the peers tables time the same models' INT8 and FP32 on both runtimes); bench_peers runs 2 seeds on MNIST-5k
+  and digits. Every section below names its exact command.
+"""
+
+
 def section_path(topic: str, bench_dir: Path) -> Path:
     return bench_dir / f"{topic}.md"
 
 
-def run_topic(name: str, quick: bool, timeout: float) -> dict[str, Any]:
+def run_topic(name: str, quick: bool, timeout: float, bench_dir: Path = DEFAULT_DIR) -> dict[str, Any]:
     topic = TOPICS[name]
-    cmd = [bl.python(), topic.script, *(topic.quick if quick else topic.full)]
+    # --out only for a non-default folder, so the sections' command lines stay the plain ones
+    out = [] if bench_dir.resolve() == DEFAULT_DIR.resolve() else ["--out", str(section_path(name, bench_dir))]
+    cmd = [bl.python(), topic.script, *(topic.quick if quick else topic.full), *out]
     env = {"EDGEKD_QUIET": "1", **topic.env}
     shown = " ".join(f"{k}={v}" for k, v in topic.env.items()) + " " + " ".join(
         [".venv/bin/python", *cmd[1:]])
@@ -75,7 +102,18 @@ def run_topic(name: str, quick: bool, timeout: float) -> dict[str, Any]:
     else:
         print(f"   {name}: {m.wall_s / 60:.1f} min", file=sys.stderr)
     return {"topic": name, "command": shown.strip(), "wall_s": m.wall_s, "peak_rss_mb": m.peak_rss_mb,
-            "status": status, "stderr_tail": m.stderr.strip().splitlines()[-5:] if m.returncode else []}
+            "status": status, "quick": quick, "when": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "stderr_tail": m.stderr.strip().splitlines()[-5:] if m.returncode else []}
+
+
+def record_runs(bench_dir: Path, runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """suite.json keeps each topic's last run by this command (so --only and --assemble-only still know
+    how every section was made, and which ones are smoke runs)."""
+    path = bench_dir / "suite.json"
+    record = json.loads(path.read_text()) if path.exists() else {}
+    record.update({r["topic"]: r for r in runs})
+    path.write_text(json.dumps(record, indent=1))
+    return record
 
 
 # ---------------------------------------------------------------- reading the topic sections back
@@ -177,6 +215,8 @@ def peers_summary(peers: dict[str, Any]) -> list[str]:
                      f"({bl.fmt_ms(bp._p50(peer))} ms).")
     for res in peers.get("accuracy", {}).get("datasets", {}).values():
         def acc(prof: str, res: dict[str, Any] = res) -> str:
+            if prof not in res["runs"]:
+                return "not run"
             return bl.mean_std([r["targets"]["cpu"]["accuracy"] for r in res["runs"][prof] if "error" not in r])
         lines.append(f"- **{res['dataset']}** top-1 % on ORT ({res['seeds']} seed(s)): student CE {acc('ce')}, "
                      f"student KD {acc('kd')}; " + ", ".join(f"{p} {acc(p)}" for p in bp.INT8_PROFILES)
@@ -185,13 +225,14 @@ def peers_summary(peers: dict[str, Any]) -> list[str]:
     return lines
 
 
-def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, Any]], quick: bool) -> str:
+def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, Any]]) -> str:
     import bench_peers as bp
 
     sections = {t: section_path(t, bench_dir).read_text() for t in TOPICS if section_path(t, bench_dir).exists()}
     peers_json = bench_dir / "peers.json"
     peers = json.loads(peers_json.read_text()) if peers_json.exists() else {}
-    ran = {r["topic"]: r for r in runs}
+    record = record_runs(bench_dir, runs)
+    now = {r["topic"] for r in runs}
     total = sum(r["wall_s"] for r in runs)
     lines = ["# edgekd benchmarks", "",
              f"Generated by `{command}` on {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}"
@@ -200,9 +241,9 @@ def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, A
              "computed from those sections and `docs/bench/peers.json`. Timings are medians over interleaved rounds and "
              "ratios measured side by side in one process; on a shared machine absolute times drift (docs/BASELINE: up "
              "to ~25 %), so read the ratios.", ""]
-    smoke = sorted(t for t, s in sections.items() if is_smoke(s))
-    if quick or smoke:
-        lines += [f"**Smoke-run sections: {', '.join(smoke) or 'all'}.** Made with `--quick`: they only show that the "
+    smoke = [t for t in TOPICS if t in sections and (is_smoke(sections[t]) or record.get(t, {}).get("quick"))]
+    if smoke:
+        lines += [f"**Smoke-run sections: {', '.join(smoke)}.** Made with `--quick` settings: they only show that the "
                   "scripts run; their numbers (and the verdicts computed from them) mean nothing. Run "
                   "`make bench` on a quiet machine for real numbers.", ""]
     lines += ["## Environment", "", *bl.environment_lines(bl.environment()), ""]
@@ -219,14 +260,17 @@ def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, A
     lines += ["## Headline results", "", *peers_summary(peers), "",
               *bl.md_table(["topic", "headline", "value", "detail"], headline_rows(sections), "llll"), ""]
 
-    lines += ["## How each section was made", "",
-              *bl.md_table(["section", "run by this command", "minutes", "peak RSS MiB", "arguments the suite passes"],
-                           [[f"[{t}](#{t})", ran[t]["status"] if t in ran else "no (kept from an earlier run)"
-                             if t in sections else "no, and no section file", f"{ran[t]['wall_s'] / 60:.1f}" if t in ran
-                             else "", f"{ran[t]['peak_rss_mb']:.0f}" if t in ran else "",
-                             " ".join(TOPICS[t].quick if quick else TOPICS[t].full) + (
-                                 f" ({TOPICS[t].why})" if TOPICS[t].why and not quick else "")]
-                            for t in TOPICS], "llrrl"), ""]
+    table = []
+    for t in TOPICS:
+        r = record.get(t)
+        when = ("this run" if t in now else f"earlier ({r['when']})") if r else "not by tools/bench.py"
+        table.append([f"[{t}](#{t})" if t in sections else f"{t} (no section file)", when,
+                      r["status"] if r else "", f"{r['wall_s'] / 60:.1f}" if r else "",
+                      f"{r['peak_rss_mb']:.0f}" if r else "", f"`{r['command']}`" if r else "",
+                      "" if (r and r["quick"]) or not TOPICS[t].why else TOPICS[t].why])
+    lines += [METHOD, "## How each section was made", "",
+              *bl.md_table(["section", "run by tools/bench.py", "status", "minutes", "peak RSS MiB", "command",
+                            "why these arguments"], table, "lllrrll"), ""]
     for r in runs:
         if r["stderr_tail"]:
             lines += [f"`{r['topic']}` failed; its section below is from an earlier run (if any). Last lines:", "",
@@ -247,15 +291,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--assemble-only", action="store_true", help="run nothing; rebuild BENCHMARKS.md from the sections")
     ap.add_argument("--timeout", type=float, default=2400, help="seconds per topic before it is stopped")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "BENCHMARKS.md")
+    ap.add_argument("--bench-dir", type=Path, default=DEFAULT_DIR,
+                    help="where the topic sections are written and read [docs/bench]")
     args = ap.parse_args(argv)
     only = [t for t in args.only.split(",") if t]
     unknown = [t for t in only if t not in TOPICS]
     if unknown:
         ap.error(f"unknown topic(s) {', '.join(unknown)}; known: {', '.join(TOPICS)}")
     todo = [] if args.assemble_only else (only or list(TOPICS))
-    runs = [run_topic(t, args.quick, args.timeout) for t in todo]
-    text = assemble(ROOT / "docs" / "bench", args.out, command=bl.command_line("tools/bench.py", argv), runs=runs,
-                    quick=args.quick)
+    args.bench_dir.mkdir(parents=True, exist_ok=True)
+    runs = [run_topic(t, args.quick, args.timeout, args.bench_dir) for t in todo]
+    text = assemble(args.bench_dir, args.out, command=bl.command_line("tools/bench.py", argv), runs=runs)
     print(f"{args.out} written ({len(text.splitlines())} lines)", file=sys.stderr)
     return 0 if all(r["status"] == "ok" for r in runs) else 1
 

@@ -101,8 +101,9 @@ def run_compress(model: str, data: str, profile: str, out: Path, *, teacher: str
                            "peak_rss_mb": m.peak_rss_mb, "returncode": m.returncode, "bundle": str(out)}
     report_path = out / "report.json"
     if m.returncode not in (0, 1) or not report_path.exists():  # 1 = a target failed its checks: bundle exists
-        tail = [line for line in m.stderr.strip().splitlines() if line.strip()][-3:]
-        row["error"] = " / ".join(tail)[-400:] or f"exit status {m.returncode}"
+        lines = [line.strip() for line in m.stderr.strip().splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line.split(":")[0]]  # "RuntimeError: ..." / "error: ..."
+        row["error"] = (errors[-1] if errors else " / ".join(lines[-3:]))[-400:] or f"exit status {m.returncode}"
         print(f"compress {model} {row['profile']} failed: {row['error']}", file=sys.stderr)
         return row
     rep = json.loads(report_path.read_text())
@@ -166,6 +167,26 @@ def nncf_quantize(fp32: Path, calib: np.ndarray, out: Path, transformer: bool) -
     return out, time.perf_counter() - t0
 
 
+def ort_ops(path: Path) -> str:
+    """What ONNX Runtime really executes: integer kernels vs float Conv/MatMul/Gemm in its optimized graph."""
+    from edgekd.backends.onnxruntime import INT8_KERNEL_OPS, OnnxRuntimeOptions, optimized_op_histogram
+
+    ops = optimized_op_histogram(path, OnnxRuntimeOptions(intra_op_threads=THREADS))
+    floats = sum(v for k, v in ops.items() if k in ("Conv", "FusedConv", "NchwcConv", "MatMul", "FusedMatMul",
+                                                     "Gemm", "FusedGemm"))
+    return f"ORT runs {sum(v for k, v in ops.items() if k in INT8_KERNEL_OPS)} int8 / {floats} float conv-matmul ops"
+
+
+def ov_graph(compiled: Any) -> str:
+    """What OpenVINO really executes (its runtime graph): compute precisions, layer and reorder counts."""
+    from edgekd.backends.openvino import runtime_layers, summarize_precision
+
+    layers = runtime_layers(compiled)
+    _, s = summarize_precision(layers)
+    prec = ", ".join(f"{v} {k}" for k, v in sorted(s["compute_precision"].items()))
+    return f"OV runs {len(layers)} layers (compute: {prec}), {s['reorders']} reorders"
+
+
 def ort_runner(path: Path) -> Any:
     import onnxruntime as ort
 
@@ -185,8 +206,11 @@ def ov_runner(path: Path, f32: bool = False) -> Any:
     props: dict[str, Any] = {"INFERENCE_NUM_THREADS": THREADS, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
     if f32:
         props["INFERENCE_PRECISION_HINT"] = "f32"
-    request = core.compile_model(core.read_model(str(path)), "CPU", props).create_infer_request()
-    return lambda x: request.infer({0: x})[0]
+    compiled = core.compile_model(core.read_model(str(path)), "CPU", props)
+    request = compiled.create_infer_request()
+    run = lambda x: request.infer({0: x})[0]  # noqa: E731
+    run.graph = ov_graph(compiled)  # type: ignore[attr-defined]
+    return run
 
 
 def _size_mb(*paths: Path) -> float:
@@ -241,21 +265,23 @@ def latency_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
         "eager": ("PyTorch eager FP32", "baseline", eager,
                   sum(p.numel() * p.element_size() for p in module.parameters()) / 1e6, "torch.inference_mode"),
         "ort_fp32": ("ORT FP32", "peer", ort_runner(fp32), _size_mb(fp32), "ORT_ENABLE_ALL"),
-        "ort_s8s8": ("ORT quantize_static INT8, S8S8 (default)", "peer", ort_runner(ort_q["S8S8"][0]),
-                     _size_mb(ort_q["S8S8"][0]), f"QDQ per-channel; {ort_q['S8S8'][1]:.1f} s"),
-        "ort_u8s8": ("ORT quantize_static INT8, U8S8", "peer", ort_runner(ort_q["U8S8"][0]),
-                     _size_mb(ort_q["U8S8"][0]), f"QDQ per-channel; {ort_q['U8S8'][1]:.1f} s"),
-        "ov_default": ("OpenVINO default precision (bf16 on AMX), FP32 model", "reference", ov_runner(fp32),
-                       _size_mb(fp32), "no INFERENCE_PRECISION_HINT"),
-        "nncf_ov": ("NNCF nncf.quantize -> OpenVINO INT8", "peer", ov_runner(nncf_path), _size_mb(nncf_path),
-                    f"{nncf_s:.1f} s" + (", model_type TRANSFORMER" if "vit" in name else "")),
+        **{f"ort_{act.lower()}": (f"ORT quantize_static INT8, {act}" + (" (default)" if act == "S8S8" else ""),
+                                  "peer", ort_runner(path), _size_mb(path), f"{secs:.1f} s; {ort_ops(path)}")
+           for act, (path, secs) in ort_q.items()},
+        "ov_default": ("OpenVINO default precision (bf16 on AMX), FP32 model", "reference", ov_default := ov_runner(fp32),
+                       _size_mb(fp32), f"no INFERENCE_PRECISION_HINT; {ov_default.graph}"),
+        "nncf_ov": ("NNCF nncf.quantize -> OpenVINO INT8", "peer", nncf_run := ov_runner(nncf_path), _size_mb(nncf_path),
+                    f"{nncf_s:.1f} s" + (", model_type TRANSFORMER" if "vit" in name else "") + f"; {nncf_run.graph}"),
     }
     for kind, row in bundles.items():
         for target, rt in (("cpu", "ORT"), ("openvino-cpu", "OpenVINO")):
             runner = edgekd.runtime.load(row["bundle"], target)
             t = row["targets"][target]
             frac = row.get("int8_mac_fraction")
-            note = (f"target {target}: {t['precision']}" + (f", {frac * 100:.0f} % int8 MACs (ORT)" if frac else "")
+            graph = ov_graph(runner.runner.compiled) if target == "openvino-cpu" else ort_ops(
+                Path(row["bundle"]) / target / runner.manifest["targets"][target]["artifact"])
+            note = (f"target {target}: {t['precision']}" + (f", {frac * 100:.0f} % int8 MACs" if frac else "")
+                    + f"; {graph}"
                     + ("" if t["status"] == "ok" else f"; compress check {t['status']}: "
                        + "; ".join(t["parity_failures"])[:160]))
             rows[f"edgekd_{kind}_{target}"] = (
@@ -304,10 +330,12 @@ def accuracy_dataset(dataset: str, seeds: int, args: argparse.Namespace, work: P
     load_model(teacher)  # trained once and cached before any child is timed
     teacher_s = time.perf_counter() - t0
     data = load_data(f"builtin:{dataset}")
-    runs: dict[str, list[dict[str, Any]]] = {p: [] for _, p in PROFILES}
+    runs: dict[str, list[dict[str, Any]]] = {p: [] for _, p in PROFILES if p in args.profiles}
     peers: dict[str, list[float]] = {}
     for seed in range(seeds):
         for label, prof in PROFILES:
+            if prof not in args.profiles:
+                continue
             print(f"[{dataset} seed {seed}] compress {prof} ...", file=sys.stderr)
             out = work / f"{dataset}-{prof}-s{seed}"
             row = run_compress(student, f"builtin:{dataset}", accuracy_profile(prof, work, args.acc_epochs), out,
@@ -339,18 +367,19 @@ def latency_goals(lat: dict[str, Any]) -> list[bl.Goal]:
             if ed and "eager" in rows:
                 best = min(ed, key=_p50)
                 r = bl.ratio_stats(rows["eager"]["p50_rounds"], best["p50_rounds"])
+                need = "" if r.median >= 25 else (f"; 25x needs <= {_p50(rows['eager']) / 25:.2f} ms at this run's "
+                                                  f"eager p50, it ran {_p50(best):.2f} ms")
                 goals.append(bl.Goal("resnet18: fastest edgekd variant vs PyTorch eager FP32", r.median, 25.0,
-                                     unit="x", detail=f"{best['label']} (range {r.low:.1f}-{r.high:.1f}x)"))
+                                     unit="x", detail=f"{best['label']} (range {r.low:.1f}-{r.high:.1f}x){need}"))
             else:
                 goals.append(bl.Goal("resnet18: fastest edgekd variant vs PyTorch eager FP32", None, 25.0, unit="x",
                                      detail="; ".join(res["notes"]) or "no edgekd rows"))
         key = "edgekd_int8_openvino-cpu"
         if key in rows and "nncf_ov" in rows:
             r = bl.ratio_stats(rows["nncf_ov"]["p50_rounds"], rows[key]["p50_rounds"])
-            why = "" if r.median >= 1.0 else (
-                " -- slower: see the notes under the model's latency table" if r.median >= 0.9 else
-                " -- slower: edgekd keeps non-int8 layers in f32 (target precision f32) where OpenVINO's default "
-                "runs them in bf16" if "vit" in res["model"] else " -- slower")
+            graphs = [next((p for p in rows[k]["note"].split("; ") if p.startswith("OV runs")), "?")
+                      for k in (key, "nncf_ov")]
+            why = "" if r.median >= 1.0 else f" -- slower; executed graphs: edgekd {graphs[0]}, NNCF {graphs[1]}"
             goals.append(bl.Goal(f"{res['model']}: edgekd INT8 on OpenVINO vs NNCF -> OpenVINO INT8", r.median, 1.0,
                                  unit="x", detail=f"NNCF p50 / edgekd p50, per round (range {r.low:.2f}-{r.high:.2f})"
                                  + why))
@@ -362,18 +391,19 @@ def accuracy_goals(acc: dict[str, Any]) -> list[bl.Goal]:
     res = acc.get("datasets", {}).get("mnist5k")
     if res is None:
         return goals
-    fp32 = {r["seed"]: r["targets"]["cpu"]["accuracy"] for r in res["runs"]["kd"] if "error" not in r}
+    fp32 = {r["seed"]: r["targets"]["cpu"]["accuracy"] for r in res["runs"].get("kd", []) if "error" not in r}
     for prof in INT8_PROFILES:
-        drops = [fp32[r["seed"]] - r["targets"]["cpu"]["accuracy"] for r in res["runs"][prof]
+        drops = [fp32[r["seed"]] - r["targets"]["cpu"]["accuracy"] for r in res["runs"].get(prof, [])
                  if "error" not in r and r["seed"] in fp32]
-        worst_ov = [fp32[r["seed"]] - r["targets"]["openvino-cpu"]["accuracy"] for r in res["runs"][prof]
+        worst_ov = [fp32[r["seed"]] - r["targets"]["openvino-cpu"]["accuracy"] for r in res["runs"].get(prof, [])
                     if "error" not in r and r["seed"] in fp32 and r["targets"].get("openvino-cpu", {}).get("accuracy")
                     is not None]
         goals.append(bl.Goal(f"MNIST-5k: {prof} drop vs the FP32 KD student (points, ORT)",
                              float(np.mean(drops)) if drops else None, 1.0, kind="max",
                              detail=f"kd profile = FP32 student; mean over {len(drops)} seed(s); on OpenVINO "
-                                    f"{np.mean(worst_ov):+.2f}" if worst_ov else "compress failed"))
-    kd_q = [r["targets"]["cpu"]["accuracy"] for r in res["runs"]["int8-kd"] if "error" not in r]
+                                    f"{np.mean(worst_ov):+.2f}" if worst_ov else
+                             "not run" if prof not in res["runs"] else "compress failed (see part B)"))
+    kd_q = [r["targets"]["cpu"]["accuracy"] for r in res["runs"].get("int8-kd", []) if "error" not in r]
     nncf = res["peers"].get("NNCF -> OpenVINO (f32 hint)", [])
     if kd_q and nncf:
         goals.append(bl.Goal("MNIST-5k: edgekd int8-kd minus NNCF PTQ of the KD student (points)",
@@ -472,11 +502,13 @@ def render_accuracy(acc: dict[str, Any]) -> list[str]:
              "(QDQ, per-channel) and NNCF -> OpenVINO (run with INFERENCE_PRECISION_HINT f32). Mean ± std over seeds; "
              "\"vs KD\" = per-seed difference to the kd profile on ORT, averaged.", ""]
     for res in acc["datasets"].values():
-        kd = {r["seed"]: r["targets"]["cpu"]["accuracy"] for r in res["runs"]["kd"] if "error" not in r}
+        kd = {r["seed"]: r["targets"]["cpu"]["accuracy"] for r in res["runs"].get("kd", []) if "error" not in r}
         teacher = [r["accuracy"].get("teacher") for p in res["runs"].values() for r in p
                    if "error" not in r and r["accuracy"].get("teacher") is not None][:1]
         table = [["teacher (builtin, CE)", bl.mean_std(teacher), "", "", "", ""]]
         for label, prof in PROFILES:
+            if prof not in res["runs"]:
+                continue
             ok = [r for r in res["runs"][prof] if "error" not in r]
             if not ok:
                 err = next((r["error"] for r in res["runs"][prof]), "not run")
@@ -485,16 +517,18 @@ def render_accuracy(acc: dict[str, Any]) -> list[str]:
             ort = [r["targets"]["cpu"]["accuracy"] for r in ok]
             ov = [r["targets"]["openvino-cpu"]["accuracy"] for r in ok]
             stage = [r["fp32_stage"] for r in ok if r["fp32_stage"] is not None]
-            diff = [r["targets"]["cpu"]["accuracy"] - kd[r["seed"]] for r in ok if r["seed"] in kd]
+            diff = [r["targets"]["cpu"]["accuracy"] - kd[r["seed"]] for r in ok if r["seed"] in kd] or [np.nan]
             status = sorted({f"{t}: {v['status']}" for r in ok for t, v in r["targets"].items() if v["status"] != "ok"})
             name = f"**edgekd {label}**" if prof in INT8_PROFILES else f"edgekd {label}"
             table.append([name, bl.mean_std(ort), bl.mean_std(ov), bl.mean_std(stage),
                           "" if prof == "kd" else f"{np.mean(diff):+.2f}", "; ".join(status)])
         for label, values in res["peers"].items():
-            diff = [v - kd[s] for s, v in zip(sorted(kd), values)]
+            diff = [v - kd[s] for s, v in zip(sorted(kd), values)] or [np.nan]
             table.append([f"peer PTQ of the KD student: {label}", bl.mean_std(values) if "ORT" in label else "",
                           "" if "ORT" in label else bl.mean_std(values), "", f"{np.mean(diff):+.2f}", ""])
-        lines += [f"### {res['dataset']} ({res['n_train']} train / {res['n_test']} test), {res['seeds']} seed(s)", "",
+        skipped = [p for _, p in PROFILES if p not in res["runs"]]
+        lines += [f"### {res['dataset']} ({res['n_train']} train / {res['n_test']} test), {res['seeds']} seed(s)"
+                  + (f"; profiles not run: {', '.join(skipped)}" if skipped else ""), "",
                   *bl.md_table(["model", "top-1 % ORT", "top-1 % OV", "FP32 stage", "vs KD (points)",
                                 "compress checks not ok"], table, "lrrrrl"), ""]
     return lines
@@ -513,8 +547,8 @@ def render_cost(results: dict[str, Any]) -> list[str]:
         table.append([r["label"], f"{r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}", passes or "(no passes)"])
     return ["## C. Pipeline cost of `edgekd compress` (2 cores)", "",
             "Wall time of the whole child process (interpreter start, loading, passes, export, builds for `cpu` + "
-            "`openvino-cpu`, parity, accuracy, latency measurement, bundle) and its peak resident memory (`wait4` "
-            "ru_maxrss). Seed 0 of each accuracy run; the big models' rows are the bundles timed in part A. "
+            "`openvino-cpu`, parity, accuracy, latency measurement, bundle) and its peak resident memory (VmHWM, "
+            "polled from /proc). Seed 0 of each accuracy run; the big models' rows are the bundles timed in part A. "
             "Teachers were trained and cached before any child ran. Aim: every profile under 10 minutes and 4 GiB.", "",
             *bl.md_table(["compress", "wall s", "peak RSS MiB", "pass seconds"], table, "lrrl"), ""]
 
@@ -548,16 +582,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tp-calls", type=int, default=4)
     ap.add_argument("--datasets", default="mnist5k,digits")
     ap.add_argument("--seeds", default="mnist5k=2,digits=2", help="seeds per dataset, e.g. mnist5k=2,digits=3")
+    ap.add_argument("--profiles", default=",".join(p for _, p in PROFILES), help="accuracy profiles to run")
     ap.add_argument("--acc-epochs", type=int, default=None,
                     help="override every training epoch count of the profiles (default: the shipped profiles)")
     ap.add_argument("--quick", action="store_true",
-                    help="smoke run: resnet18 only, 2 rounds x 5 calls, batch 4; digits only, 1 seed, 1-epoch profiles")
+                    help="smoke run: resnet18 only, 2 rounds x 5 calls, batch 4; digits only, 1 seed, 3 profiles "
+                         "with 1 epoch")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench" / "peers.md")
     args = ap.parse_args(argv)
     if args.quick:
         args.models, args.rounds, args.calls, args.batches = "resnet18", 2, 5, "4"
         args.tp_rounds, args.tp_calls = 1, 2
         args.datasets, args.seeds, args.acc_epochs = "digits", "digits=1", 1
+        args.profiles = "kd,int8-kd,channels50-int8-kd"
+    args.profiles = set(args.profiles.split(","))
+    if args.profiles - {p for _, p in PROFILES}:
+        ap.error(f"unknown profile(s) {', '.join(sorted(args.profiles - {p for _, p in PROFILES}))}")
     args.batches = [int(b) for b in args.batches.split(",") if b]
     seeds = {k: int(v) for k, v in (s.split("=") for s in args.seeds.split(","))}
     parts = set(args.parts.split(","))

@@ -14,6 +14,7 @@ comparison here is a ratio measured *in the same round*, summarised by the media
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -134,7 +135,7 @@ def interleaved(runners: Mapping[str, Callable[[], Any]], *, rounds: int, calls:
 
 @dataclass
 class Measured:
-    """One child process: exit status, wall seconds, peak resident set size (MiB) and its output."""
+    """One child process: exit status, wall seconds, peak resident set size (MiB, VmHWM) and its output."""
 
     cmd: list[str]
     returncode: int
@@ -144,13 +145,26 @@ class Measured:
     stderr: str = ""
 
 
-def run_measured(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, unset: Sequence[str] = (),
-                 cwd: Path | None = None, timeout: float | None = None) -> Measured:
-    """Run ``cmd`` and read the child's own peak RSS from ``wait4`` (Linux: ru_maxrss in KiB).
+def _hwm_mb(pid: int) -> float | None:
+    """VmHWM (peak resident set) of a live process, from /proc; None when unreadable (exited, not Linux)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
+    return int(m.group(1)) / 1024 if m else None
 
-    The peak covers that process only, not grandchildren (edgekd compress runs in one process
-    unless --nproc > 1). ``unset`` names variables removed from the inherited environment; a child
-    still running after ``timeout`` seconds is killed (its returncode is then negative).
+
+def run_measured(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, unset: Sequence[str] = (),
+                 cwd: Path | None = None, timeout: float | None = None, poll_s: float = 0.02) -> Measured:
+    """Run ``cmd``; wall time and the child's own peak RSS.
+
+    The peak is the child's VmHWM, polled every ``poll_s`` while it runs (a high-water mark, so only growth
+    in its last poll interval can be missed). Not ``wait4``'s ru_maxrss: Linux carries the *parent's* RSS
+    at fork into the child's ru_maxrss, so a child of a big benchmark process would report the parent's
+    size. It covers that process only, not grandchildren (edgekd compress runs in one process unless
+    --nproc > 1). ``unset`` names variables removed from the inherited environment; a child still running
+    after ``timeout`` seconds is killed (its returncode is then negative).
 
     >>> m = run_measured([sys.executable, "-c", "print('hi')"])
     >>> m.returncode, m.stdout.strip(), m.peak_rss_mb > 1
@@ -161,22 +175,24 @@ def run_measured(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, un
     full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
+        # Popen returns once the child has exec'd (it waits on the exec error pipe): from here on, /proc shows
+        # the child's own memory, not the forked copy of ours
         proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=full_env, cwd=cwd, text=True)
-        deadline = None if timeout is None else t0 + timeout
+        peak = 0.0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
+            peak = max(peak, _hwm_mb(proc.pid) or 0.0)
+            try:
+                proc.wait(timeout=poll_s)
                 break
-            if deadline is not None and time.perf_counter() > deadline:
-                proc.kill()
-                pid, status, usage = os.wait4(proc.pid, 0)
-                break
-            time.sleep(0.05)
+            except subprocess.TimeoutExpired:
+                if timeout is not None and time.perf_counter() - t0 > timeout:
+                    proc.kill()
+                    proc.wait()
+                    break
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)  # keep Popen from waiting again
         out.seek(0)
         err.seek(0)
-        return Measured(list(cmd), proc.returncode, wall, usage.ru_maxrss / 1024, out.read(), err.read())
+        return Measured(list(cmd), proc.returncode, wall, peak, out.read(), err.read())
 
 
 # ---------------------------------------------------------------- environment + command
