@@ -72,7 +72,7 @@ METHOD = """\
 - **"The FP32 student"** of the 1-point goal is the `kd` profile's student on ONNX Runtime; each INT8 profile's own
   FP32 stage (after its distill pass, lr 3e-3 where kd.toml uses 1e-2) is shown beside it.
 - **Side by side**: all variants of one model run in one process in interleaved rounds with a rotating start; speed
-  ratios are medians of per-round ratios with their range. Costs are child processes (peak RSS = their VmHWM).
+  ratios are medians of per-round ratios with their range. Costs are child processes (their own peak RSS).
 - **Time budget** (full suite ~35 min on 2 quiet cores): bench_structure runs 2 seeds; bench_quant skips its latency
   part (the peers tables time the same models' INT8 and FP32 on both runtimes); bench_peers runs 2 seeds on MNIST-5k
   and digits. Every section below names its exact command.

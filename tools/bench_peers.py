@@ -547,8 +547,8 @@ def render_cost(results: dict[str, Any]) -> list[str]:
         table.append([r["label"], f"{r['wall_s']:.1f}", f"{r['peak_rss_mb']:.0f}", passes or "(no passes)"])
     return ["## C. Pipeline cost of `edgekd compress` (2 cores)", "",
             "Wall time of the whole child process (interpreter start, loading, passes, export, builds for `cpu` + "
-            "`openvino-cpu`, parity, accuracy, latency measurement, bundle) and its peak resident memory (VmHWM, "
-            "polled from /proc). Seed 0 of each accuracy run; the big models' rows are the bundles timed in part A. "
+            "`openvino-cpu`, parity, accuracy, latency measurement, bundle) and its peak resident memory (ru_maxrss "
+            "of that process alone). Seed 0 of each accuracy run; the big models' rows are the bundles timed in part A. "
             "Teachers were trained and cached before any child ran. Aim: every profile under 10 minutes and 4 GiB.", "",
             *bl.md_table(["compress", "wall s", "peak RSS MiB", "pass seconds"], table, "lrrl"), ""]
 

@@ -14,7 +14,6 @@ comparison here is a ratio measured *in the same round*, summarised by the media
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import statistics
 import subprocess
@@ -135,7 +134,7 @@ def interleaved(runners: Mapping[str, Callable[[], Any]], *, rounds: int, calls:
 
 @dataclass
 class Measured:
-    """One child process: exit status, wall seconds, peak resident set size (MiB, VmHWM) and its output."""
+    """One child process: exit status, wall seconds, peak resident set size (MiB) and its output."""
 
     cmd: list[str]
     returncode: int
@@ -145,54 +144,53 @@ class Measured:
     stderr: str = ""
 
 
-def _hwm_mb(pid: int) -> float | None:
-    """VmHWM (peak resident set) of a live process, from /proc; None when unreadable (exited, not Linux)."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return None
-    m = re.search(r"^VmHWM:\s+(\d+) kB", text, re.MULTILINE)
-    return int(m.group(1)) / 1024 if m else None
+# A tiny parent for the measured command: Linux starts a child's ru_maxrss at its parent's RSS (fork copies
+# the memory map, exec keeps its high-water mark), so a big benchmark process must not fork the child itself.
+_TRAMPOLINE = """import os, signal, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[2], sys.argv[2:])
+_, status, usage = os.wait4(pid, 0)
+os.write(int(sys.argv[1]), str(usage.ru_maxrss).encode())
+code = os.waitstatus_to_exitcode(status)
+sys.exit(128 - code if code < 0 else code)
+"""
 
 
 def run_measured(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, unset: Sequence[str] = (),
-                 cwd: Path | None = None, timeout: float | None = None, poll_s: float = 0.02) -> Measured:
-    """Run ``cmd``; wall time and the child's own peak RSS.
-
-    The peak is the child's VmHWM, polled every ``poll_s`` while it runs (a high-water mark, so only growth
-    in its last poll interval can be missed). Not ``wait4``'s ru_maxrss: Linux carries the *parent's* RSS
-    at fork into the child's ru_maxrss, so a child of a big benchmark process would report the parent's
-    size. It covers that process only, not grandchildren (edgekd compress runs in one process unless
-    --nproc > 1). ``unset`` names variables removed from the inherited environment; a child still running
-    after ``timeout`` seconds is killed (its returncode is then negative).
+                 cwd: Path | None = None, timeout: float | None = None) -> Measured:
+    """Run ``cmd``; wall time and the child's own peak RSS (``wait4`` ru_maxrss, read by a small
+    trampoline parent so our own size does not leak into the figure). It covers that process only, not its
+    children (edgekd compress runs in one process unless --nproc > 1). ``unset`` names variables removed
+    from the inherited environment; a child still running after ``timeout`` seconds is killed with its
+    process group (returncode 124).
 
     >>> m = run_measured([sys.executable, "-c", "print('hi')"])
     >>> m.returncode, m.stdout.strip(), m.peak_rss_mb > 1
     (0, 'hi', True)
     """
+    import signal
     import tempfile
 
     full_env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k not in unset}
+    read_fd, write_fd = os.pipe()
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
-        # Popen returns once the child has exec'd (it waits on the exec error pipe): from here on, /proc shows
-        # the child's own memory, not the forked copy of ours
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=full_env, cwd=cwd, text=True)
-        peak = 0.0
-        while True:
-            peak = max(peak, _hwm_mb(proc.pid) or 0.0)
-            try:
-                proc.wait(timeout=poll_s)
-                break
-            except subprocess.TimeoutExpired:
-                if timeout is not None and time.perf_counter() - t0 > timeout:
-                    proc.kill()
-                    proc.wait()
-                    break
+        proc = subprocess.Popen([sys.executable, "-c", _TRAMPOLINE, str(write_fd), *cmd], stdout=out, stderr=err,
+                                env=full_env, cwd=cwd, text=True, pass_fds=(write_fd,), start_new_session=True)
+        os.close(write_fd)
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            returncode = 124
         wall = time.perf_counter() - t0
+        with os.fdopen(read_fd, "rb") as pipe:
+            raw = pipe.read().decode().strip()
         out.seek(0)
         err.seek(0)
-        return Measured(list(cmd), proc.returncode, wall, peak, out.read(), err.read())
+        return Measured(list(cmd), returncode, wall, int(raw) / 1024 if raw else float("nan"), out.read(), err.read())
 
 
 # ---------------------------------------------------------------- environment + command
