@@ -16,10 +16,11 @@ sys.path.insert(0, str(TOOLS))
 import bench  # noqa: E402
 import bench_peers  # noqa: E402
 import benchlib as bl  # noqa: E402
+import peers_report  # noqa: E402
 
 
 def test_doctests() -> None:
-    for module in (bl, bench):
+    for module in (bl, bench, peers_report):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0, module.__name__
 
@@ -114,7 +115,7 @@ def _fake_peers() -> dict:
 
 
 def test_peers_goals_are_computed_from_the_numbers() -> None:
-    goals = {g.name: g for g in bench_peers.goals(_fake_peers())}
+    goals = {g.name: g for g in peers_report.goals(_fake_peers())}
     fastest = goals["resnet18: fastest edgekd variant vs PyTorch eager FP32"]
     assert fastest.value == pytest.approx(28.0) and fastest.met
     ov = goals["resnet18: edgekd INT8 on OpenVINO vs NNCF -> OpenVINO INT8"]
@@ -126,7 +127,7 @@ def test_peers_goals_are_computed_from_the_numbers() -> None:
     assert goals["pipeline cost: largest peak RSS (GiB)"].met is True
     slow_eager = _fake_peers()
     slow_eager["latency"]["models"]["resnet18"]["rows"][0]["p50_rounds"] = [20.0, 20.0, 20.0]
-    missed = bench_peers.latency_goals(slow_eager["latency"])[0]
+    missed = peers_report.latency_goals(slow_eager["latency"])[0]
     assert missed.met is False and "25x needs <= 0.80 ms" in missed.detail
 
 
@@ -143,9 +144,9 @@ def test_assemble_includes_sections_verbatim_and_computed_verdicts(tmp_path: Pat
                                       "500/500 |\n")
     (bench_dir / "hil.md").write_text("## HIL\n\nno table here\n")
     peers = _fake_peers()
-    peers["goals"] = [g.row() for g in bench_peers.goals(peers)]
+    peers["goals"] = [g.row() for g in peers_report.goals(peers)]
     (bench_dir / "peers.json").write_text(json.dumps(peers))
-    (bench_dir / "peers.md").write_text(bench_peers.render(peers))
+    (bench_dir / "peers.md").write_text(peers_report.render(peers))
     out = tmp_path / "BENCHMARKS.md"
     (bench_dir / "suite.json").write_text(json.dumps({"hls": {
         "topic": "hls", "command": "hls-cmd", "wall_s": 6.0, "peak_rss_mb": 50.0, "status": "ok", "quick": False,

@@ -196,7 +196,7 @@ def is_smoke(text: str) -> bool:
 
 def peers_summary(peers: dict[str, Any]) -> list[str]:
     """Headline bullets computed from peers.json."""
-    import bench_peers as bp
+    import peers_report as bp
 
     lines = []
     for res in peers.get("latency", {}).get("models", {}).values():
@@ -226,7 +226,7 @@ def peers_summary(peers: dict[str, Any]) -> list[str]:
 
 
 def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, Any]]) -> str:
-    import bench_peers as bp
+    import peers_report as bp
 
     sections = {t: section_path(t, bench_dir).read_text() for t in TOPICS if section_path(t, bench_dir).exists()}
     peers_json = bench_dir / "peers.json"

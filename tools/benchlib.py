@@ -159,9 +159,9 @@ sys.exit(128 - code if code < 0 else code)
 
 def run_measured(cmd: Sequence[str], *, env: Mapping[str, str] | None = None, unset: Sequence[str] = (),
                  cwd: Path | None = None, timeout: float | None = None) -> Measured:
-    """Run ``cmd``; wall time and the child's own peak RSS (``wait4`` ru_maxrss, read by a small
-    trampoline parent so our own size does not leak into the figure). It covers that process only, not its
-    children (edgekd compress runs in one process unless --nproc > 1). ``unset`` names variables removed
+    """Run ``cmd``; wall time and its peak RSS (``wait4`` ru_maxrss, read by a small trampoline parent so
+    our own size does not leak into the figure): the largest resident set of that process or of any child
+    it waited for (the biggest single process, not a sum). ``unset`` names variables removed
     from the inherited environment; a child still running after ``timeout`` seconds is killed with its
     process group (returncode 124).
 
@@ -213,6 +213,7 @@ def environment() -> dict[str, Any]:
     from edgekd.profiler.env import capture
 
     info = capture()
+    info.pop("hostname", None)  # the files are committed: nothing machine-identifying beyond the hardware
     try:
         import nncf
 
