@@ -7,7 +7,7 @@ this command, a summary with the issue's goals (met / missed, computed from the 
 topic section verbatim. ``--only`` reruns some topics and re-assembles with the others' last files.
 
     .venv/bin/python tools/bench.py                    # full suite (~35 min on 2 quiet cores)
-    .venv/bin/python tools/bench.py --quick            # smoke run of everything (~4 min)
+    .venv/bin/python tools/bench.py --quick            # smoke run of everything (3 min measured, quiet 2 cores)
     .venv/bin/python tools/bench.py --only peers,quant # rerun two topics, keep the other sections
     .venv/bin/python tools/bench.py --assemble-only    # no benchmark runs: rebuild BENCHMARKS.md
 """

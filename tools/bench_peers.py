@@ -13,8 +13,8 @@ and docs/bench/peers.md is rendered from the whole file, each part with the comm
             process (wall time, peak RSS), beside ORT quantize_static and NNCF PTQ of the same KD
             student (the ``kd`` bundle's model.onnx).
 
-    .venv/bin/python tools/bench_peers.py                       # full (~20 min on 2 quiet cores)
-    .venv/bin/python tools/bench_peers.py --quick               # smoke run (~1.5 min): numbers mean nothing
+    .venv/bin/python tools/bench_peers.py                       # full (~17 min estimated on 2 quiet cores)
+    .venv/bin/python tools/bench_peers.py --quick               # smoke run (1.2 min): numbers mean nothing
     .venv/bin/python tools/bench_peers.py --parts latency --models resnet18
 """
 

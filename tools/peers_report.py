@@ -200,6 +200,8 @@ def render_accuracy(acc: dict[str, Any]) -> list[str]:
         skipped = [p for _, p in PROFILES if p not in res["runs"]]
         lines += [f"### {res['dataset']} ({res['n_train']} train / {res['n_test']} test), {res['seeds']} seed(s)"
                   + (f"; profiles not run: {', '.join(skipped)}" if skipped else ""), "",
+                  f"Teacher `{res['teacher']}` loaded (trained first if not cached) in {res['teacher_load_s']:.0f} s, "
+                  "before any child ran.", "",
                   *bl.md_table(["model", "top-1 % ORT", "top-1 % OV", "FP32 stage", "vs KD (points)",
                                 "compress checks not ok"], table, "lrrrrl"), ""]
     return lines
