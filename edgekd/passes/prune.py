@@ -162,6 +162,14 @@ def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassCon
             _taylor_gradients(model, ctx, config.taylor_batches, ctx.seed + step)
         pruner.step()
         model.zero_grad(set_to_none=True)
+        try:  # the dependency graph cannot see shapes hard-coded in forward() (e.g. attention head reshapes)
+            with torch.no_grad():
+                model.eval()(example)
+        except RuntimeError as exc:
+            raise PassError(f"the pruned model no longer runs: {str(exc).splitlines()[0]}", where="prune_channels",
+                            hint="layers whose forward() reshapes with fixed sizes (attention heads, e.g. timm ViT "
+                                 "blocks) cannot be channel-pruned here: add them to ignore = [...], or use "
+                                 "sparsify / quantize for such models") from exc
         if config.finetune is not None:
             from edgekd.train import fine_tune
 
