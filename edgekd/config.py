@@ -69,6 +69,9 @@ class ParitySettings:
     atol: float = 1e-3
     rtol: float = 1e-3
     min_top1_agreement: float = 0.99
+    #: extra difference allowed when the model's output is quantized, in steps of that output's scale:
+    #: two INT8 runtimes round accumulators differently and the difference can reach the output (0 = none)
+    output_steps: float = 2.0
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 from edgekd.config import ParitySettings
 from edgekd.parity import compare_outputs, quantized_output_step
 
-TIGHT = ParitySettings(atol=0.01, rtol=0.0, min_top1_agreement=1.0)
+TIGHT = ParitySettings(atol=0.01, rtol=0.0, min_top1_agreement=1.0, output_steps=1.0)
 
 
 def test_one_output_step_is_allowed_two_are_not() -> None:
@@ -17,7 +17,9 @@ def test_one_output_step_is_allowed_two_are_not() -> None:
     assert not compare_outputs(ref, ref + np.array([[0.0, 0.09, 0.0]]), TIGHT).ok
     assert compare_outputs(ref, ref + np.array([[0.0, 0.09, 0.0]]), TIGHT, output_step=0.1).ok
     res = compare_outputs(ref, ref + np.array([[0.0, 0.3, 0.0]]), TIGHT, output_step=0.1)
-    assert not res.ok and "1 output step 0.1" in res.failures[0]
+    assert not res.ok and "1 output step(s) of 0.1" in res.failures[0]
+    assert compare_outputs(ref, ref + np.array([[0.0, 0.19, 0.0]]),
+                           ParitySettings(atol=0.01, rtol=0.0, output_steps=2.0), output_step=0.1).ok
 
 
 def test_top1_and_shape_failures() -> None:
