@@ -70,7 +70,7 @@ METHOD = """\
 - **No ImageNet here**: the resnet18 / mobilenet_v2 / vit_tiny rows use random weights and random calibration
   inputs; their latency depends on the graph (int8 everywhere, channels removed), not on QAT or KD recovery.
 - **"The FP32 student"** of the 1-point goal is the `kd` profile's student on ONNX Runtime; each INT8 profile's own
-  FP32 stage (after its distill pass, lr 3e-3 where kd.toml uses 1e-2) is shown beside it.
+  FP32 stage (after its distill pass, same recipe as kd.toml: one-cycle max lr 1e-2) is shown beside it.
 - **Side by side**: all variants of one model run in one process in interleaved rounds with a rotating start; speed
   ratios are medians of per-round ratios with their range. Costs are child processes (their own peak RSS).
 - **Time budget** (full suite ~35 min on 2 quiet cores): bench_structure runs 2 seeds; bench_quant skips its latency
