@@ -121,3 +121,41 @@ def test_hls_flavor_power_of_two(digits, tmp_path):
             assert not inits[n.input[2]].any()
     x = digits.x_test[:200]
     assert compare_outputs(outputs(model, x), onnx_outputs(path, x)).top1_agreement >= 0.995
+
+
+class _SameWidth(torch.nn.Module):
+    """Conv and Linear layers with the same output width: their all-zero weight zero points are
+    equal tensors, which the TorchScript exporter would merge into one shared initializer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.fc1 = torch.nn.Linear(16, 16)
+        self.fc2 = torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        x = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_weight_dq_params_are_private_and_run_int8_in_openvino(digits, tmp_path):
+    ov = pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = quantize_model(_SameWidth(), QuantRecipe())
+    calibrate(model, digits.x_train, samples=128)
+    x = digits.x_test[:32]
+    path, m = _export(model, x, tmp_path, "openvino")
+    inits = _inits(m)
+    weight_dq = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits]
+    params = [name for n in weight_dq for name in n.input[1:]]
+    assert len(weight_dq) == 8 and len(params) == len(set(params))  # 4 weights + 4 biases, nothing shared
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    layers = [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+              for op in compiled.get_runtime_model().get_ops()]
+    compute = [p for t, p in layers if t in ("Convolution", "FullyConnected", "MatMul")]
+    assert len(compute) == 4 and set(compute) <= {"i8", "u8"}, layers
+    assert compare_outputs(outputs(model, x), compiled(x)[0]).top1_agreement >= 0.95
