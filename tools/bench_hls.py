@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default="docs/bench/hls.md")
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=30)
     args = parser.parse_args(argv)
     command = "OMP_NUM_THREADS=1 .venv/bin/python tools/bench_hls.py " + " ".join(argv if argv is not None else sys.argv[1:])
     zcu, a7 = load_target("fpga-zcu104"), load_target("fpga-artix7")
