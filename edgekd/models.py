@@ -7,8 +7,10 @@ imports and runs the named Python code: only use it with code you trust.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -218,7 +220,10 @@ def _load_torchvision(spec: SourceSpec) -> LoadedModel:
                           hint=f"did you mean {', '.join(close)}?" if close else "see torchvision.models.list_models()")
     torch.manual_seed(spec.int_param("seed", 0))
     # weights=None: nothing is downloaded; random weights are fine for latency work.
-    module = torchvision.models.get_model(spec.arg, weights=None, **_kwargs(spec)).eval()
+    module = _call_user(functools.partial(torchvision.models.get_model, spec.arg, weights=None),
+                        f"torchvision model {spec.arg}", spec.text,
+                        hint=f"query parameters are passed to the model's constructor: see help(torchvision.models.{spec.arg})",
+                        **_kwargs(spec)).eval()
     size = 299 if spec.arg.startswith("inception") else 224
     return LoadedModel(module, spec.arg, spec.text, (3, size, size), getattr(module, "num_classes", None))
 
@@ -228,50 +233,179 @@ def _load_timm(spec: SourceSpec) -> LoadedModel:
         import timm
     except ImportError:
         raise SourceError("timm is not installed", where=spec.text, hint="pip install 'edgekd[timm]'") from None
-    if not timm.list_models(spec.arg):
-        raise SourceError(f"timm has no model {spec.arg!r}", where=spec.text, hint="see timm.list_models('pattern*')")
+    if not timm.list_models(spec.arg) or any(c in spec.arg for c in "*?["):
+        import difflib
+
+        close = difflib.get_close_matches(spec.arg, timm.list_models(), n=3)
+        raise SourceError(f"timm has no model {spec.arg!r}", where=spec.text,
+                          hint=f"did you mean {', '.join(close)}?" if close else "see timm.list_models('pattern*')")
     torch.manual_seed(spec.int_param("seed", 0))
-    module = timm.create_model(spec.arg, pretrained=False, **_kwargs(spec)).eval()
+    module = _call_user(functools.partial(timm.create_model, spec.arg, pretrained=False), f"timm model {spec.arg}", spec.text,
+                        hint="query parameters are passed to timm.create_model as keyword arguments",
+                        **_kwargs(spec)).eval()
     cfg = getattr(module, "pretrained_cfg", {}) or {}
     shape = tuple(cfg.get("input_size", (3, 224, 224)))
     return LoadedModel(module, spec.arg, spec.text, shape, getattr(module, "num_classes", None))
 
 
+def _call_user(fn: Any, what: str, where: str, hint: str | None = None, **kwargs: Any) -> Any:
+    """Call a model factory; its exceptions become a SourceError naming the factory and the failing line."""
+    try:
+        return fn(**kwargs)
+    except SourceError:
+        raise
+    except Exception as exc:
+        import traceback
+
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+        at = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+        args = f" with {', '.join(f'{k}={v!r}' for k, v in kwargs.items())}" if kwargs else ""
+        raise SourceError(f"{what}{args} raised {type(exc).__name__}: {exc}{at}", where=where,
+                          hint=hint) from exc
+
+
 def _load_py(spec: SourceSpec) -> LoadedModel:
     factory = import_callable(spec.arg, where=spec.text)
     torch.manual_seed(spec.int_param("seed", 0))
-    module = factory(**_kwargs(spec)) if callable(factory) else factory
+    if callable(factory) and not isinstance(factory, nn.Module):
+        module = _call_user(factory, spec.arg, spec.text, hint="query parameters (?key=value) are passed to "
+                            "the factory as keyword arguments", **_kwargs(spec))
+    else:
+        module = factory
     if not isinstance(module, nn.Module):
         raise SourceError(f"{spec.arg} returned {type(module).__name__}, expected a torch.nn.Module", where=spec.text)
     return LoadedModel(module.eval(), spec.arg.rpartition(":")[2], spec.text)
 
 
+def _sniff(path: Path) -> str:
+    """What a saved file is: "export" (torch.export), "torchscript", "torch" (torch.save) or "unknown"."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        try:
+            names = zipfile.ZipFile(path).namelist()
+        except (OSError, zipfile.BadZipFile):
+            return "unknown"
+        if any(n.endswith("/archive_format") or n == "archive_format" for n in names):
+            return "export"
+        if any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names):
+            return "torchscript"
+        if any(n.endswith("data.pkl") for n in names):
+            return "torch"
+        return "unknown"
+    with path.open("rb") as fh:
+        head = fh.read(2)
+    return "torch" if head[:1] == b"\x80" else "unknown"  # legacy (non-zip) torch.save: a pickle
+
+
+def _load_program(path: Path, spec: SourceSpec) -> LoadedModel:
+    import logging
+
+    logger = logging.getLogger("torch.export")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # torch logs the whole deserialization traceback as warnings
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise SourceError(f"not a torch.export program: {exc}", where=str(path),
+                          hint="save with torch.export.save(torch.export.export(model, example), 'model.pt2')") from None
+    finally:
+        logger.setLevel(level)
+    user_inputs = set(program.graph_signature.user_inputs)
+    shapes = [tuple(n.meta["val"].shape) for n in program.graph.nodes
+              if n.op == "placeholder" and n.name in user_inputs and hasattr(n.meta.get("val"), "shape")]
+    static = [s for s in shapes if s and isinstance(s[0], int)]
+    if static:
+        raise SourceError(f"the program was exported with a fixed batch size {static[0][0]} (input shape "
+                          f"{list(static[0])}); edgekd runs it on batches of calibration, training and test data",
+                          where=str(path), hint="export with a dynamic batch axis: torch.export.export(model, (x,), "
+                          "dynamic_shapes={'x': {0: torch.export.Dim('batch')}}) with an example batch of 2 or more")
+    module = program.module()
+    # ExportedProgram.module() replaces train()/eval() with methods that raise; every pass and the exporter call
+    # them. The exported graph has its train/eval behaviour (BatchNorm, dropout) baked in already.
+    for name in ("train", "eval"):
+        module.__dict__.pop(name, None)
+    shape = tuple(shapes[0][1:]) if len(shapes) == 1 and all(isinstance(d, int) for d in shapes[0][1:]) else None
+    return LoadedModel(module.eval(), path.stem, spec.text, shape or None)
+
+
+#: keys under which training scripts commonly nest the weights (Lightning, timm, torchvision references)
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model", "state_dict_ema", "model_ema", "net", "module")
+
+
+def _is_tensor_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _unwrap_state(obj: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A plain state_dict, or the one nested inside a training checkpoint; DDP's ``module.`` prefix removed."""
+    if not _is_tensor_dict(obj):
+        found = [k for k in _NESTED_KEYS if _is_tensor_dict(obj.get(k))]
+        if not found:
+            keys = ", ".join(map(str, list(obj)[:10])) or "none"
+            raise SourceError(f"no state_dict found: the file holds a dict with keys {keys}", where=str(path),
+                              hint="save torch.save(model.state_dict(), path), or a checkpoint with the weights "
+                                   f"under one of: {', '.join(_NESTED_KEYS)}")
+        obj = obj[found[0]]
+    if all(str(k).startswith("module.") for k in obj):
+        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _mismatch(exc: RuntimeError) -> str:
+    """torch's load_state_dict error, without the first line and with long key lists cut."""
+    lines = [line.strip() for line in str(exc).splitlines()[1:] if line.strip()]
+    parts = []
+    for line in lines[:4]:
+        parts.append(line if len(line) <= 300 else line[:300] + " ...")
+    if len(lines) > 4:
+        parts.append(f"(+{len(lines) - 4} more)")
+    return "; ".join(parts) or str(exc)
+
+
 def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
     path = Path(spec.arg)
+    if path.is_dir():
+        raise SourceError("is a folder, not a model file", where=str(path),
+                          hint="pass the .pt/.pth/.pt2 file inside it")
     if not path.is_file():
         raise SourceError("model file not found", where=str(path), hint="check the path")
-    if path.suffix == ".pt2":
-        try:
-            program = torch.export.load(str(path))
-        except Exception as exc:
-            raise SourceError(f"not a torch.export program: {exc}", where=str(path)) from None
-        return LoadedModel(program.module(), path.stem, spec.text)
-    if path.suffix not in (".pt", ".pth"):
+    if path.suffix not in (".pt", ".pth", ".pt2"):
         raise SourceError(f"unsupported model file type {path.suffix!r}", where=str(path),
                           hint="use .pt/.pth (state_dict or edgekd checkpoint) or .pt2 (torch.export)")
+    kind = _sniff(path)
+    if kind == "export" or (path.suffix == ".pt2" and kind == "unknown"):
+        return _load_program(path, spec)
+    if kind == "torchscript":
+        raise SourceError("is a TorchScript archive (torch.jit.save); edgekd needs a module it can train and "
+                          "quantize, which TorchScript is not", where=str(path),
+                          hint="save the weights (torch.save(model.state_dict(), path)) and pass --arch SRC, "
+                               "or export a .pt2 with torch.export.save")
+    if kind == "unknown":
+        raise SourceError("is not a PyTorch file (neither torch.save nor torch.export output)", where=str(path),
+                          hint="is the file complete? (truncated downloads and Git LFS pointers look like this)")
+    if path.suffix == ".pt2":
+        raise SourceError("holds torch.save data, not a torch.export program", where=str(path),
+                          hint="rename it to .pt (a state_dict needs --arch SRC)")
     try:
         obj = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            message = (f"holds a pickled {found.group(1)} object (a whole module saved with torch.save(model)?); "
+                       "edgekd refuses pickles because loading them runs code")
+        else:
+            message = f"cannot load with weights_only=True: {text.splitlines()[0] if text else type(exc).__name__}"
         raise SourceError(
-            f"cannot load with weights_only=True (pickled modules are refused because they run code): {exc}",
-            where=str(path),
+            message, where=str(path),
             hint="save a state_dict (torch.save(model.state_dict(), path)) and pass --arch SRC, or a .pt2 from torch.export",
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
         arch = arch or str(obj["arch"])
-        state = obj["state_dict"]
+        state = _unwrap_state(obj["state_dict"], path)
     elif isinstance(obj, dict):
-        state = obj
+        state = _unwrap_state(obj, path)
     else:
         raise SourceError(f"file holds a {type(obj).__name__}, expected a state_dict", where=str(path))
     if not arch:
@@ -281,7 +415,9 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
     try:
         loaded.module.load_state_dict(state)
     except RuntimeError as exc:
-        raise SourceError(f"weights do not fit architecture {arch!r}: {str(exc).splitlines()[0]}", where=str(path)) from None
+        raise SourceError(f"weights do not fit architecture {arch!r}: {_mismatch(exc)}", where=str(path),
+                          hint="is --arch the architecture (and its parameters, e.g. ?num_classes=N) the weights "
+                               "were trained with?") from None
     loaded.source = spec.text
     loaded.name = path.stem
     return loaded

@@ -137,14 +137,18 @@ def test_checkpoint_files(tmp_path: Path) -> None:
 
     pickled = tmp_path / "module.pt"
     torch.save(model, pickled)  # a whole pickled module: would run code on load
-    with pytest.raises(SourceError, match="weights_only=True"):
+    with pytest.raises(SourceError, match="pickled edgekd.models.DemoStudent object"):
         load_model(str(pickled))
 
-    program = torch.export.export(model, (torch.zeros(1, 1, 8, 8),))
+    program = torch.export.export(model.eval(), (torch.zeros(2, 1, 8, 8),),
+                                  dynamic_shapes={"x": {0: torch.export.Dim("batch")}})
     pt2 = tmp_path / "student.pt2"
     torch.export.save(program, pt2)
-    out = load_model(str(pt2)).module(torch.zeros(1, 1, 8, 8) + 0.5)
-    assert out.shape == (1, 10)
+    loaded = load_model(str(pt2))
+    assert loaded.input_shape == (1, 8, 8)
+    loaded.module.train()  # every pass and the exporter switch modes: torch's stubs for these raise
+    out = loaded.module.eval()(torch.zeros(5, 1, 8, 8) + 0.5)
+    assert out.shape == (5, 10)
     with pytest.raises(SourceError, match="model file not found"):
         load_model(str(tmp_path / "missing.pt"))
 
@@ -157,3 +161,59 @@ def test_builtin_teacher_is_trained_and_cached(digits, digits_teacher) -> None:
     again = load_model("builtin:digits-teacher").module  # served from the cache: identical weights
     for a, b in zip(digits_teacher.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_model_file_kinds_get_clear_errors(tmp_path: Path) -> None:
+    model = DemoStudent().eval()
+    with pytest.raises(SourceError, match="is a folder, not a model file"):
+        load_model(str(tmp_path))
+    scripted = tmp_path / "scripted.pt"
+    with pytest.warns(FutureWarning):
+        torch.jit.save(torch.jit.script(model), scripted)
+    with pytest.raises(SourceError, match="TorchScript archive"):
+        load_model(str(scripted))
+    garbage = tmp_path / "lfs.pt"
+    garbage.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\n")
+    with pytest.raises(SourceError, match="not a PyTorch file"):
+        load_model(str(garbage))
+    static = tmp_path / "static.pt2"
+    torch.export.save(torch.export.export(model, (torch.zeros(1, 1, 8, 8),)), static)
+    with pytest.raises(SourceError, match="fixed batch size 1"):
+        load_model(str(static))
+    as_pt = tmp_path / "program.pt"  # a torch.export archive under the wrong suffix is still recognized
+    as_pt.write_bytes(static.read_bytes())
+    with pytest.raises(SourceError, match="fixed batch size 1"):
+        load_model(str(as_pt))
+
+
+def test_training_checkpoints_are_unwrapped(tmp_path: Path) -> None:
+    model = DemoStudent()
+    nested = tmp_path / "lightning.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, nested)
+    loaded = load_model(str(nested), arch="builtin:digits-student")
+    for a, b in zip(model.state_dict().values(), loaded.module.state_dict().values()):
+        assert torch.equal(a, b)
+    other = tmp_path / "other.pt"
+    torch.save({"epoch": 3, "weights_here": 1}, other)
+    with pytest.raises(SourceError, match="no state_dict found.*epoch, weights_here"):
+        load_model(str(other), arch="builtin:digits-student")
+    plain = tmp_path / "plain.pt"
+    torch.save(model.state_dict(), plain)
+    with pytest.raises(SourceError, match=r"size mismatch for classifier\.1\.weight"):
+        load_model(str(plain), arch="builtin:mnist-student")
+
+
+def test_factory_errors_are_source_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "badfactories.py").write_text(
+        "import torch\ndef boom():\n    raise RuntimeError('no weights here')\n"
+        "def needs(width):\n    return torch.nn.Linear(3, width)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SourceError, match=r"raised RuntimeError: no weights here \(at .*badfactories.py:3\)"):
+        load_model("py:badfactories:boom")
+    with pytest.raises(SourceError, match="missing 1 required positional argument: 'width'"):
+        load_model("py:badfactories:needs")
+    with pytest.raises(SourceError, match="with foo=1 raised TypeError"):
+        load_model("torchvision:resnet18?foo=1")
+    with pytest.raises(SourceError, match="did you mean resnet18"):
+        load_model("timm:resnet81")
+    sys.modules.pop("badfactories", None)
