@@ -314,6 +314,39 @@ def _activation_quant(g: _Graph, name: str) -> QuantInfo | None:
                      symmetric=zp is None or not np.any(zp.astype(np.int64)), storage="activation")
 
 
+# integer ops whose output zero point is not their last input (QLinearConv: B comes after y_zero_point)
+_Y_ZERO_POINT = {"QLinearConv": 7, "QLinearConcat": 1}
+_SHAPE_ONLY = {"Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "MaxPool", "Slice", "Gather",
+               "Split", "Concat", "Resize", "Pad", "SpaceToDepth", "DepthToSpace", "GlobalMaxPool"}
+
+
+def _int_dtype(g: _Graph, name: str, depth: int = 0) -> str | None:
+    """Element type of an integer activation. Shape inference does not type the outputs of
+    com.microsoft ops (QLinearGlobalAveragePool, QGemm, QLinearAdd...), so follow the producers:
+    a QuantizeLinear / QLinear* output has the type of its output zero point."""
+    known = g.dtype(name)
+    node = g.producer.get(name)
+    if known is not None or node is None or depth > 32:
+        return known
+    op = node.op_type
+    if op in ("QuantizeLinear", "DynamicQuantizeLinear") or op.startswith("QLinear") or op == "QGemm":
+        if op == "DynamicQuantizeLinear":
+            return "uint8"
+        idx = 2 if op == "QuantizeLinear" else _Y_ZERO_POINT.get(op, len(node.input) - 1)
+        zp = node.input[idx] if idx < len(node.input) else ""
+        if zp:
+            return g.dtype(zp)
+        output_dtype = _attr(node, "output_dtype", 0) if op == "QuantizeLinear" else 0
+        if output_dtype:
+            from onnx import helper
+
+            return helper.tensor_dtype_to_np_dtype(output_dtype).name
+        return "uint8" if op == "QuantizeLinear" else None
+    if op in _SHAPE_ONLY and node.input:
+        return _int_dtype(g, node.input[0], depth + 1)
+    return None
+
+
 def _output_quantized(g: _Graph, name: str) -> bool:
     for consumer in g.consumers.get(name, []):
         if consumer.op_type == "QuantizeLinear":
@@ -378,7 +411,7 @@ def _layer(g: _Graph, node: Any, n: int, m: int) -> LayerInfo | None:
     macs = _macs(g, node, shape, axis, groups)
     input_quant = _activation_quant(g, node.input[0])
     if op in _INTEGER_OPS and op not in ("MatMulIntegerToFloat", "DynamicQuantizeMatMul"):
-        dtype = g.dtype(node.input[0]) or "uint8"
+        dtype = _int_dtype(g, node.input[0]) or "uint8"
         input_quant = QuantInfo(dtype=dtype, bits=_bits(dtype), storage="activation")
     out_q = op in ("QLinearConv", "QLinearMatMul", "QGemm") or _output_quantized(g, node.output[0])
     return LayerInfo(node.name or node.output[0], op, w_name, shape, macs, params, zeros, nm, reason,
@@ -408,17 +441,91 @@ def _macs(g: _Graph, node: Any, shape: tuple[int, ...], axis: int, groups: int) 
     return (_numel(in_shape[:-1]) or 1) * shape[0] * shape[1]
 
 
+_OTHER_FORMATS = {
+    ".xml": ("an OpenVINO IR (.xml + .bin), not an ONNX file",
+             "pass the ONNX file it was converted from; `edgekd profile MODEL.xml --target openvino-cpu` runs an IR"),
+    ".bin": ("OpenVINO IR weights (.bin), not an ONNX file",
+             "pass the ONNX file the IR was converted from; `edgekd profile MODEL.xml --target openvino-cpu` runs an IR"),
+    ".engine": ("a TensorRT engine, not an ONNX file", "pass the ONNX file the engine was built from"),
+    ".plan": ("a TensorRT engine, not an ONNX file", "pass the ONNX file the engine was built from"),
+    ".pt": ("a PyTorch checkpoint, not an ONNX file", "export it first: `edgekd compress --model X.pt --profile fp32 ...`"),
+    ".pt2": ("a torch.export program, not an ONNX file", "export it first: `edgekd compress --model X.pt2 --profile fp32 ...`"),
+}
+
+
+def read_onnx(path: str | Path, *, error: type[EdgekdError] = EdgekdError, what: str = "an ONNX file") -> Any:
+    """``onnx.load`` with errors that say what the file really is (a folder, empty, text, a Git LFS pointer,
+    an OpenVINO IR, truncated, external data missing) and what to do. ``error`` is the class raised."""
+    import onnx
+
+    p = Path(path)
+    where = str(p)
+    if p.is_dir():
+        hint = (f"a bundle folder: pass {p / 'model.onnx'}" if (p / "manifest.json").is_file()
+                else f"pass the path of {what} inside it")
+        raise error("is a folder, not an ONNX file", where=where, hint=hint)
+    if not p.is_file():
+        raise error("ONNX file not found", where=where, hint="pass the path of a .onnx file")
+    other = _OTHER_FORMATS.get(p.suffix.lower())
+    if other is not None:
+        raise error(f"this is {other[0]}", where=where, hint=other[1])
+    size = p.stat().st_size
+    if size == 0:
+        raise error("the file is empty (0 bytes)", where=where,
+                    hint="the export or copy that wrote it failed: export or download the model again")
+    with p.open("rb") as fh:
+        head = fh.read(512)
+    if head.startswith(b"version https://git-lfs"):
+        raise error("this is a Git LFS pointer, not the model itself", where=where,
+                    hint="fetch the real file: `git lfs pull` in its repository")
+    try:
+        model = onnx.load(where)
+    except Exception as exc:
+        text = _looks_like_text(head)
+        if text is not None:
+            raise error(f"this is a text file, not an ONNX protobuf (it starts with {text!r})", where=where,
+                        hint=f"pass {what}") from None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if _uses_external_data(where):
+            raise error(f"cannot read its external data: {detail}", where=where,
+                        hint="keep the .data file(s) saved with save_as_external_data next to the .onnx, "
+                             "under the names the model records") from None
+        raise error(f"cannot read as ONNX ({size} bytes; the file is corrupt or truncated): {detail}", where=where,
+                    hint="export or download the model again") from None
+    if not model.ir_version or (not model.graph.node and not model.graph.output):
+        raise error(f"holds no ONNX model (ir_version {model.ir_version}, {len(model.graph.node)} nodes)", where=where,
+                    hint="the file is not an ONNX model or was written incompletely: export it again")
+    return model
+
+
+def _uses_external_data(path: str) -> bool:
+    """The graph itself parses and some initializer lives in an external file."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except Exception:
+        return False
+    return any(uses_external_data(t) for t in model.graph.initializer)
+
+
+def _looks_like_text(head: bytes) -> str | None:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not text or any(ord(c) < 32 and c not in "\t\r\n" for c in text):
+        return None
+    return text.strip().splitlines()[0][:60] if text.strip() else None
+
+
 def inspect_onnx(path: str | Path, *, n: int = 2, m: int = 4) -> ModelInfo:
     """Read ``path`` and describe every weighted layer (Conv, Gemm, MatMul and their quantized forms)."""
     import onnx
 
     p = Path(path)
-    if not p.is_file():
-        raise EdgekdError("ONNX file not found", where=str(p), hint="pass the path of a .onnx file")
-    try:
-        model = onnx.load(str(p))
-    except Exception as exc:
-        raise EdgekdError(f"cannot read as ONNX: {exc}", where=str(p)) from None
+    model = read_onnx(p)
     notes = []
     try:
         model = onnx.shape_inference.infer_shapes(model)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgekd.errors import ConfigError, EdgekdError
+from edgekd.errors import ConfigError
 
 Level = Literal["error", "warning", "info"]
 
@@ -350,28 +350,30 @@ def lint_tensorrt(model: Any, *, sparse_weights: bool | None = None, require_int
     ``sparse_weights``: True when the target enables SPARSE_WEIGHTS (non-2:4 layers become warnings).
     ``require_int8``: a model without any Q/DQ is an error (the target asks for int8).
     """
-    import onnx
 
     if isinstance(model, (str, Path)):
+        from edgekd.inspect import read_onnx
+
         path = Path(model)
-        if not path.is_file():
-            raise EdgekdError("ONNX file not found", where=str(path), hint="pass the path of a .onnx file")
         name = name or str(path)
-        model = onnx.load(str(path))
+        model = read_onnx(path)
     report = LintReport(model=name or model.graph.name or "model", target="tensorrt")
     g = _Graph(model)
     opset = _opset(model)
     ops = Counter(n.op_type for n in g.nodes)
     report.stats.update(opset=opset, nodes=len(g.nodes), quantize_linear=ops.get("QuantizeLinear", 0),
                         dequantize_linear=ops.get("DequantizeLinear", 0))
-    if opset < 13:
+    quantized_model = ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0) > 0
+    if opset < 13 and (quantized_model or require_int8):
         report.add("error", "opset", f"opset {opset} is below 13; TensorRT's per-channel Q/DQ needs opset >= 13",
                    hint="re-export with opset 13 or newer (edgekd exports 17)")
+    elif opset < 13:  # a float model: TensorRT's parser reads opset 9+, only int8 (Q/DQ) needs 13
+        report.add("info", "opset", f"opset {opset}: fine for a float build; int8 Q/DQ would need opset >= 13",
+                   hint="re-export with opset 13 or newer before quantizing (edgekd exports 17)")
     for node in g.nodes:
         if node.op_type in FORBIDDEN_OPS or node.op_type.startswith("QLinear") or node.op_type.endswith("Integer"):
             report.add("error", "qlinear-ops", f"{node.op_type} is not supported by TensorRT: {g.label(node)}",
                        g.label(node), hint="export explicit QuantizeLinear/DequantizeLinear (QDQ format) instead")
-    quantized_model = ops.get("QuantizeLinear", 0) + ops.get("DequantizeLinear", 0) > 0
     if quantized_model:
         _check_qdq(g, report)
         quantized, total = _check_weighted_inputs(g, report)

@@ -23,6 +23,7 @@ Examples:
   edgekd profile out/digits --target openvino-cpu --precision auto      # pick the fastest precision
   edgekd profile --compare base/profile.json new/profile.json --max-regression 10%
   edgekd profile out/digits --target cpu --check-budget                  # p90 vs the target's budget
+  edgekd profile text.onnx --target cpu --shape input_ids=1x128          # an input with a dynamic length
 
 Exit status: 0 ok, 1 regression or budget exceeded, 2 error.
 """
@@ -36,6 +37,17 @@ def _batches(text: str) -> tuple[int, ...]:
     if not values or any(v < 1 for v in values):
         raise argparse.ArgumentTypeError("batch sizes must be >= 1")
     return values
+
+
+def _shape(text: str) -> tuple[str, tuple[int, ...]]:
+    name, sep, dims = text.rpartition("=")
+    try:
+        values = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        values = ()
+    if not sep or not name or not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"expected NAME=DIMS such as input_ids=1x128, got {text!r}")
+    return name, values
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -54,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--idle-gap", type=float, default=0.0, metavar="MS", help="idle time between queries, in ms [0]")
     g.add_argument("--batch", type=int, help="single-stream batch size [target's profiling.batch_size]")
     g.add_argument("--batches", type=_batches, default=(), metavar="1,2,4,8", help="offline scenario: batch sweep")
+    g.add_argument("--shape", type=_shape, action="append", default=[], metavar="NAME=1x3x224x224",
+                   help="shape of an input with dynamic dimensions besides the batch (sequence length, H/W); "
+                        "batch first, repeatable")
     g.add_argument("--no-layers", action="store_true", help="skip the per-layer profile")
     g.add_argument("--layer-runs", type=int, default=20, help="runs averaged in the per-layer profile [20]")
     g.add_argument("--no-plots", action="store_true", help="do not write PNGs")
@@ -107,7 +122,7 @@ def _run_profile(args: argparse.Namespace) -> int:
                                iterations=args.iterations if args.iterations is not None else profiling.iterations,
                                duration_s=args.time, idle_gap_ms=args.idle_gap)
     options = ProfileOptions(measure=settings, batch_size=args.batch, batches=args.batches, layers=not args.no_layers,
-                             layer_runs=args.layer_runs, label=args.label,
+                             layer_runs=args.layer_runs, label=args.label, shapes=dict(args.shape),
                              command="edgekd profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     if args.precision == "auto":
         from edgekd.profiler.auto import auto_precision, write_auto

@@ -174,21 +174,39 @@ _DTYPES = {"float32": np.float32, "float16": np.float16, "float64": np.float64, 
            "int8": np.int8, "uint8": np.uint8, "bool": np.bool_}
 
 
-def make_feeds(inputs: Sequence[Any], batch: int = 1, sample: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+def make_feeds(inputs: Sequence[Any], batch: int = 1, sample: np.ndarray | None = None, seed: int = 0,
+               shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
     """Feeds for a runner's inputs at ``batch``: ``sample`` (e.g. golden inputs) repeated for the
-    first input, seeded random values otherwise. A fixed batch dimension that differs is an error."""
+    first input, seeded random values otherwise. A fixed batch dimension that differs is an error.
+    ``shapes`` gives full shapes (batch first; the batch is replaced by ``batch``) for inputs with
+    dynamic dimensions (--shape NAME=1x3x224x224)."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
+    shapes = dict(shapes or {})
+    names = [spec.name for spec in inputs]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise ConfigError(f"--shape names input(s) {', '.join(map(repr, unknown))} the model does not have",
+                          where="--shape", hint=f"the model's inputs: {', '.join(names)}")
     for k, spec in enumerate(inputs):
         shape = list(spec.shape)
+        if spec.name in shapes:
+            given = [int(d) for d in shapes[spec.name]]
+            if len(given) != len(shape) or any(isinstance(d, int) and d != g for d, g in zip(shape[1:], given[1:])):
+                raise ConfigError(f"--shape {spec.name}={'x'.join(map(str, given))} does not fit the input's shape "
+                                  f"{spec.shape}", where="--shape", hint="give every dimension, batch first; "
+                                  "fixed dimensions must match the model")
+            shape = [shape[0], *given[1:]]
         if shape and isinstance(shape[0], int) and shape[0] != batch:
             raise ConfigError(f"input {spec.name!r} has a fixed batch dimension of {shape[0]}, cannot run batch {batch}",
                               where=spec.name, hint=f"use batch size {shape[0]} or export with a dynamic batch axis")
         if shape:
             shape[0] = batch
         if any(not isinstance(d, int) for d in shape):
+            example = "x".join(str(d) if isinstance(d, int) else "?" for d in [batch, *spec.shape[1:]])
             raise ConfigError(f"input {spec.name!r} has dynamic dimensions {spec.shape} besides the batch",
-                              where=spec.name, hint="profile a bundle (its golden.npz gives real shapes)")
+                              where=spec.name, hint=f"give its shape: --shape {spec.name}={example} (every '?' a "
+                              "number), or profile a bundle (its golden.npz gives real shapes)")
         dtype = _DTYPES.get(spec.dtype, np.float32)
         if k == 0 and sample is not None:
             base = np.asarray(sample[:1], dtype=dtype)
@@ -204,13 +222,14 @@ def make_feeds(inputs: Sequence[Any], batch: int = 1, sample: np.ndarray | None 
 
 
 def batch_sweep(runner: Any, inputs: Sequence[Any], batches: Sequence[int], cfg: MeasureSettings,
-                sample: np.ndarray | None = None, description: str = "offline") -> list[dict[str, Any]]:
+                sample: np.ndarray | None = None, description: str = "offline",
+                shapes: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, Any]]:
     """Offline scenario: throughput (samples/s) at each batch size. Each point is a short
     single-stream run at that batch; throughput = batch / median query time."""
     points = []
     for b in batches:
         try:
-            feeds = make_feeds(inputs, b, sample)
+            feeds = make_feeds(inputs, b, sample, shapes=shapes)
         except ConfigError as exc:
             points.append({"batch_size": b, "skipped": exc.message})
             continue

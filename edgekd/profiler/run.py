@@ -92,14 +92,34 @@ def resolve(artifact: str | Path, target_spec: str | Target, build_dir: Path) ->
         raise ConfigError(f"a {path.suffix} file runs on the {backend_name!r} backend but target {target.name!r} uses "
                           f"{target.backend!r}", where="--target", hint=f"pick a target with backend = \"{backend_name}\"")
     if kind == "onnx":
+        from edgekd.inspect import read_onnx
+
+        read_onnx(path, error=ConfigError)  # a clear "what is this file" error before any backend sees it
         backend = _check_backend(target, target.source or target.name)
         log(f"building {path.name} for target {target.name} ({target.backend})")
         build = backend.build(path, target, build_dir)
         return Resolved(kind, path, target, build_dir, build, build_dir / build.artifact)
+    if kind == "openvino-ir":
+        _check_ir(path)
     _check_backend(target, target.source or target.name)
     build = BuildResult(backend=target.backend, artifact=path.name, files=[], precision="?",
                         notes=["loaded as given: edgekd did not build this file"])
     return Resolved(kind, path, target, path.parent, build, path)
+
+
+def _check_ir(path: Path) -> None:
+    """An OpenVINO IR is two files: say which one is missing or wrong before OpenVINO's own message."""
+    if not path.is_file():
+        raise ConfigError("is not a file", where=str(path), hint="pass the IR's .xml file")
+    with path.open("rb") as fh:
+        head = fh.read(256).lstrip()
+    if not head.startswith((b"<?xml", b"<net")):
+        raise ConfigError("is not an OpenVINO IR .xml file (no XML <net> document)", where=str(path),
+                          hint="pass the .xml written by openvino.save_model / ovc")
+    weights = path.with_suffix(".bin")
+    if not weights.is_file():
+        raise ConfigError(f"the IR's weights file {weights.name} is missing", where=str(path),
+                          hint="keep the .bin saved with the .xml next to it, under the same name")
 
 
 def _resolve_bundle(bundle: Path, target_spec: str | Target, build_dir: Path) -> Resolved:
@@ -160,6 +180,7 @@ class ProfileOptions:
     layer_runs: int = 20
     label: str | None = None
     command: str | None = None
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --shape: dims for dynamic inputs (batch first)
 
 
 def _threads(target: Target) -> dict[str, Any]:
@@ -279,14 +300,15 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
         raise EdgekdError(f"{res.target.backend} could not load the artifact: {exc}", where=str(res.model_file)) from exc
     doc["load_s"] = time.perf_counter() - t0
     doc["runtime"] = runner.describe()
-    feeds = make_feeds(runner.inputs, batch, res.sample)
+    feeds = make_feeds(runner.inputs, batch, res.sample, shapes=opts.shapes)
     if res.target.backend == "hls":
         _profile_fpga(doc, runner, feeds, opts.measure, res.build)
         return _stamp(doc)
     sample = measure_latency(runner, feeds, settings=opts.measure, description=f"profiling {doc['label']}")
     doc["single_stream"] = {**sample.summary(), "times_ms": [round(float(x), 6) for x in sample.times_ms]}
     if opts.batches:
-        doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample)}
+        doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample,
+                                                  shapes=opts.shapes)}
     if opts.layers:
         doc["layers"] = _layers(res, feeds, opts.layer_runs)
     if on_runner is not None:

@@ -66,7 +66,7 @@ def run_binary(binary: Path, x: np.ndarray, n_out: int, timeout_s: float = 300) 
     with tempfile.TemporaryDirectory(prefix="edgekd-csim-") as tmp:
         tmp_path = Path(tmp)
         np.ascontiguousarray(x, dtype="<f4").tofile(tmp_path / "in.bin")
-        proc = subprocess.run([str(binary), "run", "in.bin", "out.bin", "out_int.bin"], cwd=tmp_path,
+        proc = subprocess.run([str(binary.resolve()), "run", "in.bin", "out.bin", "out_int.bin"], cwd=tmp_path,
                               capture_output=True, text=True, timeout=timeout_s, check=False)
         if proc.returncode != 0:
             raise BuildError(f"C simulation failed (exit {proc.returncode}): {proc.stderr[-2000:]}", where=str(binary))

@@ -80,6 +80,16 @@ class _Pending:
     hi: float = np.inf
 
 
+_KIND_WORDS = {
+    _FloatIn: "the float graph input (not quantized yet)",
+    _Const: "a float/plain constant",
+    _QConst: "a dequantized constant (weight or bias)",
+    _QAct: "a quantized tensor (QuantizeLinear output)",
+    _Act: "a dequantized activation (DequantizeLinear output)",
+    _Pending: "a float result with no QuantizeLinear after it",
+}
+
+
 def c_name(name: str) -> str:
     """A C++ identifier for an ONNX name."""
     text = re.sub(r"[^0-9A-Za-z_]", "_", name).strip("_") or "t"
@@ -132,8 +142,8 @@ class _Frontend:
     def get(self, node: Any, name: str, *kinds: type) -> Any:
         value = self.values.get(name)
         if value is None or (kinds and not isinstance(value, kinds)):
-            got = type(value).__name__.lstrip("_") if value is not None else "an unknown value"
-            want = " or ".join(k.__name__.lstrip("_") for k in kinds)
+            got = _KIND_WORDS.get(type(value), type(value).__name__) if value is not None else "an unknown value"
+            want = " or ".join(_KIND_WORDS.get(k, k.__name__) for k in kinds)
             raise self.err(node, f"input {name!r} is {got}; expected {want}",
                            hint="the HLS backend needs QDQ ONNX: DequantizeLinear on every activation and weight "
                                 "input of compute ops, QuantizeLinear on their outputs")
@@ -533,16 +543,36 @@ def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
 
 def load_graph(onnx_path: Path) -> ir.Graph:
     """Read a QDQ ONNX file into the IR; raises BuildError listing every unsupported node."""
-    import onnx
+    from edgekd.inspect import read_onnx
 
     where = str(onnx_path)
-    try:
-        model = onnx.load(where)
-    except Exception as exc:
-        raise BuildError(f"cannot read ONNX: {exc}", where=where) from exc
+    model = read_onnx(onnx_path, error=BuildError, what="a QDQ ONNX file")
     bad = unsupported_nodes(model)
     if bad:
         listing = ", ".join(f"{name} ({op})" for name, op in bad)
         raise BuildError(f"{len(bad)} node(s) are not supported by the HLS backend: {listing}", where=where,
-                         hint=f"supported ops: {', '.join(sorted(SUPPORTED_OPS))}")
+                         hint=_format_hint({op for _, op in bad}))
+    ops = {n.op_type for n in model.graph.node}
+    if not ops & {"QuantizeLinear", "DequantizeLinear"}:
+        raise BuildError("the model is not quantized (no QuantizeLinear/DequantizeLinear); the HLS backend builds "
+                         "INT8 QDQ models only", where=where,
+                         hint="quantize it first: an edgekd int8 profile (e.g. --profile ptq), or ONNX Runtime's "
+                              "quantize_static(..., quant_format=QuantFormat.QDQ)")
     return _Frontend(model, where).run()
+
+
+_QOPERATOR = ("QLinear", "QGemm", "QAttention")
+_DYNAMIC = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul")
+
+
+def _format_hint(bad_ops: set[str]) -> str:
+    """What to do about the unsupported ops: name the quantization format when it is one we do not read."""
+    hint = f"supported ops: {', '.join(sorted(SUPPORTED_OPS))}"
+    if any(op.startswith(_QOPERATOR) for op in bad_ops):
+        return ("this is ONNX Runtime's QOperator format (QLinearConv/QLinearMatMul/QGemm...), which the HLS backend "
+                "does not read: quantize with quantize_static(..., quant_format=QuantFormat.QDQ); " + hint)
+    if bad_ops & set(_DYNAMIC):
+        return ("this is dynamic quantization (quantize_dynamic: activations quantized at run time), which an FPGA "
+                "dataflow cannot run: quantize statically with quantize_static(..., quant_format=QuantFormat.QDQ) "
+                "or an edgekd int8 profile; " + hint)
+    return hint
