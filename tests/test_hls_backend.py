@@ -179,3 +179,56 @@ def test_small_part_io_stream(models: dict, tmp_path: Path) -> None:
     est = result.details["estimates"]
     assert est["clock_period_ns"] == 10.0 and est["part"] == "xc7a35ticsg324-1L"
     assert est["total"]["latency_us"] == pytest.approx(est["total"]["latency_cycles"] / 100)
+
+
+def test_relative_build_folder_runs(models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`edgekd profile model.onnx --target fpga-*` builds into a relative ./profile-... folder by default;
+    the runner must still find its binary (it runs in a temporary working directory)."""
+    path, data = models["mlp"]
+    monkeypatch.chdir(tmp_path)
+    target = _target()
+    build = HLSBackend().build(path, target, Path("rel"), inputs=data.x_test[:4])
+    y = HLSBackend().load(Path("rel"), target, build).infer({"input": data.x_test[:4]})["logits"]
+    assert y.shape == (4, 10)
+
+
+def _float_cnn(path: Path) -> Path:
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 6 * 6, 10)).eval()
+    torch.onnx.export(net, (torch.randn(1, 1, 8, 8),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}})
+    return path
+
+
+def test_float_and_other_quantization_formats_are_named(tmp_path: Path) -> None:
+    """Other tools' files: a float model, ORT's QOperator and dynamic quantization each get an error that
+    names the format and the fix, before anything is written."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+
+    src = _float_cnn(tmp_path / "float.onnx")
+    out = tmp_path / "never"
+    with pytest.raises(Exception, match="not quantized") as info:
+        HLSBackend().build(src, _target(), out)
+    assert "QuantFormat.QDQ" in str(info.value)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": np.ones((1, 1, 8, 8), np.float32)}])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    quantize_static(str(src), str(tmp_path / "qop.onnx"), Reader(), quant_format=QuantFormat.QOperator)
+    with pytest.raises(Exception, match="QLinearConv") as info:
+        HLSBackend().build(tmp_path / "qop.onnx", _target(), out)
+    assert "QOperator format" in str(info.value) and "QuantFormat.QDQ" in str(info.value)
+    quantize_dynamic(str(src), str(tmp_path / "dyn.onnx"))
+    with pytest.raises(Exception, match="ConvInteger") as info:
+        HLSBackend().build(tmp_path / "dyn.onnx", _target(), out)
+    assert "dynamic quantization" in str(info.value)
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(Exception, match=r"empty \(0 bytes\)"):
+        HLSBackend().build(tmp_path / "empty.onnx", _target(), out)
+    assert not out.exists()

@@ -177,3 +177,68 @@ def test_hand_built_qdq_variants(tmp_path):
     onnx.save(_graph_model(nodes2, [], [8, 8, 1, 1], [8, 8, 1, 1]), tmp_path / "dyn.onnx")
     (layer,) = inspect_onnx(tmp_path / "dyn.onnx").layers
     assert layer.reason == "weight is computed at run time (not a constant)"
+
+
+def _tiny_float_onnx(path, opset: int = 17):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, opset_version=opset,
+                      input_names=["input"], output_names=["logits"])
+    return path
+
+
+@pytest.mark.parametrize("case", ["empty", "text", "lfs", "truncated", "folder", "bundle", "ir", "external"])
+def test_files_that_are_not_onnx_say_what_they_are(case, tmp_path, capsys):
+    """inspect and lint: a short error naming what the file is and what to do, exit 2, no traceback."""
+    good = _tiny_float_onnx(tmp_path / "good.onnx")
+    path = tmp_path / "model.onnx"
+    expect = {"empty": "empty (0 bytes)", "text": "text file", "lfs": "Git LFS pointer", "truncated": "truncated",
+              "folder": "is a folder", "bundle": "bundle folder", "ir": "OpenVINO IR", "external": "external data"}[case]
+    if case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("<html>404 not found</html>\n")
+    elif case == "lfs":
+        path.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 9\n")
+    elif case == "truncated":
+        path.write_bytes(good.read_bytes()[:700])
+    elif case in ("folder", "bundle"):
+        path = tmp_path / "out"
+        path.mkdir()
+        if case == "bundle":
+            (path / "manifest.json").write_text("{}")
+    elif case == "ir":
+        path = tmp_path / "model.xml"
+        path.write_text("<?xml version='1.0'?><net name='m' version='11'></net>")
+    else:
+        onnx.save_model(onnx.load(str(good)), str(path), save_as_external_data=True, location="model.onnx.data",
+                        size_threshold=0)
+        (tmp_path / "model.onnx.data").unlink()
+    for command in ("inspect", "lint"):
+        assert main([command, str(path)]) == 2
+        err = capsys.readouterr().err
+        assert expect in err and "hint:" in err and "Traceback" not in err, (command, err)
+
+
+def test_qoperator_int8_activations_through_contrib_ops(tmp_path):
+    """ORT QOperator S8S8: QGemm reads the output of QLinearGlobalAveragePool (a com.microsoft op that shape
+    inference leaves untyped); its input is int8, not the uint8 fallback."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    src = _tiny_float_onnx(tmp_path / "f.onnx")
+    rng = np.random.default_rng(0)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{"input": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(4)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    dst = tmp_path / "qop.onnx"
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QOperator, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8)
+    layers = {la.op_type: la for la in inspect_onnx(dst).layers}
+    assert set(layers) == {"QLinearConv", "QGemm"}
+    assert layers["QLinearConv"].input_quant.dtype == "int8"
+    assert layers["QGemm"].input_quant.dtype == "int8"

@@ -278,3 +278,25 @@ def test_edgekd_tensorrt_flavor_export_passes(tmp_path: Path) -> None:
     assert report.clean, report.to_text()
     assert report.stats["skip_adds"] >= 1 and report.stats["expected_precision"] == "int8"
     assert "qdq-int8" in lint_tensorrt(ort_path).checks("error")
+
+
+def test_float_model_below_opset_13_is_not_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """TensorRT parses float opset-11 models; only Q/DQ (int8) needs opset 13."""
+    import torch
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(C, C, 3, padding=1), torch.nn.ReLU()).eval()
+    path = tmp_path / "op11.onnx"
+    torch.onnx.export(net, (torch.randn(1, C, 4, 4),), str(path), dynamo=False, opset_version=11,
+                      input_names=["input"], output_names=["out"])
+    report = lint_tensorrt(path)
+    assert report.ok and "opset" in report.checks("info")
+    assert "opset" in lint_tensorrt(path, require_int8=True).checks("error")
+    assert main(["lint", str(path), "--fail-on", "error"]) == 0
+
+
+def test_corrupt_file_is_a_usage_error_not_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(bytes(range(256)) * 8)
+    assert main(["lint", str(path), "--json"]) == 2  # 2: file error, not 1 (findings)
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "Traceback" not in err

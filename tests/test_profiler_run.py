@@ -98,3 +98,48 @@ def test_make_feeds_rejects_fixed_batch_mismatch() -> None:
     assert feeds["x"].shape == (4, 3) and np.all(feeds["x"] == 1)
     with pytest.raises(ConfigError, match="fixed batch"):
         make_feeds([IOSpec("x", (1, 3), "float32")], 4)
+
+
+def test_profile_token_ids_with_dynamic_length_needs_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An int64 token-id input with a dynamic sequence length: --shape gives it; without, the hint says how."""
+    import torch
+    from torch import nn
+
+    from edgekd.cli import main
+
+    class Text(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb, self.fc = nn.Embedding(50, 8), nn.Linear(8, 3)
+
+        def forward(self, ids: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.emb(ids).mean(1))
+
+    path = tmp_path / "text.onnx"
+    torch.onnx.export(Text().eval(), (torch.zeros(1, 6, dtype=torch.long),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input_ids"], output_names=["logits"],
+                      dynamic_axes={"input_ids": {0: "N", 1: "T"}})
+    common = ["--target", "cpu", "--iterations", "5", "--warmup", "1", "--no-plots", "--no-layers", "-q"]
+    assert main(["profile", str(path), "--out", str(tmp_path / "a"), *common]) == 2
+    assert "--shape input_ids=1x?" in capsys.readouterr().err
+    assert main(["profile", str(path), "--out", str(tmp_path / "b"), "--shape", "input_ids=1x16", "--batches", "1,2",
+                 *common]) == 0
+    doc = report.load(tmp_path / "b" / "profile.json")
+    assert doc["single_stream"]["iterations"] == 5
+    assert [p["batch_size"] for p in doc["offline"]["points"]] == [1, 2]
+    assert main(["profile", str(path), "--out", str(tmp_path / "c"), "--shape", "ids=1x16", *common]) == 2
+    assert "the model's inputs: input_ids" in capsys.readouterr().err
+
+
+def test_profile_unreadable_artifacts_are_short_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.cli import main
+
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    (tmp_path / "model.xml").write_text("<?xml version='1.0'?>\n<net name='m' version='11'></net>\n")
+    common = ["--iterations", "3", "--no-plots", "-q"]
+    assert main(["profile", str(tmp_path / "empty.onnx"), "--target", "cpu", "--out", str(tmp_path / "o1"), *common]) == 2
+    assert "empty (0 bytes)" in capsys.readouterr().err
+    pytest.importorskip("openvino")
+    assert main(["profile", str(tmp_path / "model.xml"), "--target", "openvino-cpu", "--out", str(tmp_path / "o2"),
+                 *common]) == 2
+    assert "weights file model.bin is missing" in capsys.readouterr().err
