@@ -7,7 +7,8 @@ or float weights quantized at run time by a QuantizeLinear), and QOperator model
 weights the runtime will see (dequantized), so an integer weight equal to its zero point
 counts as a zero. Torch-free.
 
-MACs are per sample: symbolic dimensions (the batch) count as 1.
+MACs are per sample: a symbolic batch dimension counts as 1; other symbolic dimensions (dynamic
+H/W, sequence length) make a layer's MACs unknown, with a note.
 """
 
 from __future__ import annotations
@@ -125,7 +126,8 @@ class ModelInfo:
         nm_macs = sum(la.macs or 0 for la in compliant)
         return {"layers": len(self.layers), "params": params, "zeros": zeros,
                 "sparsity": round(zeros / params, 6) if params else 0.0,
-                "macs": total_macs, "eligible": len(eligible), "nm_compliant": len(compliant),
+                "macs": total_macs, "macs_unknown_layers": len(self.layers) - len(macs),
+                "eligible": len(eligible), "nm_compliant": len(compliant),
                 "nm_macs_fraction": round(nm_macs / total_macs, 6) if total_macs else 0.0,
                 "weight_quantized": sum(la.weight_quant is not None for la in self.layers),
                 "quantize_linear": self.op_histogram.get("QuantizeLinear", 0),
@@ -418,25 +420,33 @@ def _layer(g: _Graph, node: Any, n: int, m: int) -> LayerInfo | None:
                      quant, input_quant, out_q)
 
 
+def _sized(shape: tuple[int | None, ...] | None) -> tuple[int | None, ...] | None:
+    """``shape`` if only its first (batch) dimension may be symbolic; None when another one is
+    (dynamic H/W or sequence length: MACs per sample are unknown, not 1 per dynamic dimension)."""
+    if shape is None or any(d is None or d == 0 for d in shape[1:]):
+        return None
+    return shape
+
+
 def _macs(g: _Graph, node: Any, shape: tuple[int, ...], axis: int, groups: int) -> int | None:
     op = node.op_type
     out_shape = g.shapes.get(node.output[0])
     if op in ("Conv", "FusedConv", "QLinearConv", "ConvInteger"):
-        if out_shape is None:
+        if _sized(out_shape) is None:
             return None
         per_output = int(np.prod(shape[1:]))  # (C/groups) * R * S
         return (_numel(out_shape) or 0) * per_output
     if op == "ConvTranspose":
         in_shape = g.shapes.get(node.input[0])
-        if in_shape is None:
+        if _sized(in_shape) is None:
             return None
         return (_numel(in_shape) or 0) * int(np.prod(shape[1:]))
     # Gemm / MatMul: every output element needs K multiply-adds
     if out_shape is not None:
-        return (_numel(out_shape) or 0) * shape[axis]
+        return (_numel(out_shape) or 0) * shape[axis] if _sized(out_shape) is not None else None
     # contrib ops (QGemm) defeat shape inference: rows x K x N; a Gemm's rows are the batch (1 per sample)
     in_shape = g.shapes.get(node.input[0], (1, None) if op in ("Gemm", "QGemm") else None)
-    if in_shape is None or len(shape) != 2:
+    if in_shape is None or len(shape) != 2 or any(d is None for d in in_shape[1:-1]):
         return None
     return (_numel(in_shape[:-1]) or 1) * shape[0] * shape[1]
 
@@ -537,6 +547,15 @@ def inspect_onnx(path: str | Path, *, n: int = 2, m: int = 4) -> ModelInfo:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = f"{model.producer_name} {model.producer_version}".strip()
     histogram = dict(Counter(node.op_type for node in model.graph.node).most_common())
+    dynamic = [la.name for la in layers if la.macs is None and la.shape is not None]
+    dyn_inputs = [f"{vi.name} {[d.dim_param or d.dim_value or '?' for d in vi.type.tensor_type.shape.dim]}"
+                  for vi in model.graph.input if vi.name not in g.const
+                  and any(not d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim[1:])]
+    if dynamic and dyn_inputs:
+        notes.append(f"MACs unknown for {len(dynamic)} layer(s) ({', '.join(dynamic[:3])}"
+                     f"{', ...' if len(dynamic) > 3 else ''}): input(s) {'; '.join(dyn_inputs)} have dynamic "
+                     "dimensions besides the batch; export with fixed sizes (or fix them with "
+                     "onnxruntime.tools.make_dynamic_shape_fixed) to count them")
     return ModelInfo(str(p), opset, producer, n, m, layers, histogram, notes)
 
 
@@ -578,7 +597,8 @@ def format_table(info: ModelInfo, *, max_name: int = 36) -> str:
     t = info.totals()
     out = [f"{info.path}  (opset {info.opset}, {info.producer or 'unknown producer'})", line(header),
            line(["-" * w for w in widths]), *(line(r) for r in rows), "",
-           f"layers {t['layers']}  params {_human(t['params'])}  MACs {_human(t['macs'])} per sample  "
+           f"layers {t['layers']}  params {_human(t['params'])}  MACs {_human(t['macs'])} per sample"
+           f"{' (+ ' + str(t['macs_unknown_layers']) + ' layer(s) unknown)' if t['macs_unknown_layers'] else ''}  "
            f"weight sparsity {100 * t['sparsity']:.2f}%",
            f"{pat}: {t['nm_compliant']} of {t['eligible']} eligible layers compliant "
            f"({100 * t['nm_macs_fraction']:.1f}% of MACs)",

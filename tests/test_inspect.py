@@ -242,3 +242,19 @@ def test_qoperator_int8_activations_through_contrib_ops(tmp_path):
     assert set(layers) == {"QLinearConv", "QGemm"}
     assert layers["QLinearConv"].input_quant.dtype == "int8"
     assert layers["QGemm"].input_quant.dtype == "int8"
+
+
+def test_dynamic_height_width_makes_macs_unknown_not_tiny(tmp_path):
+    """Dynamic H/W used to count as 1 each: a 3x3 conv on 8x8 reported 216 MACs instead of 8*6*6*27."""
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(8, 4)).eval()
+    path = tmp_path / "dyn.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False, opset_version=17,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N", 2: "H", 3: "W"}})
+    info = inspect_onnx(path)
+    conv, fc = info.layers
+    assert conv.macs is None and fc.macs == 8 * 4
+    assert info.totals()["macs_unknown_layers"] == 1
+    assert any("dynamic dimensions besides the batch" in note for note in info.notes)
+    assert "(+ 1 layer(s) unknown)" in format_table(info)
