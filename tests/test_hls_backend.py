@@ -232,3 +232,33 @@ def test_float_and_other_quantization_formats_are_named(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"empty \(0 bytes\)"):
         HLSBackend().build(tmp_path / "empty.onnx", _target(), out)
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("opset", "keepdim"), [(17, True), (18, False)])
+def test_reduce_mean_global_pool(opset: int, keepdim: bool, tmp_path: Path) -> None:
+    """torch's dynamo exporter (and x.mean((2, 3))) writes global pooling as ReduceMean, which ORT's
+    quantize_static leaves in float: DQ -> ReduceMean [-> Reshape] -> Q. It builds and matches ORT."""
+    import torch
+
+    from edgekd.backends.hls.reference_models import ort_quantize
+
+    class MeanHead(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.fc = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.Linear(8, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.fc(torch.relu(self.conv(x)).mean((2, 3), keepdim=keepdim).flatten(1))
+
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8)).astype(np.float32)
+    src = tmp_path / "mean.onnx"
+    torch.onnx.export(MeanHead().eval(), (torch.from_numpy(x[:1]),), str(src), dynamo=False, opset_version=opset,
+                      input_names=["input"], output_names=["logits"], dynamic_axes={"input": {0: "N"}})
+    path = ort_quantize(src, tmp_path / "mean.qdq.onnx", x[:16])
+    import onnx
+
+    assert "ReduceMean" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    result = HLSBackend().build(path, _target(), tmp_path / "out", inputs=x)
+    agreement = result.details["agreement"]
+    assert agreement["ok"] and agreement["max_lsb"] <= 1, agreement

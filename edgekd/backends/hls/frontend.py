@@ -29,7 +29,7 @@ from edgekd.errors import BuildError
 
 SUPPORTED_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear", "Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "Add", "Flatten", "Reshape", "Concat", "Identity", "Constant",
+    "GlobalAveragePool", "Add", "Flatten", "Reshape", "Concat", "Identity", "Constant", "ReduceMean",
 })
 _F32 = np.float32
 
@@ -167,8 +167,10 @@ class _Frontend:
         dims = inputs[0].type.tensor_type.shape.dim
         shape = tuple(d.dim_value for d in dims[1:])
         if any(d <= 0 for d in shape):
-            raise BuildError(f"input {inputs[0].name!r} needs static non-batch dimensions, got {[str(d) for d in dims]}",
-                             where=self.where, hint="export with only the batch axis dynamic")
+            got = "x".join(d.dim_param or (str(d.dim_value) if d.dim_value else "?") for d in dims)
+            raise BuildError(f"input {inputs[0].name!r} needs static non-batch dimensions, got {got}",
+                             where=self.where, hint="export with only the batch axis dynamic (fixed H/W), or fix the "
+                             "sizes with onnxruntime.tools.make_dynamic_shape_fixed before quantizing")
         self.input_name = inputs[0].name
         self.input_float_shape = shape
         self.values[self.input_name] = _FloatIn(shape)
@@ -346,6 +348,23 @@ class _Frontend:
                  "global": True}
         self.values[node.output[0]] = _Pending("avgpool", node.name or node.output[0], [x], attrs)
 
+    def op_ReduceMean(self, node: Any) -> None:
+        """Mean over H and W (torch's dynamo exporter writes adaptive_avg_pool2d(1) / x.mean((2, 3)) this way):
+        a global average pool; ORT runs it in float (DQ -> ReduceMean -> Q), as AveragePool."""
+        x = self.get(node, node.input[0], _Act)
+        shape = self.act_shape(x)
+        a = self.attrs(node)
+        axes = a.get("axes")
+        if len(node.input) > 1 and node.input[1]:
+            axes = [int(v) for v in self.const(node, node.input[1]).reshape(-1)]
+        rank = len(shape) + 1
+        if len(shape) != 3 or axes is None or sorted(int(v) % rank for v in axes) != [2, 3]:
+            raise self.err(node, f"only ReduceMean over H and W of a [N, C, H, W] tensor is supported (axes {axes}, "
+                                 f"input {list(shape)})", hint="use a global average pool over the spatial axes")
+        attrs = {"kernel": (shape[1], shape[2]), "stride": (1, 1), "pads": (0, 0, 0, 0), "count_include_pad": False,
+                 "reshapes": [] if int(a.get("keepdims", 1)) else [(node, lambda shape: (shape[0],))]}
+        self.values[node.output[0]] = _Pending("avgpool", node.name or node.output[0], [x], attrs)
+
     def op_Add(self, node: Any) -> None:
         a = self.get(node, node.input[0], _Act)
         b = self.get(node, node.input[1], _Act)
@@ -387,6 +406,13 @@ class _Frontend:
         self._reshape(node, new_shape)
 
     def _reshape(self, node: Any, fn: Any) -> None:
+        value = self.values.get(node.input[0])
+        if isinstance(value, _Pending) and value.op == "avgpool":
+            # ORT leaves ReduceMean (dynamo's global pooling) in float: DQ -> ReduceMean -> Reshape -> Q.
+            # A reshape only relabels the pooled values, so it runs after the pool's requantization.
+            attrs = {**value.attrs, "reshapes": [*value.attrs.get("reshapes", []), (node, fn)]}
+            self.values[node.output[0]] = _Pending(value.op, value.node, value.inputs, attrs, value.lo, value.hi)
+            return
         value = self.get(node, node.input[0], _Act, _FloatIn)
         if isinstance(value, _FloatIn):
             self.values[node.output[0]] = _FloatIn(self._reshape_to(node, value.shape, fn(value.shape)))
@@ -464,11 +490,19 @@ class _Frontend:
             kh, kw = p.attrs["kernel"]
             # ORT QLinear(Global)AveragePool: sum(x - zp) * (x_scale / (y_scale * count)), float32
             scales = np.array([_F32(x.scale) / (sy * _F32(n)) for n in range(1, kh * kw + 1)], _F32)
-            attrs = {k: v for k, v in p.attrs.items() if k != "global"}
-            out = self.new_tensor(out_name, _pool_shape(t.shape, attrs), dtype, s, z)
+            attrs = {k: v for k, v in p.attrs.items() if k not in ("global", "reshapes")}
+            reshapes = p.attrs.get("reshapes", [])
+            shape = _pool_shape(t.shape, attrs)
+            out = self.new_tensor(out_name + "_pool" if reshapes else out_name, shape, dtype, s, z)
             self.layers.append(ir.Pool(name, ins, out, mode="avg", requant=ir.Requant.from_scale(scales, z, lo, hi),
                                        float_average=not p.attrs.get("global", False), in_scale=float(_F32(x.scale)),
                                        out_scale=float(sy), **attrs))
+            for k, (rnode, fn) in enumerate(reshapes):  # ReduceMean(keepdims=0), Reshape/Flatten before the Q
+                shape = self._reshape_to(rnode, shape, fn(shape))
+                last = k == len(reshapes) - 1
+                flat = self.new_tensor(out_name if last else rnode.output[0], shape, dtype, s, z)
+                self.layers.append(ir.Reshape(self.layer_name(rnode.name or rnode.output[0]), [out], flat))
+                out = flat
             return out
         rescale, shift = _rescales(p.inputs, s)
         common = {"rescale": rescale, "shift": shift, "out_scale": float(sy), "zero_point": z, "lo": lo, "hi": hi}
@@ -568,6 +602,9 @@ _DYNAMIC = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "MatMulInte
 def _format_hint(bad_ops: set[str]) -> str:
     """What to do about the unsupported ops: name the quantization format when it is one we do not read."""
     hint = f"supported ops: {', '.join(sorted(SUPPORTED_OPS))}"
+    if "Transpose" in bad_ops:
+        hint = ("Transpose is not supported (a model whose input is NHWC permutes it to NCHW): export the model "
+                "with an NCHW input; " + hint)
     if any(op.startswith(_QOPERATOR) for op in bad_ops):
         return ("this is ONNX Runtime's QOperator format (QLinearConv/QLinearMatMul/QGemm...), which the HLS backend "
                 "does not read: quantize with quantize_static(..., quant_format=QuantFormat.QDQ); " + hint)
