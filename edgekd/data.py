@@ -8,6 +8,7 @@ so an app can repeat it (it goes into the bundle's manifest).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,26 @@ def register_generator(scheme: str) -> Callable[[Generator], Generator]:
     return deco
 
 
-def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int) -> tuple:
+def _test_fraction(spec: SourceSpec) -> float:
+    text = spec.param("test_fraction", "0.2")
+    try:
+        value = float(text)  # type: ignore[arg-type]
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1:
+        raise SourceError(f"test_fraction={text!r} must be a number between 0 and 1 (exclusive)", where=spec.text,
+                          hint="e.g. ?test_fraction=0.2")
+    return value
+
+
+def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int, where: str = "") -> tuple:
+    if len(x) < 2:
+        raise SourceError(f"needs at least 2 samples to split into train and test, got {len(x)}", where=where or None)
+    if y is not None:
+        y = np.asarray(y)
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * test_fraction))
+    n_test = min(n_test, len(x) - 1)  # both splits keep at least one sample
     test, train = order[:n_test], order[n_test:]
     return x[train], (y[train] if y is not None else None), x[test], (y[test] if y is not None else None)
 
@@ -110,6 +128,18 @@ def validate(splits: DataSplits, where: str) -> DataSplits:
     return splits
 
 
+def layout_hint(actual: tuple[int, ...], expected: tuple[int, ...]) -> str | None:
+    """What probably went wrong when data samples have ``actual`` shape and the model wants ``expected`` (C, H, W)."""
+    actual, expected = tuple(actual), tuple(expected)
+    if len(expected) == 3 and actual == (*expected[1:], expected[0]):
+        return "the data looks channels-last (N, H, W, C); edgekd takes NCHW: np.savez(path, x=x.transpose(0, 3, 1, 2), ...)"
+    if len(expected) == 3 and actual == expected[1:]:
+        return "the data has no channel axis: add one with x[:, None]"
+    if actual and expected and np.prod(actual) == np.prod(expected):
+        return f"the samples have the right number of values: reshape to (N, {', '.join(map(str, expected))})"
+    return None
+
+
 def _digits(spec: SourceSpec) -> DataSplits:
     from sklearn.datasets import load_digits
 
@@ -153,15 +183,19 @@ def _npz(spec: SourceSpec) -> DataSplits:
         x, y = arrays["x"], arrays.get("y")
         if y is not None and len(y) != len(x):
             raise SourceError(f"x has {len(x)} samples but y has {len(y)}", where=str(path))
-        if len(x) < 2:
-            raise SourceError("needs at least 2 samples to split into train and test", where=str(path))
-        x_tr, y_tr, x_te, y_te = _split(x, y, float(spec.param("test_fraction", "0.2")), seed=0)
+        x_tr, y_tr, x_te, y_te = _split(x, y, _test_fraction(spec), seed=0, where=str(path))
         splits = DataSplits(path.stem, x_tr, y_tr, x_te, y_te, num_classes, labels, {"source": str(path)})
     else:
         raise SourceError(f"no array named 'x' (found: {', '.join(arrays) or 'none'})", where=str(path),
                           hint="save with np.savez(path, x=inputs, y=labels) or x_train/y_train/x_test/y_test")
-    if splits.x_train.ndim == 3:  # (N, H, W) grayscale -> NCHW
+    if splits.x_train.ndim == 3 and splits.x_test.ndim == 3:  # (N, H, W) grayscale -> NCHW
         splits.x_train, splits.x_test = splits.x_train[:, None], splits.x_test[:, None]
+    if np.issubdtype(splits.x_train.dtype, np.integer):
+        # "already preprocessed" is the contract; integer pixels are usually a forgotten scaling step
+        print(f"edgekd: warning: {path.name} holds {splits.x_train.dtype} inputs (range {splits.x_train.min()}.."
+            f"{splits.x_train.max()}); they are used as float values without scaling -- the app must feed the same",
+              file=sys.stderr)
+        splits.preprocessing["input_dtype"] = str(splits.x_train.dtype)
     return splits
 
 
@@ -182,6 +216,18 @@ def _imagefolder(spec: SourceSpec) -> DataSplits:
         raise SourceError("no images found in the class folders", where=str(root),
                           hint=f"supported: {', '.join(sorted(_IMAGE_SUFFIXES))}")
     size_text = spec.param("size")
+    size: tuple[int, int] | None = None
+    if size_text:
+        h_text, _, w_text = size_text.partition("x")
+        try:
+            size = (int(w_text or h_text), int(h_text))
+        except ValueError:
+            size = (0, 0)
+        if min(size) < 1:
+            raise SourceError(f"size={size_text!r} must be HxW or S with positive integers", where=spec.text,
+                              hint="e.g. ?size=224x224 or ?size=32")
+    if len(files) < 2:
+        raise SourceError(f"found {len(files)} image; needs at least 2 to split into train and test", where=str(root))
     images = []
     for path, _ in files:
         try:
@@ -189,41 +235,69 @@ def _imagefolder(spec: SourceSpec) -> DataSplits:
         except (UnidentifiedImageError, OSError) as exc:
             raise SourceError(f"cannot read image: {exc}", where=str(path)) from None
     mode = "L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB"
-    if size_text:
-        h, _, w = size_text.partition("x")
-        size = (int(w or h), int(h))
-    else:
+    if size is None:
         size = images[0].size
     arrays = [np.asarray(im.convert(mode).resize(size), dtype=np.float32) / 255.0 for im in images]
     x = np.stack(arrays)
     x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
     y = np.array([label for _, label in files], dtype=np.int64)
-    x_tr, y_tr, x_te, y_te = _split(x, y, float(spec.param("test_fraction", "0.2")), seed=0)
+    x_tr, y_tr, x_te, y_te = _split(x, y, _test_fraction(spec), seed=0, where=str(root))
     return DataSplits(root.name, x_tr, y_tr, x_te, y_te, len(classes), tuple(classes),
                       {"layout": "NCHW", "scale": 1 / 255, "mode": mode, "size_wh": list(size)})
 
 
 def _py(spec: SourceSpec) -> DataSplits:
     fn = import_callable(spec.arg, where=spec.text)
-    result = fn() if callable(fn) else fn
+    if callable(fn):
+        try:
+            result = fn()
+        except SourceError:
+            raise
+        except Exception as exc:
+            import traceback
+
+            frames = traceback.extract_tb(exc.__traceback__)[1:]
+            at = f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+            raise SourceError(f"{spec.arg} raised {type(exc).__name__}: {exc}{at}", where=spec.text) from exc
+    else:
+        result = fn
     if isinstance(result, DataSplits):
         return result
     if isinstance(result, dict) and ("x" in result or "x_train" in result):
         if "x_train" in result:
-            return DataSplits(spec.arg, result["x_train"], result.get("y_train"), result["x_test"],
-                              result.get("y_test"), result.get("num_classes"))
-        x_tr, y_tr, x_te, y_te = _split(np.asarray(result["x"]), result.get("y"), 0.2, seed=0)
+            if "x_test" not in result:
+                raise SourceError(f"{spec.arg} returned x_train but no x_test", where=spec.text,
+                                  hint="return x_test (and y_test) too, or a single 'x' (and 'y') to be split")
+            return DataSplits(spec.arg, _array(result["x_train"]), _array(result.get("y_train")),
+                              _array(result["x_test"]), _array(result.get("y_test")), result.get("num_classes"))
+        x, y = _array(result["x"]), _array(result.get("y"))
+        if y is not None and len(y) != len(x):
+            raise SourceError(f"x has {len(x)} samples but y has {len(y)}", where=spec.text)
+        x_tr, y_tr, x_te, y_te = _split(x, y, 0.2, seed=0, where=spec.text)
         return DataSplits(spec.arg, x_tr, y_tr, x_te, y_te, result.get("num_classes"))
     raise SourceError(f"{spec.arg} returned {type(result).__name__}; expected DataSplits or a dict with 'x'",
                       where=spec.text)
+
+
+def _array(value: Any) -> Any:
+    """Lists and torch tensors from a py: source as numpy arrays (None stays None)."""
+    if value is None or isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
 
 
 def _random(spec: SourceSpec) -> DataSplits:
     try:
         shape = tuple(int(v) for v in spec.arg.split("x"))
     except ValueError:
-        raise SourceError("expected random:CxHxW (e.g. random:3x224x224)", where=spec.text) from None
+        shape = ()
+    if not shape or min(shape) < 1:
+        raise SourceError("expected random:CxHxW with positive sizes (e.g. random:3x224x224)", where=spec.text)
     n = spec.int_param("n", 64)
+    if n < 2:
+        raise SourceError(f"n={n} samples: needs at least 2 (half train, half test)", where=spec.text)
     rng = np.random.default_rng(spec.int_param("seed", 0))
     x = rng.standard_normal((n, *shape), dtype=np.float32)
     return DataSplits(f"random-{spec.arg}", x[: n // 2], None, x[n // 2 :], None, None, (),
@@ -242,7 +316,11 @@ def load_data(source: str, ctx: DataContext | None = None) -> DataSplits:
     spec = parse_source(source, kind="data", schemes=tuple(schemes))
     if spec.scheme == "builtin":
         if spec.arg not in _BUILTIN_DATA:
-            raise SourceError(f"unknown builtin data {spec.arg!r}; known: {', '.join(_BUILTIN_DATA)}", where=source)
+            import difflib
+
+            close = difflib.get_close_matches(spec.arg, list(_BUILTIN_DATA), n=2)
+            raise SourceError(f"unknown builtin data {spec.arg!r}; known: {', '.join(_BUILTIN_DATA)}", where=source,
+                              hint=f"did you mean {', '.join(close)}?" if close else None)
         splits = _BUILTIN_DATA[spec.arg](spec)
     elif spec.scheme in GENERATORS:
         splits = GENERATORS[spec.scheme](spec, ctx or DataContext())

@@ -20,7 +20,7 @@ from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
 from edgekd.bundle import BundleWriter, dump_json
 from edgekd.config import PassSpec, Profile, Target, load_profile, load_target
-from edgekd.data import DataContext, DataSplits, load_data
+from edgekd.data import DataContext, DataSplits, layout_hint, load_data
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
 from edgekd.export import export_onnx, onnx_outputs, torch_outputs
 from edgekd.models import LoadedModel, load_model
@@ -267,7 +267,8 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
         if src is not None and src.input_shape and tuple(src.input_shape) != splits.input_shape:
             raise EdgekdError(f"data samples have shape {splits.input_shape} but {role} {src.name} expects "
                               f"{tuple(src.input_shape)}", where=data,
-                              hint="use data of the model's input size (e.g. builtin:digits for digits-* models)")
+                              hint=layout_hint(splits.input_shape, tuple(src.input_shape))
+                              or "use data of the model's input size (e.g. builtin:digits for digits-* models)")
 
     report: dict[str, Any] = {
         "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,

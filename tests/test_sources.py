@@ -217,3 +217,48 @@ def test_factory_errors_are_source_errors(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(SourceError, match="did you mean resnet18"):
         load_model("timm:resnet81")
     sys.modules.pop("badfactories", None)
+
+
+def test_bad_data_parameters_and_tiny_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((10, 1, 4, 4), np.float32), y=np.arange(10) % 2)
+    for bad in ("x", "1.5", "0"):
+        with pytest.raises(SourceError, match=f"test_fraction='{bad}' must be a number between 0 and 1"):
+            load_data(f"npz:{path}?test_fraction={bad}")
+    assert len(load_data(f"npz:{path}?test_fraction=0.99").x_train) == 1  # both splits keep a sample
+    for bad in ("random:-1x8x8", "random:0x8x8", "random:3xx8"):
+        with pytest.raises(SourceError, match="positive sizes"):
+            load_data(bad)
+    with pytest.raises(SourceError, match="n=1 samples: needs at least 2"):
+        load_data("random:1x8x8?n=1")
+
+    folder = tmp_path / "images"
+    (folder / "a").mkdir(parents=True)
+    Image.fromarray(np.zeros((4, 4), np.uint8), mode="L").save(folder / "a" / "0.png")
+    with pytest.raises(SourceError, match="found 1 image; needs at least 2"):
+        load_data(f"imagefolder:{folder}")
+    Image.fromarray(np.zeros((4, 4), np.uint8), mode="L").save(folder / "a" / "1.png")
+    with pytest.raises(SourceError, match="size='abc' must be HxW"):
+        load_data(f"imagefolder:{folder}?size=abc")
+
+    (tmp_path / "baddata.py").write_text(
+        "import numpy as np\ndef boom():\n    raise ValueError('no data here')\n"
+        "def half():\n    return {'x_train': np.zeros((4, 2))}\n"
+        "def lists():\n    return {'x': np.zeros((6, 2)), 'y': [0, 1] * 3}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SourceError, match=r"raised ValueError: no data here \(at .*baddata.py:3\)"):
+        load_data("py:baddata:boom")
+    with pytest.raises(SourceError, match="returned x_train but no x_test"):
+        load_data("py:baddata:half")
+    assert load_data("py:baddata:lists").num_classes == 2
+    sys.modules.pop("baddata", None)
+
+
+def test_layout_hint() -> None:
+    from edgekd.data import layout_hint
+
+    assert "channels-last" in layout_hint((8, 8, 1), (1, 8, 8))
+    assert "reshape to (N, 1, 8, 8)" in layout_hint((64,), (1, 8, 8))
+    assert layout_hint((3, 8, 8), (1, 8, 8)) is None
