@@ -262,3 +262,26 @@ def test_reduce_mean_global_pool(opset: int, keepdim: bool, tmp_path: Path) -> N
     result = HLSBackend().build(path, _target(), tmp_path / "out", inputs=x)
     agreement = result.details["agreement"]
     assert agreement["ok"] and agreement["max_lsb"] <= 1, agreement
+
+
+def test_int4_weights_from_ort(models: dict, tmp_path: Path) -> None:
+    """quantize_static(weight_type=QInt4) stores opset-21 int4 initializers; they build like int8 ones."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    path, data = models["student"]
+    src = path.parent / "student.onnx"  # the float export ort_qdq quantized
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter([{"input": data.x_train[i : i + 1]} for i in range(32)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    dst = tmp_path / "w4.onnx"
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt4)
+    assert any(i.data_type == onnx.TensorProto.INT4 for i in onnx.load(str(dst)).graph.initializer)
+    result = HLSBackend().build(dst, _target(), tmp_path / "out", inputs=data.x_test[:64])
+    assert result.details["agreement"]["ok"], result.details["agreement"]

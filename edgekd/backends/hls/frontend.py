@@ -201,9 +201,13 @@ class _Frontend:
         scale, zp, _ = self._qparams(node)
         axis = int(self.attrs(node).get("axis", 1))
         if isinstance(value, _Const):
-            if value.value.dtype.kind not in "iu":
-                raise self.err(node, f"DequantizeLinear of a {value.value.dtype} initializer")
-            self.values[node.output[0]] = _QConst(value.value, scale, zp, axis)
+            q = value.value
+            if q.dtype.name in ("int4", "uint4"):  # opset 21 packed 4-bit weights (ml_dtypes): widen, same values
+                q = q.astype(np.int8 if q.dtype.name == "int4" else np.uint8)
+            if q.dtype.kind not in "iu":
+                raise self.err(node, f"DequantizeLinear of a {q.dtype} initializer; weights must be stored as "
+                                     "int8/uint8/int4/uint4", hint="quantize the weights to an integer type")
+            self.values[node.output[0]] = _QConst(q, scale, zp, axis)
         elif isinstance(value, _QAct):
             if scale.size != 1:
                 raise self.err(node, "per-channel activation quantization is not supported",
