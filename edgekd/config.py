@@ -38,6 +38,10 @@ class ExportSettings:
     def __post_init__(self) -> None:
         if self.opset < 13:
             raise ValueError(f"opset {self.opset} is too old; edgekd needs opset >= 13 (17 recommended)")
+        if self.parity_samples < 1:
+            raise ValueError(f"parity_samples must be >= 1 (got {self.parity_samples})")
+        if self.parity_atol < 0:
+            raise ValueError(f"parity_atol must be >= 0 (got {self.parity_atol})")
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,12 @@ class Budgets:
     max_accuracy_drop: float | None = None  # percentage points vs the FP32 student/reference
     max_size_mb: float | None = None
 
+    def __post_init__(self) -> None:
+        for key in ("p90_ms", "max_size_mb"):
+            value = getattr(self, key)
+            if value is not None and value <= 0:
+                raise ValueError(f"{key} must be > 0 (got {value}); leave it out for no budget")
+
 
 @dataclass(frozen=True)
 class ParitySettings:
@@ -73,12 +83,26 @@ class ParitySettings:
     #: two INT8 runtimes round accumulators differently and the difference can reach the output (0 = none)
     output_steps: float = 2.0
 
+    def __post_init__(self) -> None:
+        for key in ("atol", "rtol", "output_steps"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key} must be >= 0 (got {getattr(self, key)})")
+        if not 0 <= self.min_top1_agreement <= 1:
+            raise ValueError(f"min_top1_agreement is a fraction in 0..1 (got {self.min_top1_agreement}"
+                             + ("; for 99 % write 0.99)" if self.min_top1_agreement > 1 else ")"))
+
 
 @dataclass(frozen=True)
 class ProfilingSettings:
     warmup: int = 20
     iterations: int = 200
     batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0 (got {self.warmup})")
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError(f"iterations and batch_size must be >= 1 (got {self.iterations}, {self.batch_size})")
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,22 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- loaders
 
+#: a target's name is its folder in the bundle: these names are the bundle's own files and folders
+RESERVED_TARGET_NAMES = ("model.onnx", "golden.npz", "eval.npz", "manifest.json", "report.json", "report.md",
+                         "variants", "plots", "profile")
+
+
+def check_target_name(name: str, *, where: str) -> None:
+    """A target name becomes a folder inside the bundle: one plain path component, not one of the bundle's own."""
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._+-]*", name or "") or name in RESERVED_TARGET_NAMES:
+        raise ConfigError(f"target name {name!r} cannot be a folder name in the bundle", where=where,
+                          hint="set name = \"...\" in the target file: letters, digits, '.', '_', '+' and '-' "
+                               "(e.g. 'jetson-orin'), not one of "
+                               + ", ".join(RESERVED_TARGET_NAMES))
+
+
 
 def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
     """Load a compression profile by name (``int8-kd``) or path."""
@@ -206,6 +246,7 @@ def target_from_mapping(data: Mapping[str, Any], *, where: str) -> Target:
     backend = BACKENDS.get(str(data["backend"]), where=f"{where} backend")
     options = from_mapping(backend.options_type, raw_options, where=f"{where} [options]")
     target = from_mapping(Target, data, where=where)
+    check_target_name(target.name, where=f"{where} name")
     return Target(
         name=target.name,
         backend=target.backend,
@@ -217,3 +258,17 @@ def target_from_mapping(data: Mapping[str, Any], *, where: str) -> Target:
         profiling=target.profiling,
         source=where,
     )
+
+
+def unique_targets(targets: list[Target]) -> list[Target]:
+    """Drop repeats of the same target; two different targets with one name would share a bundle folder."""
+    seen: dict[str, Target] = {}
+    for target in targets:
+        first = seen.get(target.name)
+        if first is None:
+            seen[target.name] = target
+        elif first.to_dict() != target.to_dict():
+            raise ConfigError(f"two different targets are named {target.name!r} ({first.source} and {target.source})",
+                              where="--target", hint="each target is a folder in the bundle: give one of them "
+                              "another name = \"...\" in its file")
+    return list(seen.values())

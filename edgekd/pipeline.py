@@ -19,7 +19,7 @@ from edgekd import __version__
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
 from edgekd.bundle import BundleWriter, dump_json
-from edgekd.config import PassSpec, Profile, Target, load_profile, load_target
+from edgekd.config import PassSpec, Profile, Target, load_profile, load_target, unique_targets
 from edgekd.data import DataContext, DataSplits, layout_hint, load_data
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
 from edgekd.export import export_onnx, onnx_outputs, torch_outputs
@@ -249,7 +249,7 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
-    tgts = [t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])]
+    tgts = unique_targets([t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])])
     tgts = _check_targets(tgts, options.skip_unavailable)
     quantizing = any(spec.name == "quantize" for spec in prof.passes)
     for target in tgts:

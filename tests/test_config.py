@@ -91,3 +91,35 @@ def test_profile_unknown_pass_and_opset(tmp_path: Path) -> None:
 def test_profile_name_defaults_to_file_stem(tmp_path: Path) -> None:
     prof = load_profile(write(tmp_path, "mine.toml", 'description = "x"\n'))
     assert prof.name == "mine" and prof.passes == ()
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[budgets]\np90_ms = -1", "p90_ms must be > 0"),
+    ("[budgets]\nmax_size_mb = 0", "max_size_mb must be > 0"),
+    ("[parity]\natol = -1e-3", "atol must be >= 0"),
+    ("[parity]\nmin_top1_agreement = 99", "for 99 % write 0.99"),
+    ("[profiling]\niterations = 0", "iterations and batch_size must be >= 1"),
+    ("[profiling]\nbatch_size = 0", "iterations and batch_size must be >= 1"),
+    ("[profiling]\nwarmup = -5", "warmup must be >= 0"),
+    ('name = "../escape"', "cannot be a folder name in the bundle"),
+    ('name = "variants"', "cannot be a folder name in the bundle"),
+])
+def test_target_values_out_of_range(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, "t.toml", f'backend = "onnxruntime"\n{text}\n')
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_target(path)
+
+
+def test_profile_export_values_out_of_range(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="parity_samples must be >= 1"):
+        load_profile(write(tmp_path, "p.toml", "[export]\nparity_samples = 0\n"))
+
+
+def test_duplicate_targets(tmp_path: Path) -> None:
+    from edgekd.config import unique_targets
+
+    cpu = load_target("cpu")
+    assert unique_targets([cpu, load_target("cpu"), load_target("openvino-cpu")]) == [cpu, load_target("openvino-cpu")]
+    other = write(tmp_path, "cpu.toml", 'backend = "onnxruntime"\n[options]\nintra_op_threads = 1\n')
+    with pytest.raises(ConfigError, match="two different targets are named 'cpu'"):
+        unique_targets([cpu, load_target(other)])
