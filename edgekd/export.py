@@ -27,7 +27,7 @@ OUTPUT_NAME = "logits"
 
 Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, str], None]
 EXPORTERS: dict[str, Exporter] = {}
-__all__ = ["EXPORTERS", "ParityResult", "compare_outputs", "export_onnx", "onnx_outputs", "register_exporter",
+__all__ = ["EXPORTERS", "ParityResult", "check_single_output", "compare_outputs", "export_onnx", "onnx_outputs", "register_exporter",
            "torch_outputs"]
 
 
@@ -94,6 +94,29 @@ def finalize_onnx(path: Path) -> tuple[tuple[IOSpec, ...], tuple[IOSpec, ...]]:
     return _io_specs(model)
 
 
+def check_single_output(module: torch.nn.Module, example: torch.Tensor, *, error: type[Exception] = ExportError,
+                        where: str = "model output") -> None:
+    """Raise ``error`` unless ``module(example)`` returns one tensor (edgekd's golden outputs, parity and
+    runtimes handle exactly one output, named ``logits``)."""
+    was_training = module.training
+    module.eval()
+    with torch.no_grad():
+        out = module(example)
+    module.train(was_training)
+    out = getattr(out, "value", out)  # a brevitas QuantTensor
+    if isinstance(out, torch.Tensor):
+        return
+    if isinstance(out, (tuple, list)):
+        kind = f"a {type(out).__name__} of {len(out)} outputs"
+    elif isinstance(out, dict):
+        kind = f"a dict with keys {', '.join(map(str, list(out)[:5]))}"
+    else:
+        kind = f"a {type(out).__name__}"
+    raise error(f"the model returns {kind}; edgekd compresses and exports models with one output tensor",
+                where=where, hint="wrap the model so forward() returns one tensor (e.g. the logits head, or "
+                                  "torch.cat of the heads along dim 1) and pass the wrapper as a py: source")
+
+
 def torch_outputs(module: torch.nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
     module.eval()
     outs = []
@@ -131,6 +154,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     example_t = torch.from_numpy(np.ascontiguousarray(example[:1], dtype=np.float32))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.onnx")
     try:
+        check_single_output(module, example_t)
         exporter(module, tmp, example_t, settings, flavor)
         inputs, outputs = finalize_onnx(tmp)
         os.replace(tmp, path)

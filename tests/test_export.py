@@ -63,3 +63,23 @@ def test_torch_outputs_batches(digits) -> None:
     with torch.no_grad():
         ref = model(torch.from_numpy(digits.x_test)).numpy()
     np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+class _TwoHeads(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16), torch.nn.ReLU())
+        self.a, self.b = torch.nn.Linear(16, 10), torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = self.body(x)
+        return self.a(f), self.b(f)
+
+
+def test_multi_output_model_is_a_clear_error_before_anything_is_written(tmp_path: Path, digits) -> None:
+    # a tuple of outputs used to export (second output unnamed) and then crash in the parity step
+    art = Artifact("torch", _TwoHeads().eval())
+    with pytest.raises(ExportError, match="tuple of 2 outputs") as err:
+        export_onnx(art, tmp_path / "m.onnx", example=digits.x_test, parity_inputs=digits.x_test[:4])
+    assert "one tensor" in err.value.hint
+    assert not list(tmp_path.iterdir())

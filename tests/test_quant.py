@@ -165,3 +165,36 @@ def test_shipped_profiles_load():
         assert q.name == "quantize"
         assert (q.config.mode == "ptq") == (name == "int8-ptq")
     assert load_profile("w4a8-kd").passes[-1].config.weight_bits == 4
+
+
+def test_multi_output_model_is_a_pass_error(digits):
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.a, self.b = nn.Conv2d(1, 4, 3), nn.Linear(144, 10), nn.Linear(144, 2)
+
+        def forward(self, x):
+            f = torch.flatten(torch.relu(self.conv(x)), 1)
+            return {"cls": self.a(f), "box": self.b(f)}
+
+    with pytest.raises(PassError, match="dict with keys cls, box") as err:
+        quantize(_art(TwoHeads()), QuantizeConfig(check_int8=False), _ctx(digits))
+    assert err.value.where == "quantize" and "forward() returns one tensor" in err.value.hint
+
+
+def test_op_brevitas_cannot_run_names_the_node_and_suggests_layerwise(digits):
+    class Chunky(nn.Module):  # ShuffleNet's channel split: chunk on a QuantTensor
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu, self.fc = nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Linear(144, 10)
+
+        def forward(self, x):
+            a, b = self.relu(self.conv(x)).chunk(2, dim=1)
+            return self.fc(torch.flatten(a + b, 1))
+
+    cfg = dict(check_int8=False, calibration_samples=32, eval_samples=16, sensitivity="off")
+    with pytest.raises(PassError, match="does not run.*chunk") as err:
+        quantize(_art(Chunky()), QuantizeConfig(**cfg), _ctx(digits))
+    assert "chunk" in err.value.where and 'quantizer = "layerwise"' in err.value.hint
+    out = quantize(_art(Chunky()), QuantizeConfig(quantizer="layerwise", **cfg), _ctx(digits))  # the hint works
+    assert out.meta["quantized"]["scheme"] == "W8A8"

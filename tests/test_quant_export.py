@@ -159,3 +159,36 @@ def test_weight_dq_params_are_private_and_run_int8_in_openvino(digits, tmp_path)
     compute = [p for t, p in layers if t in ("Convolution", "FullyConnected", "MatMul")]
     assert len(compute) == 4 and set(compute) <= {"i8", "u8"}, layers
     assert compare_outputs(outputs(model, x), compiled(x)[0]).top1_agreement >= 0.95
+
+
+class _CatReluSigned(torch.nn.Module):
+    """A ReLU branch concatenated with a signed float one: brevitas gives the ReLU a signed (zero point 128) quantizer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU()
+        self.conv2 = torch.nn.Conv2d(9, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.cat([self.relu(self.conv(x)), torch.tanh(x)], 1)  # tanh: a float branch, signed
+        y = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.conv2(y)), 1)
+        return self.fc(torch.flatten(y, 1))
+
+
+def test_relu_before_a_signed_quantizer_still_runs_int8_on_ort(tmp_path):
+    # ORT folds Relu into a Q only at zero point 0: Conv -> Relu -> Q(zp 128) used to keep the Conv in float
+    from edgekd.quant.int8 import int8_mac_report
+
+    torch.manual_seed(0)
+    model = quantize_model(_CatReluSigned().eval(), QuantRecipe())
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8), dtype=np.float32)  # signed input
+    calibrate(model, x, samples=64)
+    path, m = _export(model, x, tmp_path, "ort")
+    assert sum(n.op_type == "Relu" for n in m.graph.node if any("_edgekd_dq" in i for i in n.input)) == 1
+    report = int8_mac_report(path)
+    assert report["int8_mac_fraction"] == 1.0, report["float_layers"]
+    ov_path, _ = _export(model, x, tmp_path, "openvino")  # no rewrite there: the same values, node for node
+    assert np.array_equal(onnx_outputs(path, x), onnx_outputs(ov_path, x))
+    parity = compare_outputs(outputs(model, x), onnx_outputs(path, x))  # tanh runs in float: a step or two
+    assert parity.top1_agreement == 1.0 and parity.max_abs_error < 0.02

@@ -25,6 +25,7 @@ from torch import nn
 
 from edgekd.artifact import Artifact
 from edgekd.errors import PassError
+from edgekd.export import check_single_output
 from edgekd.passes import PassContext, register_pass
 from edgekd.passes.sparsity import execution_order
 from edgekd.progress import log
@@ -128,6 +129,7 @@ def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassCon
                         hint="pass --data")
     model = copy.deepcopy(artifact.payload)
     example = torch.from_numpy(np.ascontiguousarray(ctx.data.x_train[:1], dtype=np.float32))
+    check_single_output(model, example, error=PassError, where="prune_channels")
     order = execution_order(model, example)
     modules = dict(model.named_modules())
     ignored_names = [n for n in order if any(fnmatch.fnmatchcase(n, pat) for pat in config.ignore)]

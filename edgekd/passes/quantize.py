@@ -25,6 +25,7 @@ from torch import nn
 import edgekd.quant.onnx_export  # noqa: F401  (registers the "brevitas-qdq" exporter)
 from edgekd.artifact import Artifact
 from edgekd.errors import PassError
+from edgekd.export import check_single_output
 from edgekd.passes import PassContext, register_pass
 from edgekd.train import FinetuneConfig
 
@@ -204,6 +205,49 @@ def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> 
             "ort_optimized_ops": macs["optimized_ops"], "parity_vs_brevitas": parity.to_dict()}
 
 
+def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
+    """The FX node of a graph-mode brevitas model whose forward raises (None when not found)."""
+    from brevitas.backport.fx.graph_module import GraphModule
+    from brevitas.backport.fx.interpreter import Interpreter
+
+    if not isinstance(model, GraphModule):
+        return None
+    failed: list[str] = []
+
+    class Finder(Interpreter):
+        def run_node(self, n: Any) -> Any:
+            try:
+                return super().run_node(n)
+            except Exception:
+                if not failed:
+                    target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
+                    failed.append(f"{n.name} ({n.op} {target})")
+                raise
+
+    try:
+        with torch.no_grad():
+            Finder(model).run(example)
+    except Exception:
+        pass
+    return failed[0] if failed else None
+
+
+def _check_runs(model: nn.Module, example: torch.Tensor, mode: str) -> None:
+    """One forward of the fake-quant model (QuantTensors flowing): an op brevitas's QuantTensor does not
+    support (e.g. ``chunk`` in ShuffleNet) is a PassError naming the node, not a traceback mid-calibration."""
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except Exception as exc:
+        node = _failing_node(model, example) if mode == "graph" else None
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PassError(f"the {mode}-mode brevitas model does not run: {type(exc).__name__}: {first}",
+                        where=f"quantize node {node}" if node else "quantize",
+                        hint='set quantizer = "layerwise" in the quantize pass (only Conv/Linear layers get '
+                             'quantized, every other op sees float tensors)' if mode == "graph" else
+                             "exclude the layer named above (exclude = [...]) or report the model") from exc
+
+
 @register_pass("quantize", QuantizeConfig, target_dependent=True)
 def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Artifact:
     """brevitas PTQ / KD-QAT (W8A8, W4A8) with calibration, bias correction and sensitivity analysis."""
@@ -218,15 +262,18 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         raise PassError("the model is already quantized", where="quantize", hint="use one quantize pass per profile")
     float_model: nn.Module = artifact.payload
     float_model.eval()
+    x_cal, x_eval, y_eval = _splits(ctx, config)
+    check_single_output(float_model, torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32)),
+                        error=PassError, where="quantize")
     recipe, why = _recipe(config, ctx)
     label = recipe.describe()
     left_float = check_layers(float_model, config.exclude, config.unsupported)
     exclude = (*config.exclude, *left_float)
-    x_cal, x_eval, y_eval = _splits(ctx, config)
     torch.manual_seed(ctx.seed)
 
     def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
         model = quantize_model(float_model, recipe, mode=config.quantizer, exclude=(*exclude, *extra_float))
+        _check_runs(model, torch.from_numpy(np.ascontiguousarray(x_cal[:2], dtype=np.float32)), config.quantizer)
         calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
         if config.bias_correction:
             correct_bias(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)

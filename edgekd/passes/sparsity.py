@@ -43,6 +43,7 @@ from torch import nn
 
 from edgekd.artifact import Artifact
 from edgekd.errors import PassError
+from edgekd.export import check_single_output
 from edgekd.nm import NMCheck, check_nm, ineligible_reason, nm_mask
 from edgekd.passes import PassContext, register_pass
 from edgekd.progress import log
@@ -323,7 +324,10 @@ def sparsify(artifact: Artifact, config: SparsifyConfig, ctx: PassContext) -> Ar
         raise PassError("sparsify must run before quantize", where="sparsify",
                         hint="order the passes: prune_channels, sparsify, quantize (masks carry into QAT)")
     module = copy.deepcopy(artifact.payload)
-    layers, skipped = select_layers(module, config, _example(ctx))
+    example = _example(ctx)
+    if example is not None:
+        check_single_output(module, example, error=PassError, where="sparsify")
+    layers, skipped = select_layers(module, config, example)
     if not layers:
         raise PassError(f"no layer can be sparsified {config.n}:{config.m}; skipped: "
                         + "; ".join(f"{k}: {v}" for k, v in skipped.items()), where="sparsify",

@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from edgekd.config import ExportSettings
@@ -72,6 +73,54 @@ def _unshare_weight_dq_params(model: Any) -> int:
     return copies
 
 
+def _quantize_before_relu(model: Any) -> int:
+    """ORT flavor: ``Conv/Gemm -> Relu -> QuantizeLinear`` with a zero point above the type minimum (a
+    signed quantizer stored as uint8, e.g. a ReLU branch concatenated with a signed one, or symmetric
+    activations) keeps the Conv in float: ONNX Runtime folds a Relu into a Q only when the zero point is
+    the type minimum. Insert the same Q/DQ between the Conv and the Relu. Exact: rounding is monotone
+    and 0 maps to the zero point, so Q(relu(y)) == max(Q(y), zp) == Q(relu(DQ(Q(y)))).
+    Returns how many Relus were rewritten."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name for i in graph.initializer}
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    graph_outputs = {o.name for o in graph.output}
+    rewritten = 0
+    for relu in [n for n in graph.node if n.op_type == "Relu"]:
+        src = producers.get(relu.input[0])
+        users = consumers.get(relu.output[0], [])
+        if (src is None or src.op_type not in ("Conv", "Gemm") or len(consumers.get(relu.input[0], [])) != 1
+                or relu.input[0] in graph_outputs or relu.output[0] in graph_outputs or not users
+                or any(u.op_type != "QuantizeLinear" or len(u.input) < 3 for u in users)):
+            continue
+        q = users[0]
+        scale, zp = q.input[1], q.input[2]
+        if scale not in inits or zp not in inits:
+            continue
+        if any(not (np.array_equal(values[u.input[1]], values[scale]) and np.array_equal(values[u.input[2]], values[zp])
+                    and values[u.input[2]].dtype == values[zp].dtype) for u in users):
+            continue
+        zp_value = values[zp]
+        if zp_value.size != 1 or int(zp_value.reshape(())) == int(np.iinfo(zp_value.dtype).min):
+            continue  # ORT already folds this Relu into the Q
+        name = relu.name or relu.output[0]
+        q_out, dq_out = f"{name}_edgekd_q", f"{name}_edgekd_dq"
+        new_q = helper.make_node("QuantizeLinear", [relu.input[0], scale, zp], [q_out], name=f"{name}_edgekd_Q")
+        new_dq = helper.make_node("DequantizeLinear", [q_out, scale, zp], [dq_out], name=f"{name}_edgekd_DQ")
+        idx = list(graph.node).index(relu)
+        graph.node.insert(idx, new_dq)
+        graph.node.insert(idx, new_q)
+        relu.input[0] = dq_out
+        rewritten += 1
+    return rewritten
+
+
 def _drop_output_qdq(model: Any) -> int:
     """TensorRT flavor: no Q/DQ on a weighted op's output that only feeds the graph output
     (TensorRT's guidance: do not quantize weighted-op outputs; the logits stay float)."""
@@ -105,6 +154,8 @@ def postprocess(path: Path, flavor: str) -> None:
     model = onnx.load(str(path))
     _remove_identities(model)
     _unshare_weight_dq_params(model)
+    if flavor == "ort":
+        _quantize_before_relu(model)
     if flavor == "tensorrt":
         _drop_output_qdq(model)
     meta = {p.key: p.value for p in model.metadata_props}
