@@ -285,3 +285,35 @@ def test_int4_weights_from_ort(models: dict, tmp_path: Path) -> None:
     assert any(i.data_type == onnx.TensorProto.INT4 for i in onnx.load(str(dst)).graph.initializer)
     result = HLSBackend().build(dst, _target(), tmp_path / "out", inputs=data.x_test[:64])
     assert result.details["agreement"]["ok"], result.details["agreement"]
+
+
+@pytest.mark.parametrize("bias", ["int32", "float"])
+def test_float_graph_output_adds_the_bias_once(bias: str, models: dict, tmp_path: Path) -> None:
+    """NNCF (and OpenVINO-style QDQ) leave the last Gemm's output in float, often with a float bias:
+    DQ(x), DQ(w), bias -> Gemm -> logits. The bias was added twice (in the accumulator and after it)."""
+    import onnx
+    from onnx import numpy_helper
+
+    path, data = models["mlp"]
+    model = onnx.load(str(path))
+    g = model.graph
+    out = g.output[0].name
+    dq = next(n for n in g.node if n.output[0] == out)
+    q = next(n for n in g.node if n.output[0] == dq.input[0])
+    gemm = next(n for n in g.node if n.output[0] == q.input[0])
+    assert (dq.op_type, q.op_type, gemm.op_type) == ("DequantizeLinear", "QuantizeLinear", "Gemm")
+    g.node.remove(dq)
+    g.node.remove(q)
+    gemm.output[0] = out
+    if bias == "float":
+        consts = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        bdq = next(n for n in g.node if n.output[0] == gemm.input[2])
+        value = consts[bdq.input[0]].astype(np.float32) * consts[bdq.input[1]].astype(np.float32)
+        g.initializer.append(numpy_helper.from_array(value, "fc_float_bias"))
+        gemm.input[2] = "fc_float_bias"
+        g.node.remove(bdq)
+    dst = tmp_path / "float_out.onnx"
+    onnx.save(model, str(dst))
+    result = HLSBackend().build(dst, _target(), tmp_path / "out", inputs=data.x_test[:64])
+    agreement = result.details["agreement"]
+    assert agreement["ok"] and agreement["max_lsb"] <= 1, agreement

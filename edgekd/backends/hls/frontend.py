@@ -458,6 +458,8 @@ class _Frontend:
                     raise BuildError("a Relu/Clip before a float graph output is not supported", where=f"{self.where} {p.node}",
                                      hint="quantize the output (QuantizeLinear/DequantizeLinear) after the activation")
                 requant, out_scale, out_bias = None, acc_scale, bias[1]
+                if out_bias is not None:  # the float bias is added after dequantization, not in the accumulator too
+                    bias = (np.zeros(n_out, np.int32), out_bias)
             else:
                 requant, out_scale, out_bias = ir.Requant.from_scale(acc_scale / sy, z, lo, hi), None, None
             if p.op == "conv":
