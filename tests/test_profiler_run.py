@@ -143,3 +143,25 @@ def test_profile_unreadable_artifacts_are_short_errors(tmp_path: Path, capsys: p
     assert main(["profile", str(tmp_path / "model.xml"), "--target", "openvino-cpu", "--out", str(tmp_path / "o2"),
                  *common]) == 2
     assert "weights file model.bin is missing" in capsys.readouterr().err
+
+
+def test_precision_auto_on_models_it_cannot_probe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Seeded float probes cannot feed token ids, two inputs or a dynamic H/W: a clear error, not an ORT traceback."""
+    pytest.importorskip("openvino")
+    import torch
+    from torch import nn
+
+    from edgekd.cli import main
+
+    ids = tmp_path / "ids.onnx"
+    torch.onnx.export(nn.Embedding(10, 4).eval(), (torch.zeros(1, 3, dtype=torch.long),), str(ids), dynamo=False,
+                      input_names=["input_ids"], output_names=["out"], opset_version=17)
+    dyn = tmp_path / "dyn.onnx"
+    torch.onnx.export(nn.Conv2d(1, 2, 3).eval(), (torch.randn(1, 1, 8, 8),), str(dyn), dynamo=False,
+                      input_names=["input"], output_names=["out"], opset_version=17,
+                      dynamic_axes={"input": {0: "N", 2: "H", 3: "W"}})
+    common = ["--target", "openvino-cpu", "--precision", "auto", "--iterations", "3", "--no-plots", "-q"]
+    assert main(["profile", str(ids), "--out", str(tmp_path / "a"), *common]) == 2
+    assert "input 'input_ids' is int64" in capsys.readouterr().err
+    assert main(["profile", str(dyn), "--out", str(tmp_path / "b"), *common]) == 2
+    assert "--shape input=1x" in capsys.readouterr().err

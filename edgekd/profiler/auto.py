@@ -183,7 +183,7 @@ def auto_precision(artifact: str | Path, target_spec: str | Target, out_dir: Pat
         qdq = _has_qdq(onnx)
         stem = onnx.stem.replace("model.", "").replace("model", "") or "model"
         if not labelled and probe_x is None:
-            shape = _input_shape(onnx)
+            shape = _input_shape(onnx, opts.shapes)
             probe_x = np.random.default_rng(0).standard_normal((64, *shape[1:])).astype(np.float32)
         reference = None if labelled else _reference_outputs(src.onnx[0], probe_x).argmax(1)
         for prec in floats:
@@ -219,12 +219,34 @@ def auto_precision(artifact: str | Path, target_spec: str | Target, out_dir: Pat
     return AutoResult(src.target.name, metric, budget, results, winner, reason)
 
 
-def _input_shape(onnx: Path) -> list[int]:
+def _input_shape(onnx: Path, shapes: dict[str, tuple[int, ...]] | None = None) -> list[int]:
+    """Shape of the seeded probe inputs that accuracy is compared on: one float input, every
+    dimension but the batch known (from the model or --shape)."""
     import onnx as onnx_lib
+    from onnx import TensorProto
 
     model = onnx_lib.load(str(onnx), load_external_data=False)
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    return [d.dim_value if d.dim_value > 0 else 1 for d in dims]
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [vi for vi in model.graph.input if vi.name not in inits]
+    hint = ("profile a bundle (its eval.npz/golden.npz give real inputs), or measure latency without "
+            "--precision auto")
+    if len(inputs) != 1:
+        raise ConfigError(f"precision auto compares top-1 agreement on seeded inputs and needs a model with one "
+                          f"input; this one has {len(inputs)}: {', '.join(vi.name for vi in inputs)}",
+                          where=str(onnx), hint=hint)
+    t = inputs[0].type.tensor_type
+    if t.elem_type not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.BFLOAT16):
+        raise ConfigError(f"precision auto compares top-1 agreement on seeded float inputs; input {inputs[0].name!r} "
+                          f"is {TensorProto.DataType.Name(t.elem_type).lower()}", where=str(onnx), hint=hint)
+    dims = [d.dim_value if d.dim_value > 0 else None for d in t.shape.dim]
+    given = (shapes or {}).get(inputs[0].name)
+    if given is not None and len(given) == len(dims):
+        dims = [dims[0], *given[1:]]
+    if any(d is None for d in dims[1:]):
+        raise ConfigError(f"input {inputs[0].name!r} has dynamic dimensions besides the batch "
+                          f"({'x'.join(str(d) if d else '?' for d in dims)})", where=str(onnx),
+                          hint=f"give its shape: --shape {inputs[0].name}=1x..., or {hint}")
+    return [d or 1 for d in dims]
 
 
 def choose(results: list[CandidateResult], budget: float | None) -> tuple[str | None, str]:
