@@ -52,11 +52,12 @@ class QuantInfo:
     storage: str = "integer initializer"  # or "float, quantized at run time", "integer (QOperator)"
     clip: tuple[float, float] | None = None
     value_bits: int | None = None  # signed bits the stored integers (minus zero point) really use
+    block_size: int | None = None  # opset 21 blocked quantization: one scale per block_size elements along axis
 
 
     def short(self) -> str:
         text = f"{'u' if self.dtype.startswith('u') else 's'}{self.bits}"
-        text += " per-ch" if self.per_channel else " per-t"
+        text += f" blk{self.block_size}" if self.block_size else (" per-ch" if self.per_channel else " per-t")
         text += "" if self.symmetric else " asym"
         if self.storage.startswith("float"):
             text += " (rt)"
@@ -67,7 +68,7 @@ class QuantInfo:
     def to_dict(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "bits": self.bits, "per_channel": self.per_channel, "axis": self.axis,
                 "symmetric": self.symmetric, "storage": self.storage, "value_bits": self.value_bits,
-                "clip": list(self.clip) if self.clip else None}
+                "clip": list(self.clip) if self.clip else None, "block_size": self.block_size}
 
 
 @dataclass
@@ -210,7 +211,11 @@ def _value_bits(q: np.ndarray) -> int:
     return bits
 
 
-def _broadcast(param: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+def _broadcast(param: np.ndarray, axis: int, ndim: int, block: int = 0, length: int = 0) -> np.ndarray:
+    """A scale/zero point shaped to broadcast against the tensor: scalar, per-channel along ``axis``,
+    or (opset 21 ``block_size``) one value per ``block`` elements along ``axis`` (``length`` of them)."""
+    if block and param.ndim == ndim:
+        return np.repeat(param, block, axis=axis % ndim).take(range(length), axis=axis % ndim)
     if param.size <= 1:
         return param.reshape(())
     shape = [1] * ndim
@@ -265,6 +270,8 @@ class _Resolver:
                                   _clip_bits(float(lo), float(hi))), clip=(float(lo), float(hi)))
             return clipped, quant
         axis = int(_attr(node, "axis", 1))
+        block = int(_attr(node, "block_size", 0) or 0)
+        length = value.shape[axis % value.ndim] if block and value.ndim else 0
         scale = g.const.get(node.input[1]) if len(node.input) > 1 else None
         zp = g.const.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if scale is None:
@@ -273,8 +280,8 @@ class _Resolver:
             # float weights quantized on every call (brevitas' default export)
             out_dtype = zp.dtype if zp is not None else np.dtype(np.uint8)
             info = np.iinfo(out_dtype) if np.issubdtype(out_dtype, np.integer) else None
-            q = np.rint(value.astype(np.float64) / _broadcast(scale.astype(np.float64), axis, value.ndim))
-            q = q + (_broadcast(zp.astype(np.float64), axis, value.ndim) if zp is not None else 0.0)
+            q = np.rint(value.astype(np.float64) / _broadcast(scale.astype(np.float64), axis, value.ndim, block, length))
+            q = q + (_broadcast(zp.astype(np.float64), axis, value.ndim, block, length) if zp is not None else 0.0)
             if info is not None:
                 q = np.clip(q, info.min, info.max)
             return q.astype(out_dtype), QuantInfo(dtype=np.dtype(out_dtype).name, bits=_bits(np.dtype(out_dtype).name),
@@ -290,10 +297,11 @@ class _Resolver:
         quant.symmetric = zp is None or not np.any(zp.astype(np.int64))
         deq = value.astype(np.float64)
         if zp is not None:
-            deq = deq - _broadcast(zp.astype(np.float64), axis, value.ndim)
+            deq = deq - _broadcast(zp.astype(np.float64), axis, value.ndim, block, length)
         if np.issubdtype(value.dtype, np.integer):
             quant.value_bits = _value_bits(deq)
-        return (deq * _broadcast(scale.astype(np.float64), axis, value.ndim)).astype(np.float32), quant
+        quant.block_size = block or None
+        return (deq * _broadcast(scale.astype(np.float64), axis, value.ndim, block, length)).astype(np.float32), quant
 
     def _clip_bounds(self, node: Any) -> tuple[Any, Any]:
         g = self.g

@@ -238,6 +238,13 @@ def _check_qdq(g: _Graph, report: LintReport) -> None:
             continue
         if scale.size <= 1:
             continue
+        block = int(g.attr(node, "block_size", 0) or 0)
+        if block and g.is_weight(node.input[0]):
+            # opset-21 blocked scales (one per `block` input channels): TensorRT 10 takes them for weight-only
+            # INT4 Gemm/MatMul weights; the per-channel axis rule below does not apply to them
+            report.add("info", "qdq-block", f"{node.op_type} has blocked scales (block_size {block}); TensorRT "
+                       f"supports them for INT4 weight-only quantization of MatMul/Gemm weights: {label}", label)
+            continue
         if not g.is_weight(node.input[0]):
             report.add("error", "qdq-per-tensor-activation", f"{node.op_type} on an activation has "
                        f"{scale.size} scales (per-channel); TensorRT needs per-tensor activations: {label}", label)

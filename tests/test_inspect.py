@@ -258,3 +258,28 @@ def test_dynamic_height_width_makes_macs_unknown_not_tiny(tmp_path):
     assert info.totals()["macs_unknown_layers"] == 1
     assert any("dynamic dimensions besides the batch" in note for note in info.notes)
     assert "(+ 1 layer(s) unknown)" in format_table(info)
+
+
+def test_blocked_dequantize_linear(tmp_path):
+    """Opset 21 DequantizeLinear with block_size (one scale per 4 rows of a MatMul weight) crashed with a
+    broadcast ValueError; the weight is now dequantized block-wise."""
+    from edgekd.inspect import _Graph, _Resolver
+
+    rng = np.random.default_rng(0)
+    w = rng.integers(-8, 8, (16, 8)).astype(np.int8)
+    scale = (rng.random((4, 8)) * 0.1 + 0.01).astype(np.float32)
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], axis=0, block_size=4, name="dq_block"),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+                              [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(scale, "w_s")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    path = tmp_path / "block.onnx"
+    onnx.save(model, str(path))
+    (layer,) = inspect_onnx(path).layers
+    assert layer.weight_quant.block_size == 4 and "blk4" in layer.weight_quant.short()
+    assert layer.macs == 16 * 8 and layer.zeros == int((w == 0).sum())
+    value, _ = _Resolver(_Graph(model)).resolve("w")
+    np.testing.assert_allclose(value, w * np.repeat(scale, 4, axis=0), rtol=1e-6)

@@ -200,6 +200,9 @@ class _Frontend:
         value = self.values.get(node.input[0])
         scale, zp, _ = self._qparams(node)
         axis = int(self.attrs(node).get("axis", 1))
+        if int(self.attrs(node).get("block_size", 0) or 0):
+            raise self.err(node, f"blocked quantization (block_size {self.attrs(node)['block_size']}) is not supported",
+                           hint="quantize weights per output channel or per tensor")
         if isinstance(value, _Const):
             q = value.value
             if q.dtype.name in ("int4", "uint4"):  # opset 21 packed 4-bit weights (ml_dtypes): widen, same values
