@@ -317,3 +317,11 @@ def test_float_graph_output_adds_the_bias_once(bias: str, models: dict, tmp_path
     result = HLSBackend().build(dst, _target(), tmp_path / "out", inputs=data.x_test[:64])
     agreement = result.details["agreement"]
     assert agreement["ok"] and agreement["max_lsb"] <= 1, agreement
+
+
+def test_wrong_golden_shape_fails_before_writing(models: dict, tmp_path: Path) -> None:
+    path, _ = models["mlp"]
+    out = tmp_path / "never"
+    with pytest.raises(Exception, match="golden inputs have shape"):
+        HLSBackend().build(path, _target(), out, inputs=np.zeros((2, 1, 4, 4), np.float32))
+    assert not out.exists()

@@ -178,6 +178,10 @@ class HLSBackend:
             if golden.is_file():
                 with np.load(golden) as data:
                     inputs = data["input"]
+        if inputs is not None and tuple(np.shape(inputs)[1:]) != tuple(graph.input_float_shape):
+            raise BuildError(f"golden inputs have shape {list(np.shape(inputs)[1:])}, the model wants "
+                             f"{list(graph.input_float_shape)}", where=str(out_dir),
+                             hint="pass inputs of the model's shape (batch first), or remove the stale golden.npz")
         out_dir.mkdir(parents=True, exist_ok=True)
         settings = CodegenSettings(options.part, options.clock_period_ns, options.io_type, options.accum_bits, options.requant)
         files = write_project(graph, settings, out_dir)
