@@ -516,6 +516,15 @@ def read_onnx(path: str | Path, *, error: type[EdgekdError] = EdgekdError, what:
     return model
 
 
+def _weighted_in_subgraphs(graph: Any) -> int:
+    count = 0
+    for node in graph.node:
+        for a in node.attribute:
+            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                count += sum(n.op_type in _WEIGHTED for n in sub.node) + _weighted_in_subgraphs(sub)
+    return count
+
+
 def _uses_external_data(path: str) -> bool:
     """The graph itself parses and some initializer lives in an external file."""
     import onnx
@@ -555,6 +564,9 @@ def inspect_onnx(path: str | Path, *, n: int = 2, m: int = 4) -> ModelInfo:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     producer = f"{model.producer_name} {model.producer_version}".strip()
     histogram = dict(Counter(node.op_type for node in model.graph.node).most_common())
+    nested = _weighted_in_subgraphs(model.graph)
+    if nested:
+        notes.append(f"{nested} weighted op(s) inside If/Loop/Scan subgraphs are not inspected")
     dynamic = [la.name for la in layers if la.macs is None and la.shape is not None]
     dyn_inputs = [f"{vi.name} {[d.dim_param or d.dim_value or '?' for d in vi.type.tensor_type.shape.dim]}"
                   for vi in model.graph.input if vi.name not in g.const

@@ -283,3 +283,18 @@ def test_blocked_dequantize_linear(tmp_path):
     assert layer.macs == 16 * 8 and layer.zeros == int((w == 0).sum())
     value, _ = _Resolver(_Graph(model)).resolve("w")
     np.testing.assert_allclose(value, w * np.repeat(scale, 4, axis=0), rtol=1e-6)
+
+
+def test_weighted_ops_in_subgraphs_are_noted(tmp_path):
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    then_g = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["t"])], "then", [],
+                               [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 4])])
+    else_g = helper.make_graph([helper.make_node("Identity", ["x"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", TensorProto.FLOAT, [1, 4])])
+    graph = helper.make_graph([helper.make_node("If", ["c"], ["y"], then_branch=then_g, else_branch=else_g)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                               helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "if.onnx"))
+    info = inspect_onnx(tmp_path / "if.onnx")
+    assert not info.layers and any("1 weighted op(s) inside If/Loop/Scan" in n for n in info.notes)
