@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import __version__
-from edgekd.bundle import MANIFEST, dump_json, read_manifest, verify_bundle
+from edgekd.bundle import MANIFEST, check_replaceable, dump_json, read_manifest, recover_leftovers, verify_bundle
 from edgekd.config import resolve_file
 from edgekd.errors import ConfigError, SourceError
 from edgekd.progress import log
@@ -266,17 +266,26 @@ def _same_bundle(a: Path, b: Path) -> bool:
 
 def _copy_bundle(src: Path, dest: Path) -> None:
     """Copy into a sibling folder, then swap it into place: ``dest`` is never half-written."""
+    dest = Path(os.path.abspath(dest))
     dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.exists() and not (dest / MANIFEST).exists() and any(dest.iterdir()):
-        raise ConfigError("refusing to replace a non-empty folder that is not an edgekd bundle", where=str(dest),
-                          hint="change `out` in edgekd.toml or empty the folder")
+    recover_leftovers(dest)
+    check_replaceable(dest, flag="`out` in edgekd.toml")
     staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     old = dest.parent / f".{dest.name}.old-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(src, staging)
+    try:
+        shutil.copytree(src, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     if dest.exists():
         os.replace(dest, old)
-    os.replace(staging, dest)
+    try:
+        os.replace(staging, dest)
+    except OSError:
+        if old.exists() and not dest.exists():
+            os.replace(old, dest)
+        raise
     shutil.rmtree(old, ignore_errors=True)
 
 

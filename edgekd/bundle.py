@@ -51,31 +51,109 @@ def dump_json(data: Any, path: Path) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def check_replaceable(out: Path, *, flag: str = "--out") -> None:
+    """Raise unless ``out`` may be replaced by a bundle: missing, empty, or an edgekd bundle holding only its
+    own files. A folder with anything else in it (a web app's manifest.json, notes next to a bundle) is the
+    user's: it is never deleted."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    hint = f"choose another {flag}, or move the files out of it"
+    if out.is_symlink() or not out.is_dir():
+        raise EdgekdError(f"{flag} is a {'link' if out.is_symlink() else 'file'}, not a folder", where=str(out),
+                          hint=f"choose another {flag}")
+    cwd = Path.cwd().resolve()
+    if cwd == out.resolve() or out.resolve() in cwd.parents:
+        raise EdgekdError(f"{flag} is the current folder (or holds it); a bundle folder is replaced as a whole",
+                          where=str(out), hint=f"run from another folder or choose another {flag}")
+    if not any(out.iterdir()):
+        return
+    if not (out / MANIFEST).is_file():
+        raise EdgekdError("refusing to replace a non-empty folder that is not an edgekd bundle", where=str(out),
+                          hint=f"choose another {flag} or empty it")
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        manifest = None
+    if not isinstance(manifest, dict) or not str(manifest.get("schema", "")).startswith("edgekd.manifest/"):
+        raise EdgekdError("refusing to replace a folder whose manifest.json is not an edgekd manifest",
+                          where=str(out), hint=hint)
+    listed = manifest.get("files") or {}
+    # files a device adds inside a target's folder (a TensorRT engine built by build_engine.sh) are the bundle's
+    target_dirs = tuple(f"{t.get('dir', name)}/" for name, t in (manifest.get("targets") or {}).items()
+                        if isinstance(t, dict))
+    foreign = [rel for rel in hashed_files(out) if rel not in listed and not rel.startswith(target_dirs)]
+    if foreign:
+        raise EdgekdError(f"refusing to replace this bundle: it also holds files that are not part of it "
+                          f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''})", where=str(out), hint=hint)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def recover_leftovers(out: Path) -> None:
+    """Clean up after a writer that was killed (SIGKILL, power loss): its staging folder is removed, and a
+    previous bundle it had moved aside but not yet replaced is put back."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        return
+    for kind in ("partial", "old"):
+        for path in out.parent.glob(f".{out.name}.{kind}-*"):
+            pid = path.name.rpartition("-")[2]
+            if not pid.isdigit() or (_pid_alive(int(pid)) and int(pid) != os.getpid()):
+                continue
+            if kind == "old" and not out.exists() and (path / MANIFEST).is_file():
+                os.replace(path, out)  # killed between its two renames: the previous bundle comes back
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+
+
 class BundleWriter:
     """``with BundleWriter(out) as staging: ...; writer.finish(manifest)`` -- atomic rename at the end."""
 
     def __init__(self, out: Path) -> None:
-        self.out = Path(out)
+        self.out = Path(os.path.abspath(out))
         self.staging = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         self._done = False
 
     def __enter__(self) -> BundleWriter:
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        if self.out.exists() and not (self.out / MANIFEST).exists() and any(self.out.iterdir()):
-            raise EdgekdError("refusing to replace a non-empty folder that is not an edgekd bundle",
-                              where=str(self.out), hint="choose another --out or empty it")
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgekdError(f"cannot create the output's parent folder: {exc.strerror or exc}",
+                              where=str(self.out.parent), hint="choose another --out") from None
+        recover_leftovers(self.out)
+        check_replaceable(self.out)
         shutil.rmtree(self.staging, ignore_errors=True)
-        self.staging.mkdir()
+        try:
+            self.staging.mkdir()
+        except OSError as exc:
+            raise EdgekdError(f"cannot write next to the output folder: {exc.strerror or exc}",
+                              where=str(self.staging), hint="the bundle is written into a sibling folder and "
+                              "renamed into place: the parent folder must be writable") from None
         return self
 
     def finish(self, manifest: dict[str, Any]) -> Path:
         """Checksum everything, write the manifest last, then swap the folder into place."""
         manifest = {**manifest, "schema": SCHEMA, "files": hashed_files(self.staging)}
         dump_json(manifest, self.staging / MANIFEST)
+        check_replaceable(self.out)  # again: the folder may have changed during a long run
         old = self.out.parent / f".{self.out.name}.old-{os.getpid()}"
         if self.out.exists():
             os.replace(self.out, old)
-        os.replace(self.staging, self.out)
+        try:
+            os.replace(self.staging, self.out)
+        except OSError:
+            if old.exists() and not self.out.exists():
+                os.replace(old, self.out)  # put the previous bundle back
+            raise
         shutil.rmtree(old, ignore_errors=True)
         self._done = True
         return self.out

@@ -151,7 +151,7 @@ def available(kind: str) -> dict[str, Path]:
 def resolve_file(kind: str, name_or_path: str | os.PathLike[str]) -> Path:
     text = str(name_or_path)
     path = Path(text)
-    if text.endswith(".toml") or os.sep in text or path.exists():
+    if text.endswith(".toml") or os.sep in text or "/" in text or path.is_file():
         if not path.is_file():
             raise ConfigError(f"{kind[:-1]} file not found", where=text, hint=f"check the path, or use a name from `edgekd list {kind}`")
         return path

@@ -121,3 +121,63 @@ def test_fpga_target_needs_a_quantized_profile(tmp_path: Path) -> None:
         compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["fpga-zcu104"],
                  out=tmp_path / "x", options=FAST)
     assert not (tmp_path / "x").exists()
+
+
+def test_never_replaces_user_files(bundle, tmp_path: Path) -> None:
+    import shutil
+
+    from edgekd.bundle import BundleWriter
+
+    webapp = tmp_path / "webapp"  # a folder that has a manifest.json of its own
+    webapp.mkdir()
+    (webapp / "manifest.json").write_text('{"name": "my pwa"}')
+    (webapp / "index.html").write_text("<html>")
+    with pytest.raises(EdgekdError, match="manifest.json is not an edgekd manifest"):
+        BundleWriter(webapp).__enter__()
+    assert (webapp / "index.html").exists()
+
+    out, _ = bundle
+    copy = tmp_path / "bundle"
+    shutil.copytree(out, copy)
+    (copy / "notes.txt").write_text("mine")
+    with pytest.raises(EdgekdError, match=r"holds files that are not part of it \(notes.txt\)"):
+        BundleWriter(copy).__enter__()
+    (copy / "notes.txt").unlink()
+    (copy / "cpu" / "model.engine").write_bytes(b"built on the device")  # inside a target folder: replaceable
+    with BundleWriter(copy) as writer:
+        (writer.staging / "model.onnx").write_bytes(b"new")
+        writer.finish({})
+    assert (copy / "model.onnx").read_bytes() == b"new"
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(EdgekdError, match="is a file, not a folder"):
+        BundleWriter(a_file).__enter__()
+
+
+def test_out_is_current_folder(bundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekd.bundle import BundleWriter
+
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "b")
+    with pytest.raises(EdgekdError, match="is the current folder"):
+        BundleWriter(Path(".")).__enter__()
+
+
+def test_killed_writer_leftovers_are_recovered(bundle, tmp_path: Path) -> None:
+    """A SIGKILLed run leaves .OUT.partial-PID (and, between its two renames, .OUT.old-PID)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from edgekd.bundle import BundleWriter
+
+    out, _ = bundle
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process id that no longer runs
+    (tmp_path / f".b.partial-{pid}").mkdir()
+    shutil.copytree(out, tmp_path / f".b.old-{pid}")  # killed after moving the previous bundle aside
+    with pytest.raises(RuntimeError), BundleWriter(tmp_path / "b"):
+        raise RuntimeError("this run fails too")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # leftovers gone, previous bundle back
+    assert verify_bundle(tmp_path / "b") == []
