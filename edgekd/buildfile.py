@@ -113,7 +113,13 @@ def load_buildfile(path: str | Path = DEFAULT_FILE) -> BuildFile:
         raise ConfigError("'root' is not a build-file key (paths are relative to the file)", where=f"{path} root")
     if isinstance(data.get("targets"), str):
         data["targets"] = [data["targets"]]
-    return from_mapping(BuildFile, {**data, "root": str(path.parent.resolve())}, where=str(path))
+    bf = from_mapping(BuildFile, {**data, "root": str(path.parent.resolve())}, where=str(path))
+    out = Path(os.path.abspath(bf.root_path / bf.out))
+    if not bf.out.strip() or out == bf.root_path or out in bf.root_path.parents:
+        raise ConfigError(f"out = {bf.out!r} is the folder of {path.name} (or holds it); the bundle folder is "
+                          "replaced as a whole on every build", where=f"{path} out",
+                          hint='use a folder of its own, e.g. out = "build/model"')
+    return bf
 
 
 # ---------------------------------------------------------------- hashing

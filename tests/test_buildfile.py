@@ -15,7 +15,7 @@ import pytest
 
 from edgekd.buildfile import build, cache_key, load_buildfile
 from edgekd.bundle import verify_bundle
-from edgekd.errors import ConfigError, SourceError
+from edgekd.errors import ConfigError, EdgekdError, SourceError
 
 APP_TOML = """\
 model = "builtin:digits-student"
@@ -67,6 +67,10 @@ def test_buildfile_validation(tmp_path: Path) -> None:
     assert bf.targets == ("cpu",) and bf.cache.enabled is False and bf.root == str(tmp_path.resolve())
     with pytest.raises(ConfigError, match="build file not found"):
         load_buildfile(tmp_path / "nope.toml")
+    for out in (".", "", "..", "./"):  # the bundle folder is replaced whole: never the app's own folder
+        path.write_text(f'model = "builtin:digits-student"\ndata = "builtin:digits"\nout = "{out}"\n')
+        with pytest.raises(ConfigError, match="is the folder of edgekd.toml"):
+            load_buildfile(path)
 
 
 def test_cache_key_follows_inputs(app: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -138,6 +142,11 @@ def test_build_is_deterministic_and_cached(app: Path, capsys: pytest.CaptureFixt
     capsys.readouterr()
     assert main(["build", str(app / "edgekd.toml")]) == 0
     assert "cached:" in capsys.readouterr().out
+
+    (out / "notes.txt").write_text("mine")  # a cache hit never replaces a bundle holding the user's files
+    with pytest.raises(EdgekdError, match="not part of it"):
+        build(bf)
+    assert (out / "notes.txt").read_text() == "mine"
 
 
 def test_build_command_does_not_import_torch_on_a_hit(app: Path) -> None:
