@@ -165,6 +165,9 @@ class BundleWriter:
 
 def read_manifest(bundle: Path) -> dict[str, Any]:
     path = Path(bundle) / MANIFEST
+    if Path(bundle).is_file():
+        raise EdgekdError("is a file; a bundle is the folder that holds manifest.json", where=str(bundle),
+                          hint=f"pass {Path(bundle).parent}" if (Path(bundle).parent / MANIFEST).is_file() else None)
     if not path.is_file():
         raise EdgekdError("not an edgekd bundle (no manifest.json)", where=str(bundle),
                           hint="build one with `edgekd compress ... --out DIR`")

@@ -136,7 +136,19 @@ def _npz_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
     arrays = load_npz(path)
     for xk, yk in (("x", "y"), ("x_test", "y_test")):
         if xk in arrays and yk in arrays:
-            return arrays[xk].astype(np.float32, copy=False), arrays[yk].astype(np.int64, copy=False)
+            x, y = arrays[xk], arrays[yk]
+            if x.ndim < 2 or len(x) == 0:
+                raise EdgekdError(f"'{xk}' must hold at least one sample, shape (N, ...); got {list(x.shape)}",
+                                  where=str(path))
+            if y.shape != (len(x),):
+                raise EdgekdError(f"'{yk}' must have shape ({len(x)},) to match '{xk}', got {list(y.shape)}",
+                                  where=str(path), hint="one integer class id per sample")
+            if not np.issubdtype(x.dtype, np.number) or not (
+                    np.issubdtype(y.dtype, np.integer)
+                    or (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)))):
+                raise EdgekdError(f"'{yk}' must hold integer class ids (and '{xk}' numbers); got {y.dtype} / "
+                                  f"{x.dtype}", where=str(path))
+            return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
     raise EdgekdError(f"no x/y (or x_test/y_test) arrays in it; found {sorted(arrays)}", where=str(path),
                       hint="save with np.savez(path, x=inputs, y=labels)")
 
@@ -144,21 +156,33 @@ def _npz_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def read_baseline(path: Path, target: str, metric: str) -> tuple[float, dict[str, Any]]:
     """The baseline latency for ``metric``. Accepts a baseline written by ``edgekd check --save-baseline``,
     a bundle's report.json (``targets.<name>.latency``), or any JSON with ``latency`` / ``summary`` / the metric."""
+    hint = "create one with `edgekd check BUNDLE --save-baseline PATH` on the device"
     try:
         data = json.loads(Path(path).read_text())
     except FileNotFoundError:
-        raise EdgekdError("baseline file not found", where=str(path),
-                          hint="create one with `edgekd check BUNDLE --save-baseline PATH` on the device") from None
-    except json.JSONDecodeError as exc:
-        raise EdgekdError(f"baseline is not valid JSON: {exc}", where=str(path)) from None
+        raise EdgekdError("baseline file not found", where=str(path), hint=hint) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EdgekdError(f"baseline is not valid JSON: {exc}", where=str(path), hint=hint) from None
+    except OSError as exc:
+        raise EdgekdError(f"cannot read the baseline: {exc.strerror or exc}", where=str(path), hint=hint) from None
     candidates: list[Any] = []
     if isinstance(data, dict):
+        schema = str(data.get("schema") or "")
+        if schema.startswith("edgekd.hil-baseline/") and schema != BASELINE_SCHEMA:
+            raise EdgekdError(f"unsupported baseline schema {schema!r} (this edgekd reads {BASELINE_SCHEMA})",
+                              where=str(path), hint="save a new one with this edgekd: `edgekd check BUNDLE --save-baseline PATH`")
+        if schema == BASELINE_SCHEMA and data.get("target") not in (None, target):
+            raise EdgekdError(f"the baseline was measured for target {data['target']!r}, not {target!r}",
+                              where=str(path), hint="compare a target with its own baseline (one file per target)")
         if isinstance(data.get("targets"), dict) and target in data["targets"]:
             candidates.append((data["targets"][target] or {}).get("latency"))
         candidates += [data.get("latency"), data.get("summary"), data]
     for cand in candidates:
-        if isinstance(cand, dict) and isinstance(cand.get(metric), (int, float)):
-            return float(cand[metric]), data if isinstance(data, dict) else {}
+        value = cand.get(metric) if isinstance(cand, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not 0 < value < float("inf"):
+                raise EdgekdError(f"baseline {metric} is {value}; a latency must be > 0", where=str(path), hint=hint)
+            return float(value), data if isinstance(data, dict) else {}
     raise EdgekdError(f"no {metric} found for target {target!r} (looked at targets.{target}.latency, latency, summary, "
                       "top level)", where=str(path), hint="use a file written by `edgekd check --save-baseline`")
 
@@ -204,6 +228,9 @@ class HilSession:
             backend = raw.get("backend")
             same = [n for n in names if backend is None or self.manifest["targets"][n]["backend"] == backend]
             if len(same) != 1:
+                if not _is_path(arg):
+                    raise ConfigError(f"the bundle was not built for target {arg!r}; it has: {', '.join(names)}",
+                                      where=self.where, hint=f"check one of those, or rebuild with --target {arg}")
                 raise ConfigError(f"target {name!r} matches no single target in the bundle ({', '.join(names)})",
                                   where=str(path), hint='set name = "<bundle target>" in the file')
             name = same[0]
@@ -278,7 +305,12 @@ class HilSession:
     def check_golden_parity(self) -> CheckResult:
         golden = self.golden()
         # a target built from a runtime-specific ONNX variant is compared with ORT running that same variant
-        ref = golden[self.manifest["targets"].get(self.target_name, {}).get("golden_reference", "reference")]
+        key = self.manifest["targets"].get(self.target_name, {}).get("golden_reference", "reference")
+        if key not in golden or "input" not in golden:
+            raise EdgekdError(f"golden.npz has no {'input' if 'input' not in golden else repr(key)} array "
+                              f"(found: {', '.join(sorted(golden)) or 'none'})", where=str(self.bundle / "golden.npz"),
+                              hint="the bundle was modified; rebuild or re-copy it")
+        ref = golden[key]
         cand = self.runner.predict(golden["input"])
         par = self.target.parity
         step = float(self.manifest["targets"].get(self.target_name, {}).get("output_step", 0.0))
@@ -411,6 +443,8 @@ class HilSession:
             result = CheckResult(name, "skipped", exc.value, "", exc.reason, data=exc.data)
         except EdgekdError as exc:
             result = CheckResult(name, "error", reason=str(exc).replace("\n  ", " "))
+        except Exception as exc:  # a damaged bundle or a runtime failure: this check errs, the others still run
+            result = CheckResult(name, "error", reason=f"{type(exc).__name__}: {exc}")
         return CheckResult(result.name, result.status, result.value, result.limit, result.reason,
                            time.perf_counter() - started, result.data)
 

@@ -32,6 +32,9 @@ __all__ = ["BundleRunner", "load", "select_target"]
 def select_target(manifest: Mapping[str, Any], target: str | None, *, where: str) -> str:
     """The manifest's target entry to use: ``target`` by name, or the only one there is."""
     names = sorted(manifest.get("targets") or {})
+    if target is not None and not isinstance(target, str):
+        raise ConfigError(f"target must be a target name (str), got {type(target).__name__} {target!r}", where=where,
+                          hint=f"one of: {', '.join(names)}")
     if not names:
         raise EdgekdError("the bundle has no built targets", where=where,
                           hint="rebuild it with at least one --target")
@@ -71,6 +74,18 @@ def _check_io(declared: list[IOSpec], actual: tuple[IOSpec, ...], kind: str, *, 
                              hint="the artifact does not belong to this manifest; rebuild the bundle")
 
 
+def _shape_hint(got: tuple[int, ...], want: tuple[Any, ...]) -> str:
+    """What to change when an input's shape does not fit (``want`` has names/None for free axes)."""
+    def fits(shape: tuple[int, ...]) -> bool:
+        return len(shape) == len(want) and all(not isinstance(w, int) or w == g for g, w in zip(shape, want))
+
+    if fits((1, *got)):
+        return "add the batch axis: x[None] (one sample) -- the model takes a batch"
+    if len(got) == 4 and fits((got[0], got[3], got[1], got[2])):
+        return "the array looks channels-last (N, H, W, C); the model takes NCHW: x.transpose(0, 3, 1, 2)"
+    return "apply the bundle's preprocessing (runner.preprocessing) and add the batch axis"
+
+
 @dataclass
 class BundleRunner:
     """A loaded bundle target: ``infer(feeds)`` by name, or ``predict(x)`` for single-input models."""
@@ -104,6 +119,10 @@ class BundleRunner:
     def validate(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Names, dtypes and shapes against manifest.json; errors say what to change."""
         names = [s.name for s in self.inputs]
+        if not isinstance(feeds, Mapping):
+            raise BuildError(f"feeds must be a dict {{input name: array}}, got {type(feeds).__name__}",
+                             where=str(self.bundle / "manifest.json"),
+                             hint=f"infer({{{names[0]!r}: x}})" + (", or predict(x)" if len(names) == 1 else ""))
         unknown = sorted(set(feeds) - set(names))
         missing = [n for n in names if n not in feeds]
         if unknown or missing:
@@ -118,7 +137,7 @@ class BundleRunner:
             if not spec.matches(tuple(arr.shape)):
                 raise BuildError(f"input {spec.name!r} has shape {list(arr.shape)}, the model expects {list(spec.shape)} "
                                  "(a name or null is any size)", where=str(self.bundle / "manifest.json"),
-                                 hint="apply the bundle's preprocessing (runner.preprocessing) and add the batch axis")
+                                 hint=_shape_hint(tuple(arr.shape), tuple(spec.shape)))
             out[spec.name] = arr
         return out
 
@@ -139,8 +158,9 @@ class BundleRunner:
         out_name = self.outputs[0].name
         step = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else batch
         x = np.asarray(x)
-        if len(x) == 0:
-            raise BuildError("predict() got an empty batch")
+        if x.ndim == 0 or len(x) == 0:
+            raise BuildError(f"predict() needs a batch of samples, shape {list(spec.shape)}; got "
+                             f"{'a scalar' if x.ndim == 0 else 'an empty batch'}")
         return np.concatenate([self.infer({spec.name: x[i : i + step]})[out_name] for i in range(0, len(x), step)])
 
     def classify(self, x: np.ndarray) -> list[str]:

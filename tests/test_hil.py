@@ -16,6 +16,7 @@ import pytest
 
 from edgekd.bundle import MANIFEST, dump_json, read_manifest, sha256_file
 from edgekd.cli import main
+from edgekd.errors import EdgekdError
 from edgekd.hil import CHECKS, CheckOptions, format_table, run_checks
 
 FAST = ["--iterations", "30", "--warmup", "3"]
@@ -217,3 +218,51 @@ def test_pytest_plugin(bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "test_app.py").write_text("def test_app():\n    assert True\n")
     proc = _pytest(["-q", "test_app.py"], tmp_path)
     assert proc.returncode == 0 and "1 passed" in proc.stdout and "edgekd" not in proc.stdout
+
+
+def test_bad_baselines_and_data_are_check_errors(bundle: Path, tmp_path: Path) -> None:
+    from edgekd.hil import read_baseline
+
+    def base(data: object) -> Path:
+        path = tmp_path / "base.json"
+        path.write_text(json.dumps(data))
+        return path
+
+    cases = [
+        ({"schema": "edgekd.hil-baseline/9", "target": "cpu", "latency": {"p50_ms": 1.0}}, "unsupported baseline schema"),
+        ({"schema": "edgekd.hil-baseline/1", "target": "gpu", "latency": {"p50_ms": 1.0}}, "measured for target 'gpu'"),
+        ({"latency": {"p50_ms": 0}}, "a latency must be > 0"),
+    ]
+    for data, message in cases:
+        with pytest.raises(EdgekdError, match=message):
+            read_baseline(base(data), "cpu", "p50_ms")
+    with pytest.raises(EdgekdError, match="cannot read the baseline"):
+        read_baseline(tmp_path, "cpu", "p50_ms")  # a folder
+    with pytest.raises(EdgekdError, match="not valid JSON"):
+        read_baseline(bundle / "golden.npz", "cpu", "p50_ms")  # binary
+
+    bad = tmp_path / "labels.npz"
+    np.savez(bad, x=np.zeros((5, 1, 8, 8), np.float32), y=np.zeros(3, np.int64))
+    report = run_checks(bundle, CheckOptions(data=str(bad), iterations=10, warmup=1))
+    assert report.result("accuracy").status == "error" and "must have shape (5,)" in report.result("accuracy").reason
+    np.savez(bad, x=np.zeros((5, 1, 8, 8), np.float32), y=np.full(5, 0.5))
+    report = run_checks(bundle, CheckOptions(data=str(bad), iterations=10, warmup=1))
+    assert "integer class ids" in report.result("accuracy").reason
+
+
+def test_damaged_golden_and_outputs_inside_bundle(bundle: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    copy = copy_of(bundle, tmp_path)
+    golden = dict(np.load(copy / "golden.npz"))
+    golden.pop("reference")
+    np.savez(copy / "golden.npz", **golden)
+    report = run_checks(copy, CheckOptions(iterations=10, warmup=1))  # every check still reports
+    assert report.result("golden_parity").status == "error"
+    assert "golden.npz has no 'reference' array" in report.result("golden_parity").reason
+    assert report.result("size").status == "passed"
+
+    assert main(["check", str(bundle), "--save-baseline", str(bundle / "base.json"), *FAST]) == 2
+    assert "would write into the bundle" in capsys.readouterr().err
+    assert not (bundle / "base.json").exists()
+    assert main(["check", str(bundle), "--target", "openvino-cpu", *FAST]) == 2
+    assert "the bundle was not built for target 'openvino-cpu'" in capsys.readouterr().err

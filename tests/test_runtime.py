@@ -127,3 +127,20 @@ print("TORCH-FREE")
     assert proc.returncode == 0, proc.stderr
     assert "accuracy on 500 bundled test images" in proc.stdout
     assert f"{img}: " in proc.stdout and "TORCH-FREE" in proc.stdout
+
+
+def test_wrong_call_shapes_get_hints(bundle: Path) -> None:
+    model = runtime.load(bundle)
+    x = np.zeros((2, 1, 8, 8), np.float32)
+    with pytest.raises(BuildError, match=r"add the batch axis: x\[None\]"):
+        model.predict(x[0])
+    with pytest.raises(BuildError, match="channels-last"):
+        model.predict(x.transpose(0, 2, 3, 1))
+    with pytest.raises(BuildError, match="got a scalar"):
+        model.predict(np.float32(1))
+    with pytest.raises(BuildError, match="feeds must be a dict"):
+        model.infer(x)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="target must be a target name"):
+        runtime.load(bundle, 0)  # type: ignore[arg-type]
+    with pytest.raises(EdgekdError, match="is a file; a bundle is the folder"):
+        runtime.load(bundle / "model.onnx")

@@ -48,8 +48,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgekd.bundle import dump_json
+    from edgekd.errors import ConfigError
     from edgekd.hil import CheckOptions, baseline_dict, format_table, run_checks, write_junit
 
+    bundle = Path(args.bundle).resolve()
+    for flag, path in (("--junit", args.junit), ("--save-baseline", args.save_baseline)):
+        if path is not None and bundle in Path(path).resolve().parents:
+            raise ConfigError("would write into the bundle, whose integrity check then fails (a file not listed "
+                              "in manifest.json)", where=f"{flag} {path}", hint="write it next to the bundle instead")
     options = CheckOptions(target=args.target, baseline=args.baseline, data=args.data,
                            max_regression=args.max_regression, regression_metric=args.regression_metric,
                            warmup=args.warmup, iterations=args.iterations)
