@@ -108,3 +108,34 @@ def test_errors_and_config():
     assert isinstance(cfg, PruneChannelsConfig) and cfg.ratio == 0.5 and cfg.finetune is not None
     macs, params = count_macs_params(model, torch.zeros(1, 1, 8, 8))
     assert params == sum(p.numel() for p in model.parameters()) and macs > 0
+
+
+class _TwoHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.a, self.b = nn.Conv2d(1, 16, 3), nn.Linear(16, 10), nn.Linear(16, 2)
+
+    def forward(self, x):
+        f = self.conv(x).mean((2, 3))
+        return self.a(f), self.b(f)
+
+
+def test_multi_output_model_is_a_clear_error():
+    x = np.random.default_rng(0).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    ctx = PassContext(data=DataSplits("z", x, None, x, None))
+    with pytest.raises(PassError, match="tuple of 2 outputs"):
+        _prune(_TwoHeads(), PruneChannelsConfig(), ctx)
+
+
+def test_dependency_graph_failure_says_where_and_what_helps():
+    from edgekd.passes.prune import _graph_error
+
+    def update_reshape_index_mapping():  # where torch-pruning 1.x fails on torchvision's shufflenet_v2
+        return 16 // 0
+
+    try:
+        update_reshape_index_mapping()
+    except ZeroDivisionError as exc:
+        err = _graph_error(exc)
+    assert "ZeroDivisionError" in err.message and "update_reshape_index_mapping" in err.message
+    assert "channel shuffle" in err.hint and "ignore = [...] does not help" in err.hint

@@ -114,6 +114,24 @@ def _taylor_gradients(model: nn.Module, ctx: PassContext, batches: int, seed: in
         loss.backward()
 
 
+def _graph_error(exc: Exception) -> PassError:
+    """A PassError for a torch-pruning dependency-graph failure, saying where inside torch-pruning it broke."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    inner = frames[-1].name if frames else "?"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    message = f"torch-pruning could not build the dependency graph ({type(exc).__name__}: {text}, in {inner})"
+    if "reshape" in inner or "view" in inner or "flatten" in inner:
+        hint = ("a reshape/view that splits or mixes channels (e.g. ShuffleNet's channel shuffle, attention head "
+                "reshapes) cannot be traced for channel pruning, and ignore = [...] does not help at this stage: "
+                "use sparsify or quantize for this model")
+    else:
+        hint = ("the model uses an op torch-pruning cannot trace; ignore = [...] only helps once the graph is built: "
+                "try sparsify / quantize, or prune a wrapper that leaves the unsupported part out")
+    return PassError(message, where="prune_channels", hint=hint)
+
+
 @register_pass("prune_channels", PruneChannelsConfig)
 def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassContext) -> Artifact:
     """Channel pruning with torch-pruning (DepGraph): a smaller dense model, recovered by distillation."""
@@ -156,8 +174,7 @@ def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassCon
             ignored_layers=[modules[n] for n in ignored_names], round_to=config.round_to or None,
         )
     except Exception as exc:
-        raise PassError(f"torch-pruning could not build the dependency graph: {exc}", where="prune_channels",
-                        hint="add the offending layers to ignore = [...]") from exc
+        raise _graph_error(exc) from exc
     finetunes = []
     for step in range(config.iterative_steps):
         if config.importance == "taylor":
