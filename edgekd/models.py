@@ -426,6 +426,9 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
 def load_model(source: str, *, arch: str | None = None) -> LoadedModel:
     """Load a model from a source string (see module docstring)."""
     spec = parse_source(source, kind="model", schemes=SCHEMES, default_scheme="file")
+    if arch and spec.scheme != "file":
+        raise SourceError(f"--arch applies to a .pt state_dict file, but the model is a {spec.scheme}: source",
+                          where=source, hint="leave out --arch (the source names its architecture)")
     if spec.scheme == "builtin":
         return _load_builtin(spec)
     if spec.scheme == "torchvision":
@@ -440,3 +443,31 @@ def load_model(source: str, *, arch: str | None = None) -> LoadedModel:
 def save_checkpoint(module: nn.Module, arch: str, path: Path) -> None:
     """Save weights in the format ``load_model`` reads back (``{"arch", "state_dict"}``)."""
     torch.save({"arch": arch, "state_dict": module.state_dict()}, path)
+
+
+def check_fits_data(student: LoadedModel, teacher: LoadedModel | None, x: Any, num_classes: int | None,
+                    where: str) -> None:
+    """Run two samples through the models before hours of work: a model that cannot take the data, fewer
+    outputs than the labels have classes, or a teacher with another number of outputs than the student."""
+    sample = torch.from_numpy(x[:2])
+    widths: dict[str, int] = {}
+    for role, loaded in (("model", student), ("teacher", teacher)):
+        if loaded is None:
+            continue
+        try:
+            with torch.no_grad():
+                out = loaded.module(sample)
+        except Exception as exc:
+            raise SourceError(f"{role} {loaded.name} cannot run on the data's samples of shape "
+                              f"{list(sample.shape[1:])}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              where=where, hint="use data of the model's input shape (float32 NCHW)") from None
+        if isinstance(out, torch.Tensor) and out.ndim == 2:
+            widths[role] = int(out.shape[1])
+    if num_classes is not None and "model" in widths and widths["model"] < num_classes:
+        raise SourceError(f"model {student.name} has {widths['model']} outputs but the data's labels have "
+                          f"{num_classes} classes", where=where,
+                          hint="build the model with num_classes matching the data (e.g. ?num_classes=N)")
+    if len(widths) == 2 and widths["model"] != widths["teacher"]:
+        raise SourceError(f"model {student.name} has {widths['model']} outputs but teacher "
+                          f"{teacher.name if teacher else ''} has {widths['teacher']}; distillation compares them "
+                          "class by class", where=where, hint="use a student and a teacher with the same classes")

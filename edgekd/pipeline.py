@@ -23,7 +23,7 @@ from edgekd.config import PassSpec, Profile, Target, load_profile, load_target, 
 from edgekd.data import DataContext, DataSplits, layout_hint, load_data
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
 from edgekd.export import export_onnx, onnx_outputs, torch_outputs
-from edgekd.models import LoadedModel, load_model
+from edgekd.models import LoadedModel, check_fits_data, load_model
 from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
 from edgekd.profiler.measure import measure_latency
@@ -269,6 +269,7 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
                               f"{tuple(src.input_shape)}", where=data,
                               hint=layout_hint(splits.input_shape, tuple(src.input_shape))
                               or "use data of the model's input size (e.g. builtin:digits for digits-* models)")
+    check_fits_data(student_src, teacher_src, splits.x_test, splits.num_classes if splits.labelled else None, data)
 
     report: dict[str, Any] = {
         "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,

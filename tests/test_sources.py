@@ -262,3 +262,20 @@ def test_layout_hint() -> None:
     assert "channels-last" in layout_hint((8, 8, 1), (1, 8, 8))
     assert "reshape to (N, 1, 8, 8)" in layout_hint((64,), (1, 8, 8))
     assert layout_hint((3, 8, 8), (1, 8, 8)) is None
+
+
+def test_models_must_fit_the_data() -> None:
+    from edgekd.models import LoadedModel, check_fits_data
+
+    x = np.zeros((4, 1, 8, 8), np.float32)
+    ten = LoadedModel(DemoStudent(1, 10, 8).eval(), "ten", "t")
+    five = LoadedModel(DemoStudent(1, 5, 8).eval(), "five", "f")
+    check_fits_data(ten, ten, x, 10, "d")
+    with pytest.raises(SourceError, match="model five has 5 outputs but the data's labels have 10 classes"):
+        check_fits_data(five, None, x, 10, "d")
+    with pytest.raises(SourceError, match="teacher ten has 10"):
+        check_fits_data(five, ten, x, None, "d")
+    with pytest.raises(SourceError, match=r"cannot run on the data's samples of shape \[3, 8, 8\]"):
+        check_fits_data(ten, None, np.zeros((2, 3, 8, 8), np.float32), None, "d")
+    with pytest.raises(SourceError, match="--arch applies to a .pt state_dict file"):
+        load_model("builtin:digits-student", arch="builtin:digits-student")

@@ -48,6 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.nproc < 1:
+        from edgekd.errors import ConfigError
+
+        raise ConfigError(f"--nproc {args.nproc}: needs at least 1 training process", where="--nproc")
     from edgekd.pipeline import CompressOptions, compress
     from edgekd.report import print_summary
 
