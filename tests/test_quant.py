@@ -198,3 +198,38 @@ def test_op_brevitas_cannot_run_names_the_node_and_suggests_layerwise(digits):
     assert "chunk" in err.value.where and 'quantizer = "layerwise"' in err.value.hint
     out = quantize(_art(Chunky()), QuantizeConfig(quantizer="layerwise", **cfg), _ctx(digits))  # the hint works
     assert out.meta["quantized"]["scheme"] == "W8A8"
+
+
+def test_untraceable_model_hint_names_the_real_key(digits):
+    class Branchy(nn.Module):  # data-dependent control flow: torch.fx cannot trace it
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.fc = nn.Conv2d(1, 4, 3), nn.Linear(144, 10)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if y.sum() > 0:
+                y = torch.relu(y)
+            return self.fc(torch.flatten(y, 1))
+
+    with pytest.raises(PassError, match="could not trace") as err:
+        quantize(_art(Branchy()), QuantizeConfig(check_int8=False, sensitivity="off"), _ctx(digits))
+    assert err.value.where == "quantize quantizer" and 'quantizer = "layerwise"' in err.value.hint
+
+
+def test_bias_correction_on_channels_last_linear_is_a_pass_error(digits):
+    class ChannelsLast(nn.Module):  # ConvNeXt block style: a Linear over the channels of an NHWC tensor
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.pw, self.fc = nn.Conv2d(1, 8, 3), nn.Linear(8, 16), nn.Linear(16, 10)
+
+        def forward(self, x):
+            y = self.pw(self.conv(x).permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+            return self.fc(y.mean((2, 3)))
+
+    cfg = dict(check_int8=False, calibration_samples=32, eval_samples=16, sensitivity="off")
+    with pytest.raises(PassError, match="bias correction failed") as err:
+        quantize(_art(ChannelsLast()), QuantizeConfig(**cfg), _ctx(digits))
+    assert err.value.where == "quantize bias_correction" and "bias_correction = false" in err.value.hint
+    out = quantize(_art(ChannelsLast()), QuantizeConfig(bias_correction=False, **cfg), _ctx(digits))
+    assert out.meta["quantized"]["scheme"] == "W8A8"

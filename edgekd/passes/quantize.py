@@ -276,7 +276,14 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         _check_runs(model, torch.from_numpy(np.ascontiguousarray(x_cal[:2], dtype=np.float32)), config.quantizer)
         calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
         if config.bias_correction:
-            correct_bias(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
+            try:
+                correct_bias(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
+            except RuntimeError as exc:  # brevitas averages over dim 1 (conv) / the last dim (linear)
+                raise PassError(f"brevitas bias correction failed: {str(exc).splitlines()[0]}",
+                                where="quantize bias_correction",
+                                hint="set bias_correction = false in the quantize pass; it fails on layers whose "
+                                     "channels are not where brevitas expects them (e.g. a Linear applied to a "
+                                     "channels-last 4-D tensor, as in ConvNeXt blocks)") from exc
         return model.eval()
 
     model = build()

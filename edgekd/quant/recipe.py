@@ -132,8 +132,8 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["grap
         try:
             graph = preprocess_for_quantize(model, merge_bn=merge_bn, equalize_iters=0)
         except Exception as exc:  # FX tracing failures come in many types
-            raise PassError(f"brevitas could not trace the model with torch.fx: {exc}", where="quantize mode",
-                            hint='set mode = "layerwise" in the quantize pass (no tracing needed)') from exc
+            raise PassError(f"brevitas could not trace the model with torch.fx: {exc}", where="quantize quantizer",
+                            hint='set quantizer = "layerwise" in the quantize pass (no tracing needed)') from exc
         excluded = {n for n, _ in graph.named_modules() if n and _excluded(n, exclude)}
         if excluded:
             # brevitas has no name blacklist in graph mode: hide excluded layers behind a type it ignores
