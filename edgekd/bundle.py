@@ -175,9 +175,51 @@ def read_manifest(bundle: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise EdgekdError(f"manifest.json is not valid JSON: {exc}", where=str(path)) from None
+    if not isinstance(manifest, dict):
+        raise EdgekdError(f"manifest.json holds a JSON {type(manifest).__name__}, not an object", where=str(path),
+                          hint="the bundle is damaged; rebuild or re-copy it")
     if manifest.get("schema") != SCHEMA:
-        raise EdgekdError(f"unsupported manifest schema {manifest.get('schema')!r} (expected {SCHEMA})", where=str(path))
+        raise EdgekdError(f"unsupported manifest schema {manifest.get('schema')!r} (expected {SCHEMA})", where=str(path),
+                          hint="rebuild the bundle with this edgekd version")
+    _check_structure(manifest, where=str(path))
     return manifest
+
+
+def _safe_relpath(value: Any) -> bool:
+    """A path inside the bundle: relative, no '..', no drive letter."""
+    if not isinstance(value, str) or not value or value.startswith(("/", "\\")) or ":" in value:
+        return False
+    return ".." not in value.replace("\\", "/").split("/")
+
+
+def _check_structure(manifest: dict[str, Any], *, where: str) -> None:
+    """The keys the runtime and `edgekd check` rely on, with paths that stay inside the bundle."""
+    def bad(key: str, what: str) -> EdgekdError:
+        return EdgekdError(f"manifest.json is damaged: {key} {what}", where=where,
+                           hint="the bundle was modified or written by another tool; rebuild or re-copy it")
+
+    model = manifest.get("model")
+    if not isinstance(model, dict) or not _safe_relpath(model.get("file")):
+        raise bad("model.file", "must name a file inside the bundle")
+    for key in ("inputs", "outputs"):
+        specs = model.get(key)
+        if not isinstance(specs, list) or not specs or not all(
+                isinstance(d, dict) and isinstance(d.get("name"), str) and isinstance(d.get("shape"), list)
+                for d in specs):
+            raise bad(f"model.{key}", "must be a list of {name, shape, dtype}")
+    files = manifest.get("files", {})
+    if not isinstance(files, dict) or not all(_safe_relpath(k) and isinstance(v, str) for k, v in files.items()):
+        raise bad("files", "must map paths inside the bundle to sha256 digests")
+    targets = manifest.get("targets") or {}
+    if not isinstance(targets, dict):
+        raise bad("targets", "must be an object")
+    for name, entry in targets.items():
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("backend", "dir", "artifact")):
+            raise bad(f"targets.{name}", "must have backend, dir and artifact strings")
+        if not _safe_relpath(entry["dir"]) or not _safe_relpath(entry["artifact"]):
+            raise bad(f"targets.{name}", "dir and artifact must be paths inside the bundle")
+        if not isinstance(entry.get("target"), dict):
+            raise bad(f"targets.{name}.target", "must be the resolved target (an object)")
 
 
 def verify_bundle(bundle: Path) -> list[str]:

@@ -144,3 +144,22 @@ def test_wrong_call_shapes_get_hints(bundle: Path) -> None:
         runtime.load(bundle, 0)  # type: ignore[arg-type]
     with pytest.raises(EdgekdError, match="is a file; a bundle is the folder"):
         runtime.load(bundle / "model.onnx")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m["targets"]["cpu"].__setitem__("dir", "../elsewhere"), "targets.cpu dir and artifact must be paths inside"),
+    (lambda m: m["files"].__setitem__("../../etc/hostname", "0" * 64), "files must map paths inside the bundle"),
+    (lambda m: m["targets"]["cpu"].pop("target"), r"targets.cpu.target must be the resolved target"),
+    (lambda m: m.pop("model"), "model.file must name a file"),
+    (lambda m: m["model"].__setitem__("inputs", [{"nm": "x"}]), "model.inputs must be a list"),
+])
+def test_damaged_manifest_is_a_clear_error(bundle: Path, tmp_path: Path, edit, message: str) -> None:
+    import json
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle, copy)
+    manifest = json.loads((copy / MANIFEST).read_text())
+    edit(manifest)
+    dump_json(manifest, copy / MANIFEST)
+    with pytest.raises(EdgekdError, match=f"manifest.json is damaged: {message}"):
+        runtime.load(copy)
