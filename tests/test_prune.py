@@ -139,3 +139,14 @@ def test_dependency_graph_failure_says_where_and_what_helps():
         err = _graph_error(exc)
     assert "ZeroDivisionError" in err.message and "update_reshape_index_mapping" in err.message
     assert "channel shuffle" in err.hint and "ignore = [...] does not help" in err.hint
+
+
+def test_failure_inside_a_pruning_step_is_a_pass_error():
+    from edgekd.passes.prune import _step_error
+
+    try:
+        torch.zeros(192)[792]  # what torch-pruning 1.x raises on timm efficientvit_b0's fused qkv blocks
+    except IndexError as exc:
+        err = _step_error(exc, 0, 2)
+    assert "step 1/2: IndexError" in err.message and err.where == "prune_channels"
+    assert "ignore = [" in err.hint and "context_module" in err.hint

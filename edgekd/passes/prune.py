@@ -132,6 +132,20 @@ def _graph_error(exc: Exception) -> PassError:
     return PassError(message, where="prune_channels", hint=hint)
 
 
+def _step_error(exc: Exception, step: int, steps: int) -> PassError:
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    inner = frames[-1].name if frames else "?"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return PassError(f"torch-pruning failed while removing channels (step {step + 1}/{steps}: {type(exc).__name__}: "
+                     f"{text}, in {inner})", where="prune_channels",
+                     hint="its dependency graph got the channel coupling of some block wrong (seen on attention "
+                          "blocks with fused qkv projections): add those blocks to ignore = [...] (timm "
+                          "efficientvit_b0: ignore = [\"*context_module*\"] prunes the rest), or use sparsify / "
+                          "quantize for this model")
+
+
 @register_pass("prune_channels", PruneChannelsConfig)
 def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassContext) -> Artifact:
     """Channel pruning with torch-pruning (DepGraph): a smaller dense model, recovered by distillation."""
@@ -179,7 +193,10 @@ def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassCon
     for step in range(config.iterative_steps):
         if config.importance == "taylor":
             _taylor_gradients(model, ctx, config.taylor_batches, ctx.seed + step)
-        pruner.step()
+        try:
+            pruner.step()
+        except Exception as exc:  # torch-pruning's index bookkeeping breaks on some coupled layouts
+            raise _step_error(exc, step, config.iterative_steps) from exc
         model.zero_grad(set_to_none=True)
         try:  # the dependency graph cannot see shapes hard-coded in forward() (e.g. attention head reshapes)
             with torch.no_grad():
