@@ -164,6 +164,7 @@ def _mnist5k(spec: SourceSpec) -> DataSplits:
 
 
 def _npz(spec: SourceSpec) -> DataSplits:
+    spec.check_params(("test_fraction",))
     path = Path(spec.arg)
     if not path.is_file():
         raise SourceError("npz file not found", where=str(path))
@@ -205,6 +206,7 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".w
 def _imagefolder(spec: SourceSpec) -> DataSplits:
     from PIL import Image, UnidentifiedImageError
 
+    spec.check_params(("size", "test_fraction"))
     root = Path(spec.arg)
     if not root.is_dir():
         raise SourceError("image folder not found", where=str(root))
@@ -289,6 +291,7 @@ def _array(value: Any) -> Any:
 
 
 def _random(spec: SourceSpec) -> DataSplits:
+    spec.check_params(("n", "seed"))
     try:
         shape = tuple(int(v) for v in spec.arg.split("x"))
     except ValueError:
@@ -313,8 +316,18 @@ def load_data(source: str, ctx: DataContext | None = None) -> DataSplits:
     import edgekd.passes  # noqa: F401 - registers generators such as synthetic:bn
 
     schemes = (*_LOADERS, *GENERATORS)
-    spec = parse_source(source, kind="data", schemes=tuple(schemes))
+    raw = source.partition("?")[0]
+    if raw.endswith(".npz") and raw.partition(":")[0] not in schemes:  # a plain path to an .npz file
+        source = f"npz:{source}"
+    try:
+        spec = parse_source(source, kind="data", schemes=tuple(schemes))
+    except SourceError as exc:
+        if Path(raw).is_dir():
+            raise SourceError("a folder needs a scheme", where=source,
+                              hint=f"imagefolder:{raw} (DIR/<class>/<image>.png)") from None
+        raise exc
     if spec.scheme == "builtin":
+        spec.check_params(())
         if spec.arg not in _BUILTIN_DATA:
             import difflib
 

@@ -175,6 +175,7 @@ def _load_builtin(spec: SourceSpec) -> LoadedModel:
             where=spec.text, hint=f"did you mean {', '.join(close)}?" if close else None,
         )
     arch, dataset, trained = BUILTIN_MODELS[spec.arg]
+    spec.check_params(("seed", "epochs") if trained else ("seed",))
     seed = spec.int_param("seed", 0)
     torch.manual_seed(seed)
     module = _build_builtin(arch, dataset)

@@ -22,6 +22,17 @@ class SourceSpec:
     def param(self, key: str, default: str | None = None) -> str | None:
         return self.params.get(key, default)
 
+    def check_params(self, allowed: tuple[str, ...]) -> None:
+        """An unknown ``?key=`` is a typo that would otherwise be ignored without a word."""
+        unknown = [k for k in self.params if k not in allowed]
+        if unknown:
+            import difflib
+
+            close = difflib.get_close_matches(unknown[0], allowed, n=1)
+            raise SourceError(f"unknown parameter {unknown[0]!r} for a {self.scheme}: source; allowed: "
+                              f"{', '.join(allowed) or 'none'}", where=self.text,
+                              hint=f"did you mean {close[0]!r}?" if close else None)
+
     def int_param(self, key: str, default: int) -> int:
         value = self.params.get(key)
         if value is None:

@@ -279,3 +279,17 @@ def test_models_must_fit_the_data() -> None:
         check_fits_data(ten, None, np.zeros((2, 3, 8, 8), np.float32), None, "d")
     with pytest.raises(SourceError, match="--arch applies to a .pt state_dict file"):
         load_model("builtin:digits-student", arch="builtin:digits-student")
+
+
+def test_source_parameters_are_checked_and_plain_npz_paths_work(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.zeros((10, 1, 4, 4), np.float32), y=np.arange(10) % 2)
+    assert load_data(str(path)).input_shape == (1, 4, 4)  # no npz: prefix needed
+    with pytest.raises(SourceError, match="did you mean 'test_fraction'"):
+        load_data(f"npz:{path}?test_frac=0.1")
+    with pytest.raises(SourceError, match="unknown parameter 'seed' for a builtin: source"):
+        load_data("builtin:digits?seed=1")
+    with pytest.raises(SourceError, match=f"imagefolder:{tmp_path}"):
+        load_data(str(tmp_path))
+    with pytest.raises(SourceError, match="unknown parameter 'num_classes'"):
+        load_model("builtin:digits-student?num_classes=5")  # was ignored: the model kept 10 classes
