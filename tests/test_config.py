@@ -123,3 +123,12 @@ def test_duplicate_targets(tmp_path: Path) -> None:
     other = write(tmp_path, "cpu.toml", 'backend = "onnxruntime"\n[options]\nintra_op_threads = 1\n')
     with pytest.raises(ConfigError, match="two different targets are named 'cpu'"):
         unique_targets([cpu, load_target(other)])
+
+
+def test_list_survives_a_broken_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgekd.commands.list import collect
+
+    write(tmp_path, "broken.toml", "[[passes]\n")
+    monkeypatch.setenv("EDGEKD_TARGETS_PATH", str(tmp_path))
+    rows = {r["name"]: r for r in collect("targets")}
+    assert rows["broken"]["description"].startswith("UNREADABLE") and "cpu" in rows

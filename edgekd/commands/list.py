@@ -22,8 +22,11 @@ def collect(what: str) -> list[dict[str, str]]:
 
         rows = []
         for name, path in available(what).items():
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
+            try:  # one broken file on $EDGEKD_*_PATH must not hide the others
+                with path.open("rb") as fh:
+                    data = tomllib.load(fh)
+            except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+                data = {"description": f"UNREADABLE: {exc}"}
             rows.append({"name": name, "description": str(data.get("description", "")), "path": str(path),
                          **({"backend": str(data.get("backend", ""))} if what == "targets" else {})})
         return rows
