@@ -296,7 +296,13 @@ def _copy_bundle(src: Path, dest: Path) -> None:
 
 
 def _store(cache_entry: Path, bundle: Path, material: dict[str, Any]) -> None:
+    from edgekd.bundle import _pid_alive
+
     tmp = cache_entry.parent / f".{cache_entry.name}.tmp-{os.getpid()}"
+    for stale in cache_entry.parent.glob(f".{cache_entry.name}.tmp-*") if cache_entry.parent.is_dir() else ():
+        pid = stale.name.rpartition("-")[2]
+        if pid.isdigit() and not _pid_alive(int(pid)):  # left by a build that was killed while storing
+            shutil.rmtree(stale, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     shutil.copytree(bundle, tmp / "bundle")
