@@ -163,3 +163,16 @@ def test_build_command_does_not_import_torch_on_a_hit(app: Path) -> None:
         assert miss.stdout.split("key ")[1][:12] != hit.stdout.split("key ")[1][:12], hit.stdout
         miss = hit
     assert hit.returncode == 0 and "cached:" in hit.stdout and "TORCH False" in hit.stdout, hit.stdout + hit.stderr
+
+
+def test_store_removes_leftovers_of_killed_builds(tmp_path: Path) -> None:
+    from edgekd.buildfile import _store
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    entry = tmp_path / "ab" / "abcdef"
+    (entry.parent / f".{entry.name}.tmp-{int(dead.stdout)}").mkdir(parents=True)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    _store(entry, bundle, {"k": 1})
+    assert sorted(p.name for p in entry.parent.iterdir()) == ["abcdef"]
