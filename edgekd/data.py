@@ -203,6 +203,10 @@ def _npz(spec: SourceSpec) -> DataSplits:
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
+def _hidden(name: str) -> bool:
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def _imagefolder(spec: SourceSpec) -> DataSplits:
     from PIL import Image, UnidentifiedImageError
 
@@ -210,10 +214,12 @@ def _imagefolder(spec: SourceSpec) -> DataSplits:
     root = Path(spec.arg)
     if not root.is_dir():
         raise SourceError("image folder not found", where=str(root))
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    # hidden folders (.ipynb_checkpoints, .git) and macOS's __MACOSX are not classes: they would shift every label
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
     if not classes:
         raise SourceError("no class sub-folders", where=str(root), hint="layout: DIR/<class>/<image>.png")
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
+    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
+             if f.suffix.lower() in _IMAGE_SUFFIXES and not _hidden(f.name)]  # ._x.png: macOS metadata
     if not files:
         raise SourceError("no images found in the class folders", where=str(root),
                           hint=f"supported: {', '.join(sorted(_IMAGE_SUFFIXES))}")

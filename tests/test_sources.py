@@ -293,3 +293,15 @@ def test_source_parameters_are_checked_and_plain_npz_paths_work(tmp_path: Path) 
         load_data(str(tmp_path))
     with pytest.raises(SourceError, match="unknown parameter 'num_classes'"):
         load_model("builtin:digits-student?num_classes=5")  # was ignored: the model kept 10 classes
+
+
+def test_imagefolder_ignores_hidden_folders_and_files(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for cls in ("cat", "dog", ".ipynb_checkpoints", "__MACOSX"):
+        (tmp_path / cls).mkdir()
+        for i in range(2):
+            Image.fromarray(np.full((4, 4), 40 * i, np.uint8), mode="L").save(tmp_path / cls / f"{i}.png")
+    (tmp_path / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    data = load_data(f"imagefolder:{tmp_path}")
+    assert data.labels == ("cat", "dog") and len(data.x_train) + len(data.x_test) == 4
