@@ -239,7 +239,9 @@ def _imagefolder(spec: SourceSpec) -> DataSplits:
     images = []
     for path, _ in files:
         try:
-            images.append(Image.open(path))
+            with Image.open(path) as im:  # read now and close: thousands of open files hit the OS limit
+                im.load()
+                images.append(im)
         except (UnidentifiedImageError, OSError) as exc:
             raise SourceError(f"cannot read image: {exc}", where=str(path)) from None
     mode = "L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB"

@@ -305,3 +305,18 @@ def test_imagefolder_ignores_hidden_folders_and_files(tmp_path: Path) -> None:
     (tmp_path / "cat" / "._0.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
     data = load_data(f"imagefolder:{tmp_path}")
     assert data.labels == ("cat", "dog") and len(data.x_train) + len(data.x_test) == 4
+
+
+def test_imagefolder_does_not_keep_files_open(tmp_path: Path) -> None:
+    import subprocess
+
+    from PIL import Image
+
+    for i in range(120):
+        (tmp_path / "ab"[i % 2]).mkdir(exist_ok=True)
+        Image.fromarray(np.full((4, 4), i, np.uint8), mode="L").save(tmp_path / "ab"[i % 2] / f"{i}.png")
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (100, resource.getrlimit("
+            "resource.RLIMIT_NOFILE)[1])); from edgekd.data import load_data; "
+            f"print(len(load_data('imagefolder:{tmp_path}').x_train))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "96", done.stderr[-500:]
