@@ -244,16 +244,30 @@ def _imagefolder(spec: SourceSpec) -> DataSplits:
                 images.append(im)
         except (UnidentifiedImageError, OSError) as exc:
             raise SourceError(f"cannot read image: {exc}", where=str(path)) from None
-    mode = "L" if all(im.mode in ("L", "1", "I", "I;16") for im in images) else "RGB"
+    wide = [im.mode.startswith("I") for im in images]  # 16-bit grayscale ("I;16", "I"): PNG scans, medical images
+    if any(wide):
+        if not all(wide):
+            first8 = files[wide.index(False)][0]
+            first16 = files[wide.index(True)][0]
+            raise SourceError(f"mixes 16-bit ({first16.name}) and 8-bit ({first8.name}) images; one scaling cannot "
+                              "serve both", where=str(root), hint="convert the images to one bit depth")
+        # convert("L") would clip every value above 255 to white: keep the 16-bit values, scaled to 0..1
+        mode, scale = "I;16", 1 / 65535
+    else:
+        mode = "L" if all(im.mode in ("L", "1") for im in images) else "RGB"
+        scale = 1 / 255
     if size is None:
         size = images[0].size
-    arrays = [np.asarray(im.convert(mode).resize(size), dtype=np.float32) / 255.0 for im in images]
+    if mode == "I;16":
+        arrays = [np.asarray(im.resize(size), dtype=np.float32) * scale for im in images]
+    else:
+        arrays = [np.asarray(im.convert(mode).resize(size), dtype=np.float32) * scale for im in images]
     x = np.stack(arrays)
-    x = x[:, None] if mode == "L" else x.transpose(0, 3, 1, 2)
+    x = x[:, None] if mode != "RGB" else x.transpose(0, 3, 1, 2)
     y = np.array([label for _, label in files], dtype=np.int64)
     x_tr, y_tr, x_te, y_te = _split(x, y, _test_fraction(spec), seed=0, where=str(root))
     return DataSplits(root.name, x_tr, y_tr, x_te, y_te, len(classes), tuple(classes),
-                      {"layout": "NCHW", "scale": 1 / 255, "mode": mode, "size_wh": list(size)})
+                      {"layout": "NCHW", "scale": scale, "mode": mode, "size_wh": list(size)})
 
 
 def _py(spec: SourceSpec) -> DataSplits:

@@ -320,3 +320,19 @@ def test_imagefolder_does_not_keep_files_open(tmp_path: Path) -> None:
             f"print(len(load_data('imagefolder:{tmp_path}').x_train))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "96", done.stderr[-500:]
+
+
+def test_imagefolder_keeps_16_bit_values(tmp_path: Path) -> None:
+    from PIL import Image
+
+    ramp = (np.arange(16).reshape(4, 4) * 4000).astype(np.uint16)  # values up to 60000
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        Image.fromarray(ramp).save(tmp_path / cls / "0.png")
+    data = load_data(f"imagefolder:{tmp_path}")
+    values = np.unique(np.concatenate([data.x_train.ravel(), data.x_test.ravel()]))
+    assert len(values) == 16 and values.max() == pytest.approx(60000 / 65535)  # was clipped: 0 and 255 only
+    assert data.preprocessing["mode"] == "I;16"
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a" / "1.png")
+    with pytest.raises(SourceError, match="mixes 16-bit"):
+        load_data(f"imagefolder:{tmp_path}")
