@@ -233,3 +233,31 @@ def test_bias_correction_on_channels_last_linear_is_a_pass_error(digits):
     assert err.value.where == "quantize bias_correction" and "bias_correction = false" in err.value.hint
     out = quantize(_art(ChannelsLast()), QuantizeConfig(bias_correction=False, **cfg), _ctx(digits))
     assert out.meta["quantized"]["scheme"] == "W8A8"
+
+
+class _CatWithInput(nn.Module):
+    """The (signed) model input concatenated with a ReLU branch: brevitas's concat alignment marks the input
+    quantizer unsigned while still running it signed, so a faithful export of the quantizer would clip."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.relu = nn.Conv2d(1, 8, 3, padding=1), nn.ReLU()
+        self.conv2, self.fc = nn.Conv2d(9, 8, 3, padding=1), nn.Linear(8, 10)
+
+    def forward(self, x):
+        y = torch.cat([self.relu(self.conv(x)), x], 1)
+        return self.fc(torch.relu(self.conv2(y)).mean((2, 3)))
+
+
+def test_export_that_would_not_reproduce_brevitas_is_a_pass_error():
+    from edgekd.data import DataSplits
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((64, 1, 8, 8), dtype=np.float32)
+    ctx = _ctx(DataSplits("noise", x, None, x, None))
+    cfg = dict(sensitivity="off", calibration_samples=48, eval_samples=16, check_int8=False)
+    with pytest.raises(PassError, match="does not reproduce the brevitas model.*x_quant") as err:
+        quantize(_art(_CatWithInput().eval()), QuantizeConfig(**cfg), ctx)
+    assert 'quantizer = "layerwise"' in err.value.hint and "exclude" not in err.value.hint
+    out = quantize(_art(_CatWithInput().eval()), QuantizeConfig(quantizer="layerwise", **cfg), ctx)
+    assert ctx.report["quantize"]["twin_vs_brevitas_max_error"] < 1e-5 and out.meta["quantized"]

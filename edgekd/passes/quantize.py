@@ -184,6 +184,62 @@ def _int_weight_sparsity(model: nn.Module, sparsity: dict[str, Any]) -> dict[str
     return {"layers": len(held), "all_masks_hold_in_int8": all(held) if held else None}
 
 
+def _first_divergence(model: nn.Module, twin: nn.Module, x: torch.Tensor, tol: float) -> str | None:
+    """Name of the first module (in brevitas's execution order) whose output differs between brevitas and its
+    deploy twin by more than ``tol``."""
+    seen: dict[str, list[Any]] = {"brevitas": [], "twin": []}
+    handles = []
+    for key, root in (("brevitas", model), ("twin", twin)):
+        for name, module in root.named_modules():
+            if name:
+                def hook(_m: nn.Module, _i: Any, out: Any, name: str = name, key: str = key) -> None:
+                    value = getattr(out, "value", out)
+                    if isinstance(value, torch.Tensor):
+                        seen[key].append((name, value.detach().clone()))
+                handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+            twin(x)
+    finally:
+        for h in handles:
+            h.remove()
+    twin_out = dict(seen["twin"])
+    for name, value in seen["brevitas"]:
+        other = twin_out.get(name)
+        if other is not None and other.shape == value.shape and float((other - value).abs().max()) > tol:
+            return name
+    return None
+
+
+def check_twin(model: nn.Module, x_eval: np.ndarray) -> float:
+    """The deploy twin (what gets exported) must compute what brevitas computes; returns max |error|.
+
+    They differ only when edgekd reads a brevitas quantizer differently from how brevitas runs it (seen: a
+    model input quantizer that brevitas's concat alignment marks unsigned but still runs signed); the
+    export would then be silently wrong, so this is a PassError naming the first layer that differs."""
+    from edgekd.quant.qdq import build_twin
+    from edgekd.quant.sensitivity import outputs
+
+    x = np.ascontiguousarray(x_eval[:32], dtype=np.float32)
+    example = torch.from_numpy(x[:1])
+    twin = build_twin(model, example, "ort")
+    ref, got = outputs(model, x), outputs(twin, x)
+    err = float(np.abs(ref - got).max()) if ref.size else 0.0
+    tol = 0.01 * float(ref.max() - ref.min()) + 1e-6 if ref.size else 1e-6
+    if err > tol:
+        from edgekd.quant.recipe import quant_layers
+
+        layer = _first_divergence(model, twin, torch.from_numpy(x), 1e-6)
+        hint = 'set quantizer = "layerwise" in the quantize pass (every layer gets its own input quantizer)'
+        if layer in quant_layers(model):
+            hint += f', or exclude = ["{layer}"] to keep that layer FP32'
+        raise PassError(f"the INT8 export does not reproduce the brevitas model (max |error| {err:.4g} on "
+                        f"{len(x)} eval samples; first differing layer or quantizer: {layer or 'unknown'})",
+                        where=f"quantize layer {layer}" if layer else "quantize", hint=hint)
+    return err
+
+
 def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> dict[str, Any]:
     """Export the ORT flavor once: integer-kernel MAC fraction and brevitas-vs-ORT parity."""
     from edgekd.config import ExportSettings
@@ -325,6 +381,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         report["eval"]["qat"] = score(outputs(model, x_eval), ev)
     if artifact.meta.get("sparsity"):
         report["sparsity_2to4"] = _int_weight_sparsity(model, artifact.meta["sparsity"])
+    report["twin_vs_brevitas_max_error"] = check_twin(model, x_eval)
     if config.check_int8:
         report.update(export_check(model, x_eval, ctx.workdir))
     ctx.report["quantize"] = report
