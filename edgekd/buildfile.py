@@ -88,11 +88,11 @@ class BuildFile:
 
     @property
     def out_path(self) -> Path:
-        return self.root_path / self.out
+        return self.root_path / os.path.expanduser(self.out)  # "~/..." in TOML is not expanded by a shell
 
     def cache_dir(self) -> Path:
         if self.cache.dir:
-            return self.root_path / self.cache.dir
+            return self.root_path / os.path.expanduser(self.cache.dir)
         base = os.environ.get("EDGEKD_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "edgekd")
         return Path(base) / "builds"
 
@@ -114,7 +114,7 @@ def load_buildfile(path: str | Path = DEFAULT_FILE) -> BuildFile:
     if isinstance(data.get("targets"), str):
         data["targets"] = [data["targets"]]
     bf = from_mapping(BuildFile, {**data, "root": str(path.parent.resolve())}, where=str(path))
-    out = Path(os.path.abspath(bf.root_path / bf.out))
+    out = Path(os.path.abspath(bf.out_path))
     if not bf.out.strip() or out == bf.root_path or out in bf.root_path.parents:
         raise ConfigError(f"out = {bf.out!r} is the folder of {path.name} (or holds it); the bundle folder is "
                           "replaced as a whole on every build", where=f"{path} out",
@@ -340,7 +340,7 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
     try:
         with contextlib.chdir(root):
             report = compress(bf.model, data=bf.data, profile=bf.profile, targets=list(bf.targets), teacher=bf.teacher,
-                              out=bf.out, arch=bf.arch,
+                              out=bf.out_path, arch=bf.arch,
                               options=CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples,
                                                       skip_unavailable=bf.skip_unavailable, measure=bf.measure))
     finally:

@@ -67,6 +67,8 @@ def test_buildfile_validation(tmp_path: Path) -> None:
     assert bf.targets == ("cpu",) and bf.cache.enabled is False and bf.root == str(tmp_path.resolve())
     with pytest.raises(ConfigError, match="build file not found"):
         load_buildfile(tmp_path / "nope.toml")
+    path.write_text('model = "builtin:digits-student"\ndata = "builtin:digits"\nout = "~/bundles/x"\n')
+    assert load_buildfile(path).out_path == Path.home() / "bundles" / "x"  # not a folder named "~"
     for out in (".", "", "..", "./"):  # the bundle folder is replaced whole: never the app's own folder
         path.write_text(f'model = "builtin:digits-student"\ndata = "builtin:digits"\nout = "{out}"\n')
         with pytest.raises(ConfigError, match="is the folder of edgekd.toml"):
