@@ -57,6 +57,8 @@ class CheckOptions:
         if self.max_regression < 0:
             raise ConfigError("max_regression must be >= 0 (a fraction: 0.25 = 25 % slower allowed)",
                               where="--max-regression")
+        if self.warmup is not None and self.warmup < 0:
+            raise ConfigError(f"warm-up calls must be >= 0, got {self.warmup}", where="--warmup")
         if self.iterations is not None and self.iterations < 10:
             raise ConfigError("need at least 10 iterations for a p90", where="--iterations")
 

@@ -241,6 +241,8 @@ def test_bad_baselines_and_data_are_check_errors(bundle: Path, tmp_path: Path) -
     with pytest.raises(EdgekdError, match="not valid JSON"):
         read_baseline(bundle / "golden.npz", "cpu", "p50_ms")  # binary
 
+    with pytest.raises(EdgekdError, match="warm-up calls must be >= 0"):
+        CheckOptions(warmup=-1)
     bad = tmp_path / "labels.npz"
     np.savez(bad, x=np.zeros((5, 1, 8, 8), np.float32), y=np.zeros(3, np.int64))
     report = run_checks(bundle, CheckOptions(data=str(bad), iterations=10, warmup=1))
