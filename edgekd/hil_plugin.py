@@ -87,13 +87,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     baseline = config.getoption("edgekd_baseline")
     new_items: list[pytest.Item] = []
     for target in targets:
-        options = CheckOptions(target=target, baseline=Path(baseline) if baseline else None,
-                               data=config.getoption("edgekd_data"),
-                               max_regression=config.getoption("edgekd_max_regression"),
-                               iterations=config.getoption("edgekd_iterations"))
         try:
+            options = CheckOptions(target=target, baseline=Path(baseline) if baseline else None,
+                                   data=config.getoption("edgekd_data"),
+                                   max_regression=config.getoption("edgekd_max_regression"),
+                                   iterations=config.getoption("edgekd_iterations"))
             hil = HilSession(bundle, options)
-        except EdgekdError as exc:  # no manifest, unknown target: a usage error, not a failing check
+        except EdgekdError as exc:  # no manifest, unknown target, bad option: a usage error, not a failing check
             raise pytest.UsageError(f"edgekd: {exc}") from None
         label = hil.target_name if hil.override is None else f"{hil.target_name}@{Path(str(target)).stem}"
         collector = HilTarget.from_parent(session, name=f"edgekd-hil.{label}", nodeid=f"edgekd-hil.{label}",

@@ -214,6 +214,9 @@ def test_pytest_plugin(bundle: Path, tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout
     assert "exceeds the budget of 0.0001 ms" in proc.stdout
 
+    proc = _pytest(["--edgekd-bundle", str(bundle), "--edgekd-iterations", "3"], tmp_path)  # a usage error
+    assert proc.returncode == 4 and "need at least 10 iterations" in proc.stdout + proc.stderr, proc.stderr[-800:]
+
     # without --edgekd-bundle the plugin adds nothing
     (tmp_path / "test_app.py").write_text("def test_app():\n    assert True\n")
     proc = _pytest(["-q", "test_app.py"], tmp_path)
