@@ -198,7 +198,11 @@ def check_target_name(name: str, *, where: str) -> None:
 def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
     """Load a compression profile by name (``int8-kd``) or path."""
     path = resolve_file("profiles", name_or_path)
-    return profile_from_mapping(_read_toml(path), where=str(path))
+    data = _read_toml(path)
+    if "backend" in data and "passes" not in data:
+        raise ConfigError("this is a target file (it has 'backend'), not a profile", where=str(path),
+                          hint="pass it with --target; --profile takes a file with [[passes]] (edgekd list profiles)")
+    return profile_from_mapping(data, where=str(path))
 
 
 def profile_from_mapping(data: Mapping[str, Any], *, where: str) -> Profile:
@@ -232,7 +236,11 @@ def profile_from_mapping(data: Mapping[str, Any], *, where: str) -> Profile:
 def load_target(name_or_path: str | os.PathLike[str]) -> Target:
     """Load a deployment target by name (``cpu``, ``openvino-cpu``) or path."""
     path = resolve_file("targets", name_or_path)
-    return target_from_mapping(_read_toml(path), where=str(path))
+    data = _read_toml(path)
+    if "passes" in data and "backend" not in data:
+        raise ConfigError("this is a profile (it has [[passes]]), not a target file", where=str(path),
+                          hint="pass it with --profile; --target takes a file with backend = ... (edgekd list targets)")
+    return target_from_mapping(data, where=str(path))
 
 
 def target_from_mapping(data: Mapping[str, Any], *, where: str) -> Target:

@@ -132,3 +132,12 @@ def test_list_survives_a_broken_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("EDGEKD_TARGETS_PATH", str(tmp_path))
     rows = {r["name"]: r for r in collect("targets")}
     assert rows["broken"]["description"].startswith("UNREADABLE") and "cpu" in rows
+
+
+def test_profile_and_target_files_swapped() -> None:
+    from edgekd.config import available
+
+    with pytest.raises(ConfigError, match="this is a target file"):
+        load_profile(available("targets")["cpu"])
+    with pytest.raises(ConfigError, match="this is a profile"):
+        load_target(available("profiles")["int8-kd"])
