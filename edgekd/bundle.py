@@ -82,7 +82,13 @@ def check_replaceable(out: Path, *, flag: str = "--out") -> None:
     # files a device adds inside a target's folder (a TensorRT engine built by build_engine.sh) are the bundle's
     target_dirs = tuple(f"{t.get('dir', name)}/" for name, t in (manifest.get("targets") or {}).items()
                         if isinstance(t, dict))
-    foreign = [rel for rel in hashed_files(out) if rel not in listed and not rel.startswith(target_dirs)]
+    own = {MANIFEST, "report.json", "report.md"}
+    foreign = []
+    for path in sorted(p for p in out.rglob("*") if p.is_file() or p.is_symlink()):
+        rel = path.relative_to(out).as_posix()
+        if not (rel in listed or rel in own or rel.startswith((*target_dirs, "plots/", "profile/"))
+                or "/__pycache__/" in f"/{rel}"):
+            foreign.append(rel)
     if foreign:
         raise EdgekdError(f"refusing to replace this bundle: it also holds files that are not part of it "
                           f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''})", where=str(out), hint=hint)

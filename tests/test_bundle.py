@@ -143,6 +143,10 @@ def test_never_replaces_user_files(bundle, tmp_path: Path) -> None:
     with pytest.raises(EdgekdError, match=r"holds files that are not part of it \(notes.txt\)"):
         BundleWriter(copy).__enter__()
     (copy / "notes.txt").unlink()
+    (copy / "report.pdf").write_text("mine too")  # named like the bundle's report files, yet not one of them
+    with pytest.raises(EdgekdError, match=r"not part of it \(report.pdf\)"):
+        BundleWriter(copy).__enter__()
+    (copy / "report.pdf").unlink()
     (copy / "cpu" / "model.engine").write_bytes(b"built on the device")  # inside a target folder: replaceable
     with BundleWriter(copy) as writer:
         (writer.staging / "model.onnx").write_bytes(b"new")
