@@ -261,3 +261,19 @@ def test_export_that_would_not_reproduce_brevitas_is_a_pass_error():
     assert 'quantizer = "layerwise"' in err.value.hint and "exclude" not in err.value.hint
     out = quantize(_art(_CatWithInput().eval()), QuantizeConfig(quantizer="layerwise", **cfg), ctx)
     assert ctx.report["quantize"]["twin_vs_brevitas_max_error"] < 1e-5 and out.meta["quantized"]
+
+
+def test_keeping_a_layer_that_does_not_help_is_put_back(digits, student):
+    # random unlabelled data with near-tied logits: a keep can make agreement *worse*; it used to stay kept
+    from edgekd.quant import QuantRecipe, calibrate, quantize_model
+    from edgekd.quant.sensitivity import EvalSet, keep_sensitive, outputs
+
+    model = quantize_model(student, QuantRecipe(weight_bits=2))
+    calibrate(model, digits.x_train, samples=128)
+    x = digits.x_test[:32]
+    ev = EvalSet(x, None, outputs(model, x))  # reference = the quantized model itself: drop 0, error 0
+    ranking = [{"layer": name, "drop": 1.0, "mean_abs_error": 0.1} for name in ("features.0", "classifier.3")]
+    _, kept, after = keep_sensitive(model, ev, ranking, budget=-1.0, max_layers=2, weight_bits=2,
+                                    requantize=lambda _: model)
+    assert kept == [] and [t["layer"] for t in after["tried_without_gain"]] == ["features.0", "classifier.3"]
+    assert int(model.get_submodule("features.0").quant_weight().bit_width) == 2  # put back to 2 bits

@@ -135,24 +135,40 @@ def keep_sensitive(model: nn.Module, ev: EvalSet, ranking: list[dict[str, Any]],
     """Greedily raise the precision of the most sensitive layers until ``drop <= budget``.
 
     ``requantize(float_layers)`` rebuilds and calibrates the model with those layers left in float
-    (only used for 8-bit recipes). Returns (model, kept rows, final score).
+    (only used for 8-bit recipes). A layer is kept only if keeping it lowers the drop (or, at an equal
+    drop, the mean |logit error|); one that does not
+    is put back (listed in ``final["tried_without_gain"]``), so a noisy evaluation (a few unlabelled
+    samples with near-tied logits) cannot leave layers in higher precision for nothing. At most
+    ``2 * max_layers`` layers are tried. Returns (model, kept rows, final score).
     """
     current = score(outputs(model, ev.x), ev)
     kept: list[dict[str, Any]] = []
+    tried: list[dict[str, Any]] = []
     float_layers: tuple[str, ...] = ()
     for row in ranking:
-        if current["drop"] <= budget or len(kept) >= max_layers:
+        if current["drop"] <= budget or len(kept) >= max_layers or len(kept) + len(tried) >= 2 * max_layers:
             break
         before = current["drop"]
         if weight_bits < 8:
-            set_weight_bits(model.get_submodule(row["layer"]), 8)
-            precision = "W8"
+            layer = model.get_submodule(row["layer"])
+            set_weight_bits(layer, 8)
+            candidate, candidate_float, precision = model, float_layers, "W8"
         else:
-            float_layers = (*float_layers, row["layer"])
-            model = requantize(float_layers)
-            precision = "FP32"
-        current = score(outputs(model, ev.x), ev)
+            candidate_float = (*float_layers, row["layer"])
+            candidate, precision = requantize(candidate_float), "FP32"
+        result = score(outputs(candidate, ev.x), ev)
+        gain = result["drop"] < before or (result["drop"] == before
+                                            and result["mean_abs_error"] < current["mean_abs_error"])
+        if not gain:
+            if weight_bits < 8:
+                set_weight_bits(layer, weight_bits)  # put it back
+            tried.append({"layer": row["layer"], "precision": precision, "drop_before": before,
+                          "drop_with_it": result["drop"], "why": "keeping it did not lower the drop or the logit error; put back"})
+            continue
+        model, float_layers, current = candidate, candidate_float, result
         kept.append({"layer": row["layer"], "precision": precision, "sensitivity_drop": row["drop"],
                      "drop_before": before, "drop_after": current["drop"],
                      "why": f"drop {before:.2f} > budget {budget:.2f} points; most sensitive layer left"})
+    if tried:
+        current = {**current, "tried_without_gain": tried}
     return model, kept, current
