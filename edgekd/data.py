@@ -95,7 +95,7 @@ def validate(splits: DataSplits, where: str) -> DataSplits:
                               where=where)
         if len(arr) == 0:
             raise SourceError(f"{name} is empty", where=where)
-        if not np.issubdtype(arr.dtype, np.number):
+        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
             raise SourceError(f"{name} has non-numeric dtype {arr.dtype}", where=where)
         if not np.isfinite(arr).all():
             raise SourceError(f"{name} contains NaN or inf", where=where)

@@ -228,6 +228,9 @@ def test_bad_data_parameters_and_tiny_sources(tmp_path: Path, monkeypatch: pytes
         with pytest.raises(SourceError, match=f"test_fraction='{bad}' must be a number between 0 and 1"):
             load_data(f"npz:{path}?test_fraction={bad}")
     assert len(load_data(f"npz:{path}?test_fraction=0.99").x_train) == 1  # both splits keep a sample
+    np.savez(path, x=np.zeros((10, 1, 4, 4), np.complex64), y=np.arange(10) % 2)
+    with pytest.raises(SourceError, match="non-numeric dtype complex64"):  # was cast to float, dropping .imag
+        load_data(f"npz:{path}")
     for bad in ("random:-1x8x8", "random:0x8x8", "random:3xx8"):
         with pytest.raises(SourceError, match="positive sizes"):
             load_data(bad)
