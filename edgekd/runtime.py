@@ -79,6 +79,9 @@ def _shape_hint(got: tuple[int, ...], want: tuple[Any, ...]) -> str:
     def fits(shape: tuple[int, ...]) -> bool:
         return len(shape) == len(want) and all(not isinstance(w, int) or w == g for g, w in zip(shape, want))
 
+    if got and want and isinstance(want[0], int) and fits((want[0], *got[1:])):
+        return (f"the artifact has a fixed batch of {want[0]}: feed {want[0]} sample(s) at a time, or use predict(x), "
+                "which splits the input")
     if fits((1, *got)):
         return "add the batch axis: x[None] (one sample) -- the model takes a batch"
     if len(got) == 4 and fits((got[0], got[3], got[1], got[2])):

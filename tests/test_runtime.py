@@ -163,3 +163,11 @@ def test_damaged_manifest_is_a_clear_error(bundle: Path, tmp_path: Path, edit, m
     dump_json(manifest, copy / MANIFEST)
     with pytest.raises(EdgekdError, match=f"manifest.json is damaged: {message}"):
         runtime.load(copy)
+
+
+def test_shape_hints() -> None:
+    from edgekd.runtime import _shape_hint
+
+    assert "fixed batch of 1" in _shape_hint((3, 1, 8, 8), (1, 1, 8, 8))
+    assert "x[None]" in _shape_hint((1, 8, 8), ("batch", 1, 8, 8))
+    assert "channels-last" in _shape_hint((2, 8, 8, 3), ("batch", 3, 8, 8))
