@@ -260,7 +260,7 @@ def test_export_that_would_not_reproduce_brevitas_is_a_pass_error():
         quantize(_art(_CatWithInput().eval()), QuantizeConfig(**cfg), ctx)
     assert 'quantizer = "layerwise"' in err.value.hint and "exclude" not in err.value.hint
     out = quantize(_art(_CatWithInput().eval()), QuantizeConfig(quantizer="layerwise", **cfg), ctx)
-    assert ctx.report["quantize"]["twin_vs_brevitas_max_error"] < 1e-5 and out.meta["quantized"]
+    assert ctx.report["quantize"]["twin_vs_brevitas"]["max_abs_error"] < 1e-5 and out.meta["quantized"]
 
 
 def test_keeping_a_layer_that_does_not_help_is_put_back(digits, student):
