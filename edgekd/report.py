@@ -60,6 +60,7 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
         for name, info in report["passes"].items():
             lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(v, 4)}" for k, v in info.items()
                                                        if not isinstance(v, (dict, list))))
+            lines += [f"  - note: {n}" for n in info.get("notes", []) if isinstance(n, str)]
         lines.append("")
     lines += ["## Targets", "", "| " + " | ".join(TARGET_HEADER) + " |", "|" + "---|" * len(TARGET_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in target_rows(report)]
@@ -75,9 +76,9 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
             lines += [f"| {c['label']} | {c['ran']} | {_fmt(c['p90_ms'], 4)} | {_fmt(c['accuracy'])} | "
                       f"{'yes' if c['within_budget'] else 'no'} |" for c in auto["candidates"]]
             lines.append("")
-            lines += [f"- note: {n}" for n in notes]
-            lines += [f"- budget {k}: {_fmt(v['value'], 3)} vs limit {v['limit']} -> {'ok' if v['ok'] else 'FAILED'}"
-                      for k, v in budgets.items()]
+        lines += [f"- note: {n}" for n in notes]
+        lines += [f"- budget {k}: {_fmt(v['value'], 3)} vs limit {v['limit']} -> {'ok' if v['ok'] else 'FAILED'}"
+                  for k, v in budgets.items()]
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
         lines += ["", "≈ latency is an analytical estimate at the target clock (FPGA), not a measurement."]
     path.write_text("\n".join(lines) + "\n")

@@ -277,3 +277,28 @@ def test_keeping_a_layer_that_does_not_help_is_put_back(digits, student):
                                     requantize=lambda _: model)
     assert kept == [] and [t["layer"] for t in after["tried_without_gain"]] == ["features.0", "classifier.3"]
     assert int(model.get_submodule("features.0").quant_weight().bit_width) == 2  # put back to 2 bits
+
+
+def test_fewer_calibration_samples_than_asked_is_said(digits, tmp_path, capsys):
+    import dataclasses
+
+    small = dataclasses.replace(digits, x_train=digits.x_train[:40], y_train=digits.y_train[:40])
+    ctx = _ctx(small, tmp=tmp_path)
+    quantize(_art(load_model("builtin:digits-student").module), QuantizeConfig(calibration_samples=256), ctx)
+    rep = ctx.report["quantize"]
+    assert rep["calibration_samples"] == 30  # 40 minus the 10-sample eval tail
+    assert any("calibrated on 30 samples, fewer than calibration_samples = 256" in n for n in rep["notes"])
+    assert "warning: quantize: calibrated on 30 samples" in capsys.readouterr().err
+
+
+def test_report_md_shows_pass_notes_and_target_budgets(tmp_path):
+    from edgekd.report import write_report_md
+
+    report = {"sources": {"model": "m", "profile": "p", "data": "d", "teacher": None},
+              "passes": {"quantize": {"scheme": "W8A8", "notes": ["calibrated on 30 samples"]}},
+              "targets": {"cpu": {"backend": "onnxruntime", "build": {"notes": ["ran mixed"]},
+                                  "budgets": {"p90_ms": {"value": 2.0, "limit": 1.0, "ok": False}}}}}
+    write_report_md(report, tmp_path / "report.md")
+    text = (tmp_path / "report.md").read_text()
+    assert "  - note: calibrated on 30 samples" in text
+    assert "- note: ran mixed" in text and "- budget p90_ms: 2.000 vs limit 1.0 -> FAILED" in text  # not only with auto

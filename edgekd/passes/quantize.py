@@ -13,6 +13,7 @@ restricts every scale to 2^k.
 
 from __future__ import annotations
 
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,6 +357,11 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     ev = EvalSet(x_eval, y_eval, outputs(float_model, x_eval))
     ptq = score(outputs(model, x_eval), ev)
     budget, budget_source = _budget(config, ctx)
+    notes = []
+    if len(x_cal) < config.calibration_samples:
+        notes.append(f"calibrated on {len(x_cal)} samples, fewer than calibration_samples = "
+                     f"{config.calibration_samples}: the data has no more; ranges may be too narrow")
+        print(f"edgekd: warning: quantize: {notes[-1]}", file=sys.stderr)
     report: dict[str, Any] = {
         "mode": config.mode, "scheme": label, "weights": f"int{config.weight_bits} {config.granularity} symmetric",
         "activations": "int8 per-tensor " + ("symmetric (zero point 0)" if recipe.symmetric_activations
@@ -366,7 +372,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         "decisions": why, "quantized_layers": len(layers), "float_layers_requested": list(exclude),
         "eval": {"samples": len(x_eval), "split": "tail of the training split (not the test set)",
                  "fp32_accuracy": ev.reference_accuracy, "ptq": ptq},
-        "budget": {"points": budget, "source": budget_source},
+        "budget": {"points": budget, "source": budget_source}, "notes": notes,
     }
     missed = budget is not None and ptq["drop"] > budget
     if config.sensitivity == "report" or (config.sensitivity == "auto" and missed):
