@@ -62,8 +62,8 @@ METHOD = """\
 - **Peers get their documented best recipe.** ONNX Runtime: `quant_pre_process`, then `quantize_static` QDQ with
   per-channel S8 weights, reported with both activation types (S8S8 is the default, U8S8 is the fast one on x86).
   NNCF: `nncf.quantize` on the OpenVINO model (`model_type=TRANSFORMER` for the ViT, as NNCF advises), compiled with
-  OpenVINO's default precision (bf16 for the float parts on AMX). Every peer starts from the same FP32 ONNX (edgekd's
-  export, dynamic batch) of the same seeded random weights, calibrated on the same inputs as edgekd.
+  OpenVINO's default precision (bf16 for the float parts on CPUs with AVX512-BF16 or AMX). Every peer starts from
+  the same FP32 ONNX (edgekd's export, dynamic batch) of the same seeded random weights, calibrated on the same inputs as edgekd.
 - **edgekd rows are `edgekd compress` bundles** with the shipped `cpu` and `openvino-cpu` targets, loaded through
   `edgekd.runtime` (what a deployed app runs). `openvino-cpu` keeps non-int8 layers in f32 (exact accuracy); it does
   not borrow OpenVINO's bf16 default.
@@ -72,7 +72,11 @@ METHOD = """\
 - **"The FP32 student"** of the 1-point goal is the `kd` profile's student on ONNX Runtime; each INT8 profile's own
   FP32 stage (after its distill pass, same recipe as kd.toml: one-cycle max lr 1e-2) is shown beside it.
 - **Side by side**: all variants of one model run in one process in interleaved rounds with a rotating start; speed
-  ratios are medians of per-round ratios with their range. Costs are child processes (their own peak RSS).
+  ratios are medians of per-round ratios with their range. Each variant's block starts after a 0.5 s idle gap:
+  ONNX Runtime's thread pool keeps spinning after its last call and slowed whatever ran next (OpenVINO resnet18
+  INT8: 1.28 ms right after ORT, 0.73 ms alone). Costs are child processes (their own peak RSS).
+- **The CPU decides the INT8 speed-up**: AMX (Xeon Sapphire Rapids and newer) runs int8 and bf16 tiles; a CPU with
+  only AVX-512 VNNI does not. The environment names the CPU of this run; earlier runs on other CPUs are linked below.
 - **Time budget** (full suite ~35 min on 2 quiet cores): bench_structure runs 2 seeds; bench_quant skips its latency
   part (the peers tables time the same models' INT8 and FP32 on both runtimes); bench_peers runs 2 seeds on MNIST-5k
   and digits. Every section below names its exact command.

@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import benchlib as bl
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,18 +106,8 @@ def bench_model(name: str, rounds: int, calls: int, threads: int, sparse: bool) 
             ref = onnx_outputs(src, calib[:8])
             got = np.concatenate([runner.infer_unchecked({"input": calib[i : i + 1]})[0] for i in range(8)])
             parity[vname] = compare_outputs(ref, got)
-        times: dict[str, list[float]] = {v: [] for v in variants}
-        for _ in range(rounds):
-            for vname, (runner, _, _) in variants.items():
-                call = runner.infer_unchecked
-                for _ in range(3):
-                    call({"input": feed})
-                samples = np.empty(calls)
-                for i in range(calls):
-                    t0 = time.perf_counter()
-                    call({"input": feed})
-                    samples[i] = time.perf_counter() - t0
-                times[vname].append(float(np.median(samples)) * 1e3)
+        times = bl.interleaved({v: (lambda call=r.infer_unchecked: call({"input": feed}))
+                                for v, (r, _, _) in variants.items()}, rounds=rounds, calls=calls)
         sizes = {v: sum(p.stat().st_size for p in (work / f"v{i}").iterdir()) / 1e6 for i, v in enumerate(variants)}
     base = np.array(times["ORT FP32"])
     rows = []

@@ -6,7 +6,7 @@ and docs/bench/peers.md is rendered from the whole file, each part with the comm
   latency   batch 1, 2 threads, interleaved rounds, medians over rounds, for torchvision resnet18,
             mobilenet_v2 and timm vit_tiny_patch16_224 (random weights): PyTorch eager FP32, ORT FP32,
             ORT quantize_static INT8 QDQ per-channel (S8S8 default and U8S8), NNCF -> OpenVINO INT8,
-            OpenVINO default (bf16 on AMX) and the edgekd bundles (int8, channels50 + int8) built by
+            OpenVINO default (bf16 on AVX512-BF16/AMX CPUs) and the edgekd bundles (int8, channels50 + int8) built by
             ``edgekd compress`` in a child process (its wall time and peak RSS = the model's pipeline
             cost); plus offline throughput over a small batch sweep.
   accuracy  MNIST-5k and digits: every edgekd profile run through ``edgekd compress`` in a child
@@ -263,7 +263,7 @@ def latency_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
         **{f"ort_{act.lower()}": (f"ORT quantize_static INT8, {act}" + (" (default)" if act == "S8S8" else ""),
                                   "peer", ort_runner(path), _size_mb(path), f"{secs:.1f} s; {ort_ops(path)}")
            for act, (path, secs) in ort_q.items()},
-        "ov_default": ("OpenVINO default precision (bf16 on AMX), FP32 model", "reference", ov_default := ov_runner(fp32),
+        "ov_default": ("OpenVINO default precision (bf16 on AVX512-BF16/AMX), FP32 model", "reference", ov_default := ov_runner(fp32),
                        _size_mb(fp32), f"no INFERENCE_PRECISION_HINT; {ov_default.graph}"),
         "nncf_ov": ("NNCF nncf.quantize -> OpenVINO INT8", "peer", nncf_run := ov_runner(nncf_path), _size_mb(nncf_path),
                     f"{nncf_s:.1f} s" + (", model_type TRANSFORMER" if "vit" in name else "") + f"; {nncf_run.graph}"),

@@ -69,20 +69,10 @@ def _accuracy(run: Any, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def _interleaved(runners: dict[str, Any], x: np.ndarray, rounds: int, calls: int) -> dict[str, list[float]]:
-    """p50 (ms) of each variant in each round; variants alternate inside every round."""
-    for run in runners.values():
-        for _ in range(5):
-            run(x)
-    p50s: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            t = np.empty(calls)
-            for i in range(calls):
-                t0 = time.perf_counter()
-                run(x)
-                t[i] = time.perf_counter() - t0
-            p50s[name].append(float(np.median(t) * 1e3))
-    return p50s
+    """p50 (ms) of each variant in each round (benchlib.interleaved: rotating order, idle gap between blocks)."""
+    import benchlib as bl
+
+    return bl.interleaved({n: (lambda f=run: f(x)) for n, run in runners.items()}, rounds=rounds, calls=calls, warmup=5)
 
 
 def _speedup(p50s: dict[str, list[float]], base: str, name: str) -> tuple[float, float, float]:

@@ -7,7 +7,7 @@ Part "accuracy" (MNIST-5k, the builtin 26.7k-parameter student and the builtin t
 Part "latency" (torchvision resnet18, random weights, batch 1, 2 threads):
   dense vs 50 %-channels-pruned (torch-pruning, L2, round_to 8) and dense vs 2:4 (magnitude, no
   fine-tuning: latency does not depend on the values), on ONNX Runtime FP32, OpenVINO FP32
-  (INFERENCE_PRECISION_HINT=f32) and OpenVINO's default precision (bf16 on AMX CPUs). Every
+  (INFERENCE_PRECISION_HINT=f32) and OpenVINO's default precision (bf16 on AVX512-BF16 and AMX CPUs). Every
   variant runs in interleaved rounds (each variant ``--calls`` timed calls per round) so drift hits
   them alike; the speed-up is the median over rounds of the per-round p50 ratio, with its range.
 
@@ -132,26 +132,11 @@ def _ov(path: Path, precision: str | None) -> Any:
     return lambda x: request.infer({0: x})
 
 
-def _time(fn: Any, x: np.ndarray, calls: int) -> float:
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
-
-
 def interleaved(runners: dict[str, Any], x: np.ndarray, rounds: int, calls: int) -> dict[str, list[float]]:
-    """p50 (ms) of every runner in every round; all runners run once per round, order rotating."""
-    for fn in runners.values():
-        for _ in range(5):
-            fn(x)
-    names = list(runners)
-    out: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[: r % len(names)]:
-            out[n].append(_time(runners[n], x, calls))
-    return out
+    """p50 (ms) of every runner in every round (benchlib.interleaved: rotating order, idle gap between blocks)."""
+    import benchlib as bl
+
+    return bl.interleaved({n: (lambda f=fn: f(x)) for n, fn in runners.items()}, rounds=rounds, calls=calls, warmup=5)
 
 
 def latency_part(rounds: int, calls: int, workdir: Path) -> dict[str, Any]:
@@ -182,7 +167,8 @@ def latency_part(rounds: int, calls: int, workdir: Path) -> dict[str, Any]:
     for name, art in (("dense", dense), ("pruned", pruned), ("2:4", sparse)):
         paths[name] = export_onnx(art, workdir / f"resnet18_{name.replace(':', '')}.onnx", example=x).path
     inspect_sparse = inspect_onnx(paths["2:4"]).totals()
-    runtimes = {"ORT FP32": _ort, "OV FP32 (f32 hint)": lambda p: _ov(p, "f32"), "OV default (bf16 on AMX)": lambda p: _ov(p, None)}
+    runtimes = {"ORT FP32": _ort, "OV FP32 (f32 hint)": lambda p: _ov(p, "f32"),
+                "OV default (bf16 on AVX512-BF16/AMX)": lambda p: _ov(p, None)}
     results: dict[str, Any] = {}
     for rt_name, make in runtimes.items():
         runners = {variant: make(paths[variant]) for variant in ("dense", "pruned", "2:4")}
