@@ -282,6 +282,14 @@ def latency_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
             rows[f"edgekd_{kind}_{target}"] = (
                 f"edgekd {'int8' if kind == 'int8' else 'channels50 + int8'} on {rt}", "edgekd",
                 lambda x, r=runner: r.infer_unchecked({"input": x}), _size_mb(Path(row["bundle"]) / target), note)
+        if kind == "int8":
+            # like for like with the NNCF row: the same IR compiled with OpenVINO's default precision, so the
+            # layers that stay float (vit: attention MatMuls, softmax, LayerNorm) run bf16 as NNCF's do
+            ir = Path(row["bundle"]) / "openvino-cpu" / "model.xml"
+            same = ov_runner(ir)
+            rows["edgekd_int8_ov_default"] = (
+                "edgekd int8 on OpenVINO, float parts at OV default precision (as the NNCF row)", "edgekd-alt", same,
+                _size_mb(ir), f"bundle's openvino-cpu IR, no INFERENCE_PRECISION_HINT; {same.graph}")
     print(f"[{name}] timing {len(rows)} variants, {args.rounds} rounds x {args.calls} calls ...", file=sys.stderr)
     samples: dict[str, list[float]] = {}
     p50 = bl.interleaved({k: (lambda f=v[2]: f(x1)) for k, v in rows.items()}, rounds=args.rounds, calls=args.calls,
