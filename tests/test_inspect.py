@@ -260,22 +260,12 @@ def test_dynamic_height_width_makes_macs_unknown_not_tiny(tmp_path):
     assert "(+ 1 layer(s) unknown)" in format_table(info)
 
 
-def test_blocked_dequantize_linear(tmp_path):
+def test_blocked_dequantize_linear(tmp_path, blocked_dq_matmul):
     """Opset 21 DequantizeLinear with block_size (one scale per 4 rows of a MatMul weight) crashed with a
     broadcast ValueError; the weight is now dequantized block-wise."""
     from edgekd.inspect import _Graph, _Resolver
 
-    rng = np.random.default_rng(0)
-    w = rng.integers(-8, 8, (16, 8)).astype(np.int8)
-    scale = (rng.random((4, 8)) * 0.1 + 0.01).astype(np.float32)
-    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], axis=0, block_size=4, name="dq_block"),
-             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
-                              [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(scale, "w_s")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = 10
-    onnx.checker.check_model(model)
+    model, w, scale = blocked_dq_matmul
     path = tmp_path / "block.onnx"
     onnx.save(model, str(path))
     (layer,) = inspect_onnx(path).layers

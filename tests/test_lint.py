@@ -302,17 +302,8 @@ def test_corrupt_file_is_a_usage_error_not_a_traceback(tmp_path: Path, capsys: p
     assert "corrupt or truncated" in err and "Traceback" not in err
 
 
-def test_blocked_weight_scales_are_not_an_axis_error() -> None:
+def test_blocked_weight_scales_are_not_an_axis_error(blocked_dq_matmul) -> None:
     """Opset-21 block_size DequantizeLinear on a MatMul weight (INT4 weight-only layout) is not per-channel."""
-    rng = np.random.default_rng(0)
-    w = rng.integers(-8, 8, (16, 8)).astype(np.int8)
-    scale = (rng.random((4, 8)) * 0.1 + 0.01).astype(np.float32)
-    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_s"], ["w"], axis=0, block_size=4, name="dq_block"),
-             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
-                              [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(scale, "w_s")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
-    model.ir_version = 10
+    model, _, _ = blocked_dq_matmul
     report = lint_tensorrt(model)
     assert report.ok and "qdq-block" in report.checks("info"), report.to_text()
