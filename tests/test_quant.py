@@ -302,3 +302,41 @@ def test_report_md_shows_pass_notes_and_target_budgets(tmp_path):
     text = (tmp_path / "report.md").read_text()
     assert "  - note: calibrated on 30 samples" in text
     assert "- note: ran mixed" in text and "- budget p90_ms: 2.000 vs limit 1.0 -> FAILED" in text  # not only with auto
+
+
+def _tiny_vit() -> nn.Module:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    return timm.models.vision_transformer.VisionTransformer(img_size=8, patch_size=4, in_chans=1, embed_dim=32,
+                                                            depth=2, num_heads=2, num_classes=10).eval()
+
+
+def test_int8_scores_attention_computes_what_timm_computes():
+    from edgekd.quant.attention import Int8ScoresAttention, quantize_attention_scores
+
+    vit = _tiny_vit()
+    x = torch.randn(3, 1, 8, 8)
+    ref = vit(x)
+    names = quantize_attention_scores(vit, nn.Identity, skip=lambda n: n == "blocks.1.attn")
+    assert names == ["blocks.0.attn"] and isinstance(vit.blocks[0].attn, Int8ScoresAttention)
+    assert "blocks.0.attn.qkv" in dict(vit.named_modules())  # layer names unchanged for exclude / sensitivity
+    torch.testing.assert_close(vit(x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_layerwise_vit_runs_q_k_scores_in_int8(digits, tmp_path):
+    """q·kᵀ gets int8 inputs (ORT: an integer MatMul kernel); softmax·v stays float; export == brevitas."""
+    vit = _tiny_vit()
+    ctx = _ctx(digits, tmp=tmp_path)
+    cfg = QuantizeConfig(quantizer="layerwise", calibration_samples=64, bias_correction=False, sensitivity="off")
+    quantize(_art(vit), cfg, ctx)
+    rep = ctx.report["quantize"]
+    assert rep["ort_optimized_ops"].get("MatMulIntegerToFloat", 0) + rep["ort_optimized_ops"].get(
+        "QLinearMatMul", 0) >= 2, rep["ort_optimized_ops"]
+    float_layers = rep.get("float_layers") or []
+    assert all(name.endswith("attn/MatMul_1") for name in float_layers), float_layers  # only softmax·v
+    assert rep["twin_vs_brevitas"]["max_abs_error"] < 1e-4
+    (tmp_path / "f").mkdir()
+    ctx_float = _ctx(digits, tmp=tmp_path / "f")
+    quantize(_art(_tiny_vit()), QuantizeConfig(quantizer="layerwise", calibration_samples=64, bias_correction=False,
+                                               sensitivity="off", attention_scores="float"), ctx_float)
+    assert ctx_float.report["quantize"]["int8_mac_fraction"] < rep["int8_mac_fraction"]

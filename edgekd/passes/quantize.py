@@ -38,6 +38,7 @@ class QuantizeConfig:
     act_bits: int = 8
     granularity: Literal["per_channel", "per_tensor"] = "per_channel"  # weights; activations are per tensor
     quantizer: Literal["graph", "layerwise"] = "graph"  # layerwise: no FX tracing, Q/DQ around each layer
+    attention_scores: Literal["int8", "float"] = "int8"  # layerwise: q and k of timm-style attention quantized
     calibration: Literal["minmax", "percentile"] = "percentile"
     percentile: float = 99.99
     calibration_samples: int = 512
@@ -335,7 +336,8 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     torch.manual_seed(ctx.seed)
 
     def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
-        model = quantize_model(float_model, recipe, mode=config.quantizer, exclude=(*exclude, *extra_float))
+        model = quantize_model(float_model, recipe, mode=config.quantizer, exclude=(*exclude, *extra_float),
+                               attention_scores=config.attention_scores == "int8")
         _check_runs(model, torch.from_numpy(np.ascontiguousarray(x_cal[:2], dtype=np.float32)), config.quantizer)
         calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
         if config.bias_correction:

@@ -72,7 +72,8 @@ def layer_macs(model: Any) -> list[dict[str, Any]]:
                 macs = int(np.prod(out[1:])) * int(k)
             elif a_shape:
                 macs = int(np.prod(out[1:] if len(out) > 2 else out)) * int(a_shape[-1])
-        rows.append({"node": node.name, "op": node.op_type, "macs": macs, "weight": weight, "key": key})
+        rows.append({"node": node.name, "op": node.op_type, "macs": macs, "weight": weight, "key": key,
+                     "output": node.output[0]})
     return rows
 
 
@@ -101,13 +102,15 @@ def int8_mac_report(path: Path) -> dict[str, Any]:
     optimized = optimized_graph(path)
     int_nodes = [n for n in optimized.graph.node if n.op_type in INT8_KERNEL_OPS]
     int_inputs = {name for n in int_nodes for name in n.input}
+    int_outputs = {name for n in int_nodes for name in n.output}
     float_ops = {"Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "FusedGemm", "NchwcConv"}
     float_weightless = sum(1 for n in optimized.graph.node if n.op_type in float_ops)
     total = int8 = 0
     layers = []
     for row in rows:
-        # weightless MatMul (attention scores): int8 only if no float compute op survived at all
-        weightless_int8 = float_weightless == 0 and bool(int_nodes)
+        # weightless MatMul (attention scores): int8 when an integer kernel now produces its output (ORT's
+        # fusions keep the output name), or when no float compute op survived at all
+        weightless_int8 = row["output"] in int_outputs or (float_weightless == 0 and bool(int_nodes))
         is_int8 = row["key"] in int_inputs if row["key"] is not None else weightless_int8
         total += row["macs"]
         int8 += row["macs"] if is_int8 else 0

@@ -110,8 +110,11 @@ def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
 
 
 def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["graph", "layerwise"] = "graph",
-                   exclude: tuple[str, ...] = (), merge_bn: bool = True) -> nn.Module:
-    """A brevitas fake-quant copy of ``model`` (the input is not modified). Not yet calibrated."""
+                   exclude: tuple[str, ...] = (), merge_bn: bool = True, attention_scores: bool = False) -> nn.Module:
+    """A brevitas fake-quant copy of ``model`` (the input is not modified). Not yet calibrated.
+
+    ``attention_scores`` (layerwise mode): timm-style attention blocks also quantize q and k, so q·kᵀ
+    is an int8 MatMul (edgekd/quant/attention.py); blocks matched by ``exclude`` stay as they are."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # brevitas warns at import (fast_hadamard_transform missing)
         from brevitas.graph.quantize import layerwise_quantize, preprocess_for_quantize, quantize
@@ -127,6 +130,12 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["grap
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # brevitas: fast_hadamard_transform missing, FX notes
         if mode == "layerwise":
+            if attention_scores:
+                from edgekd.quant.attention import quantize_attention_scores
+
+                signed_identity, kwargs = identity["signed"]
+                quantize_attention_scores(model, lambda: signed_identity(**{**kwargs, "return_quant_tensor": False}),
+                                          skip=lambda name: _excluded(name, exclude))
             blacklist = [n for n, _ in model.named_modules() if n and _excluded(n, exclude)]
             return layerwise_quantize(model, compute_layer_map=compute, name_blacklist=blacklist)
         try:
