@@ -148,44 +148,6 @@ def _drop_output_qdq(model: Any) -> int:
     return removed
 
 
-def _float_activation_matmuls(model: Any) -> int:
-    """ORT flavor: remove the Q/DQ pairs in front of a MatMul of two activations (attention q·kᵀ).
-
-    ONNX Runtime runs such a MatMul as MatMulIntegerToFloat, which was slower than the float MatMul on
-    vit_tiny (whole model 10.6 vs 6.7 ms, 2 threads); OpenVINO runs it as a fast int8 subgraph, so
-    only the ORT flavor drops the pair. The values then skip one int8 rounding of q and k (what brevitas
-    does differs by at most half a step of those quantizers). Returns how many pairs were removed."""
-    graph = model.graph
-    inits = {i.name for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
-    removed = 0
-    for mm in [n for n in graph.node if n.op_type == "MatMul"]:
-        sources = []
-        for name in mm.input[:2]:
-            node = producers.get(name)
-            while node is not None and node.op_type in ("Transpose", "Reshape") and users[node.output[0]] == 1:
-                node = producers.get(node.input[0])
-            sources.append(node)
-        if any(n is None or n.op_type != "DequantizeLinear" or n.input[0] in inits for n in sources):
-            continue  # a weight (initializer-backed DequantizeLinear) or not quantized: leave it
-        for dq in sources:
-            q = producers.get(dq.input[0])
-            if q is None or q.op_type != "QuantizeLinear" or users[dq.output[0]] != 1 or users[q.output[0]] != 1:
-                continue
-            for node in graph.node:
-                for i, name in enumerate(node.input):
-                    if name == dq.output[0]:
-                        node.input[i] = q.input[0]
-            graph.node.remove(dq)
-            graph.node.remove(q)
-            removed += 1
-    return removed
-
-
 def postprocess(path: Path, flavor: str) -> None:
     import onnx
 
@@ -194,7 +156,6 @@ def postprocess(path: Path, flavor: str) -> None:
     _unshare_weight_dq_params(model)
     if flavor == "ort":
         _quantize_before_relu(model)
-        _float_activation_matmuls(model)
     if flavor == "tensorrt":
         _drop_output_qdq(model)
     meta = {p.key: p.value for p in model.metadata_props}
