@@ -28,7 +28,7 @@ from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
 from edgekd.profiler.measure import measure_latency
 from edgekd.progress import log
-from edgekd.report import write_report_md
+from edgekd.report import NOT_RUN_STATUS, write_report_md
 
 
 @dataclass
@@ -166,7 +166,7 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     if auto is not None:
         entry["auto_precision"] = auto
     if not build.runnable:
-        entry["status"] = "built, not run here"
+        entry["status"] = NOT_RUN_STATUS
         return entry
     runner = backend.load(out_dir, target, build)
     entry["runtime"] = runner.describe()

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--nproc {args.nproc}: needs at least 1 training process", where="--nproc")
     from edgekd.pipeline import CompressOptions, compress
-    from edgekd.report import print_summary
+    from edgekd.report import PASSING_STATUSES, print_summary
 
     report = compress(args.model, data=args.data, profile=args.profile, targets=args.targets or ["cpu"],
                       teacher=args.teacher, out=args.out, arch=args.arch,
@@ -63,4 +63,4 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print_summary(report, title=f"edgekd bundle: {args.out}")
-    return 0 if all(t.get("status") in ("ok", "built, not run here") for t in report["targets"].values()) else 1
+    return 0 if all(t.get("status") in PASSING_STATUSES for t in report["targets"].values()) else 1
