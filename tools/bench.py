@@ -73,8 +73,9 @@ METHOD = """\
   FP32 stage (after its distill pass, same recipe as kd.toml: one-cycle max lr 1e-2) is shown beside it.
 - **Side by side**: all variants of one model run in one process in interleaved rounds with a rotating start; speed
   ratios are medians of per-round ratios with their range. Each variant's block starts after a 0.5 s idle gap:
-  ONNX Runtime's thread pool keeps spinning after its last call and slowed whatever ran next (OpenVINO resnet18
-  INT8: 1.28 ms right after ORT, 0.73 ms alone). Costs are child processes (their own peak RSS).
+  ONNX Runtime's thread pool keeps spinning after its last call and slowed whatever ran next (a one-off check
+  during development, not re-run by this suite: OpenVINO resnet18 INT8 about 1.75x slower right after ORT calls).
+  Costs are child processes (their own peak RSS).
 - **The CPU decides the INT8 speed-up**: AMX (Xeon Sapphire Rapids and newer) runs int8 and bf16 tiles; a CPU with
   only AVX-512 VNNI does not. The environment names the CPU of this run; earlier runs on other CPUs are linked below.
 - **Time budget** (full suite ~35 min on 2 quiet cores): bench_structure runs 2 seeds; bench_quant skips its latency

@@ -117,7 +117,8 @@ def interleaved(runners: Mapping[str, Callable[[], Any]], *, rounds: int, calls:
 
     Each runner's block starts after ``settle_s`` idle seconds: ONNX Runtime's thread pool keeps
     spinning after its last call and steals the cores from whatever runs next (measured here:
-    OpenVINO resnet18 INT8 1.28 ms right after 40 ORT calls, 0.73 ms alone or after a 0.5 s gap).
+    one-off development check: OpenVINO resnet18 INT8 about 1.75x slower right after 40 ORT calls than alone
+    or after a 0.5 s gap).
 
     >>> out = interleaved({"a": lambda: None, "b": lambda: None}, rounds=2, calls=3, warmup=0, settle_s=0)
     >>> sorted(out), [len(v) for v in out.values()]
