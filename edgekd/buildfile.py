@@ -69,6 +69,7 @@ class BuildFile:
     targets: tuple[str, ...] = ("cpu",)
     teacher: str | None = None
     arch: str | None = None
+    teacher_arch: str | None = None
     seed: int = 0
     golden_samples: int = 32
     measure: bool = True  # latency during the build: goes to report.json only (never hashed)
@@ -223,6 +224,7 @@ def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
         "model": source_digest(bf.model, "model", root),
         "teacher": source_digest(bf.teacher, "teacher", root) if bf.teacher else None,
         "arch": source_digest(bf.arch, "arch", root) if bf.arch else None,
+        "teacher_arch": source_digest(bf.teacher_arch, "teacher_arch", root) if bf.teacher_arch else None,
         "data": source_digest(bf.data, "data", root),
         "profile": {"ref": bf.profile, "sha256": _sha_file(root / profile_path)},
         "targets": [{"ref": t, "sha256": _sha_file(root / p)} for t, p in zip(bf.targets, target_paths)],
@@ -340,7 +342,7 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
     try:
         with contextlib.chdir(root):
             report = compress(bf.model, data=bf.data, profile=bf.profile, targets=list(bf.targets), teacher=bf.teacher,
-                              out=bf.out_path, arch=bf.arch,
+                              out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch,
                               options=CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples,
                                                       skip_unavailable=bf.skip_unavailable, measure=bf.measure))
     finally:

@@ -1,8 +1,9 @@
 """Model sources: ``builtin:NAME``, ``torchvision:NAME``, ``timm:NAME``, ``py:pkg.mod:factory``,
 and saved files (``.pt`` checkpoints loaded with ``weights_only=True``, ``.pt2`` torch.export programs).
 
-Security: a ``.pt``/``.pt2`` file never runs code (``weights_only=True`` / torch.export). A ``py:`` source
-imports and runs the named Python code: only use it with code you trust.
+Security: a ``.pt``/``.pt2`` file never runs code (``weights_only=True`` / torch.export), and the architecture a
+checkpoint names for itself is used only when it is a ``builtin:``/``torchvision:``/``timm:`` name (shown in the log).
+A ``py:`` source imports and runs the named Python code: it is taken only from the user (CLI, build file, API).
 """
 
 from __future__ import annotations
@@ -403,8 +404,8 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
             hint="save a state_dict (torch.save(model.state_dict(), path)) and pass --arch SRC, or a .pt2 from torch.export",
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
-        arch = arch or str(obj["arch"])
         state = _unwrap_state(obj["state_dict"], path)
+        arch = arch or _arch_named_by_file(obj["arch"], path)
     elif isinstance(obj, dict):
         state = _unwrap_state(obj, path)
     else:
@@ -422,6 +423,28 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
     loaded.source = spec.text
     loaded.name = path.stem
     return loaded
+
+
+#: architecture schemes a checkpoint may name for itself: each builds a known model from a name and runs no
+#: code of the file's choosing. ``py:`` (imports and runs Python) and file paths are taken only from the user.
+FILE_NAMEABLE_SCHEMES = ("builtin", "torchvision", "timm")
+
+
+def _arch_named_by_file(value: Any, path: Path) -> str:
+    """The architecture a checkpoint names for itself, accepted only when it selects no code (security)."""
+    text = str(value).strip() if isinstance(value, str) else ""
+    scheme = text.partition(":")[0] if ":" in text else "file"
+    if scheme not in FILE_NAMEABLE_SCHEMES:
+        shown = text if len(text) <= 120 else text[:120] + " ..."
+        raise SourceError(
+            f"the checkpoint names its architecture as {shown or repr(value)}; edgekd takes an architecture from a "
+            f"file only when it is a {'/'.join(s + ':' for s in FILE_NAMEABLE_SCHEMES)} name, because a py: source "
+            "or a path would run code the file chose", where=f"{path} (key 'arch')",
+            hint="if you trust that code, name it yourself: --arch SRC (--teacher-arch SRC for a teacher)")
+    from edgekd.progress import log
+
+    log(f"{path.name}: architecture {text} (named by the checkpoint)")
+    return text
 
 
 def load_model(source: str, *, arch: str | None = None) -> LoadedModel:

@@ -240,7 +240,7 @@ def check_budgets(target: Target, entry: dict[str, Any]) -> dict[str, dict[str, 
 
 def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets: list[str | Target] | None = None,
              teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
-             options: CompressOptions | None = None) -> dict[str, Any]:
+             options: CompressOptions | None = None, teacher_arch: str | None = None) -> dict[str, Any]:
     """Compress ``model`` with ``profile``, build every target, and write a bundle to ``out``.
 
     Returns the report (also written to ``out/report.json``).
@@ -260,7 +260,7 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
     torch.manual_seed(options.seed)
 
     student_src: LoadedModel = load_model(model, arch=arch)
-    teacher_src: LoadedModel | None = load_model(teacher) if teacher else None
+    teacher_src: LoadedModel | None = load_model(teacher, arch=teacher_arch) if teacher else None
     splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
                                          input_shape=student_src.input_shape, seed=options.seed))
     for role, src in (("model", student_src), ("teacher", teacher_src)):
@@ -358,7 +358,8 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
                                  "output_step": entry.get("output_step", 0.0), "target": t.to_dict()}
                         for t, entry in zip(tgts, target_entries.values(), strict=True)},
             "versions": runtime_versions(),
-            "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch},
+            "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch,
+                                    "teacher_arch": teacher_arch},
                        "profile": prof.to_dict(), "seed": options.seed},
         }
         report["duration_s"] = round(time.perf_counter() - started, 2)

@@ -210,6 +210,16 @@ def make_teacher_from(path: str) -> nn.Module:
 
 def test_resume_after_kill_reproduces_uninterrupted_run(teacher: nn.Module, data: DataSplits, tmp_path: Path) -> None:
     cfg = {"epochs": 3, "schedule": "onecycle", "lr": 5e-3, "features": ["features.5:2"]}
+    # the killed run uses one thread; float sums depend on the thread count, so every run here does too
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _resume_matches_reference(cfg, teacher, data, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _resume_matches_reference(cfg: dict, teacher: nn.Module, data: DataSplits, tmp_path: Path) -> None:
     reference = fine_tune(make_student(), teacher, data, FinetuneConfig(**cfg))
     teacher_path = tmp_path / "teacher.pt"
     torch.save(teacher.state_dict(), teacher_path)

@@ -21,7 +21,9 @@ Examples:
       --data builtin:digits --profile int8-kd --target cpu --target openvino-cpu --out out/digits
   edgekd compress --model torchvision:resnet18 --data random:3x224x224 --profile fp32 --target cpu --out out/r18
 
-A .pt file is loaded with weights_only=True (it never runs code); py: sources import and run Python code.
+A .pt file is loaded with weights_only=True (it never runs code). A checkpoint may name its own architecture
+only as builtin:/torchvision:/timm: (shown in the log); a py: architecture is taken only from --arch /
+--teacher-arch. py: sources import and run Python code: name only code you trust. See docs/security.md.
 """
 
 
@@ -33,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="student model source (see above)")
     p.add_argument("--arch", help="architecture source for a plain state_dict .pt file")
     p.add_argument("--teacher", help="teacher model source (needed by distillation passes)")
+    p.add_argument("--teacher-arch", help="architecture source for a teacher given as a plain state_dict .pt file")
     p.add_argument("--data", required=True, help="data source (see above)")
     p.add_argument("--profile", default="fp32", help="profile name (edgekd list profiles) or .toml path [fp32]")
     p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from edgekd.report import PASSING_STATUSES, print_summary
 
     report = compress(args.model, data=args.data, profile=args.profile, targets=args.targets or ["cpu"],
-                      teacher=args.teacher, out=args.out, arch=args.arch,
+                      teacher=args.teacher, out=args.out, arch=args.arch, teacher_arch=args.teacher_arch,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
                                               measure=not args.no_measure, nproc=args.nproc))
     if args.json:

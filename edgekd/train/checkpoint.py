@@ -38,7 +38,8 @@ def load_last(directory: Path, config: Any) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG/optimizer state
+        # weights_only: a last.pt in a folder the user points at is still a file, and must not run code
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise PassError(f"cannot read checkpoint: {exc}", where=str(path),
                         hint="delete it to start over, or point checkpoint_dir elsewhere") from None
