@@ -32,6 +32,10 @@ class LoadedModel:
     source: str
     input_shape: tuple[int, ...] | None = None  # (C, H, W) when the source knows it
     num_classes: int | None = None
+    #: True when the model takes only ``input_shape`` (builtin demo models, fixed-size programs, ``?input_size=``);
+    #: False when it is the pretrained default of a model that takes other sizes (torchvision/timm CNNs):
+    #: the data's size then wins, and ``check_fits_data`` proves the model runs on it
+    shape_required: bool = True
 
 
 # ---------------------------------------------------------------- builtin demo models
@@ -196,10 +200,31 @@ def _load_builtin(spec: SourceSpec) -> LoadedModel:
     return LoadedModel(module, spec.arg, spec.text, _DATASET_SHAPES[dataset], 10)
 
 
+#: query parameters edgekd consumes itself (never passed to a model factory)
+_OWN_PARAMS = ("seed", "input_size")
+
+
+def _input_size(spec: SourceSpec, channels: int) -> tuple[int, ...] | None:
+    """``?input_size=224`` (square, the model's channels), ``HxW`` or ``CxHxW``: the size the user fixes."""
+    text = spec.params.get("input_size")
+    if text is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        dims = ()
+    if not dims or len(dims) > 3 or min(dims) < 1:
+        raise SourceError(f"input_size={text!r} is not a size", where=spec.text,
+                          hint="use input_size=224 (square), input_size=HxW or input_size=CxHxW")
+    if len(dims) == 1:
+        dims = (dims[0], dims[0])
+    return dims if len(dims) == 3 else (channels, *dims)
+
+
 def _kwargs(spec: SourceSpec) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in spec.params.items():
-        if key == "seed":
+        if key in _OWN_PARAMS:
             continue
         try:
             out[key] = int(value)
@@ -226,8 +251,10 @@ def _load_torchvision(spec: SourceSpec) -> LoadedModel:
                         f"torchvision model {spec.arg}", spec.text,
                         hint=f"query parameters are passed to the model's constructor: see help(torchvision.models.{spec.arg})",
                         **_kwargs(spec)).eval()
+    fixed = _input_size(spec, 3)
     size = 299 if spec.arg.startswith("inception") else 224
-    return LoadedModel(module, spec.arg, spec.text, (3, size, size), getattr(module, "num_classes", None))
+    return LoadedModel(module, spec.arg, spec.text, fixed or (3, size, size), getattr(module, "num_classes", None),
+                       shape_required=fixed is not None)
 
 
 def _load_timm(spec: SourceSpec) -> LoadedModel:
@@ -247,7 +274,9 @@ def _load_timm(spec: SourceSpec) -> LoadedModel:
                         **_kwargs(spec)).eval()
     cfg = getattr(module, "pretrained_cfg", {}) or {}
     shape = tuple(cfg.get("input_size", (3, 224, 224)))
-    return LoadedModel(module, spec.arg, spec.text, shape, getattr(module, "num_classes", None))
+    fixed = _input_size(spec, int(shape[0]))
+    return LoadedModel(module, spec.arg, spec.text, fixed or shape, getattr(module, "num_classes", None),
+                       shape_required=fixed is not None)
 
 
 def _call_user(fn: Any, what: str, where: str, hint: str | None = None, **kwargs: Any) -> Any:
@@ -267,6 +296,7 @@ def _call_user(fn: Any, what: str, where: str, hint: str | None = None, **kwargs
 
 
 def _load_py(spec: SourceSpec) -> LoadedModel:
+    spec_size = spec.params.get("input_size")
     factory = import_callable(spec.arg, where=spec.text)
     torch.manual_seed(spec.int_param("seed", 0))
     if callable(factory) and not isinstance(factory, nn.Module):
@@ -276,7 +306,8 @@ def _load_py(spec: SourceSpec) -> LoadedModel:
         module = factory
     if not isinstance(module, nn.Module):
         raise SourceError(f"{spec.arg} returned {type(module).__name__}, expected a torch.nn.Module", where=spec.text)
-    return LoadedModel(module.eval(), spec.arg.rpartition(":")[2], spec.text)
+    fixed = _input_size(spec, 3) if spec_size is not None else None
+    return LoadedModel(module.eval(), spec.arg.rpartition(":")[2], spec.text, fixed)
 
 
 def _sniff(path: Path) -> str:
@@ -349,9 +380,36 @@ def _unwrap_state(obj: dict[str, Any], path: Path) -> dict[str, Any]:
                               hint="save torch.save(model.state_dict(), path), or a checkpoint with the weights "
                                    f"under one of: {', '.join(_NESTED_KEYS)}")
         obj = obj[found[0]]
-    if all(str(k).startswith("module.") for k in obj):
-        obj = {str(k)[len("module."):]: v for k, v in obj.items()}
-    return obj
+    return _strip_wrapper_prefix(obj)
+
+
+#: prefixes wrappers add to every key: DDP (``module.``), Lightning modules holding the net as ``self.model`` /
+#: ``self.net`` / ``self.student``, torch.compile (``_orig_mod.``)
+_WRAPPER_PREFIXES = ("module.", "model.", "net.", "student.", "_orig_mod.")
+
+
+def _strip_wrapper_prefix(state: dict[str, Any]) -> dict[str, Any]:
+    """Remove prefixes that every key shares (repeatedly: ``model.module.``); a real submodule name that happens
+    to prefix every key is put back by ``_fit_state`` when the architecture wants it."""
+    changed = True
+    while changed and state:
+        changed = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(str(k).startswith(prefix) for k in state):
+                state = {str(k)[len(prefix):]: v for k, v in state.items()}
+                changed = True
+    return state
+
+
+def _fit_state(state: dict[str, Any], module: nn.Module) -> dict[str, Any]:
+    """Keys as the module names them: a stripped prefix that is a real submodule name is put back."""
+    wanted = set(module.state_dict())
+    if set(state) <= wanted or not wanted:
+        return state
+    for prefix in _WRAPPER_PREFIXES:
+        if {prefix + k for k in state} <= wanted:
+            return {prefix + k: v for k, v in state.items()}
+    return state
 
 
 def _mismatch(exc: RuntimeError) -> str:
@@ -372,9 +430,9 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
                           hint="pass the .pt/.pth/.pt2 file inside it")
     if not path.is_file():
         raise SourceError("model file not found", where=str(path), hint="check the path")
-    if path.suffix not in (".pt", ".pth", ".pt2"):
+    if path.suffix not in (".pt", ".pth", ".ckpt", ".pt2"):
         raise SourceError(f"unsupported model file type {path.suffix!r}", where=str(path),
-                          hint="use .pt/.pth (state_dict or edgekd checkpoint) or .pt2 (torch.export)")
+                          hint="use .pt/.pth/.ckpt (state_dict, edgekd or Lightning checkpoint) or .pt2 (torch.export)")
     kind = _sniff(path)
     if kind == "export" or (path.suffix == ".pt2" and kind == "unknown"):
         return _load_program(path, spec)
@@ -394,14 +452,19 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
     except Exception as exc:
         text = str(exc)
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if found:
+        if found and path.suffix == ".ckpt":
+            message = (f"this Lightning-style checkpoint holds a pickled {found.group(1)} object (hyper-parameters or "
+                       "callback state); edgekd refuses pickles because loading them runs code")
+        elif found:
             message = (f"holds a pickled {found.group(1)} object (a whole module saved with torch.save(model)?); "
                        "edgekd refuses pickles because loading them runs code")
         else:
             message = f"cannot load with weights_only=True: {text.splitlines()[0] if text else type(exc).__name__}"
         raise SourceError(
             message, where=str(path),
-            hint="save a state_dict (torch.save(model.state_dict(), path)) and pass --arch SRC, or a .pt2 from torch.export",
+            hint=("if you trust the file, keep only its weights: torch.save(torch.load(path, weights_only=False)"
+                  "['state_dict'], 'weights.pt'), then pass weights.pt with --arch SRC") if path.suffix == ".ckpt" else
+                 "save a state_dict (torch.save(model.state_dict(), path)) and pass --arch SRC, or a .pt2 from torch.export",
         ) from None
     if isinstance(obj, dict) and "state_dict" in obj and "arch" in obj:
         state = _unwrap_state(obj["state_dict"], path)
@@ -415,7 +478,7 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
                           hint="pass --arch builtin:NAME|torchvision:NAME|py:mod:factory")
     loaded = load_model(arch)
     try:
-        loaded.module.load_state_dict(state)
+        loaded.module.load_state_dict(_fit_state(state, loaded.module))
     except RuntimeError as exc:
         raise SourceError(f"weights do not fit architecture {arch!r}: {_mismatch(exc)}", where=str(path),
                           hint="is --arch the architecture (and its parameters, e.g. ?num_classes=N) the weights "
@@ -469,6 +532,15 @@ def save_checkpoint(module: nn.Module, arch: str, path: Path) -> None:
     torch.save({"arch": arch, "state_dict": module.state_dict()}, path)
 
 
+def _fit_hint(loaded: LoadedModel, data_shape: tuple[int, ...]) -> str:
+    nominal = tuple(loaded.input_shape or ())
+    if nominal and nominal != data_shape:
+        size = "x".join(map(str, nominal[1:]))
+        return (f"{loaded.name} is built for {list(nominal)}: resize the data to it (e.g. imagefolder:DIR?size={size}), "
+                "or use a model that takes the data's size")
+    return "use data of the model's input shape (float32, N x C x H x W for images)"
+
+
 def check_fits_data(student: LoadedModel, teacher: LoadedModel | None, x: Any, num_classes: int | None,
                     where: str) -> None:
     """Run two samples through the models before hours of work: a model that cannot take the data, fewer
@@ -484,7 +556,7 @@ def check_fits_data(student: LoadedModel, teacher: LoadedModel | None, x: Any, n
         except Exception as exc:
             raise SourceError(f"{role} {loaded.name} cannot run on the data's samples of shape "
                               f"{list(sample.shape[1:])}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                              where=where, hint="use data of the model's input shape (float32 NCHW)") from None
+                              where=where, hint=_fit_hint(loaded, tuple(sample.shape[1:]))) from None
         if isinstance(out, torch.Tensor) and out.ndim == 2:
             widths[role] = int(out.shape[1])
     if num_classes is not None and "model" in widths and widths["model"] < num_classes:

@@ -264,7 +264,7 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
     splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
                                          input_shape=student_src.input_shape, seed=options.seed))
     for role, src in (("model", student_src), ("teacher", teacher_src)):
-        if src is not None and src.input_shape and tuple(src.input_shape) != splits.input_shape:
+        if src is not None and src.shape_required and src.input_shape and tuple(src.input_shape) != splits.input_shape:
             raise EdgekdError(f"data samples have shape {splits.input_shape} but {role} {src.name} expects "
                               f"{tuple(src.input_shape)}", where=data,
                               hint=layout_hint(splits.input_shape, tuple(src.input_shape))

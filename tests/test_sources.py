@@ -339,3 +339,68 @@ def test_imagefolder_keeps_16_bit_values(tmp_path: Path) -> None:
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "a" / "1.png")
     with pytest.raises(SourceError, match="mixes 16-bit"):
         load_data(f"imagefolder:{tmp_path}")
+
+
+def test_pretrained_sizes_are_defaults_not_requirements() -> None:
+    from edgekd.models import check_fits_data
+
+    mobile = load_model("torchvision:mobilenet_v3_small?num_classes=4")
+    assert mobile.input_shape == (3, 224, 224) and not mobile.shape_required
+    x = np.zeros((2, 3, 32, 32), np.float32)
+    check_fits_data(mobile, None, x, 4, "random:3x32x32")  # a CNN with adaptive pooling takes 32 px
+    fixed = load_model("torchvision:mobilenet_v3_small?input_size=96&num_classes=4")
+    assert fixed.input_shape == (3, 96, 96) and fixed.shape_required
+    assert load_model("torchvision:resnet18?input_size=3x64x48").input_shape == (3, 64, 48)
+    with pytest.raises(SourceError, match="input_size='big' is not a size"):
+        load_model("torchvision:resnet18?input_size=big")
+    timm_model = load_model("timm:resnet10t?num_classes=3")
+    assert not timm_model.shape_required
+    check_fits_data(timm_model, None, np.zeros((2, 3, 224, 224), np.float32), 3, "random:3x224x224")
+    vit = load_model("timm:vit_tiny_patch16_224?num_classes=2&img_size=32&depth=1")
+    with pytest.raises(SourceError, match="resize the data to it"):  # a ViT really needs its size
+        check_fits_data(vit, None, np.zeros((2, 3, 48, 48), np.float32), None, "random:3x48x48")
+
+
+def test_compress_takes_the_datas_size_for_a_torchvision_cnn(tmp_path: Path) -> None:
+    from edgekd.pipeline import CompressOptions, compress
+
+    report = compress("torchvision:mobilenet_v3_small?num_classes=4", data="random:3x32x32?n=4", profile="fp32",
+                      targets=["cpu"], out=tmp_path / "out", options=CompressOptions(measure=False))
+    assert report["data"]["input_shape"] == [3, 32, 32]
+    assert report["targets"]["cpu"]["parity_ok"]
+
+
+def test_wrapper_prefixes_and_lightning_checkpoints(tmp_path: Path) -> None:
+    model = DemoStudent()
+    for prefix in ("model.", "net.", "student.", "model.module.", "_orig_mod."):
+        path = tmp_path / f"{prefix.replace('.', '_')}.pt"
+        torch.save({prefix + k: v for k, v in model.state_dict().items()}, path)
+        loaded = load_model(str(path), arch="builtin:digits-student")
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.module.state_dict().values()))
+    # a real submodule name ("features." / "classifier.") is never stripped: these keys load as they are
+    assert load_model(str(tmp_path / "model_.pt"), arch="builtin:digits-student").module is not None
+    ckpt = tmp_path / "epoch=3-step=120.ckpt"
+    torch.save({"epoch": 3, "global_step": 120, "pytorch-lightning_version": "2.4.0", "hyper_parameters": {"lr": 0.1},
+                "state_dict": {"model." + k: v for k, v in model.state_dict().items()}}, ckpt)
+    loaded = load_model(str(ckpt), arch="builtin:digits-student")
+    assert torch.equal(loaded.module.state_dict()["features.0.weight"], model.state_dict()["features.0.weight"])
+
+
+def test_prefix_that_is_a_real_submodule_is_put_back(tmp_path: Path) -> None:
+    from torch import nn
+
+    class Wrapped(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = nn.Linear(3, 2)
+
+    state = Wrapped().state_dict()  # every key starts with "model." because the submodule is called model
+    path = tmp_path / "wrapped.pt"
+    torch.save(state, path)
+    sys.modules["wrapped_for_test"] = type(sys)("wrapped_for_test")
+    sys.modules["wrapped_for_test"].build = Wrapped
+    try:
+        loaded = load_model(str(path), arch="py:wrapped_for_test:build")
+    finally:
+        del sys.modules["wrapped_for_test"]
+    assert torch.equal(loaded.module.model.weight, state["model.weight"])
