@@ -110,10 +110,16 @@ def test_cli_compress_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 
 def test_teacher_shape_mismatch(tmp_path: Path) -> None:
-    # (a torchvision teacher loads instantly; builtin:mnist-teacher would train first)
-    with pytest.raises(EdgekdError, match=r"teacher resnet18 expects \(3, 224, 224\)"):
+    # (a torchvision teacher loads instantly; builtin:mnist-teacher would train first). Its 224 px is a default,
+    # not a requirement, so the run on the data's samples is what refuses it, naming the size it was built for
+    with pytest.raises(EdgekdError, match=r"teacher resnet18 cannot run on the data's samples of shape \[1, 8, 8\]"
+                       r"(.|\n)*resnet18 is built for \[3, 224, 224\]"):
         compress("builtin:digits-student", teacher="torchvision:resnet18", data="builtin:digits", profile="fp32",
                  targets=["cpu"], out=tmp_path / "x", options=FAST)
+    with pytest.raises(EdgekdError, match=r"teacher resnet18 expects \(3, 224, 224\)"):  # ?input_size= fixes it
+        compress("builtin:digits-student", teacher="torchvision:resnet18?input_size=224", data="builtin:digits",
+                 profile="fp32", targets=["cpu"], out=tmp_path / "x", options=FAST)
+    assert not (tmp_path / "x").exists()
 
 
 def test_fpga_target_needs_a_quantized_profile(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgekd.artifact import IOSpec
 from edgekd.backends.base import Availability, BuildResult, check_feeds, copy_onnx
+from edgekd.backends.ort_exact import EXACT_NOTE, SATURATING_NOTE, session_source
 from edgekd.errors import BuildError
 
 INT8_KERNEL_OPS = frozenset(
@@ -73,8 +74,9 @@ class OnnxRuntimeRunner:
         self.model_path = model_path
         self.options = options
         try:
+            source, self.exact_rewrites = session_source(model_path)
             self.session = ort.InferenceSession(
-                str(model_path), sess_options=session_options(options), providers=list(options.providers)
+                source, sess_options=session_options(options), providers=list(options.providers)
             )
         except Exception as exc:  # ORT raises its own exception types
             raise BuildError(f"ONNX Runtime could not load the model: {exc}", where=str(model_path)) from exc
@@ -104,6 +106,8 @@ class OnnxRuntimeRunner:
             "version": ort.__version__,
             "providers": self.session.get_providers(),
             "intra_op_threads": self.options.intra_op_threads,
+            **({"int8_weights": EXACT_NOTE} if self.exact_rewrites > 0 else {}),
+            **({"int8_weights": SATURATING_NOTE} if self.exact_rewrites < 0 else {}),
         }
 
 
@@ -151,6 +155,9 @@ class OnnxRuntimeBackend:
         else:
             precision = "fp32"
         notes = []
+        rewrites = session_source(dest)[1] if int8_ops else 0
+        if rewrites:
+            notes.append(EXACT_NOTE if rewrites > 0 else SATURATING_NOTE)
         if int8_ops and float_compute:
             notes.append(f"some compute ops still run in float after ORT optimization: {dict(float_compute)}")
         return BuildResult(
