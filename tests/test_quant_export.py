@@ -192,3 +192,29 @@ def test_relu_before_a_signed_quantizer_still_runs_int8_on_ort(tmp_path):
     assert np.array_equal(onnx_outputs(path, x), onnx_outputs(ov_path, x))
     parity = compare_outputs(outputs(model, x), onnx_outputs(path, x))  # tanh runs in float: a step or two
     assert parity.top1_agreement == 1.0 and parity.max_abs_error < 0.02
+
+
+def test_per_tensor_weights_export_scalar_scales_that_every_runtime_loads(digits, tmp_path):
+    """per_tensor used to export a 1-element scale with axis=0 (per-channel over one channel): invalid Q/DQ."""
+    asymmetric = _quantized(digits, per_channel=False)
+    symmetric = _quantized(digits, per_channel=False, symmetric_activations=True)
+    x = digits.x_test[:64]
+    for flavor, model in (("ort", asymmetric), ("openvino", asymmetric), ("tensorrt", symmetric)):
+        ref = outputs(model, x)
+        path, m = _export(model, x, tmp_path, flavor)
+        inits, prod = _inits(m), _producers(m)
+        layers = [n for n in m.graph.node if n.op_type in ("Conv", "Gemm")]
+        assert layers
+        for node in layers:
+            w_dq = prod[node.input[1]]
+            assert inits[w_dq.input[1]].shape == () and inits[w_dq.input[2]].shape == (), node.name
+            bias = prod[node.input[2]] if len(node.input) > 2 else None
+            if bias is not None and bias.op_type == "DequantizeLinear":
+                assert inits[bias.input[1]].shape == ()
+        onnx.checker.check_model(m, full_check=True)
+        got = onnx_outputs(path, x)
+        assert np.abs(got - ref).max() < 0.05 * np.abs(ref).max(), flavor
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(tmp_path / "m.openvino.onnx"), "CPU")
+    assert compiled([x[:1]])[0].shape == (1, 10)

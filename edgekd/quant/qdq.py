@@ -105,6 +105,14 @@ class _QDQ(torch.autograd.Function):
         return g.op("DequantizeLinear", g.op("QuantizeLinear", x, scale, zp), scale, zp)
 
 
+def _per_tensor_as_scalar(scale: torch.Tensor, zp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One scale for the whole tensor is a 0-d scale in ONNX: a 1-element 1-D scale with ``axis=0`` declares
+    per-channel quantization over one channel, which ONNX Runtime, OpenVINO and TensorRT refuse."""
+    if scale.numel() == 1 and scale.dim() > 0:
+        return scale.reshape(()), zp.reshape(()) if zp.numel() == 1 else zp
+    return scale, zp
+
+
 class _DQ(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, q: torch.Tensor, scale: torch.Tensor, zp: torch.Tensor, axis: int) -> torch.Tensor:
@@ -158,7 +166,7 @@ class WeightedTwin(nn.Module):
                 raise ExportError(f"padding_mode={layer.padding_mode!r} is not supported", where=type(layer).__name__)
             self.conv_args = (layer.stride, layer.padding, layer.dilation, layer.groups)
         if isinstance(weight, tuple):
-            w_int, w_scale, w_zp = weight
+            w_int, w_scale, w_zp = (weight[0], *_per_tensor_as_scalar(weight[1], weight[2]))
             self.register_buffer("w_int", w_int)
             self.register_buffer("w_scale", w_scale)
             self.register_buffer("w_zp", w_zp)
@@ -168,9 +176,11 @@ class WeightedTwin(nn.Module):
         self.b_float: nn.Parameter | None = None
         self.has_bias_int = isinstance(bias, tuple)
         if isinstance(bias, tuple):
+            b_scale, _ = _per_tensor_as_scalar(bias[1], bias[1])
             self.register_buffer("b_int", bias[0])
-            self.register_buffer("b_scale", bias[1])
-            self.register_buffer("b_zp", torch.zeros_like(bias[0]))
+            self.register_buffer("b_scale", b_scale)
+            self.register_buffer("b_zp", torch.zeros((), dtype=bias[0].dtype) if b_scale.dim() == 0
+                                 else torch.zeros_like(bias[0]))
         elif bias is not None:
             self.b_float = nn.Parameter(bias.detach().clone(), requires_grad=False)
         self.input_quant = input_quant
