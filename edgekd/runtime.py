@@ -23,6 +23,7 @@ import numpy as np
 
 from edgekd.artifact import IOSpec
 from edgekd.backends import BACKENDS, BuildResult
+from edgekd.backends.base import dtype_hint
 from edgekd.bundle import read_manifest, verify_bundle
 from edgekd.errors import BackendUnavailable, BuildError, ConfigError, EdgekdError
 
@@ -136,7 +137,8 @@ class BundleRunner:
             arr = np.asarray(feeds[spec.name])
             if str(arr.dtype) != spec.dtype:
                 raise BuildError(f"input {spec.name!r} is {arr.dtype}, the model expects {spec.dtype}",
-                                 where=str(self.bundle / "manifest.json"), hint=f"convert with x.astype(np.{spec.dtype})")
+                                 where=str(self.bundle / "manifest.json"),
+                                 hint=dtype_hint(arr.dtype, spec.dtype, self.preprocessing))
             if not spec.matches(tuple(arr.shape)):
                 raise BuildError(f"input {spec.name!r} has shape {list(arr.shape)}, the model expects {list(spec.shape)} "
                                  "(a name or null is any size)", where=str(self.bundle / "manifest.json"),

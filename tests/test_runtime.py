@@ -72,6 +72,10 @@ def test_input_validation_errors(bundle: Path) -> None:
     with pytest.raises(BuildError, match=r"is float64, the model expects float32") as exc:
         model.infer({"input": x.astype(np.float64)})
     assert "astype(np.float32)" in str(exc.value)
+    with pytest.raises(BuildError, match=r"is uint8, the model expects float32") as exc:
+        model.infer({"input": (x * 16).astype(np.uint8)})  # digits are 0..16: the bundle's scale is 1/16
+    assert f"x.astype(np.float32) * {model.preprocessing['scale']:.8g}" in exc.value.hint
+    assert "a bare astype keeps a range the model never saw" in exc.value.hint
     with pytest.raises(BuildError, match=r"shape \[2, 8, 8\], the model expects \['batch', 1, 8, 8\]"):
         model.infer({"input": x[:, 0]})
     with pytest.raises(BuildError, match=r"missing \['input'\], unexpected \['image'\]"):

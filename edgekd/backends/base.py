@@ -80,6 +80,21 @@ class Backend(Protocol):
     def load(self, target_dir: Path, target: Any, build: BuildResult | None = None) -> Runner: ...
 
 
+def dtype_hint(given: np.dtype, wanted: str, preprocessing: Mapping[str, Any] | None = None) -> str:
+    """How to convert an input of the wrong dtype; for integer images, the bundle's preprocessing spelled out."""
+    if not (np.issubdtype(given, np.integer) and wanted.startswith("float")):
+        return f"convert with x.astype(np.{wanted})"
+    pre = preprocessing or {}
+    steps = f"x.astype(np.{wanted})"
+    if pre.get("scale") not in (None, 1, 1.0):
+        steps += f" * {pre['scale']:.8g}"
+    if pre.get("mean") is not None:
+        steps = f"({steps} - mean) / std with mean={pre['mean']}, std={pre.get('std')}"
+    # uint8 images: a bare astype keeps 0..255 where the model was trained on scaled values
+    where = "" if preprocessing else " (manifest.json 'preprocessing' says which)"
+    return f"apply the model's preprocessing{where}: {steps}; a bare astype keeps a range the model never saw"
+
+
 def check_feeds(inputs: tuple[IOSpec, ...], feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Validate feed names, shapes and dtypes against the model's inputs; clear errors."""
     names = [spec.name for spec in inputs]
@@ -96,7 +111,7 @@ def check_feeds(inputs: tuple[IOSpec, ...], feeds: Mapping[str, np.ndarray]) -> 
         if str(arr.dtype) != spec.dtype:
             raise BuildError(
                 f"input {spec.name!r} has dtype {arr.dtype}, the model expects {spec.dtype}",
-                hint=f"convert with arr.astype(np.{spec.dtype})",
+                hint=dtype_hint(arr.dtype, spec.dtype),
             )
         if not spec.matches(tuple(arr.shape)):
             raise BuildError(
