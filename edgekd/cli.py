@@ -53,14 +53,35 @@ def main(argv: list[str] | None = None) -> int:
         from edgekd.progress import set_quiet
 
         set_quiet(True)
+    _terminate_like_interrupt()
     try:
         return int(args.handler(args) or 0)
     except EdgekdError as exc:
         print(f"edgekd: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("edgekd: terminated (SIGTERM); nothing half-written was left in place", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("edgekd: interrupted", file=sys.stderr)
         return 130
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (CI cancel, kill, a container stop): unwinds like Ctrl-C so every ``with`` cleans up."""
+
+
+def _terminate_like_interrupt() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 if __name__ == "__main__":

@@ -191,3 +191,26 @@ def test_killed_writer_leftovers_are_recovered(bundle, tmp_path: Path) -> None:
         raise RuntimeError("this run fails too")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # leftovers gone, previous bundle back
     assert verify_bundle(tmp_path / "b") == []
+
+
+def test_sigterm_removes_the_staging_folder_and_says_so(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "b"
+    proc = subprocess.Popen([sys.executable, "-m", "edgekd", "compress", "--model", "builtin:digits-student",
+                             "--data", "builtin:digits", "--profile", "fp32",
+                             "--target", "cpu", "--out", str(out)], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".b.partial-*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before its staging folder appeared"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "terminated (SIGTERM)" in err and "Traceback" not in err
+    assert not list(tmp_path.glob(".b.*")) and not out.exists()
+
