@@ -25,6 +25,7 @@ import platform
 import socket
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,8 +36,10 @@ import numpy as np
 from edgekd.bundle import read_manifest, verify_bundle
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.parity import compare_outputs
+from edgekd.registry import Registry
 
-CHECKS = ("integrity", "golden_parity", "accuracy", "latency_p90", "regression", "size")
+#: the checks, in the order they run: HilSession methods registered with ``@HIL_CHECKS.register(name)``
+HIL_CHECKS: Registry[Callable[[HilSession], CheckResult]] = Registry("check")
 Status = Literal["passed", "failed", "skipped", "error"]
 BASELINE_SCHEMA = "edgekd.hil-baseline/1"
 
@@ -296,6 +299,7 @@ class HilSession:
 
     # ------------------------------------------------------------ checks
 
+    @HIL_CHECKS.register("integrity")
     def check_integrity(self) -> CheckResult:
         problems = verify_bundle(self.bundle)
         n = len(self.manifest.get("files", {}))
@@ -304,6 +308,7 @@ class HilSession:
                               value=f"{len(problems)} problem(s)", limit="all checksums match", problems=problems)
         return self._pass("integrity", value=f"{n} files verified", limit="all checksums match")
 
+    @HIL_CHECKS.register("golden_parity")
     def check_golden_parity(self) -> CheckResult:
         golden = self.golden()
         # a target built from a runtime-specific ONNX variant is compared with ORT running that same variant
@@ -362,6 +367,7 @@ class HilSession:
                 return float(acc), "report.json accuracy.onnx_reference"
         return None, "no reference: onnxruntime is not installed and report.json has no onnx_reference"
 
+    @HIL_CHECKS.register("accuracy")
     def check_accuracy(self) -> CheckResult:
         x, y, source = self._labelled()
         pred = self.runner.predict(x).reshape(len(x), -1).argmax(1)
@@ -381,6 +387,7 @@ class HilSession:
                               f"(budget {budget:g} pp) on {source}", value=value, limit=limit, **data)
         return self._pass("accuracy", value=value, limit=limit, **data)
 
+    @HIL_CHECKS.register("latency_p90")
     def check_latency_p90(self) -> CheckResult:
         lat = self.latency()
         p90 = float(lat["p90_ms"])
@@ -395,6 +402,7 @@ class HilSession:
                               f"(batch {lat['batch_size']}, {lat['iterations']} queries)", value=value, limit=limit, **data)
         return self._pass("latency_p90", value=value, limit=limit, **data)
 
+    @HIL_CHECKS.register("regression")
     def check_regression(self) -> CheckResult:
         if self.options.baseline is None:
             raise CheckSkipped("no baseline given (--baseline PROFILE.json)")
@@ -412,6 +420,7 @@ class HilSession:
                               f"(allowed +{self.options.max_regression * 100:g}%)", value=value, limit=limit, **data)
         return self._pass("regression", value=value, limit=limit, **data)
 
+    @HIL_CHECKS.register("size")
     def check_size(self) -> CheckResult:
         entry = self.manifest["targets"][self.target_name]
         tdir = self.bundle / entry["dir"]
@@ -434,11 +443,10 @@ class HilSession:
 
     def run(self, name: str) -> CheckResult:
         """Run one check; never raises for a check that fails -- the result says so."""
-        if name not in CHECKS:
-            raise ConfigError(f"unknown check {name!r}; known: {', '.join(CHECKS)}")
+        check = HIL_CHECKS.get(name)  # an unknown name is a ConfigError naming the known checks
         started = time.perf_counter()
         try:
-            result = getattr(self, f"check_{name}")()
+            result = check(self)
         except CheckFailed as exc:
             result = CheckResult(name, "failed", exc.value, exc.limit, exc.reason, data=exc.data)
         except CheckSkipped as exc:
@@ -460,6 +468,9 @@ class HilSession:
         return HilReport(bundle=str(self.bundle), target=self.target_name, backend=self.backend,
                          device=str(self.target.device), runtime=self.runtime_info(), results=tuple(results),
                          started_at=started_at, seconds=seconds)
+
+
+CHECKS = tuple(HIL_CHECKS.names(sort=False))
 
 
 def run_checks(bundle: str | Path, options: CheckOptions | None = None,

@@ -31,9 +31,9 @@ def collect(what: str) -> list[dict[str, str]]:
                          **({"backend": str(data.get("backend", ""))} if what == "targets" else {})})
         return rows
     if what == "passes":
-        from edgekd.passes import PASSES
+        from edgekd.passes import PASSES, pass_listing
 
-        return [{"name": n, "description": PASSES.get(n).summary} for n in PASSES.names()]
+        return [pass_listing(n) for n in PASSES.names()]  # a built-in's row is static: no pass module (torch) imported
     from edgekd.backends import backend_status
 
     return [{"name": n, "status": "available" if s.available else "unavailable", "reason": s.reason}
