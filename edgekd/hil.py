@@ -37,10 +37,10 @@ from edgekd.bundle import read_manifest, verify_bundle
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.parity import compare_outputs
 from edgekd.registry import Registry
+from edgekd.status import Status
 
 #: the checks, in the order they run: HilSession methods registered with ``@HIL_CHECKS.register(name)``
 HIL_CHECKS: Registry[Callable[[HilSession], CheckResult]] = Registry("check")
-Status = Literal["passed", "failed", "skipped", "error"]
 BASELINE_SCHEMA = "edgekd.hil-baseline/1"
 
 
@@ -78,7 +78,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("passed", "skipped")
+        return self.status in (Status.PASSED, Status.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -437,7 +437,7 @@ class HilSession:
 
     @staticmethod
     def _pass(name: str, value: str, limit: str, **data: Any) -> CheckResult:
-        return CheckResult(name, "passed", value=value, limit=limit, data=data)
+        return CheckResult(name, Status.PASSED, value=value, limit=limit, data=data)
 
     # ------------------------------------------------------------ running
 
@@ -448,13 +448,13 @@ class HilSession:
         try:
             result = check(self)
         except CheckFailed as exc:
-            result = CheckResult(name, "failed", exc.value, exc.limit, exc.reason, data=exc.data)
+            result = CheckResult(name, Status.FAILED, exc.value, exc.limit, exc.reason, data=exc.data)
         except CheckSkipped as exc:
-            result = CheckResult(name, "skipped", exc.value, "", exc.reason, data=exc.data)
+            result = CheckResult(name, Status.SKIPPED, exc.value, "", exc.reason, data=exc.data)
         except EdgekdError as exc:
-            result = CheckResult(name, "error", reason=str(exc).replace("\n  ", " "))
+            result = CheckResult(name, Status.ERROR, reason=str(exc).replace("\n  ", " "))
         except Exception as exc:  # a damaged bundle or a runtime failure: this check errs, the others still run
-            result = CheckResult(name, "error", reason=f"{type(exc).__name__}: {exc}")
+            result = CheckResult(name, Status.ERROR, reason=f"{type(exc).__name__}: {exc}")
         return CheckResult(result.name, result.status, result.value, result.limit, result.reason,
                            time.perf_counter() - started, result.data)
 
@@ -488,7 +488,7 @@ def run_checks(bundle: str | Path, options: CheckOptions | None = None,
 def format_table(report: HilReport) -> str:
     """Plain text (CI logs have no colours): one line per check, failures' reasons in full below."""
     header = ["check", "status", "measured", "limit"]
-    rows = [[r.name, r.status.upper() if r.status in ("failed", "error") else r.status, r.value, r.limit]
+    rows = [[r.name, r.status.upper() if r.status in (Status.FAILED, Status.ERROR) else r.status, r.value, r.limit]
             for r in report.results]
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
 
@@ -506,8 +506,8 @@ def format_table(report: HilReport) -> str:
     if notes:
         out.append("")
         out += [f"{r.name}: {r.status}: {r.reason}" for r in notes]
-    n_fail = sum(r.status in ("failed", "error") for r in report.results)
-    n_skip = sum(r.status == "skipped" for r in report.results)
+    n_fail = sum(r.status in (Status.FAILED, Status.ERROR) for r in report.results)
+    n_skip = sum(r.status == Status.SKIPPED for r in report.results)
     out += ["", f"RESULT: {'PASSED' if report.passed else 'FAILED'} ({len(report.results) - n_fail - n_skip} passed, "
             f"{n_fail} failed, {n_skip} skipped) in {report.seconds:.2f} s"]
     return "\n".join(out)
@@ -518,9 +518,9 @@ def junit_xml(reports: list[HilReport]) -> ET.ElementTree:
     root = ET.Element("testsuites", name="edgekd-hil")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for rep in reports:
-        counts = {"tests": len(rep.results), "failures": sum(r.status == "failed" for r in rep.results),
-                  "errors": sum(r.status == "error" for r in rep.results),
-                  "skipped": sum(r.status == "skipped" for r in rep.results)}
+        counts = {"tests": len(rep.results), "failures": sum(r.status == Status.FAILED for r in rep.results),
+                  "errors": sum(r.status == Status.ERROR for r in rep.results),
+                  "skipped": sum(r.status == Status.SKIPPED for r in rep.results)}
         suite = ET.SubElement(root, "testsuite", name=f"edgekd.hil.{rep.target}", timestamp=rep.started_at,
                               hostname=socket.gethostname(), time=f"{rep.seconds:.3f}",
                               **{k: str(v) for k, v in counts.items()})
@@ -532,11 +532,11 @@ def junit_xml(reports: list[HilReport]) -> ET.ElementTree:
             case = ET.SubElement(suite, "testcase", classname=f"edgekd.hil.{rep.target}", name=r.name,
                                  time=f"{r.seconds:.4f}")
             text = f"measured: {r.value}\nlimit: {r.limit}\n{r.reason}".strip()
-            if r.status == "failed":
+            if r.status == Status.FAILED:
                 ET.SubElement(case, "failure", message=r.reason, type="edgekd.BudgetFailed").text = text
-            elif r.status == "error":
+            elif r.status == Status.ERROR:
                 ET.SubElement(case, "error", message=r.reason, type="edgekd.CheckError").text = text
-            elif r.status == "skipped":
+            elif r.status == Status.SKIPPED:
                 ET.SubElement(case, "skipped", message=r.reason)
             ET.SubElement(case, "system-out").text = text
         for k in totals:

@@ -28,7 +28,8 @@ from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
 from edgekd.profiler.measure import measure_latency
 from edgekd.progress import log
-from edgekd.report import NOT_RUN_STATUS, write_report_md
+from edgekd.report import write_report_md
+from edgekd.status import Status
 
 
 @dataclass
@@ -166,7 +167,7 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     if auto is not None:
         entry["auto_precision"] = auto
     if not build.runnable:
-        entry["status"] = NOT_RUN_STATUS
+        entry["status"] = Status.NOT_RUN
         return entry
     runner = backend.load(out_dir, target, build)
     entry["runtime"] = runner.describe()
@@ -194,7 +195,8 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
                                  iterations=target.profiling.iterations, description=f"profiling {target.name}")
         entry["latency"] = sample.summary()
     entry["budgets"] = check_budgets(target, entry)
-    entry["status"] = "ok" if entry["parity_ok"] and all(b["ok"] for b in entry["budgets"].values()) else "failed"
+    passed = entry["parity_ok"] and all(b["ok"] for b in entry["budgets"].values())
+    entry["status"] = Status.PASSED if passed else Status.FAILED
     return entry
 
 

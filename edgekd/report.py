@@ -5,11 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-# A target whose artifact cannot run on this machine (TensorRT without a GPU): its files are prepared
-# (linted ONNX, build_engine.sh for trtexec on the device) but no engine was built and nothing was measured.
-NOT_RUN_STATUS = "prepared, not run here"
-PASSING_STATUSES = ("ok", NOT_RUN_STATUS)
-
 
 def _fmt(value: Any, digits: int = 2) -> str:
     if value is None:

@@ -34,7 +34,7 @@ def test_bundle_complete_and_checksums_verify(bundle) -> None:
     golden = np.load(out / "golden.npz")
     assert golden["input"].shape == (8, 1, 8, 8) and golden["reference"].shape == (8, 10)
     entry = report["targets"]["cpu"]
-    assert entry["status"] == "ok" and entry["parity"]["top1_agreement"] == 1.0
+    assert entry["status"] == "passed" and entry["parity"]["top1_agreement"] == 1.0
     assert entry["latency"]["p50_ms"] > 0 and entry["latency"]["iterations"] == 200
     assert report["accuracy"]["teacher"] > 95
 

@@ -36,6 +36,8 @@ import benchlib as bl
 import numpy as np
 from peers_report import PEER_CALIB, PROFILES, goals, render
 
+from edgekd.status import is_passing
+
 ROOT = bl.ROOT
 THREADS = 2
 MODELS = {"resnet18": ("torchvision:resnet18", "graph"), "mobilenet_v2": ("torchvision:mobilenet_v2", "graph"),
@@ -277,7 +279,7 @@ def latency_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
                 Path(row["bundle"]) / target / runner.manifest["targets"][target]["artifact"])
             note = (f"target {target}: {t['precision']}" + (f", {frac * 100:.0f} % int8 MACs" if frac else "")
                     + f"; {graph}"
-                    + ("" if t["status"] == "ok" else f"; compress check {t['status']}: "
+                    + ("" if is_passing(t["status"]) else f"; compress check {t['status']}: "
                        + "; ".join(t["parity_failures"])[:160]))
             rows[f"edgekd_{kind}_{target}"] = (
                 f"edgekd {'int8' if kind == 'int8' else 'channels50 + int8'} on {rt}", "edgekd",

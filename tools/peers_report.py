@@ -9,6 +9,8 @@ from typing import Any
 import benchlib as bl
 import numpy as np
 
+from edgekd.status import is_passing  # reads older results' "ok" too
+
 #: (label, profile) of the accuracy part; "ce" is kd.toml with loss = "ce" (same recipe, no teacher)
 PROFILES = [("student CE", "ce"), ("student KD (fp32/kd)", "kd"), ("int8-ptq", "int8-ptq"), ("int8-kd", "int8-kd"),
             ("w4a8-kd", "w4a8-kd"), ("sparse24-int8-kd", "sparse24-int8-kd"),
@@ -201,7 +203,7 @@ def render_accuracy(acc: dict[str, Any]) -> list[str]:
             ov = [r["targets"]["openvino-cpu"]["accuracy"] for r in ok]
             stage = [r["fp32_stage"] for r in ok if r["fp32_stage"] is not None]
             diff = [r["targets"]["cpu"]["accuracy"] - kd[r["seed"]] for r in ok if r["seed"] in kd] or [np.nan]
-            status = sorted({f"{t}: {v['status']}" for r in ok for t, v in r["targets"].items() if v["status"] != "ok"})
+            status = sorted({f"{t}: {v['status']}" for r in ok for t, v in r["targets"].items() if not is_passing(v["status"])})
             name = f"**edgekd {label}**" if prof in INT8_PROFILES else f"edgekd {label}"
             table.append([name, bl.mean_std(ort), bl.mean_std(ov), bl.mean_std(stage),
                           "" if prof == "kd" else f"{np.mean(diff):+.2f}", "; ".join(status)])

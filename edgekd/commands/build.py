@@ -62,10 +62,10 @@ def run(args: argparse.Namespace) -> int:
 
             print_summary(outcome.report, title=f"edgekd bundle: {outcome.out}")
         print(outcome.message)
-    from edgekd.report import PASSING_STATUSES
+    from edgekd.status import is_passing
 
     failed = [n for n, t in (outcome.report or {}).get("targets", {}).items()
-              if t.get("status") not in PASSING_STATUSES]
+              if not is_passing(t.get("status"))]
     if failed:
         print(f"budgets failed at build time for: {', '.join(failed)} (see report.md)")
     return 1 if failed else 0

@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--nproc {args.nproc}: needs at least 1 training process", where="--nproc")
     from edgekd.pipeline import CompressOptions, compress
-    from edgekd.report import PASSING_STATUSES, print_summary
+    from edgekd.report import print_summary
+    from edgekd.status import is_passing
 
     report = compress(args.model, data=args.data, profile=args.profile, targets=args.targets or ["cpu"],
                       teacher=args.teacher, out=args.out, arch=args.arch, teacher_arch=args.teacher_arch,
@@ -66,4 +67,4 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print_summary(report, title=f"edgekd bundle: {args.out}")
-    return 0 if all(t.get("status") in PASSING_STATUSES for t in report["targets"].values()) else 1
+    return 0 if all(is_passing(t.get("status")) for t in report["targets"].values()) else 1

@@ -52,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     from edgekd.config import available
     from edgekd.pipeline import compress
     from edgekd.progress import log
-    from edgekd.report import PASSING_STATUSES, print_summary
+    from edgekd.report import print_summary
+    from edgekd.status import is_passing
 
     profiles = available("profiles")
     profile = args.profile or next(p for p in PREFERRED_PROFILES if p in profiles)
@@ -65,4 +66,4 @@ def run(args: argparse.Namespace) -> int:
     if params.get("teacher"):
         print(f"teacher {params['teacher']:,} parameters, student {params['student_after']:,} "
               f"({params['teacher'] / max(params['student_after'], 1):.0f}x smaller); report: {args.out}/report.md")
-    return 0 if all(t.get("status") in PASSING_STATUSES for t in report["targets"].values()) else 1
+    return 0 if all(is_passing(t.get("status")) for t in report["targets"].values()) else 1
