@@ -17,8 +17,8 @@ and ship it to edge devices (ONNX Runtime, OpenVINO, TensorRT, FPGA HLS).
 
 Start here:
   edgekd demo                                  train a tiny teacher, compress a student, build every target
-  edgekd list profiles|targets|passes|backends what exists on this machine
-  edgekd compress --model SRC --data SRC --profile int8-kd --target cpu --out bundle/
+  edgekd list recipes|targets|passes|backends what exists on this machine
+  edgekd compress --model SRC --data SRC --recipe int8-kd --target cpu --out bundle/
 """
 
 

@@ -163,7 +163,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
         raise
     except Exception as exc:
         raise ExportError(f"torch -> ONNX export failed ({exporter_name}, flavor {flavor}): {exc}",
-                          hint="see the error above; a profile's [export] exporter = 'dynamo' may help") from exc
+                          hint="see the error above; a recipe's [export] exporter = 'dynamo' may help") from exc
     finally:
         for leftover in path.parent.glob(tmp.name + "*"):
             leftover.unlink()

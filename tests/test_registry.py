@@ -120,7 +120,7 @@ def _probe(*argv: str, extra_path: Path | None = None) -> tuple[bool, float, str
 
 
 @pytest.mark.parametrize("argv", [("--help",), ("compress", "--help"), ("list", "passes"), ("list", "backends"),
-                                  ("list", "profiles"), ("list", "targets")])
+                                  ("list", "recipes"), ("list", "targets")])
 def test_listing_and_help_import_no_torch(argv: tuple[str, ...]) -> None:
     torch_loaded, _, out, _ = _probe(*argv)
     assert not torch_loaded, f"edgekd {' '.join(argv)} imported torch"
@@ -181,7 +181,7 @@ def test_broken_plugins_are_listed_unavailable(plugin_path: Path) -> None:
 def test_a_broken_plugin_does_not_stop_compress(plugin_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     proc = subprocess.run([sys.executable, "-m", "edgekd", "compress", "--model", "builtin:digits-student",
-                           "--data", "ones:8", "--profile", "fp32", "--target", "cpu", "--out", str(out),
+                           "--data", "ones:8", "--recipe", "fp32", "--target", "cpu", "--out", str(out),
                            "--no-measure", "--quiet", "--json"],
                           capture_output=True, text=True, timeout=300, env=_env(plugin_path), cwd=REPO)
     assert proc.returncode == 0, proc.stderr

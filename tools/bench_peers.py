@@ -62,7 +62,7 @@ def accuracy_profile(name: str, work: Path, epochs: int | None) -> str:
     """The shipped profile (by name) or, for "ce" / a smoke run, a derived .toml in ``work``."""
     if name != "ce" and epochs is None:
         return name
-    data = tomllib.loads((ROOT / "profiles" / f"{'kd' if name == 'ce' else name}.toml").read_text())
+    data = tomllib.loads((ROOT / "recipes" / f"{'kd' if name == 'ce' else name}.toml").read_text())
     if name == "ce":
         data["name"], data["description"] = "ce", "kd.toml with loss = ce: the plain student of the same recipe"
         data["passes"][0]["loss"] = "ce"
@@ -72,7 +72,7 @@ def accuracy_profile(name: str, work: Path, epochs: int | None) -> str:
                 if "epochs" in table:
                     table["epochs"] = epochs
         data["name"] += f"-epochs{epochs}"
-    return str(_write_profile(data, work / "profiles" / f"{data['name']}.toml"))
+    return str(_write_profile(data, work / "recipes" / f"{data['name']}.toml"))
 
 
 def latency_profile(kind: str, quantizer: str, work: Path) -> str:
@@ -84,13 +84,13 @@ def latency_profile(kind: str, quantizer: str, work: Path) -> str:
     prune = {"name": "prune_channels", "ratio": 0.5, "importance": "l2", "round_to": 8}
     data = {"name": f"bench-{kind}", "description": f"bench_peers: {kind} on random calibration data",
             "passes": [prune, quant] if kind == "channels50-int8" else [quant], "export": {"opset": 17}}
-    return str(_write_profile(data, work / "profiles" / f"bench-{kind}-{quantizer}.toml"))
+    return str(_write_profile(data, work / "recipes" / f"bench-{kind}-{quantizer}.toml"))
 
 
 def run_compress(model: str, data: str, profile: str, out: Path, *, teacher: str | None = None,
                  seed: int = 0) -> dict[str, Any]:
     """``edgekd compress`` in a child process: wall time, peak RSS, and the slim report."""
-    cmd = [bl.python(), "-m", "edgekd", "compress", "--model", model, "--data", data, "--profile", profile,
+    cmd = [bl.python(), "-m", "edgekd", "compress", "--model", model, "--data", data, "--recipe", profile,
            "--out", str(out), "--seed", str(seed), "-q", *(["--teacher", teacher] if teacher else []),
            *(a for t in TARGETS for a in ("--target", t))]
     m = bl.run_measured(cmd, env={"EDGEKD_QUIET": "1"}, cwd=ROOT, timeout=1800)

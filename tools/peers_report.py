@@ -177,7 +177,7 @@ def render_latency(lat: dict[str, Any]) -> list[str]:
 def render_accuracy(acc: dict[str, Any]) -> list[str]:
     lines = ["## B. Accuracy on MNIST-5k and digits", "", *_part_head(acc),
              "Each edgekd row is one `edgekd compress --model builtin:<ds>-student --teacher builtin:<ds>-teacher "
-             "--data builtin:<ds> --profile P --target cpu --target openvino-cpu --seed S` in a child process, with "
+             "--data builtin:<ds> --recipe P --target cpu --target openvino-cpu --seed S` in a child process, with "
              "the shipped profile" + (f" (every epoch count set to {acc['datasets'][next(iter(acc['datasets']))]['epochs']})"
                                       if next(iter(acc["datasets"].values()))["epochs"] else "")
              + "; top-1 % on the test split as the built artifact runs it (ORT = target `cpu`, OV = `openvino-cpu`). "
@@ -185,7 +185,7 @@ def render_accuracy(acc: dict[str, Any]) -> list[str]:
              "pass (before pruning/sparsity/quantization). The peers quantize the `kd` bundle's model.onnx "
              f"(the FP32 KD student) with {PEER_CALIB} training images: ORT quant_pre_process + quantize_static "
              "(QDQ, per-channel) and NNCF -> OpenVINO (run with INFERENCE_PRECISION_HINT f32). Mean ± std over seeds; "
-             "\"vs KD\" = per-seed difference to the kd profile on ORT, averaged.", ""]
+             "\"vs KD\" = per-seed difference to the kd recipe on ORT, averaged.", ""]
     for res in acc["datasets"].values():
         kd = {r["seed"]: r["targets"]["cpu"]["accuracy"] for r in res["runs"].get("kd", []) if "error" not in r}
         teacher = [r["accuracy"].get("teacher") for p in res["runs"].values() for r in p

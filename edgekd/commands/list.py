@@ -1,4 +1,4 @@
-"""edgekd list: what profiles, targets, passes and backends exist here."""
+"""edgekd list: what recipes, targets, passes and backends exist here."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list profiles, targets, passes or backends",
+    p = sub.add_parser("list", help="list recipes, targets, passes or backends",
                        description="List what exists. Backends show whether they are available and, if not, why.")
-    p.add_argument("what", choices=["profiles", "targets", "passes", "backends"])
+    p.add_argument("what", choices=["recipes", "targets", "passes", "backends"])
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
 
 def collect(what: str) -> list[dict[str, str]]:
-    if what in ("profiles", "targets"):
+    if what in ("recipes", "targets"):
         import tomllib
 
         from edgekd.config import available

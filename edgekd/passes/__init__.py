@@ -1,7 +1,7 @@
 """Compression passes: functions ``(Artifact, Config, PassContext) -> Artifact``.
 
 Each pass module registers itself with ``@register_pass(name, ConfigType)``; the config
-type (a frozen dataclass) is what a profile's ``[[passes]]`` table is validated against.
+type (a frozen dataclass) is what a recipe's ``[[passes]]`` table is validated against.
 Built-in passes are lazy references (importing this package imports no torch); plugins add
 theirs through the ``edgekd.passes`` entry-point group (docs/plugins-passes-and-data.md).
 """

@@ -1,4 +1,6 @@
-"""Human-readable views of a run's report: Markdown file and the terminal summary table."""
+"""Human-readable views of a compress run's report (report.json): report.md and the terminal summary table.
+
+Not to be confused with ``edgekd.profiler.report`` (latency profile results)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ TARGET_HEADER = ["target", "backend", "precision", "accuracy %", "parity top-1 %
 def write_report_md(report: dict[str, Any], path: Path) -> None:
     src = report["sources"]
     lines = [f"# edgekd report: {src['model']}", "",
-             f"profile `{src['profile']}`, data `{src['data']}`, teacher `{src['teacher']}`; "
+             f"recipe `{src['recipe']}`, data `{src['data']}`, teacher `{src['teacher']}`; "
              f"started {report.get('started_at')}, {report.get('duration_s')} s", ""]
     acc = report.get("accuracy", {})
     if acc:
