@@ -15,6 +15,7 @@ _LAZY = {
     "compress": "edgekd.pipeline",
     "export_onnx": "edgekd.export",
     "load_recipe": "edgekd.config",
+    "load_profile": "edgekd.config",  # deprecated: load_recipe
     "load_target": "edgekd.config",
     "load_model": "edgekd.models",
     "load_data": "edgekd.data",

@@ -112,6 +112,11 @@ def load_buildfile(path: str | Path = DEFAULT_FILE) -> BuildFile:
         raise ConfigError(f"invalid TOML: {exc}", where=str(path)) from None
     if "root" in data:
         raise ConfigError("'root' is not a build-file key (paths are relative to the file)", where=f"{path} root")
+    if "profile" in data and "recipe" not in data:  # the old key
+        from edgekd.deprecation import deprecated
+
+        deprecated(f"'profile' in {path.name}", "recipe = \"...\"")
+        data["recipe"] = data.pop("profile")
     if isinstance(data.get("targets"), str):
         data["targets"] = [data["targets"]]
     bf = from_mapping(BuildFile, {**data, "root": str(path.parent.resolve())}, where=str(path))

@@ -35,6 +35,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _DeprecatedProfile(argparse.Action):
+    """``--profile NAME``: the old spelling of ``--recipe`` (the compression recipe, not ``edgekd profile``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from edgekd.deprecation import deprecated
+
+        deprecated("--profile", "--recipe (the compression recipe; `edgekd profile` measures latency)")
+        setattr(namespace, self.dest, values)
+
+
+def add_recipe(parser: argparse.ArgumentParser, *, default: str | None, help: str) -> None:
+    """``--recipe`` (and the deprecated ``--profile``, hidden from --help)."""
+    parser.add_argument("--recipe", default=default, help=help)
+    parser.add_argument("--profile", dest="recipe", action=_DeprecatedProfile, help=argparse.SUPPRESS)
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines")
 

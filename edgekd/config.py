@@ -132,6 +132,11 @@ def search_dirs(kind: str) -> list[Path]:
     """Where NAME (not a path) is looked up: $EDGEKD_<KIND>_PATH, then the shipped folder."""
     assert kind in _KINDS
     dirs = [Path(p) for p in os.environ.get(f"EDGEKD_{kind.upper()}_PATH", "").split(os.pathsep) if p]
+    if kind == "recipes" and os.environ.get("EDGEKD_PROFILES_PATH"):  # the old name, still read
+        from edgekd.deprecation import deprecated
+
+        deprecated("EDGEKD_PROFILES_PATH", "EDGEKD_RECIPES_PATH")
+        dirs += [Path(p) for p in os.environ["EDGEKD_PROFILES_PATH"].split(os.pathsep) if p]
     here = Path(__file__).resolve().parent
     for candidate in (here.parent / kind, here / "_data" / kind):
         if candidate.is_dir():
@@ -280,3 +285,17 @@ def unique_targets(targets: list[Target]) -> list[Target]:
                               where="--target", hint="each target is a folder in the bundle: give one of them "
                               "another name = \"...\" in its file")
     return list(seen.values())
+
+
+# ---------------------------------------------------------------- deprecated names (a compression recipe was a "profile")
+
+Profile = Recipe
+profile_from_mapping = recipe_from_mapping
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> Recipe:
+    """Deprecated: ``load_recipe``."""
+    import warnings
+
+    warnings.warn("edgekd.config.load_profile is deprecated; use load_recipe", DeprecationWarning, stacklevel=2)
+    return load_recipe(name_or_path)

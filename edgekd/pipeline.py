@@ -242,11 +242,17 @@ def check_budgets(target: Target, entry: dict[str, Any]) -> dict[str, dict[str, 
 
 def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: list[str | Target] | None = None,
              teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
-             options: CompressOptions | None = None, teacher_arch: str | None = None) -> dict[str, Any]:
+             options: CompressOptions | None = None, teacher_arch: str | None = None,
+             profile: str | Recipe | None = None) -> dict[str, Any]:
     """Compress ``model`` with ``recipe``, build every target, and write a bundle to ``out``.
 
-    Returns the report (also written to ``out/report.json``).
+    Returns the report (also written to ``out/report.json``). ``profile`` is the deprecated name of ``recipe``.
     """
+    if profile is not None:
+        import warnings
+
+        warnings.warn("compress(profile=...) is deprecated; use recipe=...", DeprecationWarning, stacklevel=2)
+        recipe = profile
     options = options or CompressOptions()
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")

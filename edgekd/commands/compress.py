@@ -28,7 +28,7 @@ only as builtin:/torchvision:/timm: (shown in the log); a py: architecture is ta
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgekd.cli import add_quiet
+    from edgekd.cli import add_quiet, add_recipe
 
     p = sub.add_parser("compress", help="compress a model and build a bundle for one or more targets",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="teacher model source (needed by distillation passes)")
     p.add_argument("--teacher-arch", help="architecture source for a teacher given as a plain state_dict .pt file")
     p.add_argument("--data", required=True, help="data source (see above)")
-    p.add_argument("--recipe", default="fp32", help="recipe name (edgekd list recipes) or .toml path [fp32]")
+    add_recipe(p, default="fp32", help="compression recipe: name (edgekd list recipes) or .toml path [fp32]")
     p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
                    help="target name or .toml path; repeat for several [cpu]")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")

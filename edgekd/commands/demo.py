@@ -18,12 +18,12 @@ PREFERRED_RECIPES = ("int8-kd", "kd", "fp32")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgekd.cli import add_quiet
+    from edgekd.cli import add_quiet, add_recipe
 
     p = sub.add_parser("demo", help="run the built-in end-to-end demo", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/demo", help="bundle folder [out/demo]")
-    p.add_argument("--recipe", help="override the recipe choice")
+    add_recipe(p, default=None, help="override the recipe choice")
     p.add_argument("--target", action="append", dest="targets", help="override the target choice (repeatable)")
     add_quiet(p)
     p.set_defaults(handler=run)

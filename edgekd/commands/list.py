@@ -9,12 +9,19 @@ import json
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list recipes, targets, passes or backends",
                        description="List what exists. Backends show whether they are available and, if not, why.")
-    p.add_argument("what", choices=["recipes", "targets", "passes", "backends"])
+    # "profiles": the old name of "recipes", accepted with a note
+    p.add_argument("what", choices=["recipes", "targets", "passes", "backends", "profiles"],
+                   metavar="{recipes,targets,passes,backends}")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
 
 def collect(what: str) -> list[dict[str, str]]:
+    if what == "profiles":
+        from edgekd.deprecation import deprecated
+
+        deprecated("`edgekd list profiles`", "`edgekd list recipes`")
+        what = "recipes"
     if what in ("recipes", "targets"):
         import tomllib
 
