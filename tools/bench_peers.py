@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tp-calls", type=int, default=4)
     ap.add_argument("--datasets", default="mnist5k,digits")
     ap.add_argument("--seeds", default="mnist5k=2,digits=2", help="seeds per dataset, e.g. mnist5k=2,digits=3")
-    ap.add_argument("--profiles", default=",".join(p for _, p in PROFILES), help="accuracy profiles to run")
+    ap.add_argument("--recipes", "--profiles", dest="profiles", default=",".join(p for _, p in PROFILES),
+                    help="accuracy recipes to run (--profiles: the old spelling)")
     ap.add_argument("--acc-epochs", type=int, default=None,
                     help="override every training epoch count of the profiles (default: the shipped profiles)")
     ap.add_argument("--quick", action="store_true",
