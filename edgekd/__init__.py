@@ -2,7 +2,7 @@
 
 Public API (imported lazily so that ``import edgekd.runtime`` stays torch-free)::
 
-    from edgekd import compress, load_profile, load_target
+    from edgekd import compress, load_recipe, load_target
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "compress": "edgekd.pipeline",
     "export_onnx": "edgekd.export",
-    "load_profile": "edgekd.config",
+    "load_recipe": "edgekd.config",
+    "load_profile": "edgekd.config",  # deprecated: load_recipe
     "load_target": "edgekd.config",
     "load_model": "edgekd.models",
     "load_data": "edgekd.data",

@@ -4,7 +4,7 @@
     model = "builtin:digits-student"        # or "model.pt", "py:app/model.py:build", "torchvision:resnet18"
     teacher = "builtin:digits-teacher"      # optional
     data = "builtin:digits"                 # or "npz:data/train.npz", "imagefolder:data/images"
-    profile = "int8-kd"                     # name or path.toml
+    recipe = "int8-kd"                      # name or path.toml
     targets = ["cpu", "openvino-cpu"]       # names or paths
     out = "build/model"
 
@@ -12,7 +12,7 @@
     dir = ".edgekd-cache"                   # default: $EDGEKD_CACHE_DIR/builds or ~/.cache/edgekd/builds
 
 ``build()`` hashes every input -- the model's weights or source files, the data files, the
-profile and target files, edgekd's own source code and the installed runtime versions -- into
+recipe and target files, edgekd's own source code and the installed runtime versions -- into
 one key. A cached bundle with that key is copied into ``out`` (or left alone when ``out``
 already holds it) without importing torch; otherwise the pipeline runs and its bundle is
 stored under the key. Bundles are deterministic (no timestamps in model.onnx or
@@ -65,7 +65,7 @@ class BuildFile:
     model: str
     data: str
     out: str
-    profile: str = "fp32"
+    recipe: str = "fp32"
     targets: tuple[str, ...] = ("cpu",)
     teacher: str | None = None
     arch: str | None = None
@@ -112,6 +112,11 @@ def load_buildfile(path: str | Path = DEFAULT_FILE) -> BuildFile:
         raise ConfigError(f"invalid TOML: {exc}", where=str(path)) from None
     if "root" in data:
         raise ConfigError("'root' is not a build-file key (paths are relative to the file)", where=f"{path} root")
+    if "profile" in data and "recipe" not in data:  # the old key
+        from edgekd.deprecation import deprecated
+
+        deprecated(f"'profile' in {path.name}", "recipe = \"...\"")
+        data["recipe"] = data.pop("profile")
     if isinstance(data.get("targets"), str):
         data["targets"] = [data["targets"]]
     bf = from_mapping(BuildFile, {**data, "root": str(path.parent.resolve())}, where=str(path))
@@ -216,8 +221,8 @@ def runtime_versions() -> dict[str, str | None]:
 def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
     """(hex key, the material it was computed from). Torch-free and fast: a hit must be cheap."""
     root = bf.root_path
-    with contextlib.chdir(root):  # profile/target paths are relative to the build file
-        profile_path = resolve_file("profiles", bf.profile)
+    with contextlib.chdir(root):  # recipe/target paths are relative to the build file
+        recipe_path = resolve_file("recipes", bf.recipe)
         target_paths = [resolve_file("targets", t) for t in bf.targets]
     material = {
         "schema": KEY_SCHEMA,
@@ -226,7 +231,7 @@ def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
         "arch": source_digest(bf.arch, "arch", root) if bf.arch else None,
         "teacher_arch": source_digest(bf.teacher_arch, "teacher_arch", root) if bf.teacher_arch else None,
         "data": source_digest(bf.data, "data", root),
-        "profile": {"ref": bf.profile, "sha256": _sha_file(root / profile_path)},
+        "recipe": {"ref": bf.recipe, "sha256": _sha_file(root / recipe_path)},
         "targets": [{"ref": t, "sha256": _sha_file(root / p)} for t, p in zip(bf.targets, target_paths)],
         "settings": {"seed": bf.seed, "golden_samples": bf.golden_samples, "measure": bf.measure,
                      "skip_unavailable": bf.skip_unavailable},
@@ -341,7 +346,7 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
         sys.path.insert(0, str(root))
     try:
         with contextlib.chdir(root):
-            report = compress(bf.model, data=bf.data, profile=bf.profile, targets=list(bf.targets), teacher=bf.teacher,
+            report = compress(bf.model, data=bf.data, recipe=bf.recipe, targets=list(bf.targets), teacher=bf.teacher,
                               out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch,
                               options=CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples,
                                                       skip_unavailable=bf.skip_unavailable, measure=bf.measure))

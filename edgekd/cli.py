@@ -17,8 +17,8 @@ and ship it to edge devices (ONNX Runtime, OpenVINO, TensorRT, FPGA HLS).
 
 Start here:
   edgekd demo                                  train a tiny teacher, compress a student, build every target
-  edgekd list profiles|targets|passes|backends what exists on this machine
-  edgekd compress --model SRC --data SRC --profile int8-kd --target cpu --out bundle/
+  edgekd list recipes|targets|passes|backends what exists on this machine
+  edgekd compress --model SRC --data SRC --recipe int8-kd --target cpu --out bundle/
 """
 
 
@@ -33,6 +33,23 @@ def build_parser() -> argparse.ArgumentParser:
         if not info.name.startswith("_"):
             importlib.import_module(f"edgekd.commands.{info.name}").register(sub)
     return parser
+
+
+class _DeprecatedProfile(argparse.Action):
+    """``--profile NAME``: the old spelling of ``--recipe`` (the compression recipe, not ``edgekd profile``)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        from edgekd.deprecation import deprecated
+
+        deprecated("--profile", "--recipe (the compression recipe; `edgekd profile` measures latency)")
+        setattr(namespace, self.dest, values)
+
+
+def add_recipe(parser: argparse.ArgumentParser, *, default: str | None, help: str) -> None:
+    """``--recipe`` (and the deprecated ``--profile``, hidden from --help)."""
+    parser.add_argument("--recipe", default=default, help=help)
+    parser.add_argument("--profile", dest="recipe", action=_DeprecatedProfile, help=argparse.SUPPRESS)
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
-"""Profiles and targets: TOML files loaded into frozen dataclasses.
+"""Recipes and targets: TOML files loaded into frozen dataclasses.
 
-A *profile* is an ordered list of compression passes plus export settings.
+A *recipe* is an ordered list of compression passes plus export settings.
 A *target* is a backend, its options, the device, budgets, parity tolerances and
 profiling settings. Unknown keys and wrong types are errors naming file and key.
 This module is torch-free; pass configs are resolved through the pass registry.
@@ -21,7 +21,7 @@ from edgekd.typed import from_mapping, to_mapping
 
 @dataclass(frozen=True)
 class PassSpec:
-    """One step of a profile: a registered pass name and its typed config."""
+    """One step of a recipe: a registered pass name and its typed config."""
 
     name: str
     config: Any
@@ -45,7 +45,7 @@ class ExportSettings:
 
 
 @dataclass(frozen=True)
-class Profile:
+class Recipe:
     name: str
     description: str = ""
     passes: tuple[PassSpec, ...] = ()
@@ -125,13 +125,18 @@ class Target:
 
 # ---------------------------------------------------------------- file lookup
 
-_KINDS = ("profiles", "targets")
+_KINDS = ("recipes", "targets")
 
 
 def search_dirs(kind: str) -> list[Path]:
     """Where NAME (not a path) is looked up: $EDGEKD_<KIND>_PATH, then the shipped folder."""
     assert kind in _KINDS
     dirs = [Path(p) for p in os.environ.get(f"EDGEKD_{kind.upper()}_PATH", "").split(os.pathsep) if p]
+    if kind == "recipes" and os.environ.get("EDGEKD_PROFILES_PATH"):  # the old name, still read
+        from edgekd.deprecation import deprecated
+
+        deprecated("EDGEKD_PROFILES_PATH", "EDGEKD_RECIPES_PATH")
+        dirs += [Path(p) for p in os.environ["EDGEKD_PROFILES_PATH"].split(os.pathsep) if p]
     here = Path(__file__).resolve().parent
     for candidate in (here.parent / kind, here / "_data" / kind):
         if candidate.is_dir():
@@ -195,17 +200,17 @@ def check_target_name(name: str, *, where: str) -> None:
 
 
 
-def load_profile(name_or_path: str | os.PathLike[str]) -> Profile:
-    """Load a compression profile by name (``int8-kd``) or path."""
-    path = resolve_file("profiles", name_or_path)
+def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
+    """Load a compression recipe by name (``int8-kd``) or path."""
+    path = resolve_file("recipes", name_or_path)
     data = _read_toml(path)
     if "backend" in data and "passes" not in data:
-        raise ConfigError("this is a target file (it has 'backend'), not a profile", where=str(path),
-                          hint="pass it with --target; --profile takes a file with [[passes]] (edgekd list profiles)")
-    return profile_from_mapping(data, where=str(path))
+        raise ConfigError("this is a target file (it has 'backend'), not a recipe", where=str(path),
+                          hint="pass it with --target; --recipe takes a file with [[passes]] (edgekd list recipes)")
+    return recipe_from_mapping(data, where=str(path))
 
 
-def profile_from_mapping(data: Mapping[str, Any], *, where: str) -> Profile:
+def recipe_from_mapping(data: Mapping[str, Any], *, where: str) -> Recipe:
     from edgekd.passes import PASSES
 
     data = dict(data)
@@ -223,12 +228,12 @@ def profile_from_mapping(data: Mapping[str, Any], *, where: str) -> Profile:
         specs.append(PassSpec(name=name, config=from_mapping(info.config_type, raw, where=f"{loc} ({name})")))
     data["passes"] = ()
     data.setdefault("name", Path(where).stem)
-    profile = from_mapping(Profile, data, where=where)
-    return Profile(
-        name=profile.name,
-        description=profile.description,
+    recipe = from_mapping(Recipe, data, where=where)
+    return Recipe(
+        name=recipe.name,
+        description=recipe.description,
         passes=tuple(specs),
-        export=profile.export,
+        export=recipe.export,
         source=where,
     )
 
@@ -238,8 +243,8 @@ def load_target(name_or_path: str | os.PathLike[str]) -> Target:
     path = resolve_file("targets", name_or_path)
     data = _read_toml(path)
     if "passes" in data and "backend" not in data:
-        raise ConfigError("this is a profile (it has [[passes]]), not a target file", where=str(path),
-                          hint="pass it with --profile; --target takes a file with backend = ... (edgekd list targets)")
+        raise ConfigError("this is a recipe (it has [[passes]]), not a target file", where=str(path),
+                          hint="pass it with --recipe; --target takes a file with backend = ... (edgekd list targets)")
     return target_from_mapping(data, where=str(path))
 
 
@@ -280,3 +285,17 @@ def unique_targets(targets: list[Target]) -> list[Target]:
                               where="--target", hint="each target is a folder in the bundle: give one of them "
                               "another name = \"...\" in its file")
     return list(seen.values())
+
+
+# ---------------------------------------------------------------- deprecated names (a compression recipe was a "profile")
+
+Profile = Recipe
+profile_from_mapping = recipe_from_mapping
+
+
+def load_profile(name_or_path: str | os.PathLike[str]) -> Recipe:
+    """Deprecated: ``load_recipe``."""
+    import warnings
+
+    warnings.warn("edgekd.config.load_profile is deprecated; use load_recipe", DeprecationWarning, stacklevel=2)
+    return load_recipe(name_or_path)

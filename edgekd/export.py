@@ -21,20 +21,23 @@ from edgekd.artifact import Artifact, IOSpec
 from edgekd.config import ExportSettings
 from edgekd.errors import ExportError
 from edgekd.parity import ParityResult, compare_outputs
+from edgekd.registry import Registry
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, str], None]
-EXPORTERS: dict[str, Exporter] = {}
+#: exporters by name (an artifact's ``meta["exporter"]``); plugins add theirs under the ``edgekd.exporters``
+#: entry-point group (value: ``module:function``). brevitas' Q/DQ exporter is loaded when a quantized model asks.
+EXPORTERS: Registry[Exporter] = Registry("exporter", group="edgekd.exporters", error=ExportError)
+EXPORTERS.add_lazy("brevitas-qdq", "edgekd.quant.onnx_export:brevitas_qdq_export")
 __all__ = ["EXPORTERS", "ParityResult", "check_single_output", "compare_outputs", "export_onnx", "onnx_outputs", "register_exporter",
            "torch_outputs"]
 
 
 def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
     def deco(fn: Exporter) -> Exporter:
-        EXPORTERS[name] = fn
-        return fn
+        return EXPORTERS.add(name, fn, module=fn.__module__)
 
     return deco
 
@@ -145,9 +148,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     if artifact.kind != "torch":
         raise ExportError(f"cannot export an artifact of kind {artifact.kind!r}; expected a torch model")
     exporter_name = artifact.meta.get("exporter", "torch")
-    exporter = EXPORTERS.get(exporter_name)
-    if exporter is None:
-        raise ExportError(f"no exporter named {exporter_name!r}; known: {', '.join(EXPORTERS)}")
+    exporter = EXPORTERS.get(exporter_name, where="artifact.meta['exporter']")
     module: torch.nn.Module = artifact.payload
     module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,7 +163,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
         raise
     except Exception as exc:
         raise ExportError(f"torch -> ONNX export failed ({exporter_name}, flavor {flavor}): {exc}",
-                          hint="see the error above; a profile's [export] exporter = 'dynamo' may help") from exc
+                          hint="see the error above; a recipe's [export] exporter = 'dynamo' may help") from exc
     finally:
         for leftover in path.parent.glob(tmp.name + "*"):
             leftover.unlink()

@@ -25,6 +25,7 @@ import platform
 import socket
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,9 +36,11 @@ import numpy as np
 from edgekd.bundle import read_manifest, verify_bundle
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.parity import compare_outputs
+from edgekd.registry import Registry
+from edgekd.status import Status
 
-CHECKS = ("integrity", "golden_parity", "accuracy", "latency_p90", "regression", "size")
-Status = Literal["passed", "failed", "skipped", "error"]
+#: the checks, in the order they run: HilSession methods registered with ``@HIL_CHECKS.register(name)``
+HIL_CHECKS: Registry[Callable[[HilSession], CheckResult]] = Registry("check")
 BASELINE_SCHEMA = "edgekd.hil-baseline/1"
 
 
@@ -75,7 +78,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return self.status in ("passed", "skipped")
+        return self.status in (Status.PASSED, Status.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -296,6 +299,7 @@ class HilSession:
 
     # ------------------------------------------------------------ checks
 
+    @HIL_CHECKS.register("integrity")
     def check_integrity(self) -> CheckResult:
         problems = verify_bundle(self.bundle)
         n = len(self.manifest.get("files", {}))
@@ -304,6 +308,7 @@ class HilSession:
                               value=f"{len(problems)} problem(s)", limit="all checksums match", problems=problems)
         return self._pass("integrity", value=f"{n} files verified", limit="all checksums match")
 
+    @HIL_CHECKS.register("golden_parity")
     def check_golden_parity(self) -> CheckResult:
         golden = self.golden()
         # a target built from a runtime-specific ONNX variant is compared with ORT running that same variant
@@ -362,6 +367,7 @@ class HilSession:
                 return float(acc), "report.json accuracy.onnx_reference"
         return None, "no reference: onnxruntime is not installed and report.json has no onnx_reference"
 
+    @HIL_CHECKS.register("accuracy")
     def check_accuracy(self) -> CheckResult:
         x, y, source = self._labelled()
         pred = self.runner.predict(x).reshape(len(x), -1).argmax(1)
@@ -381,6 +387,7 @@ class HilSession:
                               f"(budget {budget:g} pp) on {source}", value=value, limit=limit, **data)
         return self._pass("accuracy", value=value, limit=limit, **data)
 
+    @HIL_CHECKS.register("latency_p90")
     def check_latency_p90(self) -> CheckResult:
         lat = self.latency()
         p90 = float(lat["p90_ms"])
@@ -395,6 +402,7 @@ class HilSession:
                               f"(batch {lat['batch_size']}, {lat['iterations']} queries)", value=value, limit=limit, **data)
         return self._pass("latency_p90", value=value, limit=limit, **data)
 
+    @HIL_CHECKS.register("regression")
     def check_regression(self) -> CheckResult:
         if self.options.baseline is None:
             raise CheckSkipped("no baseline given (--baseline PROFILE.json)")
@@ -412,6 +420,7 @@ class HilSession:
                               f"(allowed +{self.options.max_regression * 100:g}%)", value=value, limit=limit, **data)
         return self._pass("regression", value=value, limit=limit, **data)
 
+    @HIL_CHECKS.register("size")
     def check_size(self) -> CheckResult:
         entry = self.manifest["targets"][self.target_name]
         tdir = self.bundle / entry["dir"]
@@ -428,25 +437,24 @@ class HilSession:
 
     @staticmethod
     def _pass(name: str, value: str, limit: str, **data: Any) -> CheckResult:
-        return CheckResult(name, "passed", value=value, limit=limit, data=data)
+        return CheckResult(name, Status.PASSED, value=value, limit=limit, data=data)
 
     # ------------------------------------------------------------ running
 
     def run(self, name: str) -> CheckResult:
         """Run one check; never raises for a check that fails -- the result says so."""
-        if name not in CHECKS:
-            raise ConfigError(f"unknown check {name!r}; known: {', '.join(CHECKS)}")
+        check = HIL_CHECKS.get(name)  # an unknown name is a ConfigError naming the known checks
         started = time.perf_counter()
         try:
-            result = getattr(self, f"check_{name}")()
+            result = check(self)
         except CheckFailed as exc:
-            result = CheckResult(name, "failed", exc.value, exc.limit, exc.reason, data=exc.data)
+            result = CheckResult(name, Status.FAILED, exc.value, exc.limit, exc.reason, data=exc.data)
         except CheckSkipped as exc:
-            result = CheckResult(name, "skipped", exc.value, "", exc.reason, data=exc.data)
+            result = CheckResult(name, Status.SKIPPED, exc.value, "", exc.reason, data=exc.data)
         except EdgekdError as exc:
-            result = CheckResult(name, "error", reason=str(exc).replace("\n  ", " "))
+            result = CheckResult(name, Status.ERROR, reason=str(exc).replace("\n  ", " "))
         except Exception as exc:  # a damaged bundle or a runtime failure: this check errs, the others still run
-            result = CheckResult(name, "error", reason=f"{type(exc).__name__}: {exc}")
+            result = CheckResult(name, Status.ERROR, reason=f"{type(exc).__name__}: {exc}")
         return CheckResult(result.name, result.status, result.value, result.limit, result.reason,
                            time.perf_counter() - started, result.data)
 
@@ -460,6 +468,9 @@ class HilSession:
         return HilReport(bundle=str(self.bundle), target=self.target_name, backend=self.backend,
                          device=str(self.target.device), runtime=self.runtime_info(), results=tuple(results),
                          started_at=started_at, seconds=seconds)
+
+
+CHECKS = tuple(HIL_CHECKS.names(sort=False))
 
 
 def run_checks(bundle: str | Path, options: CheckOptions | None = None,
@@ -477,7 +488,7 @@ def run_checks(bundle: str | Path, options: CheckOptions | None = None,
 def format_table(report: HilReport) -> str:
     """Plain text (CI logs have no colours): one line per check, failures' reasons in full below."""
     header = ["check", "status", "measured", "limit"]
-    rows = [[r.name, r.status.upper() if r.status in ("failed", "error") else r.status, r.value, r.limit]
+    rows = [[r.name, r.status.upper() if r.status in (Status.FAILED, Status.ERROR) else r.status, r.value, r.limit]
             for r in report.results]
     widths = [max(len(header[i]), *(len(row[i]) for row in rows)) for i in range(len(header))]
 
@@ -495,8 +506,8 @@ def format_table(report: HilReport) -> str:
     if notes:
         out.append("")
         out += [f"{r.name}: {r.status}: {r.reason}" for r in notes]
-    n_fail = sum(r.status in ("failed", "error") for r in report.results)
-    n_skip = sum(r.status == "skipped" for r in report.results)
+    n_fail = sum(r.status in (Status.FAILED, Status.ERROR) for r in report.results)
+    n_skip = sum(r.status == Status.SKIPPED for r in report.results)
     out += ["", f"RESULT: {'PASSED' if report.passed else 'FAILED'} ({len(report.results) - n_fail - n_skip} passed, "
             f"{n_fail} failed, {n_skip} skipped) in {report.seconds:.2f} s"]
     return "\n".join(out)
@@ -507,9 +518,9 @@ def junit_xml(reports: list[HilReport]) -> ET.ElementTree:
     root = ET.Element("testsuites", name="edgekd-hil")
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for rep in reports:
-        counts = {"tests": len(rep.results), "failures": sum(r.status == "failed" for r in rep.results),
-                  "errors": sum(r.status == "error" for r in rep.results),
-                  "skipped": sum(r.status == "skipped" for r in rep.results)}
+        counts = {"tests": len(rep.results), "failures": sum(r.status == Status.FAILED for r in rep.results),
+                  "errors": sum(r.status == Status.ERROR for r in rep.results),
+                  "skipped": sum(r.status == Status.SKIPPED for r in rep.results)}
         suite = ET.SubElement(root, "testsuite", name=f"edgekd.hil.{rep.target}", timestamp=rep.started_at,
                               hostname=socket.gethostname(), time=f"{rep.seconds:.3f}",
                               **{k: str(v) for k, v in counts.items()})
@@ -521,11 +532,11 @@ def junit_xml(reports: list[HilReport]) -> ET.ElementTree:
             case = ET.SubElement(suite, "testcase", classname=f"edgekd.hil.{rep.target}", name=r.name,
                                  time=f"{r.seconds:.4f}")
             text = f"measured: {r.value}\nlimit: {r.limit}\n{r.reason}".strip()
-            if r.status == "failed":
+            if r.status == Status.FAILED:
                 ET.SubElement(case, "failure", message=r.reason, type="edgekd.BudgetFailed").text = text
-            elif r.status == "error":
+            elif r.status == Status.ERROR:
                 ET.SubElement(case, "error", message=r.reason, type="edgekd.CheckError").text = text
-            elif r.status == "skipped":
+            elif r.status == Status.SKIPPED:
                 ET.SubElement(case, "skipped", message=r.reason)
             ET.SubElement(case, "system-out").text = text
         for k in totals:

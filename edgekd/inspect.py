@@ -466,8 +466,8 @@ _OTHER_FORMATS = {
              "pass the ONNX file the IR was converted from; `edgekd profile MODEL.xml --target openvino-cpu` runs an IR"),
     ".engine": ("a TensorRT engine, not an ONNX file", "pass the ONNX file the engine was built from"),
     ".plan": ("a TensorRT engine, not an ONNX file", "pass the ONNX file the engine was built from"),
-    ".pt": ("a PyTorch checkpoint, not an ONNX file", "export it first: `edgekd compress --model X.pt --profile fp32 ...`"),
-    ".pt2": ("a torch.export program, not an ONNX file", "export it first: `edgekd compress --model X.pt2 --profile fp32 ...`"),
+    ".pt": ("a PyTorch checkpoint, not an ONNX file", "export it first: `edgekd compress --model X.pt --recipe fp32 ...`"),
+    ".pt2": ("a torch.export program, not an ONNX file", "export it first: `edgekd compress --model X.pt2 --recipe fp32 ...`"),
 }
 
 

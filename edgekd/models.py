@@ -12,6 +12,7 @@ import functools
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,8 @@ import torch
 from torch import nn
 
 from edgekd.errors import SourceError
+from edgekd.registry import Registry
 from edgekd.sources import SourceSpec, import_callable, parse_source
-
-SCHEMES = ("builtin", "torchvision", "timm", "py", "file")
 
 
 @dataclass
@@ -510,21 +510,26 @@ def _arch_named_by_file(value: Any, path: Path) -> str:
     return text
 
 
+#: model source schemes by name (``timm`` in ``timm:resnet18``): ``(spec) -> LoadedModel``. Plugins add theirs under
+#: the ``edgekd.model_sources`` entry-point group (value: ``module:function``). Saved files (``file:``, the default
+#: scheme for a plain path) are not in it: they alone take ``--arch``.
+ModelSource = Callable[[SourceSpec], LoadedModel]
+MODEL_SOURCES: Registry[ModelSource] = Registry("model source scheme", group="edgekd.model_sources", error=SourceError)
+for _scheme, _loader in (("builtin", _load_builtin), ("torchvision", _load_torchvision), ("timm", _load_timm),
+                         ("py", _load_py)):
+    MODEL_SOURCES.add(_scheme, _loader)
+
+
 def load_model(source: str, *, arch: str | None = None) -> LoadedModel:
     """Load a model from a source string (see module docstring)."""
-    spec = parse_source(source, kind="model", schemes=SCHEMES, default_scheme="file")
+    schemes = (*MODEL_SOURCES.names(sort=False), "file")
+    spec = parse_source(source, kind="model", schemes=schemes, default_scheme="file")
     if arch and spec.scheme != "file":
         raise SourceError(f"--arch applies to a .pt state_dict file, but the model is a {spec.scheme}: source",
                           where=source, hint="leave out --arch (the source names its architecture)")
-    if spec.scheme == "builtin":
-        return _load_builtin(spec)
-    if spec.scheme == "torchvision":
-        return _load_torchvision(spec)
-    if spec.scheme == "timm":
-        return _load_timm(spec)
-    if spec.scheme == "py":
-        return _load_py(spec)
-    return _load_file(spec, arch)
+    if spec.scheme == "file":
+        return _load_file(spec, arch)
+    return MODEL_SOURCES.get(spec.scheme, where=source)(spec)
 
 
 def save_checkpoint(module: nn.Module, arch: str, path: Path) -> None:

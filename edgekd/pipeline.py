@@ -19,7 +19,8 @@ from edgekd import __version__
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
 from edgekd.bundle import BundleWriter, dump_json
-from edgekd.config import PassSpec, Profile, Target, load_profile, load_target, unique_targets
+from edgekd.compress_report import write_report_md
+from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
 from edgekd.data import DataContext, DataSplits, layout_hint, load_data
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
 from edgekd.export import export_onnx, onnx_outputs, torch_outputs
@@ -28,7 +29,7 @@ from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
 from edgekd.profiler.measure import measure_latency
 from edgekd.progress import log
-from edgekd.report import NOT_RUN_STATUS, write_report_md
+from edgekd.status import Status
 
 
 @dataclass
@@ -112,7 +113,7 @@ def _run_per_numerics_group(shared: Artifact, specs: tuple[PassSpec, ...], ctx: 
 
 
 def _export_sources(groups: list[list[Target]], models: list[Artifact], model_onnx: Path, staging: Path,
-                    data: DataSplits, prof: Profile) -> dict[str, Path]:
+                    data: DataSplits, prof: Recipe) -> dict[str, Path]:
     """The ONNX file each target builds from: model.onnx, or a per-runtime / per-numerics variant."""
     sources: dict[str, Path] = {}
     made: dict[tuple[int, str], Path] = {}
@@ -166,7 +167,7 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     if auto is not None:
         entry["auto_precision"] = auto
     if not build.runnable:
-        entry["status"] = NOT_RUN_STATUS
+        entry["status"] = Status.NOT_RUN
         return entry
     runner = backend.load(out_dir, target, build)
     entry["runtime"] = runner.describe()
@@ -194,7 +195,8 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
                                  iterations=target.profiling.iterations, description=f"profiling {target.name}")
         entry["latency"] = sample.summary()
     entry["budgets"] = check_budgets(target, entry)
-    entry["status"] = "ok" if entry["parity_ok"] and all(b["ok"] for b in entry["budgets"].values()) else "failed"
+    passed = entry["parity_ok"] and all(b["ok"] for b in entry["budgets"].values())
+    entry["status"] = Status.PASSED if passed else Status.FAILED
     return entry
 
 
@@ -238,25 +240,31 @@ def check_budgets(target: Target, entry: dict[str, Any]) -> dict[str, dict[str, 
     return checks
 
 
-def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets: list[str | Target] | None = None,
+def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: list[str | Target] | None = None,
              teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
-             options: CompressOptions | None = None, teacher_arch: str | None = None) -> dict[str, Any]:
-    """Compress ``model`` with ``profile``, build every target, and write a bundle to ``out``.
+             options: CompressOptions | None = None, teacher_arch: str | None = None,
+             profile: str | Recipe | None = None) -> dict[str, Any]:
+    """Compress ``model`` with ``recipe``, build every target, and write a bundle to ``out``.
 
-    Returns the report (also written to ``out/report.json``).
+    Returns the report (also written to ``out/report.json``). ``profile`` is the deprecated name of ``recipe``.
     """
+    if profile is not None:
+        import warnings
+
+        warnings.warn("compress(profile=...) is deprecated; use recipe=...", DeprecationWarning, stacklevel=2)
+        recipe = profile
     options = options or CompressOptions()
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     tgts = unique_targets([t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])])
     tgts = _check_targets(tgts, options.skip_unavailable)
     quantizing = any(spec.name == "quantize" for spec in prof.passes)
     for target in tgts:
         if getattr(BACKENDS.get(target.backend), "requires_quantized", False) and not quantizing:
-            raise EdgekdError(f"target {target.name} ({target.backend}) needs a quantized model, but profile "
+            raise EdgekdError(f"target {target.name} ({target.backend}) needs a quantized model, but recipe "
                               f"{prof.name!r} has no quantize pass", where=target.source,
-                              hint="use an INT8 profile such as int8-kd, int8-ptq or ptq")
+                              hint="use an INT8 recipe such as int8-kd, int8-ptq or ptq")
     torch.manual_seed(options.seed)
 
     student_src: LoadedModel = load_model(model, arch=arch)
@@ -273,7 +281,7 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
 
     report: dict[str, Any] = {
         "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,
-        "sources": {"model": model, "teacher": teacher, "data": data, "profile": prof.name,
+        "sources": {"model": model, "teacher": teacher, "data": data, "recipe": prof.name,
                     "targets": [t.name for t in tgts]},
         "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
                  "input_shape": list(splits.input_shape), "labelled": splits.labelled},
@@ -360,7 +368,7 @@ def compress(model: str, *, data: str, profile: str | Profile = "fp32", targets:
             "versions": runtime_versions(),
             "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch,
                                     "teacher_arch": teacher_arch},
-                       "profile": prof.to_dict(), "seed": options.seed},
+                       "recipe": prof.to_dict(), "seed": options.seed},
         }
         report["duration_s"] = round(time.perf_counter() - started, 2)
         report["versions"] = manifest["versions"]

@@ -181,13 +181,13 @@ def test_accuracy_profile_derivation(tmp_path: Path) -> None:
 
     assert bench_peers.accuracy_profile("int8-kd", tmp_path, None) == "int8-kd"  # shipped, untouched
     ce = tomllib.loads(Path(bench_peers.accuracy_profile("ce", tmp_path, None)).read_text())
-    kd = tomllib.loads((bench_peers.ROOT / "profiles" / "kd.toml").read_text())
+    kd = tomllib.loads((bench_peers.ROOT / "recipes" / "kd.toml").read_text())
     assert ce["passes"][0]["loss"] == "ce" and {**ce["passes"][0], "loss": "hinton"} == kd["passes"][0]
     quick = tomllib.loads(Path(bench_peers.accuracy_profile("sparse24-int8-kd", tmp_path, 1)).read_text())
     assert [p.get("epochs", p.get("finetune", {}).get("epochs")) for p in quick["passes"]] == [1, 1, 1]
-    from edgekd.config import load_profile
+    from edgekd.config import load_recipe
 
-    load_profile(bench_peers.latency_profile("channels50-int8", "graph", tmp_path))  # validates as a real profile
+    load_recipe(bench_peers.latency_profile("channels50-int8", "graph", tmp_path))  # validates as a real profile
 
 
 def test_environment_is_the_recorded_one_and_mixed_machines_are_flagged() -> None:

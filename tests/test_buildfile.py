@@ -20,7 +20,7 @@ from edgekd.errors import ConfigError, EdgekdError, SourceError
 APP_TOML = """\
 model = "builtin:digits-student"
 data = "npz:data/digits.npz"
-profile = "quick.toml"
+recipe = "quick.toml"
 targets = ["cpu"]
 out = "build/digits"
 measure = false
@@ -54,10 +54,10 @@ def app(tmp_path: Path) -> Path:
 
 def test_buildfile_validation(tmp_path: Path) -> None:
     path = tmp_path / "edgekd.toml"
-    path.write_text('model = "builtin:digits-student"\ndata = "builtin:digits"\nout = "b"\nprofil = "fp32"\n')
-    with pytest.raises(ConfigError, match=r"edgekd.toml.*profil") as exc:
+    path.write_text('model = "builtin:digits-student"\ndata = "builtin:digits"\nout = "b"\nrecip = "fp32"\n')
+    with pytest.raises(ConfigError, match=r"edgekd.toml.*recip") as exc:
         load_buildfile(path)
-    assert "profile" in str(exc.value)  # the close match is suggested
+    assert "recipe" in str(exc.value)  # the close match is suggested
     path.write_text('model = "builtin:digits-student"\nout = "b"\n')
     with pytest.raises(ConfigError, match="data"):
         load_buildfile(path)
@@ -152,7 +152,7 @@ def test_build_is_deterministic_and_cached(app: Path, capsys: pytest.CaptureFixt
 
 
 def test_build_command_does_not_import_torch_on_a_hit(app: Path) -> None:
-    (app / "edgekd.toml").write_text(APP_TOML.replace('profile = "quick.toml"', 'profile = "fp32"'))
+    (app / "edgekd.toml").write_text(APP_TOML.replace('recipe = "quick.toml"', 'recipe = "fp32"'))
     cmd = [sys.executable, "-c",
            "import sys; from edgekd.cli import main; rc = main(['build', sys.argv[1], '-q']);"
            "print('TORCH', 'torch' in sys.modules); sys.exit(rc)", str(app)]

@@ -17,7 +17,7 @@ FAST = CompressOptions(golden_samples=8)
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("b") / "bundle"
     report = compress("builtin:digits-student", teacher="builtin:digits-teacher", data="builtin:digits",
-                      profile="fp32", targets=["cpu"], out=out, options=FAST)
+                      recipe="fp32", targets=["cpu"], out=out, options=FAST)
     return out, report
 
 
@@ -29,12 +29,12 @@ def test_bundle_complete_and_checksums_verify(bundle) -> None:
     manifest = read_manifest(out)
     assert manifest["model"]["inputs"][0]["shape"][1:] == [1, 8, 8]
     assert manifest["targets"]["cpu"]["backend"] == "onnxruntime"
-    assert manifest["versions"]["onnxruntime"] and manifest["config"]["profile"]["name"] == "fp32"
+    assert manifest["versions"]["onnxruntime"] and manifest["config"]["recipe"]["name"] == "fp32"
     assert "started_at" not in json.dumps(manifest)  # timestamps live in the report only
     golden = np.load(out / "golden.npz")
     assert golden["input"].shape == (8, 1, 8, 8) and golden["reference"].shape == (8, 10)
     entry = report["targets"]["cpu"]
-    assert entry["status"] == "ok" and entry["parity"]["top1_agreement"] == 1.0
+    assert entry["status"] == "passed" and entry["parity"]["top1_agreement"] == 1.0
     assert entry["latency"]["p50_ms"] > 0 and entry["latency"]["iterations"] == 200
     assert report["accuracy"]["teacher"] > 95
 
@@ -61,7 +61,7 @@ def test_failed_run_leaves_no_bundle(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(pipeline, "_build_target", explode)
     out = tmp_path / "bundle"
     with pytest.raises(RuntimeError, match="simulated crash"):
-        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["cpu"], out=out, options=FAST)
+        compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["cpu"], out=out, options=FAST)
     assert not (out / "manifest.json").exists()
     assert list(tmp_path.iterdir()) == []  # staging folder removed too
 
@@ -76,7 +76,7 @@ def test_failed_rebuild_keeps_previous_bundle(bundle, tmp_path: Path, monkeypatc
     shutil.copytree(out, copy)
     monkeypatch.setattr(pipeline, "_build_target", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("crash")))
     with pytest.raises(RuntimeError):
-        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["cpu"], out=copy, options=FAST)
+        compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["cpu"], out=copy, options=FAST)
     assert verify_bundle(copy) == []  # the old complete bundle is untouched
 
 
@@ -85,13 +85,13 @@ def test_refuses_to_replace_foreign_folder(tmp_path: Path) -> None:
     out.mkdir()
     (out / "thesis.tex").write_text("do not delete")
     with pytest.raises(EdgekdError, match="not an edgekd bundle"):
-        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["cpu"], out=out, options=FAST)
+        compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["cpu"], out=out, options=FAST)
     assert (out / "thesis.tex").exists()
 
 
 def test_shape_mismatch_between_model_and_data(tmp_path: Path) -> None:
     with pytest.raises(EdgekdError, match=r"data samples have shape \(1, 28, 28\).*expects \(1, 8, 8\)"):
-        compress("builtin:digits-student", data="builtin:mnist5k", profile="fp32", targets=["cpu"],
+        compress("builtin:digits-student", data="builtin:mnist5k", recipe="fp32", targets=["cpu"],
                  out=tmp_path / "x", options=FAST)
 
 
@@ -101,7 +101,7 @@ def test_cli_compress_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["list", "backends", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {"name": "onnxruntime", "status": "available", "reason": ""} in rows
-    code = main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits", "--profile", "fp32",
+    code = main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits", "--recipe", "fp32",
                  "--target", "cpu", "--out", str(tmp_path / "b"), "--no-measure", "--quiet"])
     assert code == 0 and verify_bundle(tmp_path / "b") == []
     assert main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits",
@@ -114,17 +114,17 @@ def test_teacher_shape_mismatch(tmp_path: Path) -> None:
     # not a requirement, so the run on the data's samples is what refuses it, naming the size it was built for
     with pytest.raises(EdgekdError, match=r"teacher resnet18 cannot run on the data's samples of shape \[1, 8, 8\]"
                        r"(.|\n)*resnet18 is built for \[3, 224, 224\]"):
-        compress("builtin:digits-student", teacher="torchvision:resnet18", data="builtin:digits", profile="fp32",
+        compress("builtin:digits-student", teacher="torchvision:resnet18", data="builtin:digits", recipe="fp32",
                  targets=["cpu"], out=tmp_path / "x", options=FAST)
     with pytest.raises(EdgekdError, match=r"teacher resnet18 expects \(3, 224, 224\)"):  # ?input_size= fixes it
         compress("builtin:digits-student", teacher="torchvision:resnet18?input_size=224", data="builtin:digits",
-                 profile="fp32", targets=["cpu"], out=tmp_path / "x", options=FAST)
+                 recipe="fp32", targets=["cpu"], out=tmp_path / "x", options=FAST)
     assert not (tmp_path / "x").exists()
 
 
 def test_fpga_target_needs_a_quantized_profile(tmp_path: Path) -> None:
-    with pytest.raises(EdgekdError, match="needs a quantized model, but profile 'fp32' has no quantize pass"):
-        compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["fpga-zcu104"],
+    with pytest.raises(EdgekdError, match="needs a quantized model, but recipe 'fp32' has no quantize pass"):
+        compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["fpga-zcu104"],
                  out=tmp_path / "x", options=FAST)
     assert not (tmp_path / "x").exists()
 
@@ -201,7 +201,7 @@ def test_sigterm_removes_the_staging_folder_and_says_so(tmp_path: Path) -> None:
 
     out = tmp_path / "b"
     proc = subprocess.Popen([sys.executable, "-m", "edgekd", "compress", "--model", "builtin:digits-student",
-                             "--data", "builtin:digits", "--profile", "fp32",
+                             "--data", "builtin:digits", "--recipe", "fp32",
                              "--target", "cpu", "--out", str(out)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120

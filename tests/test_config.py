@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.config import load_profile, load_target
+from edgekd.config import load_recipe, load_target
 from edgekd.errors import ConfigError
 
 
@@ -18,11 +18,11 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
 def test_shipped_profiles_and_targets_load() -> None:
     from edgekd.config import available
 
-    profiles = available("profiles")
+    profiles = available("recipes")
     targets = available("targets")
     assert "fp32" in profiles and "cpu" in targets
     for name in profiles:
-        assert load_profile(name).name == name
+        assert load_recipe(name).name == name
     for name in targets:
         t = load_target(name)
         assert t.name == name and t.backend
@@ -78,18 +78,18 @@ def test_missing_file_and_unknown_name() -> None:
 
 def test_invalid_toml(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid TOML"):
-        load_profile(write(tmp_path, "p.toml", "name = \n"))
+        load_recipe(write(tmp_path, "p.toml", "name = \n"))
 
 
 def test_profile_unknown_pass_and_opset(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"passes\[0\].*unknown pass 'distil'"):
-        load_profile(write(tmp_path, "p.toml", '[[passes]]\nname = "distil"\n'))
+        load_recipe(write(tmp_path, "p.toml", '[[passes]]\nname = "distil"\n'))
     with pytest.raises(ConfigError, match="opset 11 is too old"):
-        load_profile(write(tmp_path, "q.toml", "[export]\nopset = 11\n"))
+        load_recipe(write(tmp_path, "q.toml", "[export]\nopset = 11\n"))
 
 
 def test_profile_name_defaults_to_file_stem(tmp_path: Path) -> None:
-    prof = load_profile(write(tmp_path, "mine.toml", 'description = "x"\n'))
+    prof = load_recipe(write(tmp_path, "mine.toml", 'description = "x"\n'))
     assert prof.name == "mine" and prof.passes == ()
 
 
@@ -112,7 +112,7 @@ def test_target_values_out_of_range(tmp_path: Path, text: str, message: str) -> 
 
 def test_profile_export_values_out_of_range(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="parity_samples must be >= 1"):
-        load_profile(write(tmp_path, "p.toml", "[export]\nparity_samples = 0\n"))
+        load_recipe(write(tmp_path, "p.toml", "[export]\nparity_samples = 0\n"))
 
 
 def test_duplicate_targets(tmp_path: Path) -> None:
@@ -138,6 +138,6 @@ def test_profile_and_target_files_swapped() -> None:
     from edgekd.config import available
 
     with pytest.raises(ConfigError, match="this is a target file"):
-        load_profile(available("targets")["cpu"])
-    with pytest.raises(ConfigError, match="this is a profile"):
-        load_target(available("profiles")["int8-kd"])
+        load_recipe(available("targets")["cpu"])
+    with pytest.raises(ConfigError, match="this is a recipe"):
+        load_target(available("recipes")["int8-kd"])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from edgekd.artifact import Artifact
-from edgekd.config import load_profile, profile_from_mapping
+from edgekd.config import load_recipe, recipe_from_mapping
 from edgekd.errors import ConfigError, PassError
 from edgekd.models import DemoStudent
 from edgekd.passes import PASSES, PassContext
@@ -18,13 +18,13 @@ from edgekd.train import evaluate
 
 
 def test_kd_profile_loads_as_distill_config() -> None:
-    profile = load_profile("kd")
+    profile = load_recipe("kd")
     (spec,) = profile.passes
     assert spec.name == "distill" and isinstance(spec.config, DistillConfig)
     cfg = spec.config
     assert (cfg.epochs, cfg.schedule, cfg.loss, cfg.temperature, cfg.alpha) == (40, "onecycle", "hinton", 4.0, 0.9)
     with pytest.raises(ConfigError, match="unknown key 'epoch'") as exc:
-        profile_from_mapping({"passes": [{"name": "distill", "epoch": 3}]}, where="my.toml")
+        recipe_from_mapping({"passes": [{"name": "distill", "epoch": 3}]}, where="my.toml")
     assert "my.toml passes[0] (distill)" in str(exc.value) and "did you mean 'epochs'" in str(exc.value)
 
 
@@ -61,7 +61,7 @@ def test_cli_compress_with_nproc_2_runs_torchrun(tmp_path: Path) -> None:
     profile.write_text('name = "kd-short"\n[[passes]]\nname = "distill"\nepochs = 3\nlr = 1e-2\nschedule = "onecycle"\n')
     out = tmp_path / "bundle"
     rc = main(["compress", "--model", "builtin:digits-student", "--teacher", "builtin:digits-teacher",
-               "--data", "builtin:digits", "--profile", str(profile), "--target", "cpu", "--nproc", "2",
+               "--data", "builtin:digits", "--recipe", str(profile), "--target", "cpu", "--nproc", "2",
                "--no-measure", "--json", "--quiet", "--out", str(out)])
     assert rc == 0
     report = json.loads((out / "report.json").read_text())

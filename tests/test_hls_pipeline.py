@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edgekd.config import profile_from_mapping
+from edgekd.config import recipe_from_mapping
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed for C simulation")
 
@@ -16,13 +16,13 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is need
 def test_compress_to_fpga_target_is_bit_exact(tmp_path: Path) -> None:
     from edgekd.pipeline import CompressOptions, compress
 
-    profile = profile_from_mapping({"name": "ptq-only", "passes": [
+    profile = recipe_from_mapping({"name": "ptq-only", "passes": [
         {"name": "quantize", "mode": "ptq", "calibration": "minmax", "calibration_samples": 64, "bias_correction": False,
          "sensitivity": "off"}]}, where="test")
-    report = compress("builtin:digits-student", data="builtin:digits", profile=profile, targets=["fpga-zcu104"],
+    report = compress("builtin:digits-student", data="builtin:digits", recipe=profile, targets=["fpga-zcu104"],
                       out=tmp_path / "bundle", options=CompressOptions(measure=False, golden_samples=32))
     entry = report["targets"]["fpga-zcu104"]
-    assert entry["status"] == "ok" and entry["parity"]["top1_agreement"] == 1.0
+    assert entry["status"] == "passed" and entry["parity"]["top1_agreement"] == 1.0
     assert "not FPGA timing" in entry["runtime"]["description"]
     agreement = entry["build"]["details"]["agreement"]
     assert agreement["exact"] == agreement["elements"] == 320, agreement

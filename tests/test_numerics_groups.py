@@ -28,7 +28,7 @@ def _activation_zero_points(path: Path) -> set[int]:
 
 def test_cpu_keeps_int8_kernels_next_to_a_tensorrt_target(tmp_path: Path) -> None:
     out = tmp_path / "b"
-    report = compress("builtin:digits-student", data="builtin:digits", profile="ptq",
+    report = compress("builtin:digits-student", data="builtin:digits", recipe="ptq",
                       targets=["cpu", "tensorrt-orin-nano"], out=out,
                       options=CompressOptions(golden_samples=8, measure=False))
     assert report["targets"]["cpu"]["build"]["precision"] == "int8"  # not "mixed": uint8 activations kept

@@ -180,9 +180,9 @@ def test_cache_dir_and_fixed_batch(ov_models, tmp_path: Path) -> None:
 def test_pipeline_builds_openvino_target(tmp_path: Path) -> None:
     from edgekd.pipeline import CompressOptions, compress
 
-    report = compress("builtin:digits-student", data="builtin:digits", profile="fp32",
+    report = compress("builtin:digits-student", data="builtin:digits", recipe="fp32",
                       targets=[_target(tmp_path)], out=tmp_path / "bundle", options=CompressOptions(measure=False))
     entry = report["targets"]["openvino-cpu"]
-    assert entry["status"] == "ok" and entry["parity_ok"]
+    assert entry["status"] == "passed" and entry["parity_ok"]
     assert entry["build"]["precision"] == "fp32" and entry["runtime"]["precision"] == "fp32"
     assert (tmp_path / "bundle" / "openvino-cpu" / "model.xml").is_file()

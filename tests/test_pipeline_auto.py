@@ -27,7 +27,7 @@ iterations = 40
 def test_auto_precision_builds_the_winner(tmp_path: Path) -> None:
     target = tmp_path / "ov-auto.toml"
     target.write_text(TARGET)
-    report = compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=[str(target)],
+    report = compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=[str(target)],
                       out=tmp_path / "b", options=CompressOptions(golden_samples=8))
     entry = report["targets"]["ov-auto"]
     auto = entry["auto_precision"]

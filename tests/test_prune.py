@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgekd.artifact import Artifact
-from edgekd.config import load_profile
+from edgekd.config import load_recipe
 from edgekd.data import DataSplits
 from edgekd.errors import ConfigError, PassError
 from edgekd.export import export_onnx, onnx_outputs
@@ -103,7 +103,7 @@ def test_errors_and_config():
         from_mapping(PruneChannelsConfig, {"ratio": 1.0}, where="p.toml")
     with pytest.raises(ConfigError, match="'layer_ratio'"):
         from_mapping(PruneChannelsConfig, {"layer_ratio": {}}, where="p.toml")
-    profile = load_profile("channels50-kd")
+    profile = load_recipe("channels50-kd")
     cfg = profile.passes[-1].config
     assert isinstance(cfg, PruneChannelsConfig) and cfg.ratio == 0.5 and cfg.finetune is not None
     macs, params = count_macs_params(model, torch.zeros(1, 1, 8, 8))

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from edgekd.artifact import Artifact
-from edgekd.config import profile_from_mapping
+from edgekd.config import recipe_from_mapping
 from edgekd.errors import ConfigError, PassError
 from edgekd.models import load_model
 from edgekd.passes import PassContext
@@ -146,25 +146,25 @@ def test_unsupported_layer_is_an_error_naming_it(digits):
 
 def test_config_validation():
     with pytest.raises(ConfigError, match="calibraton"):
-        profile_from_mapping({"passes": [{"name": "quantize", "calibraton": "minmax"}]}, where="p.toml")
+        recipe_from_mapping({"passes": [{"name": "quantize", "calibraton": "minmax"}]}, where="p.toml")
     with pytest.raises(ConfigError, match="finetune"):
-        profile_from_mapping({"passes": [{"name": "quantize", "mode": "qat"}]}, where="p.toml")
+        recipe_from_mapping({"passes": [{"name": "quantize", "mode": "qat"}]}, where="p.toml")
     with pytest.raises(ConfigError, match="act_bits"):
-        profile_from_mapping({"passes": [{"name": "quantize", "act_bits": 4}]}, where="p.toml")
-    prof = profile_from_mapping({"passes": [{"name": "quantize", "mode": "qat", "weight_bits": 4,
+        recipe_from_mapping({"passes": [{"name": "quantize", "act_bits": 4}]}, where="p.toml")
+    prof = recipe_from_mapping({"passes": [{"name": "quantize", "mode": "qat", "weight_bits": 4,
                                              "finetune": {"epochs": 3, "loss": "hinton"}}]}, where="p.toml")
     assert prof.passes[0].config.finetune.epochs == 3
 
 
 def test_shipped_profiles_load():
-    from edgekd.config import load_profile
+    from edgekd.config import load_recipe
 
     for name in ("int8-ptq", "int8-kd", "sparse24-int8-kd", "channels50-int8-kd", "w4a8-kd"):
-        prof = load_profile(name)
+        prof = load_recipe(name)
         q = prof.passes[-1]
         assert q.name == "quantize"
         assert (q.config.mode == "ptq") == (name == "int8-ptq")
-    assert load_profile("w4a8-kd").passes[-1].config.weight_bits == 4
+    assert load_recipe("w4a8-kd").passes[-1].config.weight_bits == 4
 
 
 def test_multi_output_model_is_a_pass_error(digits):
@@ -292,9 +292,9 @@ def test_fewer_calibration_samples_than_asked_is_said(digits, tmp_path, capsys):
 
 
 def test_report_md_shows_pass_notes_and_target_budgets(tmp_path):
-    from edgekd.report import write_report_md
+    from edgekd.compress_report import write_report_md
 
-    report = {"sources": {"model": "m", "profile": "p", "data": "d", "teacher": None},
+    report = {"sources": {"model": "m", "recipe": "p", "data": "d", "teacher": None},
               "passes": {"quantize": {"scheme": "W8A8", "notes": ["calibrated on 30 samples"]}},
               "targets": {"cpu": {"backend": "onnxruntime", "build": {"notes": ["ran mixed"]},
                                   "budgets": {"p90_ms": {"value": 2.0, "limit": 1.0, "ok": False}}}}}

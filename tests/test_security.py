@@ -56,7 +56,7 @@ def test_exploit_checkpoint_runs_nothing_on_the_cli(tmp_path: Path, role: str) -
     path = _booby_trapped(tmp_path, marker)
     model = str(path) if role == "--model" else "builtin:digits-student"
     cmd = [sys.executable, "-m", "edgekd", "compress", "--model", model, "--data", "random:1x8x8?n=16",
-           "--profile", "fp32", "--target", "cpu", "--out", str(tmp_path / "out"), "--no-measure"]
+           "--recipe", "fp32", "--target", "cpu", "--out", str(tmp_path / "out"), "--no-measure"]
     if role == "--teacher":
         cmd += ["--teacher", str(path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
@@ -72,7 +72,7 @@ def test_teacher_arch_loads_a_plain_state_dict_teacher(tmp_path: Path) -> None:
 
     plain = tmp_path / "teacher.pt"
     torch.save(DemoStudent().state_dict(), plain)
-    report = compress("builtin:digits-student", data="random:1x8x8?n=16", profile="fp32", targets=["cpu"],
+    report = compress("builtin:digits-student", data="random:1x8x8?n=16", recipe="fp32", targets=["cpu"],
                       teacher=str(plain), teacher_arch="builtin:digits-student", out=tmp_path / "out",
                       options=CompressOptions(measure=False))
     assert report["params"]["teacher"] == sum(p.numel() for p in DemoStudent().parameters())

@@ -364,7 +364,7 @@ def test_pretrained_sizes_are_defaults_not_requirements() -> None:
 def test_compress_takes_the_datas_size_for_a_torchvision_cnn(tmp_path: Path) -> None:
     from edgekd.pipeline import CompressOptions, compress
 
-    report = compress("torchvision:mobilenet_v3_small?num_classes=4", data="random:3x32x32?n=4", profile="fp32",
+    report = compress("torchvision:mobilenet_v3_small?num_classes=4", data="random:3x32x32?n=4", recipe="fp32",
                       targets=["cpu"], out=tmp_path / "out", options=CompressOptions(measure=False))
     assert report["data"]["input_shape"] == [3, 32, 32]
     assert report["targets"]["cpu"]["parity_ok"]

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from edgekd.artifact import Artifact
-from edgekd.config import load_profile
+from edgekd.config import load_recipe
 from edgekd.errors import ConfigError, PassError
 from edgekd.export import export_onnx
 from edgekd.inspect import inspect_onnx
@@ -129,7 +129,7 @@ def test_config_validation_names_the_key():
         from_mapping(SparsifyConfig, {"ramp_up": 0.3}, where="p.toml")
     with pytest.raises(ConfigError, match="lr"):
         from_mapping(SparsifyConfig, {"finetune": {"lr": -1.0}}, where="p.toml")
-    profile = load_profile("sparse24-kd")
+    profile = load_recipe("sparse24-kd")
     spec = profile.passes[-1]
     assert spec.name == "sparsify" and spec.config.finetune is not None and spec.config.finetune.epochs > 0
 

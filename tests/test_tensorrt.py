@@ -155,7 +155,7 @@ def test_targets_and_option_validation() -> None:
 def test_pipeline_bundle_has_tensorrt_files(tmp_path: Path) -> None:
     from edgekd.pipeline import CompressOptions, compress
 
-    report = compress("builtin:digits-student", data="builtin:digits", profile="fp32", targets=["tensorrt-orin-nano"],
+    report = compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["tensorrt-orin-nano"],
                       out=tmp_path / "bundle", options=CompressOptions(measure=False))
     entry = report["targets"]["tensorrt-orin-nano"]
     assert entry["status"] == "prepared, not run here" and entry["build"]["precision"] == "fp32"

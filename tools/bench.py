@@ -69,7 +69,7 @@ METHOD = """\
   not borrow OpenVINO's bf16 default.
 - **No ImageNet here**: the resnet18 / mobilenet_v2 / vit_tiny rows use random weights and random calibration
   inputs; their latency depends on the graph (int8 everywhere, channels removed), not on QAT or KD recovery.
-- **"The FP32 student"** of the 1-point goal is the `kd` profile's student on ONNX Runtime; each INT8 profile's own
+- **"The FP32 student"** of the 1-point goal is the `kd` profile's student on ONNX Runtime; each INT8 recipe's own
   FP32 stage (after its distill pass, same recipe as kd.toml: one-cycle max lr 1e-2) is shown beside it.
 - **Side by side**: all variants of one model run in one process in interleaved rounds with a rotating start; speed
   ratios are medians of per-round ratios with their range. Each variant's block starts after a 0.5 s idle gap:

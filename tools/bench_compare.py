@@ -47,7 +47,7 @@ def main() -> None:
         bundles = {}
         for name, profile in (("fp32", "fp32"), ("int8", "ptq")):
             out = Path(tmp) / name
-            run([*EDGEKD, "compress", "--model", args.model, "--data", f"random:{shape}", "--profile", profile,
+            run([*EDGEKD, "compress", "--model", args.model, "--data", f"random:{shape}", "--recipe", profile,
                  "--target", "cpu", "--target", "openvino-cpu", "--out", str(out), "--no-measure", "--quiet"])
             bundles[name] = out
         for target in ("cpu", "openvino-cpu"):

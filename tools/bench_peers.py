@@ -36,6 +36,8 @@ import benchlib as bl
 import numpy as np
 from peers_report import PEER_CALIB, PROFILES, goals, render
 
+from edgekd.status import is_passing
+
 ROOT = bl.ROOT
 THREADS = 2
 MODELS = {"resnet18": ("torchvision:resnet18", "graph"), "mobilenet_v2": ("torchvision:mobilenet_v2", "graph"),
@@ -60,7 +62,7 @@ def accuracy_profile(name: str, work: Path, epochs: int | None) -> str:
     """The shipped profile (by name) or, for "ce" / a smoke run, a derived .toml in ``work``."""
     if name != "ce" and epochs is None:
         return name
-    data = tomllib.loads((ROOT / "profiles" / f"{'kd' if name == 'ce' else name}.toml").read_text())
+    data = tomllib.loads((ROOT / "recipes" / f"{'kd' if name == 'ce' else name}.toml").read_text())
     if name == "ce":
         data["name"], data["description"] = "ce", "kd.toml with loss = ce: the plain student of the same recipe"
         data["passes"][0]["loss"] = "ce"
@@ -70,7 +72,7 @@ def accuracy_profile(name: str, work: Path, epochs: int | None) -> str:
                 if "epochs" in table:
                     table["epochs"] = epochs
         data["name"] += f"-epochs{epochs}"
-    return str(_write_profile(data, work / "profiles" / f"{data['name']}.toml"))
+    return str(_write_profile(data, work / "recipes" / f"{data['name']}.toml"))
 
 
 def latency_profile(kind: str, quantizer: str, work: Path) -> str:
@@ -82,13 +84,13 @@ def latency_profile(kind: str, quantizer: str, work: Path) -> str:
     prune = {"name": "prune_channels", "ratio": 0.5, "importance": "l2", "round_to": 8}
     data = {"name": f"bench-{kind}", "description": f"bench_peers: {kind} on random calibration data",
             "passes": [prune, quant] if kind == "channels50-int8" else [quant], "export": {"opset": 17}}
-    return str(_write_profile(data, work / "profiles" / f"bench-{kind}-{quantizer}.toml"))
+    return str(_write_profile(data, work / "recipes" / f"bench-{kind}-{quantizer}.toml"))
 
 
 def run_compress(model: str, data: str, profile: str, out: Path, *, teacher: str | None = None,
                  seed: int = 0) -> dict[str, Any]:
     """``edgekd compress`` in a child process: wall time, peak RSS, and the slim report."""
-    cmd = [bl.python(), "-m", "edgekd", "compress", "--model", model, "--data", data, "--profile", profile,
+    cmd = [bl.python(), "-m", "edgekd", "compress", "--model", model, "--data", data, "--recipe", profile,
            "--out", str(out), "--seed", str(seed), "-q", *(["--teacher", teacher] if teacher else []),
            *(a for t in TARGETS for a in ("--target", t))]
     m = bl.run_measured(cmd, env={"EDGEKD_QUIET": "1"}, cwd=ROOT, timeout=1800)
@@ -277,7 +279,7 @@ def latency_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, 
                 Path(row["bundle"]) / target / runner.manifest["targets"][target]["artifact"])
             note = (f"target {target}: {t['precision']}" + (f", {frac * 100:.0f} % int8 MACs" if frac else "")
                     + f"; {graph}"
-                    + ("" if t["status"] == "ok" else f"; compress check {t['status']}: "
+                    + ("" if is_passing(t["status"]) else f"; compress check {t['status']}: "
                        + "; ".join(t["parity_failures"])[:160]))
             rows[f"edgekd_{kind}_{target}"] = (
                 f"edgekd {'int8' if kind == 'int8' else 'channels50 + int8'} on {rt}", "edgekd",
@@ -366,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tp-calls", type=int, default=4)
     ap.add_argument("--datasets", default="mnist5k,digits")
     ap.add_argument("--seeds", default="mnist5k=2,digits=2", help="seeds per dataset, e.g. mnist5k=2,digits=3")
-    ap.add_argument("--profiles", default=",".join(p for _, p in PROFILES), help="accuracy profiles to run")
+    ap.add_argument("--recipes", "--profiles", dest="profiles", default=",".join(p for _, p in PROFILES),
+                    help="accuracy recipes to run (--profiles: the old spelling)")
     ap.add_argument("--acc-epochs", type=int, default=None,
                     help="override every training epoch count of the profiles (default: the shipped profiles)")
     ap.add_argument("--quick", action="store_true",

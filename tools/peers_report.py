@@ -9,6 +9,8 @@ from typing import Any
 import benchlib as bl
 import numpy as np
 
+from edgekd.status import is_passing  # reads older results' "ok" too
+
 #: (label, profile) of the accuracy part; "ce" is kd.toml with loss = "ce" (same recipe, no teacher)
 PROFILES = [("student CE", "ce"), ("student KD (fp32/kd)", "kd"), ("int8-ptq", "int8-ptq"), ("int8-kd", "int8-kd"),
             ("w4a8-kd", "w4a8-kd"), ("sparse24-int8-kd", "sparse24-int8-kd"),
@@ -175,7 +177,7 @@ def render_latency(lat: dict[str, Any]) -> list[str]:
 def render_accuracy(acc: dict[str, Any]) -> list[str]:
     lines = ["## B. Accuracy on MNIST-5k and digits", "", *_part_head(acc),
              "Each edgekd row is one `edgekd compress --model builtin:<ds>-student --teacher builtin:<ds>-teacher "
-             "--data builtin:<ds> --profile P --target cpu --target openvino-cpu --seed S` in a child process, with "
+             "--data builtin:<ds> --recipe P --target cpu --target openvino-cpu --seed S` in a child process, with "
              "the shipped profile" + (f" (every epoch count set to {acc['datasets'][next(iter(acc['datasets']))]['epochs']})"
                                       if next(iter(acc["datasets"].values()))["epochs"] else "")
              + "; top-1 % on the test split as the built artifact runs it (ORT = target `cpu`, OV = `openvino-cpu`). "
@@ -183,7 +185,7 @@ def render_accuracy(acc: dict[str, Any]) -> list[str]:
              "pass (before pruning/sparsity/quantization). The peers quantize the `kd` bundle's model.onnx "
              f"(the FP32 KD student) with {PEER_CALIB} training images: ORT quant_pre_process + quantize_static "
              "(QDQ, per-channel) and NNCF -> OpenVINO (run with INFERENCE_PRECISION_HINT f32). Mean ± std over seeds; "
-             "\"vs KD\" = per-seed difference to the kd profile on ORT, averaged.", ""]
+             "\"vs KD\" = per-seed difference to the kd recipe on ORT, averaged.", ""]
     for res in acc["datasets"].values():
         kd = {r["seed"]: r["targets"]["cpu"]["accuracy"] for r in res["runs"].get("kd", []) if "error" not in r}
         teacher = [r["accuracy"].get("teacher") for p in res["runs"].values() for r in p
@@ -201,7 +203,7 @@ def render_accuracy(acc: dict[str, Any]) -> list[str]:
             ov = [r["targets"]["openvino-cpu"]["accuracy"] for r in ok]
             stage = [r["fp32_stage"] for r in ok if r["fp32_stage"] is not None]
             diff = [r["targets"]["cpu"]["accuracy"] - kd[r["seed"]] for r in ok if r["seed"] in kd] or [np.nan]
-            status = sorted({f"{t}: {v['status']}" for r in ok for t, v in r["targets"].items() if v["status"] != "ok"})
+            status = sorted({f"{t}: {v['status']}" for r in ok for t, v in r["targets"].items() if not is_passing(v["status"])})
             name = f"**edgekd {label}**" if prof in INT8_PROFILES else f"edgekd {label}"
             table.append([name, bl.mean_std(ort), bl.mean_std(ov), bl.mean_std(stage),
                           "" if prof == "kd" else f"{np.mean(diff):+.2f}", "; ".join(status)])

@@ -1,11 +1,9 @@
-"""Backend registry. Built-in backends are imported lazily; third parties register through
-the ``edgekd.backends`` entry-point group (value: ``module:Class``)."""
+"""Backend registry. Built-in backends are lazy references (imported on first use); third parties register
+through the ``edgekd.backends`` entry-point group (value: ``module:Class``). A backend whose module fails to
+import is listed as unavailable with the reason, never an import crash."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-from importlib.metadata import entry_points
 from typing import Any
 
 from edgekd.backends.base import Availability, Backend, BuildResult, Runner
@@ -21,23 +19,27 @@ _BUILTIN = {
 }
 
 
-def _load(ref: str) -> Any:
-    module_name, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module_name), attr)()
+def _instantiate(obj: Any) -> Any:
+    """An entry point names a backend class (or a factory): the registry holds one instance."""
+    return obj() if callable(obj) else obj
 
 
-def _populate(registry: Registry[Any]) -> None:
-    for name, ref in _BUILTIN.items():
-        if importlib.util.find_spec(ref.partition(":")[0]) is not None:
-            registry.add(name, _load(ref))
-    for ep in entry_points(group="edgekd.backends"):
-        if ep.name not in registry:
-            registry.add(ep.name, ep.load()())
-
-
-BACKENDS: Registry[Any] = Registry("backend")
-_populate(BACKENDS)
+BACKENDS: Registry[Any] = Registry("backend", group="edgekd.backends", adapt=_instantiate)
+for _name, _ref in _BUILTIN.items():
+    BACKENDS.add_lazy(_name, _ref)
 
 
 def backend_status() -> dict[str, Availability]:
-    return {name: BACKENDS.get(name).availability() for name in BACKENDS.names()}
+    """Every registered backend's availability; one that cannot be loaded is unavailable with the reason."""
+    status = {}
+    for name in BACKENDS.names():
+        reason = BACKENDS.unavailable_reason(name)
+        if reason is not None:
+            entry = BACKENDS.entry(name)
+            status[name] = Availability(False, f"cannot load {entry.ref} ({entry.origin}): {reason}")
+            continue
+        try:
+            status[name] = BACKENDS.get(name).availability()
+        except Exception as exc:  # a plugin's availability() that raises is that plugin's problem only
+            status[name] = Availability(False, f"availability() raised {type(exc).__name__}: {exc}")
+    return status

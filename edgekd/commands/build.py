@@ -8,14 +8,14 @@ import json
 
 HELP = """\
 Read an edgekd.toml build file and produce its bundle (the same as `edgekd compress` with the
-file's settings). Every input is hashed -- model weights or source, data files, profile and
+file's settings). Every input is hashed -- model weights or source, data files, recipe and
 target files, edgekd's code and the runtime versions -- and a bundle built from the same
 inputs is taken from the build cache instead ("cached"). model.onnx and manifest.json are
 byte-identical between builds of the same inputs; timings live in report.json only.
 
 edgekd.toml (paths relative to the file):
   model = "builtin:digits-student"     teacher = "builtin:digits-teacher"   (optional)
-  data = "builtin:digits"              profile = "int8-kd"
+  data = "builtin:digits"              recipe = "int8-kd"
   targets = ["cpu", "openvino-cpu"]    out = "build/digits"
   seed = 0    golden_samples = 32    measure = true    skip_unavailable = false
   [cache]
@@ -58,14 +58,14 @@ def run(args: argparse.Namespace) -> int:
                           "up_to_date": outcome.up_to_date, "seconds": round(outcome.seconds, 3)}, indent=2))
     else:
         if outcome.report is not None:
-            from edgekd.report import print_summary
+            from edgekd.compress_report import print_summary
 
             print_summary(outcome.report, title=f"edgekd bundle: {outcome.out}")
         print(outcome.message)
-    from edgekd.report import PASSING_STATUSES
+    from edgekd.status import is_passing
 
     failed = [n for n, t in (outcome.report or {}).get("targets", {}).items()
-              if t.get("status") not in PASSING_STATUSES]
+              if not is_passing(t.get("status"))]
     if failed:
         print(f"budgets failed at build time for: {', '.join(failed)} (see report.md)")
     return 1 if failed else 0

@@ -6,7 +6,7 @@ import argparse
 import json
 
 HELP = """\
-Load a model, run the profile's passes (distillation, sparsity, pruning, quantization),
+Load a model, run the recipe's passes (distillation, sparsity, pruning, quantization),
 export ONNX, build it for each target, check parity with the ONNX reference, measure latency,
 and write a bundle (model.onnx, <target>/, manifest.json, golden.npz, report.json, report.md).
 
@@ -18,8 +18,8 @@ Sources:
 
 Examples:
   edgekd compress --model builtin:digits-student --teacher builtin:digits-teacher \\
-      --data builtin:digits --profile int8-kd --target cpu --target openvino-cpu --out out/digits
-  edgekd compress --model torchvision:resnet18 --data random:3x224x224 --profile fp32 --target cpu --out out/r18
+      --data builtin:digits --recipe int8-kd --target cpu --target openvino-cpu --out out/digits
+  edgekd compress --model torchvision:resnet18 --data random:3x224x224 --recipe fp32 --target cpu --out out/r18
 
 A .pt file is loaded with weights_only=True (it never runs code). A checkpoint may name its own architecture
 only as builtin:/torchvision:/timm: (shown in the log); a py: architecture is taken only from --arch /
@@ -28,7 +28,7 @@ only as builtin:/torchvision:/timm: (shown in the log); a py: architecture is ta
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgekd.cli import add_quiet
+    from edgekd.cli import add_quiet, add_recipe
 
     p = sub.add_parser("compress", help="compress a model and build a bundle for one or more targets",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="teacher model source (needed by distillation passes)")
     p.add_argument("--teacher-arch", help="architecture source for a teacher given as a plain state_dict .pt file")
     p.add_argument("--data", required=True, help="data source (see above)")
-    p.add_argument("--profile", default="fp32", help="profile name (edgekd list profiles) or .toml path [fp32]")
+    add_recipe(p, default="fp32", help="compression recipe: name (edgekd list recipes) or .toml path [fp32]")
     p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
                    help="target name or .toml path; repeat for several [cpu]")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
@@ -55,10 +55,11 @@ def run(args: argparse.Namespace) -> int:
         from edgekd.errors import ConfigError
 
         raise ConfigError(f"--nproc {args.nproc}: needs at least 1 training process", where="--nproc")
+    from edgekd.compress_report import print_summary
     from edgekd.pipeline import CompressOptions, compress
-    from edgekd.report import PASSING_STATUSES, print_summary
+    from edgekd.status import is_passing
 
-    report = compress(args.model, data=args.data, profile=args.profile, targets=args.targets or ["cpu"],
+    report = compress(args.model, data=args.data, recipe=args.recipe, targets=args.targets or ["cpu"],
                       teacher=args.teacher, out=args.out, arch=args.arch, teacher_arch=args.teacher_arch,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
                                               measure=not args.no_measure, nproc=args.nproc))
@@ -66,4 +67,4 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print_summary(report, title=f"edgekd bundle: {args.out}")
-    return 0 if all(t.get("status") in PASSING_STATUSES for t in report["targets"].values()) else 1
+    return 0 if all(is_passing(t.get("status")) for t in report["targets"].values()) else 1

@@ -7,23 +7,23 @@ import argparse
 HELP = """\
 Runs edgekd end to end on data that ships with scikit-learn (8x8 digits):
   1. trains the digits teacher CNN (cached after the first run),
-  2. compresses the 3.7k-parameter student with the best profile available here
+  2. compresses the 3.7k-parameter student with the best recipe available here
      (int8-kd, else kd, else fp32),
   3. builds every target whose backend is available (and the TensorRT build script),
   4. checks parity against the ONNX reference, measures latency, and prints one table.
 The bundle is written to --out (default out/demo).
 """
 
-PREFERRED_PROFILES = ("int8-kd", "kd", "fp32")
+PREFERRED_RECIPES = ("int8-kd", "kd", "fp32")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from edgekd.cli import add_quiet
+    from edgekd.cli import add_quiet, add_recipe
 
     p = sub.add_parser("demo", help="run the built-in end-to-end demo", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/demo", help="bundle folder [out/demo]")
-    p.add_argument("--profile", help="override the profile choice")
+    add_recipe(p, default=None, help="override the recipe choice")
     p.add_argument("--target", action="append", dest="targets", help="override the target choice (repeatable)")
     add_quiet(p)
     p.set_defaults(handler=run)
@@ -49,20 +49,21 @@ def default_targets() -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgekd.compress_report import print_summary
     from edgekd.config import available
     from edgekd.pipeline import compress
     from edgekd.progress import log
-    from edgekd.report import PASSING_STATUSES, print_summary
+    from edgekd.status import is_passing
 
-    profiles = available("profiles")
-    profile = args.profile or next(p for p in PREFERRED_PROFILES if p in profiles)
+    recipes = available("recipes")
+    recipe = args.recipe or next(r for r in PREFERRED_RECIPES if r in recipes)
     targets = args.targets or default_targets()
-    log(f"edgekd demo: profile {profile}, targets {', '.join(targets)}")
+    log(f"edgekd demo: recipe {recipe}, targets {', '.join(targets)}")
     report = compress("builtin:digits-student", teacher="builtin:digits-teacher", data="builtin:digits",
-                      profile=profile, targets=targets, out=args.out)
-    print_summary(report, title=f"edgekd demo: digits student, profile {profile} -> {args.out}")
+                      recipe=recipe, targets=targets, out=args.out)
+    print_summary(report, title=f"edgekd demo: digits student, recipe {recipe} -> {args.out}")
     params = report.get("params", {})
     if params.get("teacher"):
         print(f"teacher {params['teacher']:,} parameters, student {params['student_after']:,} "
               f"({params['teacher'] / max(params['student_after'], 1):.0f}x smaller); report: {args.out}/report.md")
-    return 0 if all(t.get("status") in PASSING_STATUSES for t in report["targets"].values()) else 1
+    return 0 if all(is_passing(t.get("status")) for t in report["targets"].values()) else 1

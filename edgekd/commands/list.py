@@ -1,4 +1,4 @@
-"""edgekd list: what profiles, targets, passes and backends exist here."""
+"""edgekd list: what recipes, targets, passes and backends exist here."""
 
 from __future__ import annotations
 
@@ -7,15 +7,22 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("list", help="list profiles, targets, passes or backends",
+    p = sub.add_parser("list", help="list recipes, targets, passes or backends",
                        description="List what exists. Backends show whether they are available and, if not, why.")
-    p.add_argument("what", choices=["profiles", "targets", "passes", "backends"])
+    # "profiles": the old name of "recipes", accepted with a note
+    p.add_argument("what", choices=["recipes", "targets", "passes", "backends", "profiles"],
+                   metavar="{recipes,targets,passes,backends}")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=run)
 
 
 def collect(what: str) -> list[dict[str, str]]:
-    if what in ("profiles", "targets"):
+    if what == "profiles":
+        from edgekd.deprecation import deprecated
+
+        deprecated("`edgekd list profiles`", "`edgekd list recipes`")
+        what = "recipes"
+    if what in ("recipes", "targets"):
         import tomllib
 
         from edgekd.config import available
@@ -31,9 +38,9 @@ def collect(what: str) -> list[dict[str, str]]:
                          **({"backend": str(data.get("backend", ""))} if what == "targets" else {})})
         return rows
     if what == "passes":
-        from edgekd.passes import PASSES
+        from edgekd.passes import PASSES, pass_listing
 
-        return [{"name": n, "description": PASSES.get(n).summary} for n in PASSES.names()]
+        return [pass_listing(n) for n in PASSES.names()]  # a built-in's row is static: no pass module (torch) imported
     from edgekd.backends import backend_status
 
     return [{"name": n, "status": "available" if s.available else "unavailable", "reason": s.reason}

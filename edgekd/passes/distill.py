@@ -51,7 +51,7 @@ def distill(artifact: Artifact, config: DistillConfig, ctx: PassContext) -> Arti
     if ctx.data is None:
         raise PassError("the distill pass needs data", where="distill", hint="pass --data SRC (or synthetic:bn)")
     student = copy.deepcopy(artifact.payload)
-    # --seed shifts the profile's seed, so repeated runs with different --seed differ (and stay reproducible)
+    # --seed shifts the recipe's seed, so repeated runs with different --seed differ (and stay reproducible)
     finetune = dataclasses.replace(config.finetune(), seed=config.seed + ctx.seed)
     result = run_fine_tune(student, ctx.teacher, ctx.data, finetune, nproc=ctx.nproc,
                            checkpoint_dir=Path(config.checkpoint_dir) if config.checkpoint_dir else None,

@@ -599,7 +599,7 @@ def load_graph(onnx_path: Path) -> ir.Graph:
     if not ops & {"QuantizeLinear", "DequantizeLinear"}:
         raise BuildError("the model is not quantized (no QuantizeLinear/DequantizeLinear); the HLS backend builds "
                          "INT8 QDQ models only", where=where,
-                         hint="quantize it first: an edgekd int8 profile (e.g. --profile ptq), or ONNX Runtime's "
+                         hint="quantize it first: an edgekd int8 recipe (e.g. --recipe ptq), or ONNX Runtime's "
                               "quantize_static(..., quant_format=QuantFormat.QDQ)")
     return _Frontend(model, where).run()
 
@@ -620,5 +620,5 @@ def _format_hint(bad_ops: set[str]) -> str:
     if bad_ops & set(_DYNAMIC):
         return ("this is dynamic quantization (quantize_dynamic: activations quantized at run time), which an FPGA "
                 "dataflow cannot run: quantize statically with quantize_static(..., quant_format=QuantFormat.QDQ) "
-                "or an edgekd int8 profile; " + hint)
+                "or an edgekd int8 recipe; " + hint)
     return hint

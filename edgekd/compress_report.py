@@ -1,14 +1,11 @@
-"""Human-readable views of a run's report: Markdown file and the terminal summary table."""
+"""Human-readable views of a compress run's report (report.json): report.md and the terminal summary table.
+
+Not to be confused with ``edgekd.profiler.report`` (latency profile results)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-# A target whose artifact cannot run on this machine (TensorRT without a GPU): its files are prepared
-# (linted ONNX, build_engine.sh for trtexec on the device) but no engine was built and nothing was measured.
-NOT_RUN_STATUS = "prepared, not run here"
-PASSING_STATUSES = ("ok", NOT_RUN_STATUS)
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
@@ -41,7 +38,7 @@ TARGET_HEADER = ["target", "backend", "precision", "accuracy %", "parity top-1 %
 def write_report_md(report: dict[str, Any], path: Path) -> None:
     src = report["sources"]
     lines = [f"# edgekd report: {src['model']}", "",
-             f"profile `{src['profile']}`, data `{src['data']}`, teacher `{src['teacher']}`; "
+             f"recipe `{src['recipe']}`, data `{src['data']}`, teacher `{src['teacher']}`; "
              f"started {report.get('started_at')}, {report.get('duration_s')} s", ""]
     acc = report.get("accuracy", {})
     if acc:
