@@ -222,6 +222,14 @@ def cmd_build(args: argparse.Namespace) -> int:
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(bundle, copy)
     if args.dry_run:
+        backend = TensorRTBackend()
+        if not backend.availability().available:  # the backend's no-SDK build: its lint must pass as on the GPU
+            try:
+                result = backend.build(source, target, copy / entry["dir"])
+            except Exception as exc:
+                return fail(f"build {bundle.name}/{target.name}: {_error_text(exc)}")
+            print(f"build: lint and trtexec script as the GPU build will see them: {result.notes[0]}; plan "
+                  f"{result.details.get('plan')}")
         print(f"build: would build {source} for {target.name} ({target.options.precision}, sparse_weights="
               f"{target.options.sparse_weights}) into {copy / entry['dir']}")
         return 0

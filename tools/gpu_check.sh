@@ -24,7 +24,7 @@ BUNDLES="$ROOT/tools/gpu_check/bundles"
 WHEELS="$ROOT/tools/gpu_check/wheels"
 EXPECT=""
 WORK="${TMPDIR:-/tmp}/edgekd-gpu-check"
-BUDGET_S="${GPU_CHECK_BUDGET_S:-440}"  # every step together; the summary has its own 30 s after that (8 min in all)
+BUDGET_S="${GPU_CHECK_BUDGET_S:-420}"  # every step together (+10 s kill grace); then the summary's own 30 s: < 8 min
 
 usage() { sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 need() { [ $# -ge 2 ] && [ -n "$2" ] || { echo "gpu_check: $1 needs a value" >&2; exit 2; }; }
@@ -48,9 +48,14 @@ if [ "$DRY" = 0 ]; then
   [ -n "$OUTDIR" ] || { echo "gpu_check: say where the results go: --out DIR (or set \$OUT)" >&2; exit 2; }
   mkdir -p "$OUTDIR" || exit 2
   OUTDIR="$(cd "$OUTDIR" && pwd)"
-  exec > >(tee "$OUTDIR/gpu_check.log") 2>&1
+fi
+# the work folder is emptied first: only a new one, an empty one or an earlier run's (it has the marker file)
+if [ -d "$WORK" ] && [ ! -f "$WORK/.edgekd-gpu-check" ] && [ -n "$(ls -A "$WORK")" ]; then
+  echo "gpu_check: refusing to empty --work $WORK: it is not empty and not a gpu_check work folder" >&2
+  exit 2
 fi
 rm -rf "$WORK" && mkdir -p "$WORK/results" "$WORK/bundles" || { echo "gpu_check: cannot use --work $WORK" >&2; exit 2; }
+touch "$WORK/.edgekd-gpu-check"
 : >"$WORK/steps.tsv"
 # edgekd from this checkout (no build backend needed offline), and the check's own target files by name
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" EDGEKD_TARGETS_PATH="$ROOT/tools/gpu_check/targets"
@@ -73,7 +78,7 @@ run_step() {
     rc=124
   else
     [ "$DRY" = 0 ] && [ "$limit" -gt "$left" ] && limit=$left
-    timeout --kill-after=10 "$limit" "$@"
+    timeout --kill-after=10 "$limit" "$@" </dev/null
     rc=$?
     if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then status="timed out after ${limit}s"; elif [ "$rc" != 0 ]; then status=failed; fi
   fi
@@ -99,6 +104,7 @@ finish() {  # the summary always runs (outside the budget), then the exit status
   exit "$code"
 }
 
+run_all() {
 # ---- 1. TensorRT: an installed one, else the carried wheels (pip --target: a venv made from the device's own
 # venv would not see its torch/onnx, so the wheels go to a folder on PYTHONPATH instead)
 if "$PY" -c "import tensorrt" 2>/dev/null; then
@@ -132,7 +138,7 @@ run_step bundles 120 "${HELPER[@]}" plan "$BUNDLES" ${EXPECT:+--expect "$EXPECT"
 
 # ---- 4. per bundle: engine, parity, latency (edgekd profile; trtexec when present)
 TRTEXEC="$(command -v trtexec || true)"
-while IFS=$'\t' read -r bundle target dir; do
+while IFS=$'\t' read -r -u 3 bundle target dir; do
   job="$bundle/$target"
   res="$WORK/results/${bundle}__${target}"
   mkdir -p "$res"
@@ -153,9 +159,17 @@ while IFS=$'\t' read -r bundle target dir; do
       >trtexec.log 2>&1; rc=$?; tail -n 25 trtexec.log; exit $rc' _ "$res/trtexec" "$TRTEXEC" &&
       "${HELPER[@]}" trtexec-log "$res/trtexec/trtexec.log" --bundle "$bundle" --json "$res/trtexec.json"
   fi
-done <"$WORK/plan.tsv"
+done 3<"$WORK/plan.tsv"
 [ -n "$TRTEXEC" ] || echo "trtexec is not on PATH: latency from edgekd profile only"
 
 # ---- 5. gpu_check.json + gpu_check.md (finish writes them in the real run)
 [ "$DRY" = 1 ] && run_step summary 30 "${HELPER[@]}" summary "$WORK" --out "$WORK"
 finish 0
+}
+
+if [ "$DRY" = 1 ]; then
+  run_all
+else  # everything the run prints also goes to gpu_check.log (a pipe, so the log is complete when this returns)
+  run_all 2>&1 | tee "$OUTDIR/gpu_check.log"
+  exit "${PIPESTATUS[0]}"
+fi
