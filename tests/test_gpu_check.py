@@ -118,4 +118,18 @@ def test_a_build_without_gpu_fails_loudly_and_the_summary_says_so(bundles: Path,
     doc = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
     assert doc["ok"] is False and doc["failures"] == ["step build:digits-fp32/trt-h200: failed (exit 1)"]
     table = (tmp_path / "out" / "gpu_check.md").read_text()
-    assert "| digits-fp32 | trt-h200 | not built |" in table
+    assert "| digits-fp32 | trt-h200 | not built | - | - |" in table
+
+
+@pytest.mark.skipif(HAS_TENSORRT, reason="tensorrt is installed: the real run would go past its first step")
+def test_the_real_run_without_tensorrt_stops_at_its_first_step_and_still_writes_its_results(tmp_path: Path) -> None:
+    (tmp_path / "no-wheels").mkdir()
+    proc = subprocess.run(["bash", str(SCRIPT), "--out", str(tmp_path / "out"), "--wheels", str(tmp_path / "no-wheels"),
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "gpu_check: FAILED at step wheels: failed (exit 1)" in proc.stdout  # stderr goes into the log too
+    assert "missing: tensorrt_cu13_libs wheel" in (tmp_path / "out" / "gpu_check.log").read_text()
+    doc = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    assert doc["ok"] is False and doc["failures"] == ["step wheels: failed (exit 1)"]
+    assert "machine not recorded" in (tmp_path / "out" / "gpu_check.md").read_text()

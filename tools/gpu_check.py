@@ -447,12 +447,13 @@ def markdown(doc: dict[str, Any]) -> str:
     for r in doc["results"].values():
         b = r["build"]
         mix = ", ".join(f"{k} {v}" for k, v in (b.get("compute_precision") or {}).items())
-        engine = f"{b.get('precision')} ({mix})" if b.get("status") == "built" else "not built"
+        built = b.get("status") == "built"
+        engine = f"{b.get('precision')} ({mix})" if built else "not built"
+        sparse = f"{len(b.get('sparse_layers') or [])} of {b.get('compute_layers')}" if built else "-"
         par = r["parity"] or {}
-        lines.append(f"| {r['bundle']} | {r['target']} | {engine} | "
-                     f"{len(b.get('sparse_layers') or [])} of {b.get('compute_layers') or '-'} | "
-                     f"{par.get('status', '-')} {par.get('value', '')} | {_cell_latency(r)} | {_cell_trtexec(r)} | "
-                     f"{(b.get('seconds') or 0):.1f} |")
+        parity = f"{par.get('status', '-')} {par.get('value') or ''}".strip()
+        lines.append(f"| {r['bundle']} | {r['target']} | {engine} | {sparse} | {parity} | {_cell_latency(r)} | "
+                     f"{_cell_trtexec(r)} | {(b.get('seconds') or 0):.1f} |")
     lines += ["", "Failures: " + ("; ".join(doc["failures"]) if doc["failures"] else "none"), ""]
     return "\n".join(lines)
 
@@ -471,7 +472,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
                 for s in steps if s["status"] != "ok"]
     doc = {"schema": "edgekd.gpu-check/1", "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
            "environment": _read(work / "env.json") or {}, "steps": steps, "results": results, "failures": failures,
-           "ok": not failures and bool(results)}
+           "ok": not failures and bool(results) and all(
+               r["build"]["status"] == "built" and (r["parity"] or {}).get("status") == "passed" for r in results.values())}
     write_json(out / "gpu_check.json", doc)
     text = markdown(doc)
     (out / "gpu_check.md").write_text(text)

@@ -58,8 +58,8 @@ prepare_wheels() {
     PROBLEMS+=("tensorrt-cu13-libs $TRT_VERSION: not on the PyPI mirror as a wheel. PyPI holds only NVIDIA's small
     wheel-stub sdist, whose build step downloads the real wheel from NVIDIA's own package index at install time,
     which neither this machine nor the GPU machine can reach. That wheel holds libnvinfer, the builder resources and
-    the ONNX parser (hundreds of MB, far over the GPU machine's 64 MiB carry limit; its exact size could not be
-    measured here). Put tensorrt_cu13_libs-$TRT_VERSION-*.whl into $WHEELS by hand only if it fits; otherwise the
+    the ONNX parser: hundreds of MB (NVIDIA gave 550-800 MB for TensorRT 8.5/8.6; 10.x not measured here), far
+    over the GPU machine's 64 MiB carry limit. Put tensorrt_cu13_libs-$TRT_VERSION-*.whl into $WHEELS by hand only if it fits; otherwise the
     check needs a GPU machine whose image has tensorrt installed (gpu_check.sh uses an importable tensorrt as it is).")
   fi
   rm -rf "$tmp"
