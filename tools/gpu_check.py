@@ -346,7 +346,8 @@ def _output(argv: list[str], timeout: float = 30) -> str | None:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return (proc.stdout + proc.stderr).strip()
+    text = (proc.stdout + proc.stderr).strip()
+    return text if proc.returncode == 0 or argv[-1] == "--help" else None  # trtexec --help may exit non-zero
 
 
 def _dist_version(name: str) -> str | None:
@@ -367,7 +368,8 @@ def cmd_env(args: argparse.Namespace) -> int:
     info: dict[str, Any] = {"python": sys.version.split()[0], "executable": sys.executable, "machine": platform.machine(),
                             "nvidia_smi": _output(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,compute_cap",
                                                    "--format=csv,noheader"]),
-                            "trtexec": shutil.which("trtexec"), "tensorrt": None}
+                            "trtexec": shutil.which("trtexec"), "tensorrt": None,
+                            "edgekd_commit": _output(["git", "-C", str(ROOT), "rev-parse", "HEAD"])}
     info |= {name: _dist_version(name) for name in ("numpy", "onnx", "onnxruntime", "torch", "cuda-bindings")}
     try:
         import tensorrt
