@@ -37,10 +37,10 @@ WHEELS = (("tensorrt_cu13", "the `tensorrt` module (a shim over tensorrt_binding
 _RESNET = ["--model", "py:tools/gpu_check/models.py:resnet18_narrow?width=32", "--data", "random:3x64x64?n=64"]
 RECIPES: dict[str, list[str]] = {
     "digits-int8-kd": ["--model", "builtin:digits-student", "--teacher", "builtin:digits-teacher", "--data",
-                       "builtin:digits", "--profile", "int8-kd", "--target", "trt-h200"],
-    "resnet18-fp16": [*_RESNET, "--profile", "fp32", "--target", "trt-h200-fp16"],
-    "resnet18-int8": [*_RESNET, "--profile", "ptq", "--target", "trt-h200"],
-    "resnet18-sparse24-int8": [*_RESNET, "--profile", str(HERE / "profiles" / "sparse24-ptq.toml"),
+                       "builtin:digits", "--recipe", "int8-kd", "--target", "trt-h200"],
+    "resnet18-fp16": [*_RESNET, "--recipe", "fp32", "--target", "trt-h200-fp16"],
+    "resnet18-int8": [*_RESNET, "--recipe", "ptq", "--target", "trt-h200"],
+    "resnet18-sparse24-int8": [*_RESNET, "--recipe", str(HERE / "recipes" / "sparse24-ptq.toml"),
                                "--target", "trt-h200-sparse"],
 }
 #: packages the GPU machine does not have: a dry run refuses their import, so a step that needs one fails here
