@@ -359,7 +359,7 @@ def lint_tensorrt(model: Any, *, sparse_weights: bool | None = None, require_int
     """
 
     if isinstance(model, (str, Path)):
-        from edgekd.inspect import read_onnx
+        from edgekd.onnx_files import read_onnx
 
         path = Path(model)
         name = name or str(path)

@@ -586,7 +586,7 @@ def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
 
 def load_graph(onnx_path: Path) -> ir.Graph:
     """Read a QDQ ONNX file into the IR; raises BuildError listing every unsupported node."""
-    from edgekd.inspect import read_onnx
+    from edgekd.onnx_files import read_onnx
 
     where = str(onnx_path)
     model = read_onnx(onnx_path, error=BuildError, what="a QDQ ONNX file")
