@@ -14,8 +14,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekd.backends.tensorrt.lint import lint_tensorrt
 from edgekd.cli import main
-from edgekd.lint import lint, lint_tensorrt
+from edgekd.lint import lint
 
 C = 8  # channels of the tiny residual block
 
