@@ -76,14 +76,13 @@ def quantized_output_step(model_path: Any) -> float:
     if not path.is_file():
         return 0.0
     import onnx
-    from onnx import numpy_helper
+
+    from edgekd.onnxgraph import OnnxGraph
 
     model = onnx.load(str(path), load_external_data=False)
-    output = model.graph.output[0].name
-    producer = next((n for n in model.graph.node if output in n.output), None)
+    g = OnnxGraph(model)
+    producer = g.producer(model.graph.output[0].name)
     if producer is None or producer.op_type != "DequantizeLinear":
         return 0.0
-    inits = {t.name: t for t in model.graph.initializer}
-    consts = {n.output[0]: n.attribute[0].t for n in model.graph.node if n.op_type == "Constant" and n.attribute}
-    scale = inits.get(producer.input[1]) or consts.get(producer.input[1])
-    return float(np.max(numpy_helper.to_array(scale))) if scale is not None else 0.0
+    scale = g.constant(producer.input[1])
+    return float(np.max(scale)) if scale is not None else 0.0

@@ -14,7 +14,7 @@ from edgekd.artifact import Artifact
 from edgekd.cli import main
 from edgekd.errors import EdgekdError
 from edgekd.export import export_onnx
-from edgekd.inspect import format_table, inspect_onnx
+from edgekd.model_inspect import format_table, inspect_onnx
 from edgekd.models import DemoStudent
 from edgekd.nm import nm_mask
 from edgekd.passes import PASSES, PassContext
@@ -263,7 +263,7 @@ def test_dynamic_height_width_makes_macs_unknown_not_tiny(tmp_path):
 def test_blocked_dequantize_linear(tmp_path, blocked_dq_matmul):
     """Opset 21 DequantizeLinear with block_size (one scale per 4 rows of a MatMul weight) crashed with a
     broadcast ValueError; the weight is now dequantized block-wise."""
-    from edgekd.inspect import _Graph, _Resolver
+    from edgekd.model_inspect import _Graph, _Resolver
 
     model, w, scale = blocked_dq_matmul
     path = tmp_path / "block.onnx"

@@ -14,8 +14,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgekd.backends.tensorrt.lint import lint_tensorrt
 from edgekd.cli import main
-from edgekd.lint import lint, lint_tensorrt
+from edgekd.lint import lint
 
 C = 8  # channels of the tiny residual block
 
@@ -253,6 +254,22 @@ def test_lint_with_a_target_uses_its_options(tmp_path: Path) -> None:
     report = lint(path, "tensorrt-orin-nano")  # sparse_weights = true in that target
     assert report.target == "tensorrt (tensorrt-orin-nano)"
     assert "sparsity-2to4" in report.checks("warning")
+
+
+def test_the_linter_is_found_on_the_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`edgekd lint` asks the backend for its linter; a target whose backend has none gets a clear error."""
+    from edgekd.backends import BACKENDS
+    from edgekd.errors import ConfigError
+    from edgekd.lint import linter_names
+
+    assert BACKENDS.get("tensorrt").linter is lint_tensorrt
+    assert linter_names() == ["tensorrt"]
+    path = tmp_path / "block.onnx"
+    onnx.save(_qdq_block(), str(path))
+    with pytest.raises(ConfigError, match="no linter for backend 'onnxruntime'; linters exist for: tensorrt"):
+        lint(path, "cpu")
+    assert main(["lint", str(path), "--target", "cpu"]) == 2
+    assert "no linter for backend 'onnxruntime'" in capsys.readouterr().err
 
 
 def test_edgekd_tensorrt_flavor_export_passes(tmp_path: Path) -> None:

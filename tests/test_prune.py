@@ -12,7 +12,7 @@ from edgekd.config import load_recipe
 from edgekd.data import DataSplits
 from edgekd.errors import ConfigError, PassError
 from edgekd.export import export_onnx, onnx_outputs
-from edgekd.inspect import inspect_onnx
+from edgekd.model_inspect import inspect_onnx
 from edgekd.models import ResidualCNN
 from edgekd.passes import PASSES, PassContext
 from edgekd.passes.prune import PruneChannelsConfig, count_macs_params

@@ -14,7 +14,7 @@ from edgekd.artifact import Artifact
 from edgekd.config import load_recipe
 from edgekd.errors import ConfigError, PassError
 from edgekd.export import export_onnx
-from edgekd.inspect import inspect_onnx
+from edgekd.model_inspect import inspect_onnx
 from edgekd.nm import check_nm, ineligible_reason, nm_mask
 from edgekd.passes import PASSES, PassContext
 from edgekd.passes.sparsity import (

@@ -47,7 +47,7 @@ def accuracy_part(seeds: int, epochs: int, ft_epochs: int, teacher_epochs: int |
     from edgekd.artifact import Artifact
     from edgekd.data import load_data
     from edgekd.export import export_onnx
-    from edgekd.inspect import inspect_onnx
+    from edgekd.model_inspect import inspect_onnx
     from edgekd.models import DemoStudent, load_model
     from edgekd.passes import PASSES, PassContext
     from edgekd.passes.prune import PruneChannelsConfig, count_macs_params
@@ -146,7 +146,7 @@ def latency_part(rounds: int, calls: int, workdir: Path) -> dict[str, Any]:
     from edgekd.artifact import Artifact
     from edgekd.data import DataSplits
     from edgekd.export import export_onnx
-    from edgekd.inspect import inspect_onnx
+    from edgekd.model_inspect import inspect_onnx
     from edgekd.passes import PASSES, PassContext
     from edgekd.passes.sparsity import SparsifyConfig
 

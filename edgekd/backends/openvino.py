@@ -90,47 +90,31 @@ def fold_weight_clips(model: Any) -> int:
     """Remove ``Clip`` nodes between an integer weight initializer and its DequantizeLinear when the
     stored weights already lie inside the clip range (brevitas narrow-range exports). Returns how many
     were removed; ``model`` (an onnx.ModelProto) is edited in place."""
-    from onnx import numpy_helper
+    from edgekd.onnxgraph import OnnxGraph
 
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    producers = {out: node for node in graph.node for out in node.output}
-
-    def const(name: str) -> np.ndarray | None:
-        if name in inits:
-            return numpy_helper.to_array(inits[name])
-        node = producers.get(name)
-        if node is not None and node.op_type == "Constant":
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
-
+    g = OnnxGraph(model)
     removed = []
-    for node in graph.node:
-        if node.op_type != "Clip" or not node.input or node.input[0] not in inits:
+    for node in g.nodes:
+        if node.op_type != "Clip" or not node.input or g.initializer(node.input[0]) is None:
             continue
-        weight = numpy_helper.to_array(inits[node.input[0]])
+        weight = g.constant(node.input[0])
         if weight.dtype.kind not in "iu":
             continue
-        users = [n for n in graph.node if node.output[0] in n.input]
+        users = g.consumers(node.output[0])
         if not users or any(u.op_type != "DequantizeLinear" for u in users):
             continue
-        lo = const(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-        hi = const(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        lo = g.constant(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+        hi = g.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if (lo is not None and weight.min() < lo) or (hi is not None and weight.max() > hi):
             continue  # the Clip really changes values: keep it
-        for user in users:
-            for i, name in enumerate(user.input):
-                if name == node.output[0]:
-                    user.input[i] = node.input[0]
+        g.replace_uses(node.output[0], node.input[0])
         removed.append(node)
-    for node in removed:
-        graph.node.remove(node)
+    if not removed:
+        return 0
     # bounds that only fed the removed Clips become dead initializers
     clip_inputs = {name for node in removed for name in node.input[1:]}
-    still_used = {name for node in graph.node for name in node.input} | {o.name for o in graph.output}
-    for init in list(graph.initializer):
-        if init.name in clip_inputs and init.name not in still_used:
-            graph.initializer.remove(init)
+    g.rebuild(remove=removed)
+    g.remove_initializers(name for name in clip_inputs if not g.consumers(name) and name not in g.outputs)
     return len(removed)
 
 

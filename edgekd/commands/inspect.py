@@ -48,7 +48,7 @@ def _pattern(text: str) -> tuple[int, int]:
 def run(args: argparse.Namespace) -> int:
     import sys
 
-    from edgekd.inspect import format_table, inspect_onnx
+    from edgekd.model_inspect import format_table, inspect_onnx
 
     n, m = _pattern(args.pattern)
     info = inspect_onnx(args.model, n=n, m=m)

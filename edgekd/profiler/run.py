@@ -92,7 +92,7 @@ def resolve(artifact: str | Path, target_spec: str | Target, build_dir: Path) ->
         raise ConfigError(f"a {path.suffix} file runs on the {backend_name!r} backend but target {target.name!r} uses "
                           f"{target.backend!r}", where="--target", hint=f"pick a target with backend = \"{backend_name}\"")
     if kind == "onnx":
-        from edgekd.inspect import read_onnx
+        from edgekd.onnx_files import read_onnx
 
         read_onnx(path, error=ConfigError)  # a clear "what is this file" error before any backend sees it
         backend = _check_backend(target, target.source or target.name)

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.onnxgraph import OnnxGraph, attribute
+
 _COMPUTE = {"Conv", "Gemm", "MatMul"}
 
 
@@ -26,23 +28,17 @@ def _shape(value_info: dict[str, Any], name: str) -> list[int] | None:
     return dims or None
 
 
-def _weight_source(name: str, producers: dict[str, Any], inits: dict[str, Any]) -> tuple[str | None, str | None]:
-    """(initializer, key) behind a weight input, looking through DequantizeLinear / Transpose / Identity.
+def _weight_source(g: OnnxGraph, name: str) -> tuple[str | None, str | None]:
+    """(constant, key) behind a weight input, looking through DequantizeLinear / Transpose / Clip / ...
 
     The key is the weight's *scale* initializer when it is dequantized: ONNX Runtime may re-materialize a
     transposed int8 weight under a new name, but its integer kernel still reads the original scale.
     """
-    key = None
-    for _ in range(4):
-        if name in inits:
-            return name, key or name
-        node = producers.get(name)
-        if node is None or node.op_type not in ("DequantizeLinear", "Transpose", "Identity"):
-            return None, None
-        if node.op_type == "DequantizeLinear":
-            key = node.input[1]
-        name = node.input[0]
-    return None, None
+    path = g.follow_weight(name)
+    if path.root is None:
+        return None, None
+    dq = next((n for n in reversed(path.nodes) if n.op_type == "DequantizeLinear"), None)
+    return path.root, (dq.input[1] if dq is not None and len(dq.input) > 1 else path.root)
 
 
 def layer_macs(model: Any) -> list[dict[str, Any]]:
@@ -52,22 +48,22 @@ def layer_macs(model: Any) -> list[dict[str, Any]]:
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
     g = inferred.graph
     value_info = {v.name: v for v in [*g.value_info, *g.input, *g.output]}
-    inits = {i.name: i for i in g.initializer}
-    producers = {o: n for n in g.node for o in n.output}
+    index = OnnxGraph(g)
     rows = []
     for node in g.node:
         if node.op_type not in _COMPUTE:
             continue
         out = _shape(value_info, node.output[0])
-        weight, key = _weight_source(node.input[1], producers, inits)
-        w_shape = list(inits[weight].dims) if weight else _shape(value_info, node.input[1])
+        weight, key = _weight_source(index, node.input[1])
+        # the shape the op reads (a Transpose/Reshape on the way changes it), else the stored constant's
+        w_shape = _shape(value_info, node.input[1]) or (list(index.constant_proto(weight).dims) if weight else None)
         a_shape = _shape(value_info, node.input[0])
         macs = 0
         if out and w_shape:
             if node.op_type == "Conv":
                 macs = int(np.prod(out[1:])) * int(np.prod(w_shape[1:]))
             elif node.op_type == "Gemm":
-                trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+                trans_b = attribute(node, "transB", 0)
                 k = w_shape[1] if trans_b else w_shape[0]
                 macs = int(np.prod(out[1:])) * int(k)
             elif a_shape:

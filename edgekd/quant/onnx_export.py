@@ -17,6 +17,7 @@ import torch
 
 from edgekd.config import ExportSettings
 from edgekd.export import INPUT_NAME, OUTPUT_NAME, register_exporter
+from edgekd.onnxgraph import OnnxGraph
 from edgekd.quant.qdq import build_twin
 
 _WEIGHTED_OPS = {"Conv", "Gemm", "MatMul"}
@@ -24,21 +25,14 @@ _WEIGHTED_OPS = {"Conv", "Gemm", "MatMul"}
 
 def _remove_identities(model: Any) -> None:
     """The TorchScript exporter emits Identity nodes for shared buffers; rewire and drop them."""
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    rename: dict[str, str] = {}
-    keep = []
-    for node in graph.node:
-        if node.op_type == "Identity" and node.output[0] not in outputs:
-            rename[node.output[0]] = rename.get(node.input[0], node.input[0])
-        else:
-            keep.append(node)
-    for node in keep:
-        for i, name in enumerate(node.input):
-            if name in rename:
-                node.input[i] = rename[name]
-    del graph.node[:]
-    graph.node.extend(keep)
+    g = OnnxGraph(model)
+    dropped = []
+    for node in g.nodes:
+        if node.op_type == "Identity" and node.output[0] not in g.outputs:
+            g.replace_uses(node.output[0], node.input[0])
+            dropped.append(node)
+    if dropped:
+        g.rebuild(remove=dropped)
 
 
 def _unshare_weight_dq_params(model: Any) -> int:
@@ -49,26 +43,17 @@ def _unshare_weight_dq_params(model: Any) -> int:
     weight-dequantization pattern for those layers and runs them in f32 (measured: 24 of 49 vit_tiny
     FullyConnected layers); a private copy per node (a few hundred bytes each) keeps them int8.
     """
-    from onnx import numpy_helper
-
-    graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    users: dict[str, int] = {}
-    for node in graph.node:
-        for name in node.input:
-            users[name] = users.get(name, 0) + 1
+    g = OnnxGraph(model)
     copies = 0
-    for node in graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in inits:
+    for node in g.nodes:
+        if node.op_type != "DequantizeLinear" or g.initializer(node.input[0]) is None:
             continue
         for idx in range(1, len(node.input)):
             name = node.input[idx]
-            if name not in inits or users[name] < 2:
+            if g.initializer(name) is None or len(g.consumers(name)) < 2:
                 continue
-            private = f"{node.name or node.output[0]}.param{idx}"
-            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(inits[name]), private))
-            node.input[idx] = private
-            users[name] -= 1
+            private = g.add_initializer(g.constant(name), f"{node.name or node.output[0]}.param{idx}")
+            g.set_input(node, idx, private)
             copies += 1
     return copies
 
@@ -80,72 +65,60 @@ def _quantize_before_relu(model: Any) -> int:
     the type minimum. Insert the same Q/DQ between the Conv and the Relu. Exact: rounding is monotone
     and 0 maps to the zero point, so Q(relu(y)) == max(Q(y), zp) == Q(relu(DQ(Q(y)))).
     Returns how many Relus were rewritten."""
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
-    graph = model.graph
-    inits = {i.name for i in graph.initializer}
-    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {o.name for o in graph.output}
-    rewritten = 0
-    for relu in [n for n in graph.node if n.op_type == "Relu"]:
-        src = producers.get(relu.input[0])
-        users = consumers.get(relu.output[0], [])
-        if (src is None or src.op_type not in ("Conv", "Gemm") or len(consumers.get(relu.input[0], [])) != 1
-                or relu.input[0] in graph_outputs or relu.output[0] in graph_outputs or not users
+    g = OnnxGraph(model)
+    inserts: dict[int, list[Any]] = {}
+    for relu in [n for n in g.nodes if n.op_type == "Relu"]:
+        src = g.producer(relu.input[0])
+        users = g.consumers(relu.output[0])
+        if (src is None or src.op_type not in ("Conv", "Gemm") or len(g.consumers(relu.input[0])) != 1
+                or relu.input[0] in g.outputs or relu.output[0] in g.outputs or not users
                 or any(u.op_type != "QuantizeLinear" or len(u.input) < 3 for u in users)):
             continue
         q = users[0]
         scale, zp = q.input[1], q.input[2]
-        if scale not in inits or zp not in inits:
+        if g.initializer(scale) is None or g.initializer(zp) is None:
             continue
-        if any(not (np.array_equal(values[u.input[1]], values[scale]) and np.array_equal(values[u.input[2]], values[zp])
-                    and values[u.input[2]].dtype == values[zp].dtype) for u in users):
+        if any(not (np.array_equal(g.constant(u.input[1]), g.constant(scale))
+                    and np.array_equal(g.constant(u.input[2]), g.constant(zp))
+                    and g.constant(u.input[2]).dtype == g.constant(zp).dtype) for u in users):
             continue
-        zp_value = values[zp]
+        zp_value = g.constant(zp)
         if zp_value.size != 1 or int(zp_value.reshape(())) == int(np.iinfo(zp_value.dtype).min):
             continue  # ORT already folds this Relu into the Q
         name = relu.name or relu.output[0]
         q_out, dq_out = f"{name}_edgekd_q", f"{name}_edgekd_dq"
         new_q = helper.make_node("QuantizeLinear", [relu.input[0], scale, zp], [q_out], name=f"{name}_edgekd_Q")
         new_dq = helper.make_node("DequantizeLinear", [q_out, scale, zp], [dq_out], name=f"{name}_edgekd_DQ")
-        idx = list(graph.node).index(relu)
-        graph.node.insert(idx, new_dq)
-        graph.node.insert(idx, new_q)
-        relu.input[0] = dq_out
-        rewritten += 1
-    return rewritten
+        inserts[id(relu)] = [new_q, new_dq]
+        g.set_input(relu, 0, dq_out)
+    if inserts:
+        g.rebuild(insert_before=inserts)
+    return len(inserts)
 
 
 def _drop_output_qdq(model: Any) -> int:
     """TensorRT flavor: no Q/DQ on a weighted op's output that only feeds the graph output
     (TensorRT's guidance: do not quantize weighted-op outputs; the logits stay float)."""
-    graph = model.graph
-    producers = {o: n for n in graph.node for o in n.output}
-    removed = 0
-    for out in graph.output:
-        dq = producers.get(out.name)
+    g = OnnxGraph(model)
+    dropped = []
+    for out in model.graph.output:
+        dq = g.producer(out.name)
         if dq is None or dq.op_type != "DequantizeLinear":
             continue
-        q = producers.get(dq.input[0])
+        q = g.producer(dq.input[0])
         if q is None or q.op_type != "QuantizeLinear":
             continue
-        src = producers.get(q.input[0])
-        if src is None or src.op_type not in _WEIGHTED_OPS | {"Add"}:
-            continue
-        consumers = [n for n in graph.node if q.input[0] in n.input]
-        if len(consumers) != 1:
+        src = g.producer(q.input[0])
+        if src is None or src.op_type not in _WEIGHTED_OPS | {"Add"} or len(g.consumers(q.input[0])) != 1:
             continue
         idx = list(src.output).index(q.input[0])
         src.output[idx] = out.name
-        graph.node.remove(q)
-        graph.node.remove(dq)
-        removed += 1
-    return removed
+        dropped += [q, dq]
+    if dropped:
+        g.rebuild(remove=dropped)
+    return len(dropped) // 2
 
 
 def postprocess(path: Path, flavor: str) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekd.backends.hls import ir
 from edgekd.errors import BuildError
+from edgekd.onnxgraph import OnnxGraph, attributes
 
 SUPPORTED_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear", "Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePool",
@@ -98,18 +99,16 @@ def c_name(name: str) -> str:
 
 class _Frontend:
     def __init__(self, model: Any, where: str) -> None:
-        from onnx import numpy_helper
-
         self.model = model
+        self.graph = OnnxGraph(model)
         self.where = where
         self.values: dict[str, Any] = {}
         self.tensors: dict[str, ir.Tensor] = {}
         self.layers: list[ir.Layer] = []
         self.names: set[str] = set()
         self.layer_names: set[str] = set()
-        for init in model.graph.initializer:
-            self.values[init.name] = _Const(numpy_helper.to_array(init))
-        self._numpy_helper = numpy_helper
+        for name in self.graph.initializer_names():
+            self.values[name] = _Const(self.graph.constant(name))
 
     # ------------------------------------------------------------------ helpers
 
@@ -117,9 +116,7 @@ class _Frontend:
         return BuildError(message, where=f"{self.where} node {node.name or node.output[0]!r} ({node.op_type})", hint=hint)
 
     def attrs(self, node: Any) -> dict[str, Any]:
-        from onnx import helper
-
-        return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        return attributes(node)
 
     def unique(self, name: str, names: set[str] | None = None) -> str:
         """A fresh C++ name; tensors and layers have separate namespaces (layers only appear prefixed)."""
@@ -181,10 +178,10 @@ class _Frontend:
         return self.finish(graph.output[0].name)
 
     def op_Constant(self, node: Any) -> None:
-        a = self.attrs(node)
-        if "value" not in a:
+        value = self.graph.constant(node.output[0])
+        if value is None:
             raise self.err(node, "only Constant nodes with a tensor 'value' are supported")
-        self.values[node.output[0]] = _Const(self._numpy_helper.to_array(a["value"]))
+        self.values[node.output[0]] = _Const(value)
 
     def op_Identity(self, node: Any) -> None:
         self.values[node.output[0]] = self.values.get(node.input[0])
@@ -586,7 +583,7 @@ def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
 
 def load_graph(onnx_path: Path) -> ir.Graph:
     """Read a QDQ ONNX file into the IR; raises BuildError listing every unsupported node."""
-    from edgekd.inspect import read_onnx
+    from edgekd.onnx_files import read_onnx
 
     where = str(onnx_path)
     model = read_onnx(onnx_path, error=BuildError, what="a QDQ ONNX file")

@@ -21,8 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.errors import EdgekdError
 from edgekd.nm import NMCheck, check_nm, ineligible_reason
+from edgekd.onnx_files import read_onnx
+from edgekd.onnxgraph import OnnxGraph, attribute, opset
 
 # op -> (weight input index, weight-scale index, weight-zero-point index); -1 = none
 _WEIGHTED = {
@@ -35,7 +36,6 @@ _WEIGHTED = {
 }
 _INTEGER_OPS = {"QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "MatMulIntegerToFloat",
                 "DynamicQuantizeMatMul"}
-_PASS_THROUGH = {"Identity", "Cast", "Transpose", "Reshape", "Clip", "QuantizeLinear", "DequantizeLinear"}
 _BITS = {"int8": 8, "uint8": 8, "int4": 4, "uint4": 4, "int16": 16, "uint16": 16, "int32": 32,
          "float8e4m3fn": 8, "float8e5m2": 8}
 
@@ -140,56 +140,35 @@ class ModelInfo:
                 "totals": self.totals(), "op_histogram": self.op_histogram, "notes": self.notes}
 
 
-class _Graph:
-    """Constants, producers, consumers and inferred element types of one ONNX graph."""
+class _Graph(OnnxGraph):
+    """The graph index plus the element types and shapes that shape inference recorded."""
 
     def __init__(self, model: Any) -> None:
-        from onnx import numpy_helper
-
-        graph = model.graph
-        self.const: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        self.producer: dict[str, Any] = {}
-        self.consumers: dict[str, list[Any]] = {}
-        for node in graph.node:
-            if node.op_type == "Constant" and node.output:
-                for attr in node.attribute:
-                    if attr.name == "value":
-                        self.const[node.output[0]] = numpy_helper.to_array(attr.t)
-            for out in node.output:
-                self.producer[out] = node
-            for inp in node.input:
-                self.consumers.setdefault(inp, []).append(node)
-        self.types: dict[str, str] = {}
-        self.shapes: dict[str, tuple[int | None, ...]] = {}
         from onnx import helper
 
-        for vi in (*graph.value_info, *graph.input, *graph.output):
+        super().__init__(model)
+        self.types: dict[str, str] = {}
+        self.shapes: dict[str, tuple[int | None, ...]] = {}
+        for vi in (*self.graph.value_info, *self.graph.input, *self.graph.output):
             t = vi.type.tensor_type
             if t.elem_type:
                 self.types[vi.name] = helper.tensor_dtype_to_np_dtype(t.elem_type).name
             if t.HasField("shape"):
                 self.shapes[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
-        for name, arr in self.const.items():
-            self.types[name] = _dtype_name(arr)
-            self.shapes[name] = tuple(arr.shape)
 
     def dtype(self, name: str) -> str | None:
-        return self.types.get(name)
+        value = self.constant(name)
+        return _dtype_name(value) if value is not None else self.types.get(name)
+
+    def shape(self, name: str) -> tuple[int | None, ...] | None:
+        value = self.constant(name)
+        return tuple(value.shape) if value is not None else self.shapes.get(name)
 
 
 def _dtype_name(arr: np.ndarray) -> str:
     name = arr.dtype.name
     # onnx maps int4/uint4 to custom numpy dtypes (ml_dtypes) with names like "int4"
     return str(name)
-
-
-def _attr(node: Any, name: str, default: Any = None) -> Any:
-    from onnx import helper
-
-    for a in node.attribute:
-        if a.name == name:
-            return helper.get_attribute_value(a)
-    return default
 
 
 def _bits(dtype: str) -> int:
@@ -233,29 +212,34 @@ class _Resolver:
         self.g = g
         self.root: str | None = None  # the constant the chain starts from (the stored weight)
 
-    def resolve(self, name: str, depth: int = 0) -> tuple[np.ndarray | None, QuantInfo | None]:
+    def resolve(self, name: str) -> tuple[np.ndarray | None, QuantInfo | None]:
+        path = self.g.follow_weight(name)
+        self.root = path.root
+        if path.root is None:
+            return None, None
+        value: np.ndarray | None = self.g.constant(path.root)
+        quant: QuantInfo | None = None
+        for node in reversed(path.nodes):  # from the stored constant towards the compute op
+            value, quant = self._step(node, value, quant)
+            if value is None:
+                return None, None
+        return value, quant
+
+    def _step(self, node: Any, value: np.ndarray, quant: QuantInfo | None) -> tuple[np.ndarray | None, QuantInfo | None]:
+        """Apply one pass-through node to the weight computed so far."""
         g = self.g
-        if name in g.const:
-            self.root = name
-            return g.const[name], None
-        node = g.producer.get(name)
-        if node is None or node.op_type not in _PASS_THROUGH or depth > 16:
-            return None, None
-        value, quant = self.resolve(node.input[0], depth + 1)
-        if value is None:
-            return None, None
         op = node.op_type
         if op == "Identity":
             return value, quant
         if op == "Cast":
             from onnx import helper
 
-            return value.astype(helper.tensor_dtype_to_np_dtype(_attr(node, "to"))), quant
+            return value.astype(helper.tensor_dtype_to_np_dtype(attribute(node, "to"))), quant
         if op == "Transpose":
-            perm = _attr(node, "perm")
+            perm = attribute(node, "perm")
             return np.transpose(value, perm), quant
         if op == "Reshape":
-            shape = g.const.get(node.input[1])
+            shape = g.constant(node.input[1])
             if shape is None:
                 return None, None
             return value.reshape(tuple(int(s) for s in shape)), quant
@@ -269,11 +253,11 @@ class _Resolver:
                 quant = QuantInfo(dtype=_dtype_name(value), bits=min(_bits(_dtype_name(value)),
                                   _clip_bits(float(lo), float(hi))), clip=(float(lo), float(hi)))
             return clipped, quant
-        axis = int(_attr(node, "axis", 1))
-        block = int(_attr(node, "block_size", 0) or 0)
+        axis = int(attribute(node, "axis", 1))
+        block = int(attribute(node, "block_size", 0) or 0)
         length = value.shape[axis % value.ndim] if block and value.ndim else 0
-        scale = g.const.get(node.input[1]) if len(node.input) > 1 else None
-        zp = g.const.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        scale = g.constant(node.input[1]) if len(node.input) > 1 else None
+        zp = g.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if scale is None:
             return None, None
         if op == "QuantizeLinear":
@@ -306,20 +290,20 @@ class _Resolver:
     def _clip_bounds(self, node: Any) -> tuple[Any, Any]:
         g = self.g
         if len(node.input) > 1:  # opset >= 11: bounds are inputs
-            lo = g.const.get(node.input[1]) if node.input[1] else None
-            hi = g.const.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            lo = g.constant(node.input[1]) if node.input[1] else None
+            hi = g.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
             return (lo.item() if lo is not None else None), (hi.item() if hi is not None else None)
-        return _attr(node, "min"), _attr(node, "max")
+        return attribute(node, "min"), attribute(node, "max")
 
 
 def _activation_quant(g: _Graph, name: str) -> QuantInfo | None:
     """The input of a weighted op is quantized if it comes out of a DequantizeLinear."""
-    node = g.producer.get(name)
+    node = g.producer(name)
     if node is None or node.op_type != "DequantizeLinear":
         return None
     dtype = g.dtype(node.input[0]) or "uint8"
-    scale = g.const.get(node.input[1])
-    zp = g.const.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    scale = g.constant(node.input[1])
+    zp = g.constant(node.input[2]) if len(node.input) > 2 and node.input[2] else None
     return QuantInfo(dtype=dtype, bits=_bits(dtype), per_channel=scale is not None and scale.size > 1,
                      symmetric=zp is None or not np.any(zp.astype(np.int64)), storage="activation")
 
@@ -335,7 +319,7 @@ def _int_dtype(g: _Graph, name: str, depth: int = 0) -> str | None:
     com.microsoft ops (QLinearGlobalAveragePool, QGemm, QLinearAdd...), so follow the producers:
     a QuantizeLinear / QLinear* output has the type of its output zero point."""
     known = g.dtype(name)
-    node = g.producer.get(name)
+    node = g.producer(name)
     if known is not None or node is None or depth > 32:
         return known
     op = node.op_type
@@ -346,7 +330,7 @@ def _int_dtype(g: _Graph, name: str, depth: int = 0) -> str | None:
         zp = node.input[idx] if idx < len(node.input) else ""
         if zp:
             return g.dtype(zp)
-        output_dtype = _attr(node, "output_dtype", 0) if op == "QuantizeLinear" else 0
+        output_dtype = attribute(node, "output_dtype", 0) if op == "QuantizeLinear" else 0
         if output_dtype:
             from onnx import helper
 
@@ -358,7 +342,7 @@ def _int_dtype(g: _Graph, name: str, depth: int = 0) -> str | None:
 
 
 def _output_quantized(g: _Graph, name: str) -> bool:
-    for consumer in g.consumers.get(name, []):
+    for consumer in g.consumers(name):
         if consumer.op_type == "QuantizeLinear":
             return True
         if consumer.op_type in ("Relu", "Clip") and _output_quantized(g, consumer.output[0]):
@@ -383,17 +367,17 @@ def _layer(g: _Graph, node: Any, n: int, m: int) -> LayerInfo | None:
     if weight is None:
         if op in ("MatMul", "FusedMatMul"):
             return None  # activation x activation (attention scores): no weights to speak of
-        shape = g.shapes.get(w_name)
+        shape = g.shape(w_name)
         return LayerInfo(node.name or node.output[0], op, w_name, shape, None, _numel(shape) or 0, 0,
                          reason="weight is computed at run time (not a constant)")
     if op in _INTEGER_OPS:
-        scale = g.const.get(node.input[s_idx]) if s_idx >= 0 else None
-        zp = g.const.get(node.input[z_idx]) if z_idx >= 0 and len(node.input) > z_idx and node.input[z_idx] else None
+        scale = g.constant(node.input[s_idx]) if s_idx >= 0 else None
+        zp = g.constant(node.input[z_idx]) if z_idx >= 0 and len(node.input) > z_idx and node.input[z_idx] else None
         # per-channel scales/zero points run along K for convs (axis 0), along N for MatMul (last axis)
         if op in ("QLinearConv", "ConvInteger"):
             axis_zp = 0
         elif op == "QGemm":
-            axis_zp = 0 if _attr(node, "transB", 0) else weight.ndim - 1
+            axis_zp = 0 if attribute(node, "transB", 0) else weight.ndim - 1
         else:
             axis_zp = weight.ndim - 1
         dtype = _dtype_name(weight)
@@ -403,9 +387,9 @@ def _layer(g: _Graph, node: Any, n: int, m: int) -> LayerInfo | None:
         weight = weight.astype(np.float64) - (_broadcast(zp.astype(np.float64), axis_zp, weight.ndim) if zp is not None else 0)
         quant.value_bits = _value_bits(weight)
     shape = tuple(int(d) for d in weight.shape)
-    groups = int(_attr(node, "group", 1))
+    groups = int(attribute(node, "group", 1))
     if op in ("Gemm", "QGemm"):
-        axis = 1 if _attr(node, "transB", 0) else 0
+        axis = 1 if attribute(node, "transB", 0) else 0
     elif "MatMul" in op:
         axis = weight.ndim - 2 if weight.ndim >= 2 else 0
     else:
@@ -438,14 +422,14 @@ def _sized(shape: tuple[int | None, ...] | None) -> tuple[int | None, ...] | Non
 
 def _macs(g: _Graph, node: Any, shape: tuple[int, ...], axis: int, groups: int) -> int | None:
     op = node.op_type
-    out_shape = g.shapes.get(node.output[0])
+    out_shape = g.shape(node.output[0])
     if op in ("Conv", "FusedConv", "QLinearConv", "ConvInteger"):
         if _sized(out_shape) is None:
             return None
         per_output = int(np.prod(shape[1:]))  # (C/groups) * R * S
         return (_numel(out_shape) or 0) * per_output
     if op == "ConvTranspose":
-        in_shape = g.shapes.get(node.input[0])
+        in_shape = g.shape(node.input[0])
         if _sized(in_shape) is None:
             return None
         return (_numel(in_shape) or 0) * int(np.prod(shape[1:]))
@@ -453,67 +437,12 @@ def _macs(g: _Graph, node: Any, shape: tuple[int, ...], axis: int, groups: int) 
     if out_shape is not None:
         return (_numel(out_shape) or 0) * shape[axis] if _sized(out_shape) is not None else None
     # contrib ops (QGemm) defeat shape inference: rows x K x N; a Gemm's rows are the batch (1 per sample)
-    in_shape = g.shapes.get(node.input[0], (1, None) if op in ("Gemm", "QGemm") else None)
+    in_shape = g.shape(node.input[0])
+    if in_shape is None and op in ("Gemm", "QGemm"):
+        in_shape = (1, None)
     if in_shape is None or len(shape) != 2 or any(d is None for d in in_shape[1:-1]):
         return None
     return (_numel(in_shape[:-1]) or 1) * shape[0] * shape[1]
-
-
-_OTHER_FORMATS = {
-    ".xml": ("an OpenVINO IR (.xml + .bin), not an ONNX file",
-             "pass the ONNX file it was converted from; `edgekd profile MODEL.xml --target openvino-cpu` runs an IR"),
-    ".bin": ("OpenVINO IR weights (.bin), not an ONNX file",
-             "pass the ONNX file the IR was converted from; `edgekd profile MODEL.xml --target openvino-cpu` runs an IR"),
-    ".engine": ("a TensorRT engine, not an ONNX file", "pass the ONNX file the engine was built from"),
-    ".plan": ("a TensorRT engine, not an ONNX file", "pass the ONNX file the engine was built from"),
-    ".pt": ("a PyTorch checkpoint, not an ONNX file", "export it first: `edgekd compress --model X.pt --recipe fp32 ...`"),
-    ".pt2": ("a torch.export program, not an ONNX file", "export it first: `edgekd compress --model X.pt2 --recipe fp32 ...`"),
-}
-
-
-def read_onnx(path: str | Path, *, error: type[EdgekdError] = EdgekdError, what: str = "an ONNX file") -> Any:
-    """``onnx.load`` with errors that say what the file really is (a folder, empty, text, a Git LFS pointer,
-    an OpenVINO IR, truncated, external data missing) and what to do. ``error`` is the class raised."""
-    import onnx
-
-    p = Path(path)
-    where = str(p)
-    if p.is_dir():
-        hint = (f"a bundle folder: pass {p / 'model.onnx'}" if (p / "manifest.json").is_file()
-                else f"pass the path of {what} inside it")
-        raise error("is a folder, not an ONNX file", where=where, hint=hint)
-    if not p.is_file():
-        raise error("ONNX file not found", where=where, hint="pass the path of a .onnx file")
-    other = _OTHER_FORMATS.get(p.suffix.lower())
-    if other is not None:
-        raise error(f"this is {other[0]}", where=where, hint=other[1])
-    size = p.stat().st_size
-    if size == 0:
-        raise error("the file is empty (0 bytes)", where=where,
-                    hint="the export or copy that wrote it failed: export or download the model again")
-    with p.open("rb") as fh:
-        head = fh.read(512)
-    if head.startswith(b"version https://git-lfs"):
-        raise error("this is a Git LFS pointer, not the model itself", where=where,
-                    hint="fetch the real file: `git lfs pull` in its repository")
-    try:
-        model = onnx.load(where)
-    except Exception as exc:
-        text = _looks_like_text(head)
-        if text is not None:
-            raise error(f"this is a text file, not an ONNX protobuf (it starts with {text!r})", where=where,
-                        hint=f"pass {what}") from None
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if _uses_external_data(where):
-            raise error(f"cannot read its external data: {detail}", where=where,
-                        hint="keep the .data file(s) saved with save_as_external_data next to the .onnx, "
-                             "under the names the model records") from None
-        raise error(f"cannot read as ONNX ({size} bytes; the file is corrupt or truncated): {detail}", where=where,
-                    hint="export or download the model again") from None
-    if not model.ir_version or (not model.graph.node and not model.graph.output):
-        raise error(f"holds no ONNX model (ir_version {model.ir_version}, {len(model.graph.node)} nodes)", where=where,
-                    hint="the file is not an ONNX model or was written incompletely: export it again")
-    return model
 
 
 def _weighted_in_subgraphs(graph: Any) -> int:
@@ -523,28 +452,6 @@ def _weighted_in_subgraphs(graph: Any) -> int:
             for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
                 count += sum(n.op_type in _WEIGHTED for n in sub.node) + _weighted_in_subgraphs(sub)
     return count
-
-
-def _uses_external_data(path: str) -> bool:
-    """The graph itself parses and some initializer lives in an external file."""
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    try:
-        model = onnx.load(path, load_external_data=False)
-    except Exception:
-        return False
-    return any(uses_external_data(t) for t in model.graph.initializer)
-
-
-def _looks_like_text(head: bytes) -> str | None:
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    if not text or any(ord(c) < 32 and c not in "\t\r\n" for c in text):
-        return None
-    return text.strip().splitlines()[0][:60] if text.strip() else None
 
 
 def inspect_onnx(path: str | Path, *, n: int = 2, m: int = 4) -> ModelInfo:
@@ -561,7 +468,7 @@ def inspect_onnx(path: str | Path, *, n: int = 2, m: int = 4) -> ModelInfo:
     g = _Graph(model)
     layers = [layer for node in model.graph.node if node.op_type in _WEIGHTED
               for layer in [_layer(g, node, n, m)] if layer is not None]
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    opset_version = opset(model) or None
     producer = f"{model.producer_name} {model.producer_version}".strip()
     histogram = dict(Counter(node.op_type for node in model.graph.node).most_common())
     nested = _weighted_in_subgraphs(model.graph)
@@ -569,14 +476,14 @@ def inspect_onnx(path: str | Path, *, n: int = 2, m: int = 4) -> ModelInfo:
         notes.append(f"{nested} weighted op(s) inside If/Loop/Scan subgraphs are not inspected")
     dynamic = [la.name for la in layers if la.macs is None and la.shape is not None]
     dyn_inputs = [f"{vi.name} {[d.dim_param or d.dim_value or '?' for d in vi.type.tensor_type.shape.dim]}"
-                  for vi in model.graph.input if vi.name not in g.const
+                  for vi in model.graph.input if not g.is_constant(vi.name)
                   and any(not d.HasField("dim_value") for d in vi.type.tensor_type.shape.dim[1:])]
     if dynamic and dyn_inputs:
         notes.append(f"MACs unknown for {len(dynamic)} layer(s) ({', '.join(dynamic[:3])}"
                      f"{', ...' if len(dynamic) > 3 else ''}): input(s) {'; '.join(dyn_inputs)} have dynamic "
                      "dimensions besides the batch; export with fixed sizes (or fix them with "
                      "onnxruntime.tools.make_dynamic_shape_fixed) to count them")
-    return ModelInfo(str(p), opset, producer, n, m, layers, histogram, notes)
+    return ModelInfo(str(p), opset_version, producer, n, m, layers, histogram, notes)
 
 
 # ---------------------------------------------------------------- text table

@@ -32,6 +32,7 @@ import numpy as np
 
 from edgekd.artifact import IOSpec
 from edgekd.backends.base import Availability, BuildResult, check_feeds, copy_onnx
+from edgekd.backends.tensorrt.lint import lint_tensorrt
 from edgekd.errors import BuildError
 
 
@@ -387,6 +388,8 @@ class TensorRTBackend:
     onnx_flavor = "tensorrt"
     #: the pipeline calls build() without the SDK: it still writes the ONNX, lint report and trtexec script
     builds_without_sdk = True
+    #: `edgekd lint` and build() check ONNX files against TensorRT's rules with this (torch- and tensorrt-free)
+    linter = staticmethod(lint_tensorrt)
 
     def availability(self) -> Availability:
         try:
@@ -399,7 +402,7 @@ class TensorRTBackend:
         return Availability(True)
 
     def build(self, onnx_path: Path, target: Any, out_dir: Path) -> BuildResult:
-        from edgekd.lint import lint_tensorrt, write_report
+        from edgekd.lint import write_report
 
         options: TensorRTOptions = target.options
         out_dir.mkdir(parents=True, exist_ok=True)
