@@ -2,8 +2,8 @@
 
 Quantized artifacts name their own exporter in ``artifact.meta["exporter"]`` (the quantize
 pass registers "brevitas-qdq"); plain models use torch.onnx. ``flavor`` asks for a
-runtime-specific Q/DQ variant ("ort", "openvino", "tensorrt", "hls"); exporters that have
-no variants ignore it.
+runtime-specific Q/DQ variant (the ``QDQFlavor`` a backend declares, or a built-in flavor's
+name); exporters that have no variants ignore it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from edgekd.artifact import Artifact, IOSpec
+from edgekd.backends.base import QDQFlavor
+from edgekd.backends.flavors import REFERENCE_FLAVOR
 from edgekd.config import ExportSettings
 from edgekd.errors import ExportError
 from edgekd.parity import ParityResult, compare_outputs
@@ -25,7 +27,7 @@ from edgekd.parity import ParityResult, compare_outputs
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
-Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, str], None]
+Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, QDQFlavor | str], None]
 EXPORTERS: dict[str, Exporter] = {}
 __all__ = ["EXPORTERS", "ParityResult", "check_single_output", "compare_outputs", "export_onnx", "onnx_outputs", "register_exporter",
            "torch_outputs"]
@@ -41,7 +43,7 @@ def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
 
 @register_exporter("torch")
 def torch_export(module: torch.nn.Module, path: Path, example: torch.Tensor, settings: ExportSettings,
-                 flavor: str) -> None:
+                 flavor: QDQFlavor | str) -> None:
     """Plain float export. TorchScript exporter by default: 40x faster than dynamo on small
     models here and deterministic; ``exporter = "dynamo"`` in a profile selects the new one."""
     with warnings.catch_warnings():
@@ -139,7 +141,7 @@ def onnx_outputs(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings: ExportSettings | None = None,
-                flavor: str = "ort", parity_inputs: np.ndarray | None = None) -> Artifact:
+                flavor: QDQFlavor | str = REFERENCE_FLAVOR, parity_inputs: np.ndarray | None = None) -> Artifact:
     """Export a torch Artifact to ``path`` and return the ONNX Artifact (with parity in meta)."""
     settings = settings or ExportSettings()
     if artifact.kind != "torch":
@@ -166,7 +168,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     finally:
         for leftover in path.parent.glob(tmp.name + "*"):
             leftover.unlink()
-    meta: dict[str, Any] = {"flavor": flavor, "exporter": exporter_name, "opset": settings.opset}
+    meta: dict[str, Any] = {"flavor": str(flavor), "exporter": exporter_name, "opset": settings.opset}
     if parity_inputs is not None and len(parity_inputs):
         sample = np.ascontiguousarray(parity_inputs[: settings.parity_samples], dtype=np.float32)
         parity = compare_outputs(torch_outputs(module, sample), onnx_outputs(path, sample))
