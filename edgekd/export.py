@@ -2,8 +2,8 @@
 
 Quantized artifacts name their own exporter in ``artifact.meta["exporter"]`` (the quantize
 pass registers "brevitas-qdq"); plain models use torch.onnx. ``flavor`` asks for a
-runtime-specific Q/DQ variant ("ort", "openvino", "tensorrt", "hls"); exporters that have
-no variants ignore it.
+runtime-specific Q/DQ variant (the ``QDQFlavor`` a backend declares, or a built-in flavor's
+name); exporters that have no variants ignore it.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from edgekd.artifact import Artifact, IOSpec
+from edgekd.backends.base import QDQFlavor
+from edgekd.backends.flavors import REFERENCE_FLAVOR
 from edgekd.config import ExportSettings
 from edgekd.errors import ExportError
 from edgekd.parity import ParityResult, compare_outputs
@@ -26,7 +28,7 @@ from edgekd.registry import Registry
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
-Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, str], None]
+Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, QDQFlavor | str], None]
 #: exporters by name (an artifact's ``meta["exporter"]``); plugins add theirs under the ``edgekd.exporters``
 #: entry-point group (value: ``module:function``). brevitas' Q/DQ exporter is loaded when a quantized model asks.
 EXPORTERS: Registry[Exporter] = Registry("exporter", group="edgekd.exporters", error=ExportError)
@@ -44,7 +46,7 @@ def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
 
 @register_exporter("torch")
 def torch_export(module: torch.nn.Module, path: Path, example: torch.Tensor, settings: ExportSettings,
-                 flavor: str) -> None:
+                 flavor: QDQFlavor | str) -> None:
     """Plain float export. TorchScript exporter by default: 40x faster than dynamo on small
     models here and deterministic; ``exporter = "dynamo"`` in a profile selects the new one."""
     with warnings.catch_warnings():
@@ -142,7 +144,7 @@ def onnx_outputs(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
 
 
 def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings: ExportSettings | None = None,
-                flavor: str = "ort", parity_inputs: np.ndarray | None = None) -> Artifact:
+                flavor: QDQFlavor | str = REFERENCE_FLAVOR, parity_inputs: np.ndarray | None = None) -> Artifact:
     """Export a torch Artifact to ``path`` and return the ONNX Artifact (with parity in meta)."""
     settings = settings or ExportSettings()
     if artifact.kind != "torch":
@@ -167,7 +169,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     finally:
         for leftover in path.parent.glob(tmp.name + "*"):
             leftover.unlink()
-    meta: dict[str, Any] = {"flavor": flavor, "exporter": exporter_name, "opset": settings.opset}
+    meta: dict[str, Any] = {"flavor": str(flavor), "exporter": exporter_name, "opset": settings.opset}
     if parity_inputs is not None and len(parity_inputs):
         sample = np.ascontiguousarray(parity_inputs[: settings.parity_samples], dtype=np.float32)
         parity = compare_outputs(torch_outputs(module, sample), onnx_outputs(path, sample))

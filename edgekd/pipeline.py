@@ -18,6 +18,8 @@ import torch
 from edgekd import __version__
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
+from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
+from edgekd.backends.flavors import REFERENCE_FLAVOR, flavor_of
 from edgekd.bundle import BundleWriter, dump_json
 from edgekd.compress_report import write_report_md
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
@@ -50,7 +52,7 @@ def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
 
 def runtime_versions() -> dict[str, str]:
     versions = {"edgekd": __version__, "python": platform.python_version(), "torch": torch.__version__}
-    for mod in ("onnx", "onnxruntime", "openvino", "brevitas", "torch_pruning", "tensorrt"):
+    for mod in ("onnx", "brevitas", "torch_pruning"):
         module = sys.modules.get(mod)
         if module is None:
             try:
@@ -58,7 +60,7 @@ def runtime_versions() -> dict[str, str]:
             except ImportError:
                 continue
         versions[mod] = str(getattr(module, "__version__", "?"))
-    return versions
+    return {**versions, **sdk_versions(BACKENDS)}
 
 
 def run_batched(runner: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -119,32 +121,30 @@ def _export_sources(groups: list[list[Target]], models: list[Artifact], model_on
     made: dict[tuple[int, str], Path] = {}
     for gi, (group, model) in enumerate(zip(groups, models, strict=True)):
         for target in group:
-            flavor = BACKENDS.get(target.backend).onnx_flavor
-            if gi == 0 and (flavor == "ort" or not model.meta.get("flavored_export")):
+            flavor = flavor_of(BACKENDS.get(target.backend))
+            if gi == 0 and (flavor == REFERENCE_FLAVOR or not model.meta.get("flavored_export")):
                 sources[target.name] = model_onnx
                 continue
-            if (gi, flavor) not in made:
-                name = f"model.{flavor}.onnx"
+            if (gi, flavor.name) not in made:
+                name = f"model.{flavor.name}.onnx"
                 if any(p.name == name for p in made.values()):
-                    name = f"model.{flavor}-{gi}.onnx"
-                made[(gi, flavor)] = export_onnx(model, staging / "variants" / name, example=data.x_test,
-                                                 settings=prof.export, flavor=flavor).path
-            sources[target.name] = made[(gi, flavor)]
+                    name = f"model.{flavor.name}-{gi}.onnx"
+                made[(gi, flavor.name)] = export_onnx(model, staging / "variants" / name, example=data.x_test,
+                                                      settings=prof.export, flavor=flavor).path
+            sources[target.name] = made[(gi, flavor.name)]
     return sources
 
 
 def numerics_key(target: Target) -> tuple[bool, bool]:
-    """The quantization numerics a target imposes: (symmetric int8 activations, power-of-two scales)."""
-    hls = target.backend == "hls"
-    symmetric = target.backend == "tensorrt" or (hls and bool(getattr(target.options, "symmetric", False)))
-    return symmetric, hls and bool(getattr(target.options, "power_of_two_scales", False))
+    """The quantization numerics a target's backend asks for: (symmetric int8 activations, power-of-two scales)."""
+    return numerics_of(BACKENDS.get(target.backend, where=target.source), target).key()
 
 
 def target_groups(targets: list[Target]) -> list[list[Target]]:
-    """Targets that can share one quantized model. ONNX Runtime and OpenVINO run asymmetric uint8 activations
-    fastest, TensorRT needs symmetric int8 and an FPGA may want power-of-two scales: one set of numerics cannot
-    serve them all, so target-dependent passes run once per group. The unconstrained group comes first: it
-    produces model.onnx."""
+    """Targets that can share one quantized model. Each backend declares its numerics (ONNX Runtime and OpenVINO
+    run asymmetric uint8 activations fastest, TensorRT needs symmetric int8, an FPGA may want power-of-two
+    scales): one set of numerics cannot serve them all, so target-dependent passes run once per group. The
+    unconstrained group comes first: it produces model.onnx."""
     groups: dict[tuple[bool, bool], list[Target]] = {}
     for target in targets:
         groups.setdefault(numerics_key(target), []).append(target)
@@ -156,12 +156,12 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     backend = BACKENDS.get(target.backend)
     out_dir = staging / target.name
     auto = None
-    # OpenVINO is the backend with several float precisions to choose from on a CPU; TensorRT's own
-    # precision = "auto" means "let the builder choose" and is handled on the device.
-    if target.backend == "openvino" and getattr(target.options, "precision", None) == "auto":
+    # a backend that offers precisions to profile (OpenVINO's floats on a CPU) chooses here; one that offers none
+    # (TensorRT: precision = "auto" means "let the builder choose") handles "auto" itself
+    if getattr(target.options, "precision", None) == "auto" and auto_precisions_of(backend, target):
         target, auto = _choose_precision(target, source, staging, data, reference_acc)
     log(f"building target {target.name} ({target.backend})")
-    build = backend.build(source, target, out_dir)
+    build = call_build(backend, source, target, out_dir, golden_input)
     entry: dict[str, Any] = {"backend": target.backend, "device": target.device, "build": build.to_dict(),
                              "size_mb": sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()) / 1e6}
     if auto is not None:
@@ -181,13 +181,12 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
         entry["accuracy"] = accuracy(run_batched(runner, data.x_test), data.y_test)
         if reference_acc is not None and entry["accuracy"] is not None:
             entry["accuracy_drop"] = reference_acc - entry["accuracy"]
-    estimates = build.details.get("estimates")
-    if estimates:
+    estimate = build.estimate
+    if estimate is not None:
         # FPGA: timing the C model on the host says nothing about the device; report the labelled estimate
-        total = estimates["total"]
-        entry["latency"] = {"source": "estimate", "label": estimates["label"], "p50_ms": total["latency_us"] / 1e3,
-                            "p90_ms": total["latency_us"] / 1e3, "throughput_per_s": total["throughput_per_s"]}
-        entry["fits_part"] = estimates["fits"]
+        entry["latency"] = {"source": "estimate", "label": estimate.label, "p50_ms": estimate.latency_us / 1e3,
+                            "p90_ms": estimate.latency_us / 1e3, "throughput_per_s": estimate.throughput_per_s}
+        entry["fits_part"] = estimate.fits
     elif options.measure:
         batch = target.profiling.batch_size
         feeds = {runner.inputs[0].name: np.repeat(golden_input[:1], batch, axis=0)}
@@ -313,7 +312,7 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
 
         staging = writer.staging
         onnx_art = export_onnx(compressed, staging / "model.onnx", example=splits.x_test, settings=prof.export,
-                               flavor="ort", parity_inputs=splits.x_test)
+                               flavor=REFERENCE_FLAVOR, parity_inputs=splits.x_test)
         sources = _export_sources(groups, group_models, onnx_art.path, staging, splits, prof)
         report["export"] = {**{k: onnx_art.meta[k] for k in ("exporter", "opset") if k in onnx_art.meta},
                             "parity_vs_torch": onnx_art.meta.get("parity_vs_torch"),

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from edgekd.backends.base import BuildResult
 from edgekd.backends.hls import HLSBackend, HLSOptions, PartResources, csim
 from edgekd.config import load_target, target_from_mapping
 from edgekd.errors import ConfigError
@@ -41,8 +42,8 @@ def _target(**changes: object) -> object:
 def test_ort_quantized_models_match_onnxruntime(arch: str, models: dict, workdir: Path) -> None:
     path, data = models[arch]
     out = workdir / f"build-{arch}"
-    result = HLSBackend().build(path, _target(), out, inputs=data.x_test[:N_TEST])
-    agreement = result.details["agreement"]
+    result = HLSBackend().build(path, _target(), out, golden=data.x_test[:N_TEST])
+    agreement = result.agreement.to_dict()
     assert result.runnable and result.precision == "int8"
     assert agreement["samples"] == N_TEST and agreement["elements"] == N_TEST * 10
     assert agreement["max_lsb"] <= 1 and agreement["top1_agree"] == N_TEST, agreement
@@ -62,7 +63,7 @@ def test_runner_runs_the_csim_binary(models: dict, workdir: Path) -> None:
     path, data = models["student"]
     out = workdir / "runner"
     target = _target()
-    build = HLSBackend().build(path, target, out, inputs=data.x_test[:8])
+    build = HLSBackend().build(path, target, out, golden=data.x_test[:8])
     runner = HLSBackend().load(out, target, build)
     assert "not FPGA timing" in runner.describe()["description"]
     x = data.x_test[:64]
@@ -83,8 +84,8 @@ def test_uint8_per_tensor_uint8_weights(workdir: Path) -> None:
     from edgekd.backends.hls.reference_models import ort_qdq
 
     path, data = ort_qdq("residual", workdir, epochs=2, activations="uint8", weights="uint8", per_channel=False)
-    result = HLSBackend().build(path, _target(requant="float32", tolerance_lsb=0), workdir / "u8", inputs=data.x_test[:N_TEST])
-    assert result.details["agreement"]["ok"], result.details["agreement"]
+    result = HLSBackend().build(path, _target(requant="float32", tolerance_lsb=0), workdir / "u8", golden=data.x_test[:N_TEST])
+    assert result.agreement.to_dict()["ok"], result.agreement.to_dict()
 
 
 def test_every_supported_op(workdir: Path) -> None:
@@ -98,8 +99,8 @@ def test_every_supported_op(workdir: Path) -> None:
     assert kinds.count("conv") == 4 and kinds.count("dense") == 2 and "concat" in kinds
     assert any(getattr(la, "groups", 1) == 8 for la in graph.layers)  # depthwise
     assert {getattr(la, "mode", None) for la in graph.layers} >= {"max", "avg"}
-    result = HLSBackend().build(path, _target(requant="float32"), workdir / "allops", inputs=data.x_test[:N_TEST])
-    agreement = result.details["agreement"]
+    result = HLSBackend().build(path, _target(requant="float32"), workdir / "allops", golden=data.x_test[:N_TEST])
+    agreement = result.agreement.to_dict()
     # ORT runs this depthwise conv in float (DQ -> Conv -> Q): its summation order cannot be matched exactly
     assert agreement["max_lsb"] <= 1 and agreement["top1_agree"] >= 0.97 * N_TEST, agreement
 
@@ -117,7 +118,7 @@ def test_unsupported_ops_listed_before_writing(tmp_path: Path) -> None:
     onnx.save(helper.make_model(graph), str(path))
     out = tmp_path / "never"
     with pytest.raises(Exception, match=r"2 node\(s\) are not supported") as info:
-        HLSBackend().build(path, _target(), out, inputs=np.zeros((1, 4), np.float32))
+        HLSBackend().build(path, _target(), out, golden=np.zeros((1, 4), np.float32))
     assert "sig1 (Sigmoid)" in str(info.value) and "soft1 (Softmax)" in str(info.value)
     assert not out.exists()
 
@@ -125,7 +126,7 @@ def test_unsupported_ops_listed_before_writing(tmp_path: Path) -> None:
 def test_accumulator_width_is_checked(models: dict, tmp_path: Path) -> None:
     path, data = models["student"]
     with pytest.raises(Exception, match="accum_bits") as info:
-        HLSBackend().build(path, _target(accum_bits=16), tmp_path / "acc", inputs=data.x_test[:2])
+        HLSBackend().build(path, _target(accum_bits=16), tmp_path / "acc", golden=data.x_test[:2])
     assert "does not fit 16 bits" in str(info.value)
     assert not (tmp_path / "acc").exists()
 
@@ -133,10 +134,10 @@ def test_accumulator_width_is_checked(models: dict, tmp_path: Path) -> None:
 def test_reuse_factor_estimates_and_fit(models: dict, tmp_path: Path) -> None:
     path, data = models["student"]
     full = HLSBackend().build(path, _target(reuse_factor=1, resources=PartResources(dsp=10**6, bram_18k=10**6)),
-                              tmp_path / "r1", inputs=data.x_test[:2]).details["estimates"]
+                              tmp_path / "r1", golden=data.x_test[:2]).estimate.to_dict()
     layer = full["layers"][0]["layer"]
     slow = HLSBackend().build(path, _target(reuse_factor=4, layer_reuse={layer: 8}, resources=PartResources(dsp=10, bram_18k=1000)),
-                              tmp_path / "r4", inputs=data.x_test[:2]).details["estimates"]
+                              tmp_path / "r4", golden=data.x_test[:2]).estimate.to_dict()
     assert full["label"].startswith("ESTIMATE")
     assert slow["layers"][0]["reuse_factor"] == 8 and slow["layers"][-1]["reuse_factor"] == 4
     assert slow["total"]["multipliers"] < full["total"]["multipliers"]
@@ -147,15 +148,24 @@ def test_reuse_factor_estimates_and_fit(models: dict, tmp_path: Path) -> None:
     assert full["fits"] and not slow["fits"] and slow["over"] == ["dsp"]
     assert "static const int reuse = 8;" in (tmp_path / "r4" / "firmware" / "parameters.h").read_text()
     with pytest.raises(Exception, match="unknown layers"):
-        HLSBackend().build(path, _target(layer_reuse={"nope": 2}), tmp_path / "bad", inputs=data.x_test[:2])
+        HLSBackend().build(path, _target(layer_reuse={"nope": 2}), tmp_path / "bad", golden=data.x_test[:2])
 
 
-def test_golden_npz_next_to_the_target_folder(models: dict, tmp_path: Path) -> None:
-    """The pipeline's contract: golden.npz (key "input") is in out_dir.parent."""
+def test_golden_inputs_are_an_argument_not_a_file_next_to_the_folder(models: dict, tmp_path: Path) -> None:
+    """The golden inputs come as build(..., golden=...); a golden.npz beside the target folder is not read."""
     path, data = models["mlp"]
     np.savez(tmp_path / "golden.npz", input=data.x_test[:16], reference=np.zeros((16, 10), np.float32))
-    result = HLSBackend().build(path, _target(), tmp_path / "fpga-zcu104")
-    assert result.details["agreement"]["samples"] == 16
+    unchecked = HLSBackend().build(path, _target(), tmp_path / "fpga-zcu104")
+    assert unchecked.agreement is None and any("no golden inputs" in n for n in unchecked.notes)
+    assert "agreement" not in unchecked.to_dict()["details"]
+    result = HLSBackend().build(path, _target(), tmp_path / "fpga-zcu104", golden=data.x_test[:16])
+    assert result.agreement is not None and result.agreement.samples == 16
+    assert result.estimate is not None and result.estimate.latency_us > 0
+    # the serialized form keeps the layout bundles have always had, and reads back to the same typed facts
+    as_dict = result.to_dict()
+    assert as_dict["details"]["agreement"]["samples"] == 16 and "latency_us" in as_dict["details"]["estimates"]["total"]
+    back = BuildResult.from_dict(as_dict)
+    assert back.agreement == result.agreement and back.estimate == result.estimate and back.to_dict() == as_dict
 
 
 def test_target_files_validate() -> None:
@@ -172,11 +182,11 @@ def test_target_files_validate() -> None:
 def test_small_part_io_stream(models: dict, tmp_path: Path) -> None:
     """The Artix-7 target: io_stream (DATAFLOW + axis) compiles and C-simulates the same; estimates use its clock."""
     path, data = models["residual"]
-    result = HLSBackend().build(path, load_target("fpga-artix7"), tmp_path / "a7", inputs=data.x_test[:50])
-    assert result.details["agreement"]["ok"]
+    result = HLSBackend().build(path, load_target("fpga-artix7"), tmp_path / "a7", golden=data.x_test[:50])
+    assert result.agreement.to_dict()["ok"]
     top = (tmp_path / "a7" / "firmware" / "edgekd_top.cpp").read_text()
     assert "mode = axis" in top and "DATAFLOW" in top and "STREAM" in top
-    est = result.details["estimates"]
+    est = result.estimate.to_dict()
     assert est["clock_period_ns"] == 10.0 and est["part"] == "xc7a35ticsg324-1L"
     assert est["total"]["latency_us"] == pytest.approx(est["total"]["latency_cycles"] / 100)
 
@@ -187,7 +197,7 @@ def test_relative_build_folder_runs(models: dict, tmp_path: Path, monkeypatch: p
     path, data = models["mlp"]
     monkeypatch.chdir(tmp_path)
     target = _target()
-    build = HLSBackend().build(path, target, Path("rel"), inputs=data.x_test[:4])
+    build = HLSBackend().build(path, target, Path("rel"), golden=data.x_test[:4])
     y = HLSBackend().load(Path("rel"), target, build).infer({"input": data.x_test[:4]})["logits"]
     assert y.shape == (4, 10)
 
@@ -259,8 +269,8 @@ def test_reduce_mean_global_pool(opset: int, keepdim: bool, tmp_path: Path) -> N
     import onnx
 
     assert "ReduceMean" in {n.op_type for n in onnx.load(str(path)).graph.node}
-    result = HLSBackend().build(path, _target(), tmp_path / "out", inputs=x)
-    agreement = result.details["agreement"]
+    result = HLSBackend().build(path, _target(), tmp_path / "out", golden=x)
+    agreement = result.agreement.to_dict()
     assert agreement["ok"] and agreement["max_lsb"] <= 1, agreement
 
 
@@ -283,8 +293,8 @@ def test_int4_weights_from_ort(models: dict, tmp_path: Path) -> None:
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt4)
     assert any(i.data_type == onnx.TensorProto.INT4 for i in onnx.load(str(dst)).graph.initializer)
-    result = HLSBackend().build(dst, _target(), tmp_path / "out", inputs=data.x_test[:64])
-    assert result.details["agreement"]["ok"], result.details["agreement"]
+    result = HLSBackend().build(dst, _target(), tmp_path / "out", golden=data.x_test[:64])
+    assert result.agreement.to_dict()["ok"], result.agreement.to_dict()
 
 
 @pytest.mark.parametrize("bias", ["int32", "float"])
@@ -314,8 +324,8 @@ def test_float_graph_output_adds_the_bias_once(bias: str, models: dict, tmp_path
         g.node.remove(bdq)
     dst = tmp_path / "float_out.onnx"
     onnx.save(model, str(dst))
-    result = HLSBackend().build(dst, _target(), tmp_path / "out", inputs=data.x_test[:64])
-    agreement = result.details["agreement"]
+    result = HLSBackend().build(dst, _target(), tmp_path / "out", golden=data.x_test[:64])
+    agreement = result.agreement.to_dict()
     assert agreement["ok"] and agreement["max_lsb"] <= 1, agreement
 
 
@@ -323,5 +333,5 @@ def test_wrong_golden_shape_fails_before_writing(models: dict, tmp_path: Path) -
     path, _ = models["mlp"]
     out = tmp_path / "never"
     with pytest.raises(Exception, match="golden inputs have shape"):
-        HLSBackend().build(path, _target(), out, inputs=np.zeros((2, 1, 4, 4), np.float32))
+        HLSBackend().build(path, _target(), out, golden=np.zeros((2, 1, 4, 4), np.float32))
     assert not out.exists()

@@ -80,7 +80,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
     x = np.random.default_rng(1).uniform(-4, 4, (256, 1, 4, 4)).astype(np.float32)
     target = load_target("fpga-zcu104")
     target = dataclasses.replace(target, options=dataclasses.replace(target.options, tolerance_lsb=0, reuse_factor=2))
-    result = HLSBackend().build(model, target, tmp / "fpga", inputs=x)
+    result = HLSBackend().build(model, target, tmp / "fpga", golden=x)
     return tmp / "fpga", result
 
 
@@ -98,13 +98,13 @@ def test_generated_cpp_matches_snapshot(project: tuple[Path, object], rel: str) 
 
 def test_power_of_two_scales_are_exact_shifts(project: tuple[Path, object], tmp_path: Path) -> None:
     _, result = project
-    agreement = result.details["agreement"]
+    agreement = result.agreement.to_dict()
     assert agreement["requant"] == "fixed_point" and agreement["tolerance_lsb"] == 0
     assert agreement["exact"] == agreement["elements"] == 256 * 3 and agreement["ok"]
     graph = load_graph(tiny_pow2_qdq(tmp_path / "m.onnx"))
     requants = [la.requant for la in graph.layers if getattr(la, "requant", None) is not None]
     assert len(requants) == 2 and all(rq.power_of_two for rq in requants)
     assert all(int(m) == 2**30 for rq in requants for m in rq.multiplier)  # 0.5 * 2^31: a pure shift
-    est = result.details["estimates"]
+    est = result.estimate.to_dict()
     assert [la["dsp"] for la in est["layers"] if la["kind"] == "conv"] == [5]  # ceil(18 mults / R 2 * 0.5 DSP); shifts: no DSP
     assert est["total"]["macs"] == 2 * 16 * 9 + 3 * 8

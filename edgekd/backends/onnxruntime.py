@@ -16,7 +16,8 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.artifact import IOSpec
-from edgekd.backends.base import Availability, BuildResult, check_feeds, copy_onnx
+from edgekd.backends.base import Availability, BackendBase, BuildResult, BuildSource, check_feeds, copy_onnx, layer_table, source_path
+from edgekd.backends.flavors import ORT
 from edgekd.backends.ort_exact import EXACT_NOTE, SATURATING_NOTE, session_source
 from edgekd.errors import BuildError
 
@@ -126,10 +127,11 @@ def optimized_op_histogram(model_path: Path, options: OnnxRuntimeOptions) -> Cou
     return Counter(node.op_type for node in model.graph.node)
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(BackendBase):
     name = "onnxruntime"
     options_type = OnnxRuntimeOptions
-    onnx_flavor = "ort"
+    qdq_flavor = ORT  # uint8 activations (the fast x86 path); numerics: the defaults (asymmetric allowed)
+    sdk_modules = ("onnxruntime",)
 
     def availability(self) -> Availability:
         try:
@@ -140,11 +142,11 @@ class OnnxRuntimeBackend:
             return Availability(False, "onnxruntime has no CPUExecutionProvider")
         return Availability(True)
 
-    def build(self, onnx_path: Path, target: Any, out_dir: Path) -> BuildResult:
+    def build(self, source: BuildSource, target: Any, out_dir: Path, *, golden: np.ndarray | None = None) -> BuildResult:
         options: OnnxRuntimeOptions = target.options
         out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / "model.onnx"
-        files = copy_onnx(onnx_path, dest)
+        files = copy_onnx(source_path(source), dest)
         ops = optimized_op_histogram(dest, options)
         int8_ops = {op: n for op, n in ops.items() if op in INT8_KERNEL_OPS}
         float_compute = {op: n for op, n in ops.items() if op in {"Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul"}}
@@ -168,6 +170,13 @@ class OnnxRuntimeBackend:
             notes=notes,
             details={"optimized_ops": dict(sorted(ops.items())), "int8_kernels": int8_ops},
         )
+
+    def layer_table(self, model_file: Path, feeds: dict[str, np.ndarray], target: Any, runs: int,
+                    build: BuildResult | None) -> dict[str, Any]:
+        from edgekd.profiler.layers import ort_layers
+
+        rows = ort_layers(model_file, feeds, options=target.options, runs=runs)
+        return layer_table(rows, "onnxruntime profiling trace", runs)
 
     def load(self, target_dir: Path, target: Any, build: BuildResult | None = None) -> OnnxRuntimeRunner:
         artifact = build.artifact if build else "model.onnx"

@@ -27,8 +27,9 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.artifact import IOSpec
-from edgekd.backends.base import Availability, BuildResult, check_feeds
-from edgekd.errors import BuildError
+from edgekd.backends.base import Availability, BackendBase, BuildResult, BuildSource, check_feeds, layer_table, source_path
+from edgekd.backends.flavors import OPENVINO
+from edgekd.errors import BuildError, ConfigError
 
 #: layer types that carry the model's arithmetic; their runtime precision is "the" precision
 COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul",
@@ -230,10 +231,49 @@ class OpenVINORunner:
         return facts
 
 
-class OpenVINOBackend:
+def float_precisions() -> tuple[str, ...]:
+    """Float inference precisions OpenVINO's CPU plugin offers here, f32 first (OPTIMIZATION_CAPABILITIES)."""
+    import openvino as ov
+
+    caps = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    return ("f32", *(["bf16"] if "BF16" in caps else []), *(["f16"] if "FP16" in caps else []))
+
+
+class OpenVINOBackend(BackendBase):
     name = "openvino"
     options_type = OpenVINOOptions
-    onnx_flavor = "openvino"
+    qdq_flavor = OPENVINO
+    sdk_modules = ("openvino",)
+    artifact_suffixes = (".xml",)
+    artifact_kind = "openvino-ir"
+
+    def check_artifact(self, path: Path) -> None:
+        """An OpenVINO IR is two files: say which one is missing or wrong before OpenVINO's own message."""
+        if not path.is_file():
+            raise ConfigError("is not a file", where=str(path), hint="pass the IR's .xml file")
+        with path.open("rb") as fh:
+            head = fh.read(256).lstrip()
+        if not head.startswith((b"<?xml", b"<net")):
+            raise ConfigError("is not an OpenVINO IR .xml file (no XML <net> document)", where=str(path),
+                              hint="pass the .xml written by openvino.save_model / ovc")
+        weights = path.with_suffix(".bin")
+        if not weights.is_file():
+            raise ConfigError(f"the IR's weights file {weights.name} is missing", where=str(path),
+                              hint="keep the .bin saved with the .xml next to it, under the same name")
+
+    def auto_precisions(self, target: Any) -> tuple[str, ...]:
+        """precision = "auto" profiles every float precision the device offers (bf16 often beats int8 on AMX)."""
+        return float_precisions()
+
+    def layer_table(self, model_file: Path, feeds: dict[str, np.ndarray], target: Any, runs: int,
+                    build: BuildResult | None) -> dict[str, Any]:
+        from edgekd.profiler.layers import ov_layers
+
+        properties = dict(target.options.properties()) if hasattr(target.options, "properties") else None
+        device = str(getattr(target.options, "device", "CPU"))
+        rows = ov_layers(model_file, feeds, properties=properties, device=device, runs=runs)
+        return layer_table(rows, "openvino perf counters" + ("" if properties is not None else " (default compile properties)"),
+                           runs)
 
     def availability(self) -> Availability:
         try:
@@ -245,10 +285,11 @@ class OpenVINOBackend:
             return Availability(False, "OpenVINO sees no device")
         return Availability(True)
 
-    def build(self, onnx_path: Path, target: Any, out_dir: Path) -> BuildResult:
+    def build(self, source: BuildSource, target: Any, out_dir: Path, *, golden: np.ndarray | None = None) -> BuildResult:
         import onnx
         import openvino as ov
 
+        onnx_path = source_path(source)
         options: OpenVINOOptions = target.options
         out_dir.mkdir(parents=True, exist_ok=True)
         notes: list[str] = []

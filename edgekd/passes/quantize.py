@@ -6,9 +6,10 @@ kept in higher precision until the budget is met -> (qat) fine-tuning with the t
 masks re-applied after every step -> export check: ONNX Runtime's optimized graph must run every
 quantized Conv/Gemm as an integer kernel (``int8_mac_fraction``) and match brevitas (parity).
 
-The targets steer the numerics: a TensorRT target (or an HLS target with ``symmetric = true``) makes
-activations symmetric signed int8 with zero point 0; an HLS target with ``power_of_two_scales``
-restricts every scale to 2^k.
+The targets steer the numerics: each target's backend declares them (``Backend.numerics(target)``).
+A target that needs symmetric activations (TensorRT, an HLS target with ``symmetric = true``) makes
+them signed int8 with zero point 0; one that asks for power-of-two scales (an HLS target with
+``power_of_two_scales``) restricts every scale to 2^k.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from torch import nn
 
 import edgekd.quant.onnx_export  # noqa: F401  (registers the "brevitas-qdq" exporter)
 from edgekd.artifact import Artifact
+from edgekd.backends.base import Numerics, numerics_of
+from edgekd.backends.flavors import REFERENCE_FLAVOR
 from edgekd.errors import PassError
 from edgekd.export import check_single_output
 from edgekd.passes import PassContext, register_pass
@@ -44,8 +47,8 @@ class QuantizeConfig:
     calibration_samples: int = 512
     calibration_batch: int = 64
     bias_correction: bool = True
-    symmetric_activations: bool | None = None  # None: True when a TensorRT (or symmetric HLS) target is built
-    power_of_two: bool | None = None  # None: True when an HLS target sets power_of_two_scales
+    symmetric_activations: bool | None = None  # None: True when a target's backend needs them (TensorRT, symmetric HLS)
+    power_of_two: bool | None = None  # None: True when a target's backend asks for them (HLS power_of_two_scales)
     exclude: tuple[str, ...] = ()  # layer names / globs left in FP32
     unsupported: Literal["error", "float"] = "error"  # weighted layers the exporter cannot write
     sensitivity: Literal["off", "auto", "report"] = "auto"  # auto: only when the budget is missed
@@ -73,17 +76,16 @@ def _recipe(config: QuantizeConfig, ctx: PassContext) -> tuple[Any, dict[str, st
     from edgekd.quant.recipe import QuantRecipe
 
     why: dict[str, str] = {}
-    hls = [t for t in ctx.targets if t.backend == "hls"]
+    needs = _target_numerics(config, ctx)
     symmetric = config.symmetric_activations
     if symmetric is None:
-        trt = [t.name for t in ctx.targets if t.backend == "tensorrt"]
-        sym_hls = [t.name for t in hls if getattr(t.options, "symmetric", False)]
-        symmetric = bool(trt or sym_hls)
+        asking = [name for name, numerics in needs if numerics.symmetric_activations]
+        symmetric = bool(asking)
         if symmetric:
-            why["symmetric_activations"] = f"target(s) {', '.join(trt + sym_hls)} need symmetric int8"
+            why["symmetric_activations"] = f"target(s) {', '.join(asking)} need symmetric int8"
     pot = config.power_of_two
     if pot is None:
-        asking = [t.name for t in hls if getattr(t.options, "power_of_two_scales", False)]
+        asking = [name for name, numerics in needs if numerics.power_of_two_scales]
         pot = bool(asking)
         if pot:
             why["power_of_two"] = f"target(s) {', '.join(asking)} ask for power-of-two scales"
@@ -91,6 +93,20 @@ def _recipe(config: QuantizeConfig, ctx: PassContext) -> tuple[Any, dict[str, st
                          per_channel=config.granularity == "per_channel", symmetric_activations=symmetric,
                          power_of_two=pot, calibration=config.calibration, percentile=config.percentile)
     return recipe, why
+
+
+def _target_numerics(config: QuantizeConfig, ctx: PassContext) -> list[tuple[str, Numerics]]:
+    """(target name, the Numerics its backend declares), after checking the bit widths fit every target."""
+    from edgekd.backends import BACKENDS
+
+    needs = [(t.name, numerics_of(BACKENDS.get(t.backend, where=t.source), t)) for t in ctx.targets]
+    for name, numerics in needs:
+        problem = numerics.check(config.weight_bits, config.act_bits)
+        if problem:
+            raise PassError(f"target {name} cannot run this quantization: {problem}", where="quantize",
+                            hint="set weight_bits/act_bits to widths every target supports, or build that target "
+                                 "from another profile")
+    return needs
 
 
 def _budget(config: QuantizeConfig, ctx: PassContext) -> tuple[float | None, str]:
@@ -228,7 +244,7 @@ def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
     from edgekd.quant.sensitivity import outputs
 
     x = np.ascontiguousarray(x_eval[:32], dtype=np.float32)
-    twin = build_twin(model, torch.from_numpy(x[:1]), "ort")
+    twin = build_twin(model, torch.from_numpy(x[:1]), REFERENCE_FLAVOR)
     ref, got = outputs(model, x), outputs(twin, x)
     err = float(np.abs(ref - got).max()) if ref.size else 0.0
     span = float(ref.max() - ref.min()) if ref.size else 0.0
@@ -249,7 +265,7 @@ def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
 
 
 def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> dict[str, Any]:
-    """Export the ORT flavor once: integer-kernel MAC fraction and brevitas-vs-ORT parity."""
+    """Export the reference (ONNX Runtime) flavor once: integer-kernel MAC fraction and brevitas-vs-ORT parity."""
     from edgekd.config import ExportSettings
     from edgekd.export import compare_outputs, onnx_outputs
     from edgekd.quant.int8 import int8_mac_report
@@ -260,7 +276,7 @@ def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> 
         path = Path(tmp) / "quantized.ort.onnx"
         example = torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32))
         # static batch: every shape is inferable, so every layer's MACs are counted
-        brevitas_qdq_export(model, path, example, ExportSettings(dynamic_batch=False), "ort")
+        brevitas_qdq_export(model, path, example, ExportSettings(dynamic_batch=False), REFERENCE_FLAVOR)
         macs = int8_mac_report(path)
         parity = compare_outputs(outputs(model, x_eval), onnx_outputs(path, x_eval))
     return {"int8_mac_fraction": macs["int8_mac_fraction"], "macs_total": macs["macs_total"],

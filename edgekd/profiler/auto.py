@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.backends import BACKENDS
+from edgekd.backends.base import auto_precisions_of
 from edgekd.config import Target, load_target, target_from_mapping
 from edgekd.errors import ConfigError
 from edgekd.profiler import stats
@@ -80,19 +82,6 @@ class AutoResult:
 
 def _f(v: float | None, d: int = 4) -> str:
     return "—" if v is None else f"{v:.{d}f}"
-
-
-def float_precisions() -> list[str]:
-    """Float inference precisions OpenVINO's CPU plugin offers here, f32 first."""
-    import openvino as ov
-
-    caps = set(ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-    out = ["f32"]
-    if "BF16" in caps:
-        out.append("bf16")
-    if "FP16" in caps:
-        out.append("f16")
-    return out
 
 
 def _has_qdq(onnx_path: Path) -> bool:
@@ -161,18 +150,20 @@ def _reference_outputs(onnx: Path, x: np.ndarray) -> np.ndarray:
 def auto_precision(artifact: str | Path, target_spec: str | Target, out_dir: Path, options: ProfileOptions | None = None,
                    precisions: list[str] | None = None, eval_data: tuple[np.ndarray, np.ndarray] | None = None,
                    reference_acc: float | None = None) -> AutoResult:
-    """Profile every candidate precision of ``artifact`` on an OpenVINO target; see the module doc.
+    """Profile every candidate precision of ``artifact`` on a target whose backend offers several (OpenVINO); see
+    the module doc.
 
     ``target_spec`` may be a Target object (compress passes the target being built, with the run's
     labelled ``eval_data`` and the ONNX reference accuracy)."""
     artifact = Path(artifact)
     src = _sources(artifact, target_spec, eval_data, reference_acc)
-    if src.target.backend != "openvino":
-        raise ConfigError(f"precision auto is implemented for OpenVINO targets; {src.target.name!r} uses "
-                          f"{src.target.backend!r}", where="--precision",
-                          hint="ONNX Runtime CPU has a single float precision; use an openvino target")
+    offered = auto_precisions_of(BACKENDS.get(src.target.backend, where=src.target.source), src.target)
+    if not offered:
+        raise ConfigError(f"backend {src.target.backend!r} of target {src.target.name!r} offers no precisions to "
+                          "choose from", where="--precision",
+                          hint="precision auto needs a backend with several float precisions (e.g. an openvino target)")
     opts = options or ProfileOptions()
-    floats = precisions or float_precisions()
+    floats = precisions or list(offered)
     budget = src.target.budgets.max_accuracy_drop
     labelled = src.eval_x is not None and src.eval_y is not None
     metric = ("top-1 accuracy (%) on the bundle's eval.npz" if labelled

@@ -16,17 +16,13 @@ from typing import Any
 import numpy as np
 
 from edgekd.backends import BACKENDS
-from edgekd.backends.base import BuildResult
+from edgekd.backends.base import BuildResult, backend_for_file, call_build, latency_of, layer_table_of
 from edgekd.config import ProfilingSettings, Target, load_target, target_from_mapping
 from edgekd.errors import BackendUnavailable, ConfigError, EdgekdError
 from edgekd.profiler import env as envmod
-from edgekd.profiler import layers as layermod
 from edgekd.profiler.measure import MeasureSettings, batch_sweep, make_feeds, measure_latency
 from edgekd.progress import log
 from edgekd.typed import to_mapping
-
-_SUFFIX_KIND = {".onnx": ("onnx", None), ".xml": ("openvino-ir", "openvino"), ".engine": ("tensorrt-engine", "tensorrt"),
-                ".plan": ("tensorrt-engine", "tensorrt")}
 
 
 @dataclass
@@ -45,10 +41,7 @@ class Resolved:
 
 
 def _build_from_dict(data: dict[str, Any] | None) -> BuildResult | None:
-    if not data:
-        return None
-    keys = {"backend", "artifact", "files", "precision", "notes", "details", "runnable"}
-    return BuildResult(**{k: v for k, v in data.items() if k in keys})
+    return BuildResult.from_dict(data) if data else None
 
 
 def _files_size_mb(files: list[Path]) -> float | None:
@@ -83,10 +76,13 @@ def resolve(artifact: str | Path, target_spec: str | Target, build_dir: Path) ->
         return _resolve_bundle(path, target_spec, build_dir)
     if not path.exists():
         raise ConfigError("artifact not found", where=str(path), hint="pass a bundle folder, .onnx, .xml or .engine")
-    kind, backend_name = _SUFFIX_KIND.get(path.suffix.lower(), (None, None))
-    if kind is None:
+    # a built artifact (an OpenVINO .xml, a TensorRT .engine) belongs to the backend that declares its suffix
+    backend_name = None if path.suffix.lower() == ".onnx" else backend_for_file(BACKENDS, path)
+    if path.suffix.lower() != ".onnx" and backend_name is None:
         raise ConfigError(f"do not know how to profile a {path.suffix or 'folder'!r} artifact", where=str(path),
-                          hint="pass a bundle folder (with manifest.json), a .onnx, an OpenVINO .xml or a TensorRT .engine")
+                          hint="pass a bundle folder (with manifest.json), a .onnx, or a file a backend loads as given "
+                               "(an OpenVINO .xml, a TensorRT .engine)")
+    kind = "onnx" if backend_name is None else BACKENDS.get(backend_name).artifact_kind
     target = target_spec if isinstance(target_spec, Target) else load_target(target_spec)
     if backend_name and target.backend != backend_name:
         raise ConfigError(f"a {path.suffix} file runs on the {backend_name!r} backend but target {target.name!r} uses "
@@ -97,29 +93,16 @@ def resolve(artifact: str | Path, target_spec: str | Target, build_dir: Path) ->
         read_onnx(path, error=ConfigError)  # a clear "what is this file" error before any backend sees it
         backend = _check_backend(target, target.source or target.name)
         log(f"building {path.name} for target {target.name} ({target.backend})")
-        build = backend.build(path, target, build_dir)
+        build = call_build(backend, path, target, build_dir, None)
         return Resolved(kind, path, target, build_dir, build, build_dir / build.artifact)
-    if kind == "openvino-ir":
-        _check_ir(path)
+    backend = BACKENDS.get(target.backend)
+    check = getattr(backend, "check_artifact", None)
+    if callable(check):
+        check(path)  # the backend says what is wrong with the file before its SDK does
     _check_backend(target, target.source or target.name)
     build = BuildResult(backend=target.backend, artifact=path.name, files=[], precision="?",
                         notes=["loaded as given: edgekd did not build this file"])
     return Resolved(kind, path, target, path.parent, build, path)
-
-
-def _check_ir(path: Path) -> None:
-    """An OpenVINO IR is two files: say which one is missing or wrong before OpenVINO's own message."""
-    if not path.is_file():
-        raise ConfigError("is not a file", where=str(path), hint="pass the IR's .xml file")
-    with path.open("rb") as fh:
-        head = fh.read(256).lstrip()
-    if not head.startswith((b"<?xml", b"<net")):
-        raise ConfigError("is not an OpenVINO IR .xml file (no XML <net> document)", where=str(path),
-                          hint="pass the .xml written by openvino.save_model / ovc")
-    weights = path.with_suffix(".bin")
-    if not weights.is_file():
-        raise ConfigError(f"the IR's weights file {weights.name} is missing", where=str(path),
-                          hint="keep the .bin saved with the .xml next to it, under the same name")
 
 
 def _resolve_bundle(bundle: Path, target_spec: str | Target, build_dir: Path) -> Resolved:
@@ -129,11 +112,12 @@ def _resolve_bundle(bundle: Path, target_spec: str | Target, build_dir: Path) ->
     report_path = bundle / "report.json"
     report = json.loads(report_path.read_text()) if report_path.is_file() else {}
     name = target_spec.name if isinstance(target_spec, Target) else str(target_spec)
-    sample = None
+    sample = golden_inputs = None
     golden = bundle / manifest.get("golden", {}).get("file", "golden.npz")
     if golden.is_file():
         with np.load(golden) as data:
-            sample = data["input"][:1].copy() if "input" in data else None
+            golden_inputs = data["input"].copy() if "input" in data else None
+            sample = golden_inputs[:1] if golden_inputs is not None else None
     entry = manifest.get("targets", {}).get(name)
     if entry is not None and not isinstance(target_spec, Target):
         where = f"{bundle / 'manifest.json'} targets.{name}"
@@ -151,7 +135,7 @@ def _resolve_bundle(bundle: Path, target_spec: str | Target, build_dir: Path) ->
     backend = _check_backend(target, target.source or target.name)
     model = bundle / manifest.get("model", {}).get("file", "model.onnx")
     log(f"bundle has no target {target.name!r}: building {model.name} for it")
-    build = backend.build(model, target, build_dir)
+    build = call_build(backend, model, target, build_dir, golden_inputs)
     return Resolved("bundle", bundle, target, build_dir, build, build_dir / build.artifact, sample,
                     notes=[f"target {target.name} built from the bundle's model.onnx at profile time"])
 
@@ -188,27 +172,10 @@ def _threads(target: Target) -> dict[str, Any]:
     return {k: v for k, v in opts.items() if "thread" in k or k in ("num_streams", "streams")}
 
 
-def ov_properties(target: Target) -> dict[str, Any] | None:
-    """Compile properties the OpenVINO backend uses for this target (OpenVINOOptions.properties())."""
-    fn = getattr(target.options, "properties", None)
-    return dict(fn()) if callable(fn) else None
-
-
-def _layers(res: Resolved, feeds: dict[str, np.ndarray], runs: int) -> dict[str, Any] | None:
+def _layers(res: Resolved, backend: Any, feeds: dict[str, np.ndarray], runs: int) -> dict[str, Any] | None:
     if res.model_file is None:
         return None
-    if res.target.backend == "onnxruntime":
-        rows = layermod.ort_layers(res.model_file, feeds, options=res.target.options, runs=runs)
-        source = "onnxruntime profiling trace"
-    elif res.target.backend == "openvino":
-        props = ov_properties(res.target)
-        device = str(getattr(res.target.options, "device", "CPU"))
-        rows = layermod.ov_layers(res.model_file, feeds, properties=props, device=device, runs=runs)
-        source = "openvino perf counters" + ("" if props is not None else " (default compile properties)")
-    else:
-        return None
-    return {"source": source, "runs": runs, "rows": [r.to_dict() for r in rows],
-            "precision_mix": layermod.precision_mix(rows)}
+    return layer_table_of(backend, res.model_file, feeds, res.target, runs, res.build)
 
 
 def _labelled(value: Any, label: str) -> dict[str, Any] | None:
@@ -218,45 +185,32 @@ def _labelled(value: Any, label: str) -> dict[str, Any] | None:
 
 
 def fpga_block(build: BuildResult | None) -> dict[str, Any]:
-    """FPGA targets: the analytical estimate and the C-simulation run, kept apart and labelled
-    (reads the hls backend's BuildResult.details: ``estimates``, ``agreement``, ``compile_s``)."""
-    d = (build.details if build else None) or {}
-    est = d.get("estimates") or {}
+    """Estimated targets (an FPGA): the analytical estimate and the build-time C-simulation check, kept apart and
+    labelled (the BuildResult's ``estimate`` and ``agreement``)."""
+    est = build.estimate if build is not None else None
     analytical = None
-    if est:
-        analytical = {"label": est.get("label", "analytical estimate (no vendor synthesis was run)"),
-                      "part": est.get("part"), "clock_period_ns": est.get("clock_period_ns"), "io_type": est.get("io_type"),
-                      **{k: v for k, v in (est.get("total") or {}).items()},
-                      "fits": est.get("fits"), "over": est.get("over"), "utilization": est.get("utilization"),
-                      "not_estimated": est.get("not_estimated")}
+    if est is not None:
+        facts = est.facts
+        analytical = {"label": est.label, "part": facts.get("part"), "clock_period_ns": facts.get("clock_period_ns"),
+                      "io_type": facts.get("io_type"), **est.to_dict()["total"], "fits": est.fits,
+                      "over": facts.get("over"), "utilization": facts.get("utilization"),
+                      "not_estimated": facts.get("not_estimated")}
+    agreement = build.agreement if build is not None else None
     csim = {"label": "C simulation with g++ on the host: a functional check against ONNX Runtime; "
                      "its wall time is host CPU time, NOT FPGA latency",
-            "compile_s": d.get("compile_s"), **{k: v for k, v in (d.get("agreement") or {}).items()}}
+            "compile_s": None, **(agreement.to_dict() if agreement is not None else {})}
     return {"analytical_estimate": analytical, "csim": csim}
 
 
-def _fpga_layers(build: BuildResult | None) -> dict[str, Any] | None:
-    est = ((build.details if build else None) or {}).get("estimates") or {}
-    clock = est.get("clock_period_ns")
-    if not est.get("layers") or not clock:
-        return None
-    total = sum(la["cycles"] for la in est["layers"]) or 1
-    rows = [layermod.LayerRow(la["layer"], la["kind"], f"HLS estimate, reuse {la.get('reuse_factor')}", "int8",
-                              la["cycles"] * clock / 1e6, la["cycles"] / total, 1) for la in est["layers"]]
-    rows.sort(key=lambda r: r.time_ms, reverse=True)
-    return {"source": "analytical HLS estimate (cycles x clock period; not measured)", "runs": 0,
-            "rows": [r.to_dict() for r in rows], "precision_mix": layermod.precision_mix(rows)}
-
-
-def _profile_fpga(doc: dict[str, Any], runner: Any, feeds: dict[str, np.ndarray], cfg: MeasureSettings,
-                  build: BuildResult | None) -> None:
+def _profile_fpga(doc: dict[str, Any], runner: Any, backend: Any, feeds: dict[str, np.ndarray], cfg: MeasureSettings,
+                  res: Resolved) -> None:
     # the C-sim binary runs as a subprocess per call: a few calls show its host cost, nothing more
     quick = MeasureSettings(warmup=1, iterations=max(1, min(cfg.iterations, 10)))
     sample = measure_latency(runner, feeds, settings=quick, description="C simulation (host)")
     ms = sample.times_ms
     doc["fpga"]["csim"].update({"host_wall_ms_p50": float(np.median(ms)), "host_wall_ms_min": float(ms.min()),
                                 "host_runs": int(ms.size)})
-    doc["layers"] = _fpga_layers(build)
+    doc["layers"] = _layers(res, backend, feeds, 0)
     doc["notes"].append("FPGA target: no single-stream latency on this host; see fpga.analytical_estimate "
                         "(latency_us) and fpga.csim (functional check)")
 
@@ -284,7 +238,7 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
         "settings": {**to_mapping(opts.measure), "batch_size": batch, "batches": list(opts.batches),
                      "layer_runs": opts.layer_runs if opts.layers else 0},
         "load_s": None, "single_stream": None, "offline": None, "layers": None,
-        "fpga": fpga_block(res.build) if res.target.backend == "hls" else None,
+        "fpga": fpga_block(res.build) if latency_of(backend) == "estimate" else None,
         "accuracy": res.accuracy,
         "notes": list(res.notes),
     }
@@ -301,8 +255,8 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
     doc["load_s"] = time.perf_counter() - t0
     doc["runtime"] = runner.describe()
     feeds = make_feeds(runner.inputs, batch, res.sample, shapes=opts.shapes)
-    if res.target.backend == "hls":
-        _profile_fpga(doc, runner, feeds, opts.measure, res.build)
+    if latency_of(backend) == "estimate":
+        _profile_fpga(doc, runner, backend, feeds, opts.measure, res)
         return _stamp(doc)
     sample = measure_latency(runner, feeds, settings=opts.measure, description=f"profiling {doc['label']}")
     doc["single_stream"] = {**sample.summary(), "times_ms": [round(float(x), 6) for x in sample.times_ms]}
@@ -310,7 +264,7 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
         doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample,
                                                   shapes=opts.shapes)}
     if opts.layers:
-        doc["layers"] = _layers(res, feeds, opts.layer_runs)
+        doc["layers"] = _layers(res, backend, feeds, opts.layer_runs)
     if on_runner is not None:
         on_runner(runner)
     return _stamp(doc)

@@ -9,13 +9,17 @@ dynamo exporter does not call them.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from edgekd.backends.base import QDQFlavor
+from edgekd.backends.flavors import flavor_named
 from edgekd.config import ExportSettings
+from edgekd.errors import ExportError
 from edgekd.export import INPUT_NAME, OUTPUT_NAME, register_exporter
 from edgekd.onnxgraph import OnnxGraph
 from edgekd.quant.qdq import build_twin
@@ -121,18 +125,28 @@ def _drop_output_qdq(model: Any) -> int:
     return len(dropped) // 2
 
 
-def postprocess(path: Path, flavor: str) -> None:
+#: graph rewrites a QDQFlavor names in ``rewrites`` (each takes the onnx.ModelProto, returns how many it changed)
+REWRITES: dict[str, Callable[[Any], int]] = {"quantize_before_relu": _quantize_before_relu,
+                                            "drop_output_qdq": _drop_output_qdq}
+
+
+def postprocess(path: Path, flavor: QDQFlavor | str) -> None:
     import onnx
 
+    flavor = flavor_named(flavor)
+    unknown = [name for name in flavor.rewrites if name not in REWRITES]
+    if unknown:
+        raise ExportError(f"flavor {flavor.name!r} names unknown graph rewrites {unknown}; known: {', '.join(REWRITES)}",
+                          hint="use one of those, or give the flavor its own postprocess function")
     model = onnx.load(str(path))
     _remove_identities(model)
     _unshare_weight_dq_params(model)
-    if flavor == "ort":
-        _quantize_before_relu(model)
-    if flavor == "tensorrt":
-        _drop_output_qdq(model)
+    for name in flavor.rewrites:
+        REWRITES[name](model)
+    if flavor.postprocess is not None:
+        flavor.postprocess(model)
     meta = {p.key: p.value for p in model.metadata_props}
-    meta.update({"edgekd.exporter": "brevitas-qdq", "edgekd.flavor": flavor})
+    meta.update({"edgekd.exporter": "brevitas-qdq", "edgekd.flavor": flavor.name})
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
@@ -141,8 +155,9 @@ def postprocess(path: Path, flavor: str) -> None:
 
 @register_exporter("brevitas-qdq")
 def brevitas_qdq_export(module: torch.nn.Module, path: Path, example: torch.Tensor, settings: ExportSettings,
-                        flavor: str) -> None:
-    """Export a brevitas fake-quant module as QDQ ONNX for ``flavor`` (ort, openvino, tensorrt, hls)."""
+                        flavor: QDQFlavor | str) -> None:
+    """Export a brevitas fake-quant module as QDQ ONNX for ``flavor`` (a backend's QDQFlavor, or a built-in name)."""
+    flavor = flavor_named(flavor)
     twin = build_twin(module, example, flavor)
     axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if settings.dynamic_batch else None
     with warnings.catch_warnings():

@@ -13,7 +13,8 @@ make OpenVINO fall back to f32 convolutions (DESIGN.md). The twin instead holds
 all written by custom autograd functions whose ``symbolic`` emits exactly those nodes. Values are
 the brevitas values, so parity is exact up to float rounding of ``x / scale``.
 
-The same brevitas model gives one twin per *flavor* (how the runtime likes its Q/DQ):
+The same brevitas model gives one twin per *flavor* (how the runtime likes its Q/DQ; a
+``QDQFlavor`` object its backend declares, see ``edgekd.backends.flavors``):
 
 * ``ort`` / ``openvino``: activations stored as uint8 (the fast int8 path on x86). A signed
   symmetric int8 quantizer (zero point 0, [-128, 127]) is written as uint8 with zero point 128 --
@@ -30,14 +31,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from edgekd.backends.base import QDQFlavor, is_power_of_two
+from edgekd.backends.flavors import KNOWN_FLAVORS, REFERENCE_FLAVOR, flavor_named
 from edgekd.errors import ExportError
 
-FLAVORS = ("ort", "openvino", "tensorrt", "hls")
+FLAVORS = tuple(KNOWN_FLAVORS)  # the built-in flavor names (a plugin may bring its own QDQFlavor)
+__all__ = ["FLAVORS", "ActQuant", "ActTwin", "FakeQuant", "WeightedTwin", "act_quant_of", "build_twin", "is_power_of_two", "storage"]
+_ZP_DTYPES = {"uint8": torch.uint8, "int8": torch.int8}
 
 
 @dataclass(frozen=True)
@@ -59,36 +63,14 @@ class ActQuant:
         return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1 - int(self.narrow)
 
 
-def is_power_of_two(values: np.ndarray | float) -> bool:
-    arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    exps = np.round(np.log2(arr))
-    return bool(np.all(arr > 0) and np.allclose(arr, 2.0**exps, rtol=1e-6, atol=0))
-
-
-def storage(q: ActQuant, flavor: str, where: str) -> tuple[torch.dtype, int, int, int]:
+def storage(q: ActQuant, flavor: QDQFlavor | str, where: str) -> tuple[torch.dtype, int, int, int]:
     """(zero-point dtype, zero point, qmin, qmax) used to *store* ``q`` in the flavor's ONNX."""
     if q.bits != 8:
         raise ExportError(f"{q.bits}-bit activation quantizer cannot be written as 8-bit QuantizeLinear", where=where)
     if q.narrow:
         raise ExportError("narrow-range activation quantizer has no QuantizeLinear equivalent", where=where)
-    if flavor in ("ort", "openvino"):
-        if q.signed:
-            return torch.uint8, q.zero_point + 128, 0, 255  # same values, uint8 storage (x86 fast path)
-        return torch.uint8, q.zero_point, 0, 255
-    if flavor == "tensorrt":
-        if not q.signed or q.zero_point != 0:
-            raise ExportError("TensorRT needs symmetric int8 activations (zero point 0) but this quantizer is "
-                              f"{'unsigned' if not q.signed else 'asymmetric'}", where=where,
-                              hint="quantize with a tensorrt target in --target (or symmetric_activations = true)")
-        return torch.int8, 0, -128, 127
-    if flavor == "hls":
-        if q.zero_point != 0 or not is_power_of_two(q.scale):
-            raise ExportError(f"the HLS flavor needs power-of-two scales and zero point 0 (scale {q.scale:.6g}, "
-                              f"zero point {q.zero_point})", where=where,
-                              hint="quantize with an hls target that asks for power-of-two scales "
-                                   "(or power_of_two = true in the quantize pass)")
-        return (torch.int8, 0, -128, 127) if q.signed else (torch.uint8, 0, 0, 255)
-    raise ExportError(f"unknown ONNX flavor {flavor!r}; known: {', '.join(FLAVORS)}")
+    dtype, zero_point, qmin, qmax = flavor_named(flavor).activation_storage(q.signed, q.zero_point, q.scale, where)
+    return _ZP_DTYPES[dtype], zero_point, qmin, qmax
 
 
 # ---------------------------------------------------------------- exportable autograd functions
@@ -225,14 +207,14 @@ def act_quant_of(proxy: Any) -> ActQuant | None:
                     bool(proxy.is_narrow_range))
 
 
-def _fake_quant(q: ActQuant | None, flavor: str, where: str) -> FakeQuant | None:
+def _fake_quant(q: ActQuant | None, flavor: QDQFlavor, where: str) -> FakeQuant | None:
     if q is None:
         return None
     dtype, zp, qmin, qmax = storage(q, flavor, where)
     return FakeQuant(q.scale, dtype, zp, qmin, qmax)
 
 
-def _weight_of(layer: nn.Module, flavor: str, where: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor:
+def _weight_of(layer: nn.Module, flavor: QDQFlavor, where: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor:
     if not layer.weight_quant.is_quant_enabled:
         return layer.weight.detach()
     with torch.no_grad():
@@ -242,11 +224,7 @@ def _weight_of(layer: nn.Module, flavor: str, where: str) -> tuple[torch.Tensor,
     zp = torch.round(qw.zero_point.detach()).to(torch.int8).reshape(-1).expand_as(scale).contiguous()
     if scale.numel() == 1:
         scale, zp = scale.reshape(()), zp.reshape(())
-    if flavor == "hls" and not is_power_of_two(scale.numpy()):
-        raise ExportError("the HLS flavor needs power-of-two weight scales", where=where,
-                          hint="quantize with power_of_two = true (an hls target that asks for it sets it)")
-    if flavor in ("tensorrt", "hls") and bool((zp != 0).any()):
-        raise ExportError("symmetric weights (zero point 0) are required", where=where)
+    flavor.check_weights(scale.numpy(), zp.numpy(), where)
     return ints, scale, zp
 
 
@@ -331,13 +309,12 @@ def _brevitas_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield name, module
 
 
-def build_twin(model: nn.Module, example: torch.Tensor, flavor: str = "ort") -> nn.Module:
-    """The deploy twin of a brevitas model for ``flavor`` (see module docstring)."""
+def build_twin(model: nn.Module, example: torch.Tensor, flavor: QDQFlavor | str = REFERENCE_FLAVOR) -> nn.Module:
+    """The deploy twin of a brevitas model for ``flavor`` (an object or a built-in name; see module docstring)."""
     from brevitas.backport.fx.graph_module import GraphModule
     from brevitas.nn.quant_layer import QuantWeightBiasInputOutputLayer
 
-    if flavor not in FLAVORS:
-        raise ExportError(f"unknown ONNX flavor {flavor!r}; known: {', '.join(FLAVORS)}")
+    flavor = flavor_named(flavor)
     model.eval()
     biases = _capture_bias(model, example)
     passthrough = _quant_outputs(model, example) if isinstance(model, GraphModule) else {}

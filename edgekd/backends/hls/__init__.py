@@ -21,7 +21,19 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.artifact import IOSpec
-from edgekd.backends.base import Availability, BuildResult, check_feeds
+from edgekd.backends.base import (
+    Agreement,
+    Availability,
+    BackendBase,
+    BuildResult,
+    BuildSource,
+    Estimate,
+    Numerics,
+    check_feeds,
+    layer_table,
+    source_path,
+)
+from edgekd.backends.flavors import HLS
 from edgekd.errors import BuildError
 
 META = "edgekd_hls.json"
@@ -141,12 +153,14 @@ class HLSRunner:
                         "see the estimates for FPGA cycles"}
 
 
-class HLSBackend:
+class HLSBackend(BackendBase):
     name = "hls"
     options_type = HLSOptions
-    onnx_flavor = "hls"
+    qdq_flavor = HLS
     #: integer-only hardware: the pipeline refuses a profile without a quantize pass before any training
     requires_quantized = True
+    #: timing the C model on the host says nothing about the FPGA: the build's analytical estimate is the latency
+    latency = "estimate"
 
     def availability(self) -> Availability:
         if shutil.which("g++") is None:
@@ -157,31 +171,33 @@ class HLSBackend:
             return Availability(False, f"onnx is not installed ({exc})")
         return Availability(True)
 
-    def build(self, onnx_path: Path, target: Any, out_dir: Path, inputs: np.ndarray | None = None) -> BuildResult:
-        """Generate, compile and C-simulate. ``inputs``: golden inputs when called on a bare ONNX file;
-        by default ``out_dir.parent / "golden.npz"`` (key "input"), as the pipeline writes it."""
+    def numerics(self, target: Any) -> Numerics:
+        """What the target's [options] ask of the quantize pass (zero point 0; scales 2^k so requant is a shift)."""
+        options = target.options
+        return Numerics(symmetric_activations=bool(getattr(options, "symmetric", False)),
+                        power_of_two_scales=bool(getattr(options, "power_of_two_scales", False)))
+
+    def build(self, source: BuildSource, target: Any, out_dir: Path, *, golden: np.ndarray | None = None) -> BuildResult:
+        """Generate, compile and C-simulate. ``golden``: inputs (batch first) the C simulation is compared on
+        against ONNX Runtime; without them the project is compiled but not checked."""
         from edgekd.backends.hls import csim
         from edgekd.backends.hls.codegen import CodegenSettings, write_project
         from edgekd.backends.hls.estimate import Resources, estimate, format_table
         from edgekd.backends.hls.frontend import load_graph
 
+        onnx_path = source_path(source)
         options: HLSOptions = target.options if isinstance(target.options, HLSOptions) else HLSOptions()
         where = str(getattr(target, "source", None) or getattr(target, "name", "target"))
         # everything that can fail on the model is checked before a file is written
-        graph = load_graph(Path(onnx_path))
+        graph = load_graph(onnx_path)
         _apply_reuse(graph, options, where)
         _check_accumulators(graph, options.accum_bits)
         notes = [DESCRIPTION + ": outputs are the generated C++ run by g++ on the CPU",
                  "resources and latency are analytical ESTIMATES (no Vitis HLS synthesis was run)"]
-        if inputs is None:
-            golden = out_dir.parent / "golden.npz"
-            if golden.is_file():
-                with np.load(golden) as data:
-                    inputs = data["input"]
-        if inputs is not None and tuple(np.shape(inputs)[1:]) != tuple(graph.input_float_shape):
-            raise BuildError(f"golden inputs have shape {list(np.shape(inputs)[1:])}, the model wants "
+        if golden is not None and tuple(np.shape(golden)[1:]) != tuple(graph.input_float_shape):
+            raise BuildError(f"golden inputs have shape {list(np.shape(golden)[1:])}, the model wants "
                              f"{list(graph.input_float_shape)}", where=str(out_dir),
-                             hint="pass inputs of the model's shape (batch first), or remove the stale golden.npz")
+                             hint="pass inputs of the model's shape (batch first)")
         out_dir.mkdir(parents=True, exist_ok=True)
         settings = CodegenSettings(options.part, options.clock_period_ns, options.io_type, options.accum_bits, options.requant)
         files = write_project(graph, settings, out_dir)
@@ -195,35 +211,58 @@ class HLSBackend:
                 "compiler": f"{options.cxx} {' '.join(options.cxxflags)}", "binary": csim.BINARY,
                 "layers": [{"name": la.name, "kind": la.kind, "output": list(graph.tensors[la.output].shape),
                             "reuse": la.reuse} for la in graph.layers]}
-        details: dict[str, Any] = {"estimates": est, "compile_s": round(compile_s, 2), "requant": options.requant,
-                                   "layers": len(graph.layers)}
-        if inputs is None:
-            notes.append("no golden inputs (no golden.npz next to the target folder and none passed): "
-                         "C simulation was compiled but not compared with ONNX Runtime")
+        details: dict[str, Any] = {"compile_s": round(compile_s, 2), "requant": options.requant, "layers": len(graph.layers)}
+        agreement = None
+        if golden is None:
+            notes.append("no golden inputs were passed: C simulation was compiled but not compared with ONNX Runtime")
         else:
-            x = np.ascontiguousarray(inputs, dtype=np.float32)
-            if tuple(x.shape[1:]) != tuple(graph.input_float_shape):
-                raise BuildError(f"golden inputs have shape {list(x.shape[1:])}, the model wants {list(graph.input_float_shape)}",
-                                 where=str(out_dir))
-            reference = _reference_int8(Path(onnx_path), x)
-            (out_dir / "tb_data").mkdir(exist_ok=True)
-            x.astype("<f4").tofile(out_dir / csim.TB_INPUTS)
-            reference.reshape(len(x), -1).astype("<f4").tofile(out_dir / csim.TB_EXPECTED)
+            x = np.ascontiguousarray(golden, dtype=np.float32)
+            agreement = self._check(onnx_path, out_dir, binary, x, options, details["compile_s"])
             files += [csim.TB_INPUTS, csim.TB_EXPECTED]
-            agreement = csim.run_check(out_dir, binary, options.tolerance_lsb, options.timeout_s)
-            agreement["reference"] = "ONNX Runtime CPU executing the same QDQ ONNX (int8 kernels where it fuses them)"
-            details["agreement"] = agreement
-            if not agreement["ok"]:
+            if not agreement.ok:
                 # recorded, not raised: the pipeline's parity check and `edgekd check` decide what fails
+                facts = agreement.facts
                 notes.append(f"C simulation DISAGREES with ONNX Runtime beyond {options.tolerance_lsb} LSB: max "
-                             f"{agreement['max_lsb']} LSB, top-1 {agreement['top1_agree']}/{agreement['samples']}; "
+                             f"{facts['max_lsb']} LSB, top-1 {facts['top1_agree']}/{agreement.samples}; "
                              "requant = \"float32\" follows ORT's rounding exactly")
         (out_dir / "estimates.json").write_text(json.dumps(est, indent=2) + "\n")
         (out_dir / META).write_text(json.dumps(meta, indent=2) + "\n")
-        (out_dir / "README.md").write_text(_readme(graph, options, est, details.get("agreement"), format_table(est)))
+        (out_dir / "README.md").write_text(_readme(graph, options, est, agreement.to_dict() if agreement else None,
+                                                   format_table(est)))
         files += ["estimates.json", META, "README.md", csim.BINARY]
         return BuildResult(backend=self.name, artifact=csim.BINARY, files=sorted(set(files)), precision="int8",
-                           notes=notes, details=details, runnable=True)
+                           notes=notes, details=details, runnable=True, estimate=Estimate.from_dict(est),
+                           agreement=agreement)
+
+    @staticmethod
+    def _check(onnx_path: Path, out_dir: Path, binary: Path, x: np.ndarray, options: HLSOptions,
+               compile_s: float) -> Agreement:
+        """Run the C simulation on ``x`` against ONNX Runtime's execution of the same QDQ model."""
+        from edgekd.backends.hls import csim
+
+        reference = _reference_int8(onnx_path, x)
+        (out_dir / "tb_data").mkdir(exist_ok=True)
+        x.astype("<f4").tofile(out_dir / csim.TB_INPUTS)
+        reference.reshape(len(x), -1).astype("<f4").tofile(out_dir / csim.TB_EXPECTED)
+        result = csim.run_check(out_dir, binary, options.tolerance_lsb, options.timeout_s)
+        result["reference"] = "ONNX Runtime CPU executing the same QDQ ONNX (int8 kernels where it fuses them)"
+        result["compile_s"] = compile_s
+        return Agreement.from_dict(result)
+
+    def layer_table(self, model_file: Path, feeds: dict[str, np.ndarray], target: Any, runs: int,
+                    build: BuildResult | None) -> dict[str, Any] | None:
+        """The estimate's cycles per layer (x clock period): analytical, not measured."""
+        from edgekd.profiler.layers import LayerRow
+
+        est = build.estimate.facts if build is not None and build.estimate is not None else {}
+        clock = est.get("clock_period_ns")
+        if not est.get("layers") or not clock:
+            return None
+        total = sum(la["cycles"] for la in est["layers"]) or 1
+        rows = [LayerRow(la["layer"], la["kind"], f"HLS estimate, reuse {la.get('reuse_factor')}", "int8",
+                         la["cycles"] * clock / 1e6, la["cycles"] / total, 1) for la in est["layers"]]
+        rows.sort(key=lambda r: r.time_ms, reverse=True)
+        return layer_table(rows, "analytical HLS estimate (cycles x clock period; not measured)", 0)
 
     def load(self, target_dir: Path, target: Any, build: BuildResult | None = None) -> HLSRunner:
         from edgekd.backends.hls import csim

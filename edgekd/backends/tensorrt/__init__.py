@@ -31,7 +31,8 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.artifact import IOSpec
-from edgekd.backends.base import Availability, BuildResult, check_feeds, copy_onnx
+from edgekd.backends.base import Availability, BackendBase, BuildResult, BuildSource, Numerics, check_feeds, copy_onnx, source_path
+from edgekd.backends.flavors import TENSORRT
 from edgekd.backends.tensorrt.lint import lint_tensorrt
 from edgekd.errors import BuildError
 
@@ -382,14 +383,21 @@ class TensorRTRunner:
 # ---------------------------------------------------------------- backend
 
 
-class TensorRTBackend:
+class TensorRTBackend(BackendBase):
     name = "tensorrt"
     options_type = TensorRTOptions
-    onnx_flavor = "tensorrt"
+    qdq_flavor = TENSORRT
+    sdk_modules = ("tensorrt",)
+    artifact_suffixes = (".engine", ".plan")
+    artifact_kind = "tensorrt-engine"
     #: the pipeline calls build() without the SDK: it still writes the ONNX, lint report and trtexec script
     builds_without_sdk = True
     #: `edgekd lint` and build() check ONNX files against TensorRT's rules with this (torch- and tensorrt-free)
     linter = staticmethod(lint_tensorrt)
+
+    def numerics(self, target: Any) -> Numerics:
+        """Explicit quantization: signed int8 activations with zero point 0 (TensorRT has no uint8 Q/DQ)."""
+        return Numerics(symmetric_activations=True)
 
     def availability(self) -> Availability:
         try:
@@ -401,9 +409,10 @@ class TensorRTBackend:
             return Availability(False, f"tensorrt {trt.__version__} is installed but no CUDA GPU is visible")
         return Availability(True)
 
-    def build(self, onnx_path: Path, target: Any, out_dir: Path) -> BuildResult:
+    def build(self, source: BuildSource, target: Any, out_dir: Path, *, golden: np.ndarray | None = None) -> BuildResult:
         from edgekd.lint import write_report
 
+        onnx_path = source_path(source)
         options: TensorRTOptions = target.options
         out_dir.mkdir(parents=True, exist_ok=True)
         dest = out_dir / "model.onnx"
