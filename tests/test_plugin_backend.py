@@ -68,7 +68,7 @@ def test_compress_int8_through_the_plugin(installed: Path, tmp_path: Path) -> No
     assert quantize["activations"].startswith("int8 per-tensor symmetric")
     entry = report["targets"]["ort-symmetric"]
     assert entry["backend"] == "ort-symmetric" and entry["source"] == "variants/model.ort-symmetric.onnx"
-    assert entry["status"] == "ok" and entry["parity_ok"] is True, entry
+    assert entry["status"] == "passed" and entry["parity_ok"] is True, entry
     assert entry["build"]["precision"] == "int8"  # ONNX Runtime ran every Conv/Gemm as an integer kernel
     # the plugin's own flavor wrote the variant: signed int8 activations, every zero point 0
     zero_points = _activation_zero_points(out / "variants" / "model.ort-symmetric.onnx")
