@@ -9,7 +9,6 @@ A ``py:`` source imports and runs the named Python code: it is taken only from t
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import re
 from collections.abc import Callable
@@ -139,37 +138,6 @@ def cache_dir() -> Path:
     return path
 
 
-def _train_teacher(module: nn.Module, dataset: str, seed: int, epochs: int) -> float:
-    """Plain cross-entropy training of a builtin teacher (Adam + one-cycle). Returns test accuracy."""
-    from edgekd.data import load_data
-    from edgekd.progress import task
-
-    data = load_data(f"builtin:{'mnist5k' if dataset == 'mnist' else 'digits'}")
-    g = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(data.x_train)
-    y = torch.from_numpy(data.y_train)
-    batch = 64
-    steps_per_epoch = (len(x) + batch - 1) // batch
-    opt = torch.optim.Adam(module.parameters(), lr=1e-3)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=3e-3, total_steps=epochs * steps_per_epoch)
-    module.train()
-    with task(f"training builtin {dataset} teacher", epochs * steps_per_epoch) as bar:
-        for _ in range(epochs):
-            order = torch.randperm(len(x), generator=g)
-            for i in range(0, len(x), batch):
-                idx = order[i : i + batch]
-                loss = nn.functional.cross_entropy(module(x[idx]), y[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                bar.advance(loss=loss.item())
-    module.eval()
-    with torch.no_grad():
-        pred = module(torch.from_numpy(data.x_test)).argmax(1).numpy()
-    return float((pred == data.y_test).mean() * 100)
-
-
 def _load_builtin(spec: SourceSpec) -> LoadedModel:
     if spec.arg not in BUILTIN_MODELS:
         import difflib
@@ -184,18 +152,10 @@ def _load_builtin(spec: SourceSpec) -> LoadedModel:
     seed = spec.int_param("seed", 0)
     torch.manual_seed(seed)
     module = _build_builtin(arch, dataset)
-    if trained:
-        epochs = spec.int_param("epochs", 12 if dataset == "digits" else 8)
-        key = hashlib.sha256(f"{spec.arg}-{seed}-{epochs}-{torch.__version__}-v1".encode()).hexdigest()[:16]
-        path = cache_dir() / "teachers" / f"{spec.arg}-{key}.pt"
-        if path.exists():
-            module.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
-        else:
-            _train_teacher(module, dataset, seed, epochs)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(module.state_dict(), tmp)
-            os.replace(tmp, path)
+    if trained:  # trained once by fine_tune, cached by a key over recipe and code (edgekd/train/teachers.py)
+        from edgekd.train.teachers import load_or_train
+
+        load_or_train(spec.arg, module, dataset, seed, spec.int_param("epochs", 12 if dataset == "digits" else 8))
     module.eval()
     return LoadedModel(module, spec.arg, spec.text, _DATASET_SHAPES[dataset], 10)
 

@@ -1,15 +1,21 @@
-"""Shared fixtures. Tests are hermetic: the model cache lives in a per-session temp folder."""
+"""Shared fixtures. Tests are hermetic: the model cache lives in a per-session temp folder, except the trained
+builtin teachers, which persist in the checkout's .edgekd-cache/teachers (git-ignored; CI may cache it): their file
+names are keyed on the recipe and on the code that trains them (edgekd/train/teachers.py), so they are never stale."""
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+TEACHER_CACHE = Path(__file__).resolve().parents[1] / ".edgekd-cache" / "teachers"
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _hermetic_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ.setdefault("EDGEKD_CACHE_DIR", str(tmp_path_factory.mktemp("edgekd-cache")))
+    os.environ.setdefault("EDGEKD_TEACHER_CACHE_DIR", str(TEACHER_CACHE))  # inherited by CLI subprocesses too
     os.environ["EDGEKD_QUIET"] = "1"
 
 

@@ -28,7 +28,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def models(workdir: Path) -> dict[str, tuple[Path, object]]:
-    from edgekd.backends.hls.reference_models import ort_qdq
+    from edgekd.testing import ort_qdq
 
     return {arch: ort_qdq(arch, workdir, epochs=3) for arch in ("student", "mlp", "residual")}
 
@@ -81,7 +81,7 @@ def test_runner_runs_the_csim_binary(models: dict, workdir: Path) -> None:
 
 def test_uint8_per_tensor_uint8_weights(workdir: Path) -> None:
     """Nonzero weight zero points and uint8 activations (another quantize_static recipe)."""
-    from edgekd.backends.hls.reference_models import ort_qdq
+    from edgekd.testing import ort_qdq
 
     path, data = ort_qdq("residual", workdir, epochs=2, activations="uint8", weights="uint8", per_channel=False)
     result = HLSBackend().build(path, _target(requant="float32", tolerance_lsb=0), workdir / "u8", golden=data.x_test[:N_TEST])
@@ -91,7 +91,7 @@ def test_uint8_per_tensor_uint8_weights(workdir: Path) -> None:
 def test_every_supported_op(workdir: Path) -> None:
     """Depthwise strided conv, ReLU6, AveragePool with padding, Concat, 1x1 conv, MaxPool, Conv1d, MatMul, Gemm."""
     from edgekd.backends.hls.frontend import load_graph
-    from edgekd.backends.hls.reference_models import ort_qdq
+    from edgekd.testing import ort_qdq
 
     path, data = ort_qdq("allops", workdir, epochs=3)
     graph = load_graph(path)
@@ -250,7 +250,7 @@ def test_reduce_mean_global_pool(opset: int, keepdim: bool, tmp_path: Path) -> N
     quantize_static leaves in float: DQ -> ReduceMean [-> Reshape] -> Q. It builds and matches ORT."""
     import torch
 
-    from edgekd.backends.hls.reference_models import ort_quantize
+    from edgekd.testing import ort_quantize
 
     class MeanHead(torch.nn.Module):
         def __init__(self) -> None:

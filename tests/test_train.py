@@ -15,7 +15,8 @@ from torch import nn
 from edgekd.data import DataSplits
 from edgekd.errors import ConfigError
 from edgekd.models import DemoTeacher
-from edgekd.train import FinetuneConfig, TrainingError, evaluate, fine_tune
+from edgekd.train import FinetuneConfig, Hook, TrainingError, evaluate, fine_tune
+from edgekd.train.hooks import HookSet
 from edgekd.train.losses import attention_loss, attention_probs
 
 HERE = Path(__file__).resolve().parent
@@ -109,6 +110,21 @@ def test_steps_hooks_and_schedules(teacher: nn.Module, data: DataSplits, optimiz
     assert [c[1] for c in steps] == list(range(1, 12)) and all(c[2] == 11 for c in steps)
     assert [c[1:3] for c in rec.calls if c[0] == "epoch"] == [(0, 3), (1, 3), (2, 3)]  # 4 steps/epoch -> 3 epochs
     assert rec.calls[-1] == ("end",) and result.steps == 11
+
+
+def test_typed_hook_overrides_only_what_it_needs(teacher: nn.Module, data: DataSplits) -> None:
+    class Steps(Hook):
+        def __init__(self) -> None:
+            self.seen: list[tuple[int, int]] = []
+
+        def after_step(self, model: nn.Module, step: int, total_steps: int) -> None:
+            self.seen.append((step, total_steps))
+
+    steps, rec = Steps(), Recorder()
+    fine_tune(make_student(), teacher, data, FinetuneConfig(steps=3, batch_size=128), hooks=[steps, rec])
+    assert steps.seen == [(1, 3), (2, 3), (3, 3)] and rec.calls[-1] == ("end",)
+    hooks = HookSet.of([steps, object(), rec])  # methods looked up once, in the order the hooks were given
+    assert hooks.after_step == (steps.after_step, rec.after_step) and hooks.after_train == (steps.after_train, rec.after_train)
 
 
 def test_nan_loss_names_the_step(teacher: nn.Module, data: DataSplits) -> None:

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from edgekd.backends.hls import HLSBackend
-from edgekd.backends.hls.reference_models import ort_qdq
 from edgekd.config import load_target
 from edgekd.export import onnx_outputs
+from edgekd.testing import ort_qdq
 
 CASES = [  # (architecture, quantize_static settings, label)
     ("student", {}, "S8 act / S8 per-channel weights"),

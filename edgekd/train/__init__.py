@@ -4,6 +4,7 @@ Every pass that recovers accuracy with the teacher (distill, sparsify, prune, qu
 """
 
 from edgekd.train.config import FinetuneConfig
+from edgekd.train.hooks import Hook
 from edgekd.train.trainer import TrainingError, TrainResult, evaluate, fine_tune
 
-__all__ = ["FinetuneConfig", "TrainResult", "TrainingError", "evaluate", "fine_tune"]
+__all__ = ["FinetuneConfig", "Hook", "TrainResult", "TrainingError", "evaluate", "fine_tune"]

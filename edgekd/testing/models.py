@@ -1,7 +1,7 @@
-"""Tiny seeded QDQ models for the HLS tests and benchmark (imports torch; the backend does not).
+"""Tiny seeded models and ONNX Runtime QDQ files for the tests and the HLS benchmark.
 
-``ort_qdq`` trains a builtin architecture for a few epochs on digits, exports it and quantizes
-it with ONNX Runtime's ``quantize_static`` -- a QDQ file made by another tool than edgekd.
+``ort_qdq`` trains a builtin architecture for a few epochs on digits (through ``fine_tune``), exports it and
+quantizes it with ONNX Runtime's ``quantize_static`` -- a QDQ file made by another tool than edgekd.
 ``AllOps`` exercises every op the HLS front end supports.
 """
 
@@ -47,19 +47,15 @@ def make_module(arch: str, seed: int = 0) -> nn.Module:
             "mlp": lambda: TinyMLP(64, 32, 10), "allops": AllOps}[arch]()
 
 
-def train(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 4, seed: int = 0) -> nn.Module:
-    """A few epochs of Adam so activations have realistic ranges (seconds on digits)."""
-    g = torch.Generator().manual_seed(seed)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
-    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
-    module.train()
-    for _ in range(epochs):
-        for idx in torch.randperm(len(xt), generator=g).split(64):
-            loss = F.cross_entropy(module(xt[idx]), yt[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    return module.eval()
+def train_briefly(module: nn.Module, x: np.ndarray, y: np.ndarray, epochs: int = 4, seed: int = 0) -> nn.Module:
+    """A few epochs of cross-entropy (AdamW, constant lr 3e-3) so activations have realistic ranges (seconds on digits)."""
+    from edgekd.data import DataSplits
+    from edgekd.train import FinetuneConfig, fine_tune
+
+    labels = np.asarray(y, dtype=np.int64)
+    data = DataSplits("train", x, labels, x[:0], None, int(labels.max()) + 1)
+    config = FinetuneConfig(epochs=epochs, batch_size=64, lr=3e-3, schedule="constant", loss="ce", seed=seed)
+    return fine_tune(module, None, data, config, description=f"training {type(module).__name__}").model
 
 
 def export_float(module: nn.Module, path: Path, example: np.ndarray) -> Path:
@@ -99,7 +95,7 @@ def ort_qdq(arch: str, workdir: Path, *, epochs: int = 4, seed: int = 0, **quant
     from edgekd.data import load_data
 
     data = load_data("builtin:digits")
-    module = train(make_module(arch, seed), data.x_train, data.y_train, epochs=epochs, seed=seed)
+    module = train_briefly(make_module(arch, seed), data.x_train, data.y_train, epochs=epochs, seed=seed)
     tag = "_".join(f"{k}-{v}" for k, v in sorted(quant.items()) if k != "extra")
     float_path = export_float(module, workdir / f"{arch}.onnx", data.x_test)
     return ort_quantize(float_path, workdir / f"{arch}_{tag or 'default'}.qdq.onnx", data.x_train[:128], **quant), data
