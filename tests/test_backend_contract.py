@@ -49,7 +49,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     backends, not that hardware limit."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    from edgekd.backends.hls.reference_models import export_float, make_module
+    from edgekd.testing.models import export_float, make_module
 
     work = tmp_path_factory.mktemp("contract")
     x = np.random.default_rng(0).uniform(0, 1, (16, 1, 8, 8)).astype(np.float32)
