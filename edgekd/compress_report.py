@@ -45,6 +45,7 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
         lines += ["## Accuracy (test set, %)", "", "| model | accuracy |", "|---|---:|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in acc.items()]
         lines.append("")
+    lines += _stage_lines(report)
     params = report.get("params", {})
     if params:
         lines += ["## Parameters", "", "| model | parameters |", "|---|---:|"]
@@ -70,8 +71,10 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
         notes = entry.get("build", {}).get("notes", [])
         budgets = entry.get("budgets", {})
         auto = entry.get("auto_precision")
-        if notes or budgets or auto:
+        reasons = entry.get("reasons") or []
+        if notes or budgets or auto or reasons:
             lines += ["", f"### {name}"]
+        lines += [f"- **{str(entry.get('status', '')).upper()}**: {r}" for r in reasons]
         if auto:
             lines += [f"- precision auto chose **{auto['winner']}**: {auto['reason']}", "",
                       "| candidate | ran as | p90 ms | accuracy % | within budget |", "|---|---|---:|---:|---|"]
@@ -80,10 +83,29 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
             lines.append("")
         lines += [f"- note: {n}" for n in notes]
         lines += [f"- budget {k}: {_fmt(v['value'], 3)} vs limit {v['limit']} -> {'ok' if v['ok'] else 'FAILED'}"
-                  for k, v in budgets.items()]
+                  + (f" ({v['reason']})" if v.get("reason") else "") for k, v in budgets.items()]
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
         lines += ["", "≈ latency is an analytical estimate at the target clock (FPGA), not a measurement."]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _stage_lines(report: dict[str, Any]) -> list[str]:
+    """Accuracy after each pass and the FP32 reference the accuracy budget is judged against."""
+    stages, ref = report.get("stages") or [], report.get("fp32_reference") or {}
+    if not any(row.get("accuracy") is not None for row in stages):
+        return []
+    lines = ["## Accuracy by stage (PyTorch, test split, %)", "", "| stage | accuracy | parameters |", "|---|---:|---:|"]
+    lines += [f"| {row['stage']}{' (FP32 reference)' if row['stage'] == ref.get('stage') else ''} | "
+              f"{_fmt(row.get('accuracy'))} | {row.get('params', 0):,} |" for row in stages]
+    lines += ["", f"Budgets judge each target's accuracy against the FP32 reference, {ref.get('stage')} "
+                  f"({_fmt(ref.get('accuracy'))} %, {ref.get('data')}): {ref.get('why')}.", ""]
+    return lines
+
+
+def failure_lines(report: dict[str, Any]) -> list[str]:
+    """One line per reason a target failed (console and CI logs)."""
+    return [f"{name} {entry.get('status')}: {reason}" for name, entry in report.get("targets", {}).items()
+            for reason in entry.get("reasons") or []]
 
 
 def print_summary(report: dict[str, Any], title: str = "edgekd") -> None:
@@ -100,5 +122,7 @@ def print_summary(report: dict[str, Any], title: str = "edgekd") -> None:
     if acc:
         console.print("accuracy: " + ", ".join(f"{k} {_fmt(v)}%" for k, v in acc.items()))
     console.print(table)
+    for line in failure_lines(report):
+        console.print(line, style="red", markup=False, highlight=False)
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
         console.print("≈ analytical FPGA latency estimate at the target clock, not a measurement")

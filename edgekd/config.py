@@ -64,8 +64,10 @@ class Recipe:
 @dataclass(frozen=True)
 class Budgets:
     p90_ms: float | None = None
-    max_accuracy_drop: float | None = None  # percentage points vs the FP32 student/reference
+    max_accuracy_drop: float | None = None  # percentage points below the FP32 reference (edgekd/budgets.py)
     max_size_mb: float | None = None
+    #: a design the backend estimates does not fit its part fails the target; false = the estimate is advisory
+    must_fit: bool = True
 
     def __post_init__(self) -> None:
         for key in ("p90_ms", "max_size_mb"):

@@ -28,6 +28,9 @@ class PassInfo:
     #: the pass's result depends on the targets (quantization numerics): the pipeline runs it, and every pass
     #: after it, once per group of targets that can share one model (pipeline.target_groups)
     target_dependent: bool = False
+    #: the pass makes the model smaller or lower-precision (sparsity, pruning, quantization). The accuracy budget
+    #: is a drop against the model *before* the first such pass (FP32, after distillation): distill sets False
+    compresses: bool = True
 
 
 @dataclass
@@ -63,12 +66,13 @@ def _pass_info(fn: Any) -> PassInfo:
 PASSES: Registry[PassInfo] = Registry("pass", group="edgekd.passes", adapt=_pass_info)
 
 
-def register_pass(name: str, config_type: type, *, target_dependent: bool = False) -> Callable[[PassFn], PassFn]:
+def register_pass(name: str, config_type: type, *, target_dependent: bool = False,
+                  compresses: bool = True) -> Callable[[PassFn], PassFn]:
     """Register ``fn`` as pass ``name``; ``config_type`` is the frozen dataclass its ``[[passes]]`` table fills."""
 
     def deco(fn: PassFn) -> PassFn:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        info = PassInfo(name, fn, config_type, summary, target_dependent)
+        info = PassInfo(name, fn, config_type, summary, target_dependent, compresses)
         fn.pass_info = info  # type: ignore[attr-defined]
         PASSES.add(name, info, module=fn.__module__)
         return fn

@@ -39,7 +39,7 @@ class DistillConfig(FinetuneConfig):
         return FinetuneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(FinetuneConfig)})
 
 
-@register_pass("distill", DistillConfig)
+@register_pass("distill", DistillConfig, compresses=False)
 def distill(artifact: Artifact, config: DistillConfig, ctx: PassContext) -> Artifact:
     """Knowledge distillation: train the student against the frozen teacher."""
     if artifact.kind != "torch":

@@ -1,0 +1,82 @@
+"""The one judge of a target's budgets: ``edgekd compress`` (per target), ``edgekd check`` and the pytest plugin ask it.
+
+Every budget is a limit in a target's ``[budgets]`` table, judged against one measured value:
+
+| budget | value judged | passes when |
+|---|---|---|
+| ``p90_ms`` | single-stream p90 latency (or the labelled FPGA estimate) | value <= limit |
+| ``max_size_mb`` | the target folder's files | value <= limit |
+| ``max_accuracy_drop`` | FP32 reference accuracy - target accuracy, percentage points, on held-out data | value <= limit |
+| ``must_fit`` (default true) | the backend's resource estimate says the design fits the part | fits, or must_fit = false |
+
+The accuracy reference is the **uncompressed** model: the student after distillation and before the first
+compressing pass (sparsity, pruning, quantization), evaluated in PyTorch on the test split. A drop measured
+against the compressed model would hide exactly the loss the budget is for. Torch-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One budget judged: ``ok`` is False only when the limit is exceeded; ``reason`` says why, in words."""
+
+    name: str
+    value: Any
+    limit: Any
+    ok: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "limit": self.limit, "ok": self.ok, **({"reason": self.reason} if self.reason else {})}
+
+
+def judge_latency(p90_ms: float, limit: float, *, estimated: bool = False) -> Verdict:
+    what = "estimated p90 latency" if estimated else "p90 latency"
+    ok = p90_ms <= limit
+    return Verdict("p90_ms", p90_ms, limit, ok, "" if ok else f"{what} {p90_ms:.4g} ms exceeds the budget of {limit:g} ms")
+
+
+def judge_size(size_mb: float, limit: float) -> Verdict:
+    ok = size_mb <= limit
+    return Verdict("size_mb", size_mb, limit, ok, "" if ok else f"the target's files hold {size_mb:.3f} MB, over {limit:g} MB")
+
+
+def judge_accuracy(accuracy: float, reference: float, limit: float, *, reference_label: str) -> Verdict:
+    drop = reference - accuracy
+    ok = drop <= limit
+    reason = "" if ok else (f"accuracy {accuracy:.2f}% is {drop:.2f} pp below the {reference_label} "
+                            f"({reference:.2f}%), over the {limit:g} pp budget")
+    return Verdict("accuracy_drop", drop, limit, ok, reason)
+
+
+def judge_fit(fits: bool, must_fit: bool, detail: str = "") -> Verdict:
+    ok = fits or not must_fit
+    if fits:
+        reason = ""
+    elif must_fit:
+        reason = f"the design does not fit the part{': ' + detail if detail else ''} (set [budgets] must_fit = false " \
+                 "if the estimate is advisory)"
+    else:
+        reason = f"does not fit the part{': ' + detail if detail else ''}; advisory (must_fit = false)"
+    return Verdict("fits", fits, must_fit, ok, reason)
+
+
+def judge_target(budgets: Any, *, p90_ms: float | None = None, estimated_latency: bool = False,
+                 size_mb: float | None = None, accuracy: float | None = None, reference_accuracy: float | None = None,
+                 reference_label: str = "FP32 reference", fits: bool | None = None, fit_detail: str = "") -> dict[str, Verdict]:
+    """Every budget the target sets and the measurements allow, by name."""
+    verdicts: dict[str, Verdict] = {}
+    if budgets.p90_ms is not None and p90_ms is not None:
+        verdicts["p90_ms"] = judge_latency(p90_ms, budgets.p90_ms, estimated=estimated_latency)
+    if budgets.max_size_mb is not None and size_mb is not None:
+        verdicts["size_mb"] = judge_size(size_mb, budgets.max_size_mb)
+    if budgets.max_accuracy_drop is not None and accuracy is not None and reference_accuracy is not None:
+        verdicts["accuracy_drop"] = judge_accuracy(accuracy, reference_accuracy, budgets.max_accuracy_drop,
+                                                   reference_label=reference_label)
+    if fits is not None:
+        verdicts["fits"] = judge_fit(fits, getattr(budgets, "must_fit", True), fit_detail)
+    return verdicts

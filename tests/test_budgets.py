@@ -1,0 +1,100 @@
+"""Budgets are judged against the uncompressed FP32 model, an FPGA design that does not fit fails, every failure
+says why (issue 22 items 2, 4, 11)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from edgekd.budgets import judge_accuracy, judge_fit, judge_target
+from edgekd.config import Budgets, load_recipe, load_target
+from edgekd.hil import CheckOptions, run_checks
+from edgekd.pipeline import CompressOptions, compress
+
+FAST = CompressOptions(golden_samples=8, measure=False)
+
+
+def _w2_recipe() -> object:
+    """2-bit weights, PTQ: costs a trained model most of its accuracy; sensitivity off so nothing hides it."""
+    ptq = load_recipe("ptq")
+    quant = dataclasses.replace(ptq.passes[0].config, weight_bits=2, sensitivity="off", bias_correction=False)
+    return dataclasses.replace(ptq, name="w2-ptq", passes=(dataclasses.replace(ptq.passes[0], config=quant),))
+
+
+@pytest.fixture(scope="module")
+def w2_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("w2") / "bundle"
+    report = compress("builtin:digits-teacher", data="builtin:digits", recipe=_w2_recipe(), targets=["cpu"], out=out,
+                      options=FAST)
+    return out, report
+
+
+def test_compression_loss_fails_the_accuracy_budget(w2_bundle: tuple[Path, dict]) -> None:
+    out, report = w2_bundle
+    fp32 = report["fp32_reference"]
+    assert fp32["stage"] == "loaded" and fp32["accuracy"] > 95  # the trained teacher, before quantization
+    assert [row["stage"] for row in report["stages"]] == ["loaded", "after quantize"]
+    entry = report["targets"]["cpu"]
+    assert entry["accuracy"] < fp32["accuracy"] - 3, entry["accuracy"]
+    # against the compressed model itself (what the report used to judge) the drop is ~0: that hid the loss
+    assert abs(entry["accuracy_drop_vs_onnx"]) < 1
+    assert entry["accuracy_drop"] == pytest.approx(fp32["accuracy"] - entry["accuracy"])
+    assert entry["budgets"]["accuracy_drop"]["ok"] is False
+    assert entry["status"] == "failed"
+    assert any("below the FP32 reference (loaded)" in r for r in entry["reasons"]), entry["reasons"]
+    md = (out / "report.md").read_text()
+    assert "FAILED**: accuracy" in md and "Accuracy by stage" in md and "(FP32 reference)" in md
+
+
+def test_check_judges_against_the_fp32_reference_in_the_bundle(w2_bundle: tuple[Path, dict]) -> None:
+    out, report = w2_bundle
+    res = run_checks(out, CheckOptions(), checks=("accuracy",)).result("accuracy")
+    assert res.status == "failed", res
+    assert res.data["reference_accuracy"] == report["fp32_reference"]["accuracy"]
+    assert "FP32 reference" in res.data["reference"] and "below the FP32 reference" in res.reason
+
+
+def test_cli_exit_code_and_reason_on_the_console(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "w2.toml"
+    recipe.write_text('name = "w2"\n[[passes]]\nname = "quantize"\nweight_bits = 2\nsensitivity = "off"\n'
+                      'bias_correction = false\n')
+    proc = subprocess.run([sys.executable, "-m", "edgekd", "compress", "--model", "builtin:digits-teacher",
+                           "--data", "builtin:digits", "--recipe", str(recipe), "--target", "cpu",
+                           "--out", str(tmp_path / "b"), "--no-measure"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "cpu failed: accuracy" in " ".join(proc.stdout.split()), proc.stdout[-2000:]
+
+
+def test_fpga_design_that_does_not_fit_fails_unless_advisory(tmp_path: Path) -> None:
+    fpga = load_target("fpga-zcu104")
+    tiny_part = dataclasses.replace(fpga.options, resources=dataclasses.replace(fpga.options.resources, dsp=2))
+    target = dataclasses.replace(fpga, name="fpga-tiny", options=tiny_part)
+    report = compress("builtin:digits-student", data="builtin:digits", recipe="ptq", targets=[target],
+                      out=tmp_path / "b", options=FAST)
+    entry = report["targets"]["fpga-tiny"]
+    assert entry["fits_part"] is False and entry["status"] == "failed"
+    assert any("does not fit the part: dsp" in r and "of 2" in r for r in entry["reasons"]), entry["reasons"]
+    check = run_checks(tmp_path / "b", CheckOptions(), checks=("fits",)).result("fits")
+    assert check.status == "failed" and "does not fit" in check.reason
+    advisory = dataclasses.replace(target, budgets=dataclasses.replace(target.budgets, must_fit=False))
+    report = compress("builtin:digits-student", data="builtin:digits", recipe="ptq", targets=[advisory],
+                      out=tmp_path / "c", options=FAST)
+    entry = report["targets"]["fpga-tiny"]
+    assert entry["status"] == "passed" and any("advisory" in n for n in entry["notes"])
+    assert run_checks(tmp_path / "c", CheckOptions(), checks=("fits",)).result("fits").status == "passed"
+
+
+def test_the_judge() -> None:
+    assert judge_accuracy(90.0, 91.0, 1.0, reference_label="FP32").ok
+    missed = judge_accuracy(26.25, 81.25, 1.0, reference_label="FP32 reference")
+    assert not missed.ok and missed.value == pytest.approx(55.0) and "55.00 pp below the FP32 reference" in missed.reason
+    assert not judge_fit(False, True, "dsp 229 of 90").ok and judge_fit(False, False).ok
+    verdicts = judge_target(Budgets(p90_ms=1.0, max_size_mb=1.0, max_accuracy_drop=1.0), p90_ms=2.0, size_mb=0.5,
+                            accuracy=80.0, reference_accuracy=80.5, fits=True)
+    assert {k: v.ok for k, v in verdicts.items()} == {"p90_ms": False, "size_mb": True, "accuracy_drop": True,
+                                                       "fits": True}
