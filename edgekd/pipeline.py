@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -242,6 +243,21 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     return entry
 
 
+def _build_or_fail(target: Target, source: Path, staging: Path, golden_input: np.ndarray, refs: References,
+                   data: DataSplits, options: CompressOptions) -> dict[str, Any]:
+    """One target's build; an edgekd error fails that target (with its reason) and the others still ship."""
+    try:
+        return _build_target(target, source, staging, golden_input, refs, data, options)
+    except (BuildError, EdgekdError) as exc:
+        if isinstance(exc, BackendUnavailable):
+            raise
+        shutil.rmtree(staging / target.name, ignore_errors=True)  # a half-built folder is not shipped
+        log(f"target {target.name} failed to build: {exc.message}")
+        return {"backend": target.backend, "device": target.device, "status": Status.FAILED,
+                "reasons": [f"build: {exc.message}" + (f" ({exc.where})" if exc.where else "")
+                            + (f"; {exc.hint}" if exc.hint else "")]}
+
+
 def _choose_precision(target: Target, onnx_path: Path, staging: Path, data: DataSplits,
                       reference_acc: float | None) -> tuple[Target, dict[str, Any]]:
     """precision = "auto": profile every precision the target supports on this device and build the fastest
@@ -398,12 +414,17 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         for target in tgts:
             key, _, ref_acc = references[sources[target.name]]
             refs = References(golden[key], ref_acc, fp32["accuracy"], fp32["stage"])
-            entry = _build_target(target, sources[target.name], staging, golden["input"], refs, splits, options)
+            entry = _build_or_fail(target, sources[target.name], staging, golden["input"], refs, splits, options)
             entry["source"] = sources[target.name].relative_to(staging).as_posix()
             entry["golden_reference"] = key
             target_entries[target.name] = entry
         report["accuracy"] = acc
         report["targets"] = target_entries
+        built = [t for t in tgts if "build" in target_entries[t.name]]
+        if not built:
+            raise BuildError("no target could be built: " + "; ".join(
+                f"{name}: {' '.join(e['reasons'])}" for name, e in target_entries.items()),
+                hint="see each reason; fix the model or the targets and run again")
 
         manifest = {
             "name": student_src.name,
@@ -425,7 +446,9 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
                                  "output_step": entry.get("output_step", 0.0), "target": t.to_dict(),
                                  **({"fits": entry["fits_part"], "fit_detail": entry.get("fit_detail", "")}
                                     if "fits_part" in entry else {})}
-                        for t, entry in zip(tgts, target_entries.values(), strict=True)},
+                        for t, entry in zip(tgts, target_entries.values(), strict=True) if "build" in entry},
+            # targets whose build failed: in report.json with their reason, not in the bundle
+            "failed_targets": {name: e["reasons"] for name, e in target_entries.items() if "build" not in e} or None,
             "versions": runtime_versions(),
             "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch,
                                     "teacher_arch": teacher_arch},

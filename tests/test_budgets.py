@@ -98,3 +98,22 @@ def test_the_judge() -> None:
                             accuracy=80.0, reference_accuracy=80.5, fits=True)
     assert {k: v.ok for k, v in verdicts.items()} == {"p90_ms": False, "size_mb": True, "accuracy_drop": True,
                                                        "fits": True}
+
+
+def test_a_target_that_fails_to_build_fails_alone(tmp_path: Path) -> None:
+    """An OpenVINO target for a device this machine lacks fails at compile time; the cpu target still ships."""
+    from edgekd import runtime
+    from edgekd.bundle import verify_bundle
+
+    ov = load_target("openvino-cpu")
+    gpu = dataclasses.replace(ov, name="openvino-gpu", options=dataclasses.replace(ov.options, device="GPU"))
+    report = compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["cpu", gpu],
+                      out=tmp_path / "b", options=FAST)
+    failed = report["targets"]["openvino-gpu"]
+    assert failed["status"] == "failed" and "could not compile the model for GPU" in failed["reasons"][0]
+    assert report["targets"]["cpu"]["status"] == "passed"
+    assert verify_bundle(tmp_path / "b") == []
+    assert not (tmp_path / "b" / "openvino-gpu").exists()
+    manifest = runtime.load(tmp_path / "b", "cpu").manifest
+    assert "openvino-gpu" not in manifest["targets"] and "openvino-gpu" in manifest["failed_targets"]
+    assert "could not compile" in (tmp_path / "b" / "report.md").read_text()
