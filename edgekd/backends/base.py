@@ -370,6 +370,8 @@ def sdk_versions(backends: Any) -> dict[str, str]:
 
     versions: dict[str, str] = {}
     for name in backends.names():
+        if backends.unavailable_reason(name) is not None:
+            continue  # a plugin that failed to load has no SDK to report (and must not stop the run)
         for module_name in getattr(backends.get(name), "sdk_modules", ()):
             module = sys.modules.get(module_name)
             if module is None:
