@@ -31,6 +31,7 @@ from edgekd.export import export_onnx, onnx_outputs, torch_outputs
 from edgekd.models import LoadedModel, check_fits_data, load_model
 from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
+from edgekd.preflight import check_before_training
 from edgekd.profiler.measure import measure_latency
 from edgekd.progress import log
 from edgekd.status import Status
@@ -342,6 +343,7 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
                               hint=layout_hint(splits.input_shape, tuple(src.input_shape))
                               or "use data of the model's input size (e.g. builtin:digits for digits-* models)")
     check_fits_data(student_src, teacher_src, splits.x_test, splits.num_classes if splits.labelled else None, data)
+    check_before_training(prof, tgts, student_src.module, splits.x_test)
 
     report: dict[str, Any] = {
         "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,

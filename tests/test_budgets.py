@@ -117,3 +117,32 @@ def test_a_target_that_fails_to_build_fails_alone(tmp_path: Path) -> None:
     manifest = runtime.load(tmp_path / "b", "cpu").manifest
     assert "openvino-gpu" not in manifest["targets"] and "openvino-gpu" in manifest["failed_targets"]
     assert "could not compile" in (tmp_path / "b" / "report.md").read_text()
+
+
+def test_targets_are_checked_before_any_training(tmp_path: Path) -> None:
+    """An op the HLS backend lacks, and an exclude that leaves a float Linear, are refused in seconds."""
+    import sys
+    import time
+
+    from edgekd.errors import ConfigError
+
+    (tmp_path / "sig_model.py").write_text(
+        "from torch import nn\n"
+        "def build():\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.Sigmoid(), nn.Linear(16, 10))\n")
+    sys.path.insert(0, str(tmp_path))
+    try:
+        started = time.perf_counter()
+        with pytest.raises(ConfigError, match=r"target fpga-zcu104: op Sigmoid \(1x, e.g. node") as exc:
+            compress("py:sig_model:build", teacher="builtin:digits-teacher", data="builtin:digits", recipe="int8-kd",
+                     targets=["cpu", "fpga-zcu104"], out=tmp_path / "b", options=FAST)
+        assert "nothing was trained" in exc.value.hint and time.perf_counter() - started < 60
+    finally:
+        sys.path.remove(str(tmp_path))
+    ptq = load_recipe("ptq")
+    keep_head = dataclasses.replace(ptq.passes[0].config, exclude=("classifier.3",))
+    recipe = dataclasses.replace(ptq, passes=(dataclasses.replace(ptq.passes[0], config=keep_head),))
+    with pytest.raises(ConfigError, match=r"quantize.exclude keeps classifier.3 \(Linear\) in float"):
+        compress("builtin:digits-student", data="builtin:digits", recipe=recipe, targets=["fpga-zcu104"],
+                 out=tmp_path / "c", options=FAST)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()

@@ -280,6 +280,12 @@ class Backend(Protocol):
 
     def check_artifact(self, path: Path) -> None:
         """Raise a clear ConfigError when ``path`` (one of ``artifact_suffixes``) is not a loadable artifact."""
+
+    def preflight(self, float_onnx: Path, target: Any) -> list[str]:
+        """Problems this target will have with the model, found on its *float* ONNX export before any training
+        (an op the backend cannot build, a layer shape it refuses); [] = none known. The quantize pass's Q/DQ and
+        folded BatchNorm/Dropout are not in that graph yet, so judge only what quantization does not change."""
+        return []
         ...
 
 
@@ -314,6 +320,12 @@ class BackendBase:
 
     def check_artifact(self, path: Path) -> None:
         """Raise a clear ConfigError when ``path`` (one of ``artifact_suffixes``) is not a loadable artifact."""
+
+    def preflight(self, float_onnx: Path, target: Any) -> list[str]:
+        """Problems this target will have with the model, found on its *float* ONNX export before any training
+        (an op the backend cannot build, a layer shape it refuses); [] = none known. The quantize pass's Q/DQ and
+        folded BatchNorm/Dropout are not in that graph yet, so judge only what quantization does not change."""
+        return []
 
 
 # ---------------------------------------------------------------- asking a backend (defaults of BackendBase for

@@ -162,6 +162,21 @@ class HLSBackend(BackendBase):
     #: timing the C model on the host says nothing about the FPGA: the build's analytical estimate is the latency
     latency = "estimate"
 
+    def preflight(self, float_onnx: Path, target: Any) -> list[str]:
+        """Ops the HLS front end has no C++ for, named with their nodes (the float graph's ops that quantization
+        removes or folds are not counted)."""
+        import onnx
+
+        from edgekd.backends.hls.frontend import SUPPORTED_OPS
+
+        folded_by_quantization = {"BatchNormalization", "Dropout"}
+        unsupported: dict[str, list[str]] = {}
+        for node in onnx.load(str(float_onnx), load_external_data=False).graph.node:
+            if node.op_type not in SUPPORTED_OPS and node.op_type not in folded_by_quantization:
+                unsupported.setdefault(node.op_type, []).append(node.name or "?")
+        return [f"op {op} ({len(names)}x, e.g. node {names[0]}) has no HLS implementation; supported: "
+                f"{', '.join(sorted(SUPPORTED_OPS - {'Constant', 'Identity'}))}" for op, names in sorted(unsupported.items())]
+
     def availability(self) -> Availability:
         if shutil.which("g++") is None:
             return Availability(False, "g++ is not installed (needed for C simulation); apt-get install g++")

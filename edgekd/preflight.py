@@ -1,0 +1,78 @@
+"""Refuse before you run: every target's requirements checked against the model and the recipe before training.
+
+A target that cannot be built from what the recipe will produce must fail in seconds, not after an hour of
+distillation. Two kinds of facts are checked here:
+
+- the recipe against the backend's declarations: an integer-only backend (``requires_quantized``) gets a recipe
+  with a quantize pass, and that pass leaves no weighted layer in float (``exclude`` patterns that match a Conv or
+  Linear, ``unsupported = "float"``);
+- the model against the backend (``Backend.preflight``): the float ONNX export, made once into scratch space,
+  asked for ops the backend cannot build.
+
+Problems are collected over all targets and reported in one error.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgekd.backends import BACKENDS
+from edgekd.errors import ConfigError
+
+
+def check_before_training(recipe: Any, targets: list[Any], module: Any, example: Any) -> None:
+    problems: list[str] = []
+    for target in targets:
+        backend = BACKENDS.get(target.backend)
+        if getattr(backend, "requires_quantized", False):
+            problems += [f"target {target.name}: {p}" for p in _integer_only_problems(recipe, module, target)]
+    asking = [t for t in targets if callable(getattr(BACKENDS.get(t.backend), "preflight", None))]
+    if asking:
+        with tempfile.TemporaryDirectory(prefix="edgekd-preflight-") as tmp:
+            float_onnx = _float_export(module, example, Path(tmp))
+            for target in asking if float_onnx is not None else ():
+                problems += [f"target {target.name}: {p}" for p in BACKENDS.get(target.backend).preflight(float_onnx, target)]
+    if problems:
+        raise ConfigError("the model cannot be built for every target (checked before any training):\n  - "
+                          + "\n  - ".join(problems), where=", ".join(t.source or t.name for t in targets),
+                          hint="drop the target, change the model, or change the recipe; nothing was trained")
+
+
+def _integer_only_problems(recipe: Any, module: Any, target: Any) -> list[str]:
+    quantize = next((spec for spec in recipe.passes if spec.name == "quantize"), None)
+    if quantize is None:
+        return []  # compress refuses that case itself, naming the recipe
+    config = quantize.config
+    excluded = [(name, type(layer).__name__) for name, layer in _weighted_layers(module)
+                if any(fnmatch.fnmatchcase(name, pattern) for pattern in getattr(config, "exclude", ()))]
+    problems = [f"the {target.backend} backend runs integers only, but quantize.exclude keeps {name} ({kind}) in "
+                "float" for name, kind in excluded]
+    if getattr(config, "unsupported", "error") == "float":
+        problems.append(f"the {target.backend} backend runs integers only, but quantize.unsupported = \"float\" "
+                        "may leave layers in float; use unsupported = \"error\" for this target")
+    return problems
+
+
+def _weighted_layers(module: Any) -> list[tuple[str, Any]]:
+    from torch import nn
+
+    kinds = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
+    return [(name, layer) for name, layer in module.named_modules() if isinstance(layer, kinds)]
+
+
+def _float_export(module: Any, example: Any, workdir: Path) -> Path | None:
+    """The student's float ONNX (the graph the backends will see, less Q/DQ); None if it does not export:
+    the export stage after training reports that with its own error."""
+    from edgekd.artifact import Artifact
+    from edgekd.errors import ExportError
+    from edgekd.export import export_onnx
+
+    path = workdir / "float.onnx"
+    try:
+        export_onnx(Artifact(kind="torch", payload=module), path, example=example)
+    except ExportError:
+        return None
+    return path
