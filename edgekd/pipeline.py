@@ -305,10 +305,25 @@ def _fit_detail(facts: dict[str, Any]) -> str:
     return ", ".join(f"{k} {total.get(k)} of {part.get(k)}" for k in over) or ""
 
 
+def with_eval_set(splits: DataSplits, source: str, seed: int) -> DataSplits:
+    """``--eval-data SRC``: a labelled set (any data source; its test split) that every stage and target is
+    evaluated on, e.g. beside data-free ``--data synthetic:bn``. Training and calibration keep ``--data``."""
+    ev = load_data(source, DataContext(seed=seed))
+    if not ev.labelled:
+        raise EdgekdError("the evaluation data has no labels", where=f"--eval-data {source}",
+                          hint="pass a labelled source (npz with x and y, imagefolder:DIR, builtin:digits ...)")
+    if ev.input_shape != splits.input_shape:
+        raise EdgekdError(f"evaluation samples have shape {ev.input_shape} but the training data's are "
+                          f"{splits.input_shape}", where=f"--eval-data {source}",
+                          hint=layout_hint(ev.input_shape, splits.input_shape) or "use samples of the same shape")
+    return dataclasses.replace(splits, x_test=ev.x_test, y_test=ev.y_test,
+                               num_classes=ev.num_classes or splits.num_classes, labels=ev.labels or splits.labels)
+
+
 def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: list[str | Target] | None = None,
              teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
              options: CompressOptions | None = None, teacher_arch: str | None = None,
-             profile: str | Recipe | None = None) -> dict[str, Any]:
+             profile: str | Recipe | None = None, eval_data: str | None = None) -> dict[str, Any]:
     """Compress ``model`` with ``recipe``, build every target, and write a bundle to ``out``.
 
     Returns the report (also written to ``out/report.json``). ``profile`` is the deprecated name of ``recipe``.
@@ -336,6 +351,8 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
     teacher_src: LoadedModel | None = load_model(teacher, arch=teacher_arch) if teacher else None
     splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
                                          input_shape=student_src.input_shape, seed=options.seed))
+    if eval_data:
+        splits = with_eval_set(splits, eval_data, options.seed)
     for role, src in (("model", student_src), ("teacher", teacher_src)):
         if src is not None and src.shape_required and src.input_shape and tuple(src.input_shape) != splits.input_shape:
             raise EdgekdError(f"data samples have shape {splits.input_shape} but {role} {src.name} expects "
@@ -350,7 +367,10 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         "sources": {"model": model, "teacher": teacher, "data": data, "recipe": prof.name,
                     "targets": [t.name for t in tgts]},
         "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
-                 "input_shape": list(splits.input_shape), "labelled": splits.labelled},
+                 "input_shape": list(splits.input_shape), "labelled": splits.labelled,
+                 **({"eval_data": eval_data, "note": f"every stage and target is evaluated on {eval_data}'s test "
+                     f"split ({len(splits.x_test)} samples); --data {data} is used for training and calibration"}
+                    if eval_data else {})},
     }
     acc: dict[str, Any] = {}
     if teacher_src is not None and splits.labelled:
@@ -453,7 +473,7 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
             "failed_targets": {name: e["reasons"] for name, e in target_entries.items() if "build" not in e} or None,
             "versions": runtime_versions(),
             "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch,
-                                    "teacher_arch": teacher_arch},
+                                    "teacher_arch": teacher_arch, "eval_data": eval_data},
                        "recipe": prof.to_dict(), "seed": options.seed},
         }
         report["duration_s"] = round(time.perf_counter() - started, 2)

@@ -146,3 +146,23 @@ def test_targets_are_checked_before_any_training(tmp_path: Path) -> None:
         compress("builtin:digits-student", data="builtin:digits", recipe=recipe, targets=["fpga-zcu104"],
                  out=tmp_path / "c", options=FAST)
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_eval_data_gives_a_data_free_run_its_accuracy(tmp_path: Path) -> None:
+    """--data synthetic:bn has no labels; --eval-data evaluates every stage and target on a labelled set."""
+    src = "synthetic:bn?n=64&test=16&iters=20&batch=32&lr=0.2"
+    report = compress("builtin:digits-student", teacher="builtin:digits-teacher", data=src, recipe="fp32",
+                      targets=["cpu"], out=tmp_path / "b", options=FAST, eval_data="builtin:digits")
+    assert report["data"]["eval_data"] == "builtin:digits" and report["data"]["labelled"]
+    assert report["targets"]["cpu"]["accuracy"] is not None and report["fp32_reference"]["accuracy"] is not None
+    assert report["accuracy"]["teacher"] > 90
+    with pytest.raises(Exception, match="the evaluation data has no labels"):
+        compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["cpu"], out=tmp_path / "c",
+                 options=FAST, eval_data="random:1x8x8")
+    import numpy as np
+
+    rgb = tmp_path / "rgb.npz"
+    np.savez(rgb, x=np.zeros((8, 3, 8, 8), np.float32), y=np.arange(8) % 2)
+    with pytest.raises(Exception, match=r"evaluation samples have shape \(3, 8, 8\)"):
+        compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["cpu"], out=tmp_path / "d",
+                 options=FAST, eval_data=f"npz:{rgb}")

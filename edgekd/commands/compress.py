@@ -37,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="teacher model source (needed by distillation passes)")
     p.add_argument("--teacher-arch", help="architecture source for a teacher given as a plain state_dict .pt file")
     p.add_argument("--data", required=True, help="data source (see above)")
+    p.add_argument("--eval-data", metavar="SRC", help="labelled data source every stage and target is evaluated on "
+                   "(its test split), e.g. with data-free --data synthetic:bn")
     add_recipe(p, default="fp32", help="compression recipe: name (edgekd list recipes) or .toml path [fp32]")
     p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
                    help="target name or .toml path; repeat for several [cpu]")
@@ -61,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = compress(args.model, data=args.data, recipe=args.recipe, targets=args.targets or ["cpu"],
                       teacher=args.teacher, out=args.out, arch=args.arch, teacher_arch=args.teacher_arch,
+                      eval_data=args.eval_data,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
                                               measure=not args.no_measure, nproc=args.nproc))
     if args.json:
