@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd import __version__
-from edgekd.bundle import MANIFEST, check_replaceable, dump_json, read_manifest, recover_leftovers, verify_bundle
+from edgekd.bundle import MANIFEST, copy_bundle, dump_json, is_bundle, pid_alive, read_manifest, verify_bundle
 from edgekd.config import resolve_file
 from edgekd.errors import ConfigError, SourceError
 from edgekd.progress import log
@@ -277,38 +277,11 @@ def _same_bundle(a: Path, b: Path) -> bool:
         return False
 
 
-def _copy_bundle(src: Path, dest: Path) -> None:
-    """Copy into a sibling folder, then swap it into place: ``dest`` is never half-written."""
-    dest = Path(os.path.abspath(dest))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    recover_leftovers(dest)
-    check_replaceable(dest, flag="`out` in edgekd.toml")
-    staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        shutil.copytree(src, staging)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if dest.exists():
-        os.replace(dest, old)
-    try:
-        os.replace(staging, dest)
-    except OSError:
-        if old.exists() and not dest.exists():
-            os.replace(old, dest)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def _store(cache_entry: Path, bundle: Path, material: dict[str, Any]) -> None:
-    from edgekd.bundle import _pid_alive
-
     tmp = cache_entry.parent / f".{cache_entry.name}.tmp-{os.getpid()}"
     for stale in cache_entry.parent.glob(f".{cache_entry.name}.tmp-*") if cache_entry.parent.is_dir() else ():
         pid = stale.name.rpartition("-")[2]
-        if pid.isdigit() and not _pid_alive(int(pid)):  # left by a build that was killed while storing
+        if pid.isdigit() and not pid_alive(int(pid)):  # left by a build that was killed while storing
             shutil.rmtree(stale, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -327,13 +300,13 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
     key, material = cache_key(bf) if use_cache else ("", {})
     out = bf.out_path
     entry = bf.cache_dir() / key[:2] / key
-    if use_cache and (entry / "bundle" / MANIFEST).is_file():
+    if use_cache and is_bundle(entry / "bundle"):
         cached_bundle = entry / "bundle"
         problems = verify_bundle(cached_bundle)
         if not problems:
             up_to_date = out.is_dir() and _same_bundle(out, cached_bundle)
             if not up_to_date:
-                _copy_bundle(cached_bundle, out)
+                copy_bundle(cached_bundle, out, flag="`out` in edgekd.toml")
             return BuildOutcome(out, key, True, up_to_date, time.perf_counter() - started)
         log(f"build cache entry {key[:12]} is damaged ({problems[0]}); rebuilding")
         shutil.rmtree(entry, ignore_errors=True)

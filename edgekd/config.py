@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from edgekd.bundle.layout import RESERVED_NAMES
 from edgekd.errors import ConfigError
 from edgekd.typed import from_mapping, to_mapping
 
@@ -186,8 +187,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- loaders
 
 #: a target's name is its folder in the bundle: these names are the bundle's own files and folders
-RESERVED_TARGET_NAMES = ("model.onnx", "golden.npz", "eval.npz", "manifest.json", "report.json", "report.md",
-                         "variants", "plots", "profile")
+RESERVED_TARGET_NAMES = RESERVED_NAMES
 
 
 def check_target_name(name: str, *, where: str) -> None:

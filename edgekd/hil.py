@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.budgets import judge_accuracy, judge_fit
-from edgekd.bundle import read_manifest, verify_bundle
+from edgekd.bundle import MODEL, REPORT_JSON, Bundle
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.parity import compare_outputs
 from edgekd.registry import Registry
@@ -202,11 +202,11 @@ class HilSession:
     def __init__(self, bundle: str | Path, options: CheckOptions | None = None) -> None:
         self.bundle = Path(bundle)
         self.options = options or CheckOptions()
-        self.manifest = read_manifest(self.bundle)
-        self.where = str(self.bundle / "manifest.json")
+        self.reader = Bundle(self.bundle)
+        self.manifest = self.reader.manifest
+        self.where = self.reader.where
         self.target_name, self.override = self._resolve_target(self.options.target)
-        entry = self.manifest["targets"][self.target_name]
-        self.backend: str = entry["backend"]
+        self.backend: str = self.reader.target(self.target_name).backend
         self._runner: Any = None
         self._runner_error: EdgekdError | None = None
         self._latency: dict[str, Any] | None = None
@@ -242,7 +242,7 @@ class HilSession:
                 raise ConfigError(f"target {name!r} matches no single target in the bundle ({', '.join(names)})",
                                   where=str(path), hint='set name = "<bundle target>" in the file')
             name = same[0]
-        stored = dict(self.manifest["targets"][name]["target"])
+        stored = self.reader.target(name).target
         if raw.get("backend", stored["backend"]) != stored["backend"]:
             raise ConfigError(f"the file's backend {raw['backend']!r} differs from {stored['backend']!r}, which the "
                               f"bundle's {name!r} was built for", where=str(path))
@@ -259,7 +259,7 @@ class HilSession:
             return self._runner.target
         from edgekd.config import target_from_mapping
 
-        return target_from_mapping(dict(self.manifest["targets"][self.target_name]["target"]),
+        return target_from_mapping(self.reader.target(self.target_name).target,
                                    where=f"{self.where} targets.{self.target_name}")
 
     @property
@@ -276,12 +276,12 @@ class HilSession:
         return self._runner
 
     def golden(self) -> dict[str, np.ndarray]:
-        from edgekd.runtime import load_npz
+        from edgekd.bundle import load_npz
 
-        info = self.manifest.get("golden") or {}
-        if not info.get("file"):
+        path = self.reader.golden_path
+        if path is None:
             raise CheckSkipped("the bundle has no golden.npz")
-        return load_npz(self.bundle / info["file"])
+        return load_npz(path)
 
     def latency(self) -> dict[str, Any]:
         if self._latency is None:
@@ -304,7 +304,7 @@ class HilSession:
 
     @HIL_CHECKS.register("integrity")
     def check_integrity(self) -> CheckResult:
-        problems = verify_bundle(self.bundle)
+        problems = self.reader.verify()
         n = len(self.manifest.get("files", {}))
         if problems:
             raise CheckFailed("; ".join(problems[:3]) + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""),
@@ -315,15 +315,15 @@ class HilSession:
     def check_golden_parity(self) -> CheckResult:
         golden = self.golden()
         # a target built from a runtime-specific ONNX variant is compared with ORT running that same variant
-        key = self.manifest["targets"].get(self.target_name, {}).get("golden_reference", "reference")
+        key = self.reader.target(self.target_name).golden_reference
         if key not in golden or "input" not in golden:
             raise EdgekdError(f"golden.npz has no {'input' if 'input' not in golden else repr(key)} array "
-                              f"(found: {', '.join(sorted(golden)) or 'none'})", where=str(self.bundle / "golden.npz"),
+                              f"(found: {', '.join(sorted(golden)) or 'none'})", where=str(self.reader.golden_path),
                               hint="the bundle was modified; rebuild or re-copy it")
         ref = golden[key]
         cand = self.runner.predict(golden["input"])
         par = self.target.parity
-        step = float(self.manifest["targets"].get(self.target_name, {}).get("output_step", 0.0))
+        step = self.reader.target(self.target_name).output_step
         result = compare_outputs(ref, cand, par, output_step=step)
         data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement}
         value = f"max|err| {result.max_abs_error:.3g}, top-1 {result.top1_agreement * 100:.1f}%"
@@ -345,30 +345,29 @@ class HilSession:
             if not splits.labelled:
                 raise CheckSkipped(f"--data {data} has no labels")
             return splits.x_test, splits.y_test, data
-        info = self.manifest.get("eval") or {}
-        if not info.get("file"):
+        path = self.reader.eval_path
+        if path is None:
             raise CheckSkipped("no labelled data: the bundle has no eval.npz and no --data was given")
-        x, y = _npz_labelled(self.bundle / info["file"])
-        return x, y, info["file"]
+        x, y = _npz_labelled(path)
+        return x, y, path.relative_to(self.bundle).as_posix()
 
     def _reference_accuracy(self, x: np.ndarray, y: np.ndarray, from_bundle: bool) -> tuple[float | None, str]:
         """Reference = the bundle's model.onnx on ONNX Runtime (the same reference the pipeline used)."""
         try:
             from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
 
-            ref = OnnxRuntimeRunner(self.bundle / self.manifest["model"]["file"], OnnxRuntimeOptions())
+            ref = OnnxRuntimeRunner(self.reader.model_path, OnnxRuntimeOptions())
             name = ref.inputs[0].name
             step = ref.inputs[0].shape[0] if isinstance(ref.inputs[0].shape[0], int) else 256
             out = np.concatenate([ref.infer_unchecked({name: x[i : i + step]})[0] for i in range(0, len(x), step)])
-            return float((out.reshape(len(x), -1).argmax(1) == y).mean() * 100), "model.onnx on ONNX Runtime"
+            return float((out.reshape(len(x), -1).argmax(1) == y).mean() * 100), f"{MODEL} on ONNX Runtime"
         except ImportError:
             pass
-        report = self.bundle / "report.json"  # no ONNX Runtime on this device: use the build machine's number
-        if from_bundle and report.is_file():
-            acc = (json.loads(report.read_text()).get("accuracy") or {}).get("onnx_reference")
+        if from_bundle:  # no ONNX Runtime on this device: use the build machine's number
+            acc = (self.reader.report().get("accuracy") or {}).get("onnx_reference")
             if isinstance(acc, (int, float)):
-                return float(acc), "report.json accuracy.onnx_reference"
-        return None, "no reference: onnxruntime is not installed and report.json has no onnx_reference"
+                return float(acc), f"{REPORT_JSON} accuracy.onnx_reference"
+        return None, f"no reference: onnxruntime is not installed and {REPORT_JSON} has no onnx_reference"
 
     def _accuracy_reference(self, x: np.ndarray, y: np.ndarray) -> tuple[float | None, str]:
         """The FP32 reference the build judged against (manifest ``reference_metrics``), on the bundle's own
@@ -452,7 +451,7 @@ class HilSession:
     @HIL_CHECKS.register("size")
     def check_size(self) -> CheckResult:
         entry = self.manifest["targets"][self.target_name]
-        tdir = self.bundle / entry["dir"]
+        tdir = self.reader.target(self.target_name).dir
         size_mb = sum(p.stat().st_size for p in tdir.rglob("*") if p.is_file()) / 1e6
         budget = self.target.budgets.max_size_mb
         value = f"{size_mb:.3f} MB"
@@ -590,8 +589,8 @@ def baseline_dict(report: HilReport) -> dict[str, Any]:
     if "p90_ms" not in lat:
         raise EdgekdError("no latency was measured, so there is nothing to save as a baseline",
                           hint="fix the errors above first")
-    manifest = read_manifest(Path(report.bundle))
+    bundle = Bundle(report.bundle)
     return {"schema": BASELINE_SCHEMA, "target": report.target, "backend": report.backend, "device": report.device,
             "host": platform.node(), "machine": platform.machine(), "runtime": report.runtime,
-            "model_sha256": manifest.get("files", {}).get(manifest["model"]["file"]),
+            "model_sha256": bundle.file_digest(bundle.manifest["model"]["file"]),
             "measured_at": report.started_at, "latency": lat}

@@ -32,8 +32,9 @@ def read_onnx(path: str | Path, *, error: type[EdgekdError] = EdgekdError, what:
     p = Path(path)
     where = str(p)
     if p.is_dir():
-        hint = (f"a bundle folder: pass {p / 'model.onnx'}" if (p / "manifest.json").is_file()
-                else f"pass the path of {what} inside it")
+        from edgekd.bundle import MODEL, is_bundle
+
+        hint = f"a bundle folder: pass {p / MODEL}" if is_bundle(p) else f"pass the path of {what} inside it"
         raise error("is a folder, not an ONNX file", where=where, hint=hint)
     if not p.is_file():
         raise error("ONNX file not found", where=where, hint="pass the path of a .onnx file")

@@ -22,7 +22,7 @@ from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
 from edgekd.backends.flavors import REFERENCE_FLAVOR, flavor_of
 from edgekd.budgets import Verdict, judge_target
-from edgekd.bundle import BundleWriter, dump_json
+from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, reference_key
 from edgekd.compress_report import write_report_md
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
 from edgekd.data import DataContext, DataSplits, layout_hint, load_data
@@ -143,7 +143,7 @@ def _run_per_numerics_group(shared: Artifact, specs: tuple[PassSpec, ...], ctx: 
     return groups, models
 
 
-def _export_sources(groups: list[list[Target]], models: list[Artifact], model_onnx: Path, staging: Path,
+def _export_sources(groups: list[list[Target]], models: list[Artifact], model_onnx: Path, writer: BundleWriter,
                     data: DataSplits, prof: Recipe) -> dict[str, Path]:
     """The ONNX file each target builds from: model.onnx, or a per-runtime / per-numerics variant."""
     sources: dict[str, Path] = {}
@@ -158,7 +158,7 @@ def _export_sources(groups: list[list[Target]], models: list[Artifact], model_on
                 name = f"model.{flavor.name}.onnx"
                 if any(p.name == name for p in made.values()):
                     name = f"model.{flavor.name}-{gi}.onnx"
-                made[(gi, flavor.name)] = export_onnx(model, staging / "variants" / name, example=data.x_test,
+                made[(gi, flavor.name)] = export_onnx(model, writer.variant_path(name), example=data.x_test,
                                                       settings=prof.export, flavor=flavor).path
             sources[target.name] = made[(gi, flavor.name)]
     return sources
@@ -405,13 +405,13 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
             acc["student_after"] = accuracy(torch_outputs(module, splits.x_test), splits.y_test)
 
         staging = writer.staging
-        onnx_art = export_onnx(compressed, staging / "model.onnx", example=splits.x_test, settings=prof.export,
+        onnx_art = export_onnx(compressed, writer.model_path, example=splits.x_test, settings=prof.export,
                                flavor=REFERENCE_FLAVOR, parity_inputs=splits.x_test)
-        sources = _export_sources(groups, group_models, onnx_art.path, staging, splits, prof)
+        sources = _export_sources(groups, group_models, onnx_art.path, writer, splits, prof)
         report["export"] = {**{k: onnx_art.meta[k] for k in ("exporter", "opset") if k in onnx_art.meta},
                             "parity_vs_torch": onnx_art.meta.get("parity_vs_torch"),
                             "size_mb": onnx_art.path.stat().st_size / 1e6,
-                            "variants": sorted({p.relative_to(staging).as_posix() for p in sources.values()})}
+                            "variants": sorted({writer.relpath(p) for p in sources.values()})}
 
         n_golden = min(options.golden_samples, len(splits.x_test))
         golden = {"input": splits.x_test[:n_golden]}
@@ -421,23 +421,23 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         for path in dict.fromkeys([onnx_art.path, *sources.values()]):
             # each target is compared with ONNX Runtime running the very file it was built from
             outputs = onnx_outputs(path, splits.x_test)
-            key = "reference" if path == onnx_art.path else f"reference@{path.relative_to(staging).as_posix()}"
+            key = reference_key(writer.relpath(path))
             golden[key] = outputs[:n_golden]
             references[path] = (key, outputs, accuracy(outputs, splits.y_test) if splits.labelled else None)
         if splits.labelled:
             acc["onnx_reference"] = references[onnx_art.path][2]
             acc["fp32_reference"] = fp32["accuracy"]
-        np.savez(staging / "golden.npz", **golden)
+        writer.write_golden(golden)
         if splits.labelled:
             # a labelled evaluation set travels with the bundle so `edgekd check` can test accuracy on-device
-            np.savez_compressed(staging / "eval.npz", x=splits.x_test, y=splits.y_test)
+            writer.write_eval(splits.x_test, splits.y_test)
 
         target_entries = {}
         for target in tgts:
             key, _, ref_acc = references[sources[target.name]]
             refs = References(golden[key], ref_acc, fp32["accuracy"], fp32["stage"])
             entry = _build_or_fail(target, sources[target.name], staging, golden["input"], refs, splits, options)
-            entry["source"] = sources[target.name].relative_to(staging).as_posix()
+            entry["source"] = writer.relpath(sources[target.name])
             entry["golden_reference"] = key
             target_entries[target.name] = entry
         report["accuracy"] = acc
@@ -448,37 +448,22 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
                 f"{name}: {' '.join(e['reasons'])}" for name, e in target_entries.items()),
                 hint="see each reason; fix the model or the targets and run again")
 
-        manifest = {
-            "name": student_src.name,
-            "edgekd_version": __version__,
-            "model": {"file": "model.onnx", "inputs": [s.to_dict() for s in onnx_art.inputs],
-                      "outputs": [s.to_dict() for s in onnx_art.outputs]},
-            "preprocessing": splits.preprocessing,
-            "labels": list(splits.labels),
-            "num_classes": splits.num_classes,
-            "golden": {"file": "golden.npz", "samples": n_golden},
-            # `edgekd check` judges the accuracy budget against this, on the same eval.npz
-            "reference_metrics": {"fp32": {"accuracy": fp32["accuracy"], "stage": fp32["stage"], "data": "eval.npz"}}
+        manifest = BundleManifest(
+            name=student_src.name, edgekd_version=__version__, inputs=[s.to_dict() for s in onnx_art.inputs],
+            outputs=[s.to_dict() for s in onnx_art.outputs], preprocessing=splits.preprocessing,
+            labels=list(splits.labels), num_classes=splits.num_classes, golden_samples=n_golden,
+            eval_samples=len(splits.x_test) if splits.labelled else None, history=list(compressed.history),
+            targets={t.name: ManifestTarget.of(t, target_entries[t.name]) for t in built},
+            versions=runtime_versions(),
+            config={"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch,
+                                "teacher_arch": teacher_arch, "eval_data": eval_data},
+                    "recipe": prof.to_dict(), "seed": options.seed},
+            reference_metrics={"fp32": {"accuracy": fp32["accuracy"], "stage": fp32["stage"], "data": EVAL}}
             if splits.labelled else None,
-            "eval": {"file": "eval.npz", "samples": len(splits.x_test)} if splits.labelled else None,
-            "history": list(compressed.history),
-            "targets": {t.name: {"backend": t.backend, "dir": t.name, "artifact": entry["build"]["artifact"],
-                                 "precision": entry["build"]["precision"], "source": entry["source"],
-                                 "golden_reference": entry["golden_reference"],
-                                 "output_step": entry.get("output_step", 0.0), "target": t.to_dict(),
-                                 **({"fits": entry["fits_part"], "fit_detail": entry.get("fit_detail", "")}
-                                    if "fits_part" in entry else {})}
-                        for t, entry in zip(tgts, target_entries.values(), strict=True) if "build" in entry},
-            # targets whose build failed: in report.json with their reason, not in the bundle
-            "failed_targets": {name: e["reasons"] for name, e in target_entries.items() if "build" not in e} or None,
-            "versions": runtime_versions(),
-            "config": {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch,
-                                    "teacher_arch": teacher_arch, "eval_data": eval_data},
-                       "recipe": prof.to_dict(), "seed": options.seed},
-        }
+            failed_targets={name: e["reasons"] for name, e in target_entries.items() if "build" not in e} or None,
+        )
         report["duration_s"] = round(time.perf_counter() - started, 2)
-        report["versions"] = manifest["versions"]
-        dump_json(report, staging / "report.json")
-        write_report_md(report, staging / "report.md")
+        report["versions"] = dict(manifest.versions)
+        writer.write_report(report, markdown=write_report_md)
         writer.finish(manifest)
     return report

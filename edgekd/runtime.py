@@ -24,10 +24,10 @@ import numpy as np
 from edgekd.artifact import IOSpec
 from edgekd.backends import BACKENDS, BuildResult
 from edgekd.backends.base import dtype_hint
-from edgekd.bundle import read_manifest, verify_bundle
+from edgekd.bundle import Bundle, load_npz
 from edgekd.errors import BackendUnavailable, BuildError, ConfigError, EdgekdError
 
-__all__ = ["BundleRunner", "load", "select_target"]
+__all__ = ["BundleRunner", "load", "load_npz", "select_target"]
 
 
 def select_target(manifest: Mapping[str, Any], target: str | None, *, where: str) -> str:
@@ -53,12 +53,11 @@ def select_target(manifest: Mapping[str, Any], target: str | None, *, where: str
     return target
 
 
-def _target_object(entry: Mapping[str, Any], *, where: str) -> Any:
+def _target_object(stored: Mapping[str, Any], *, where: str) -> Any:
     # config.py is torch-free; the pass registry it could touch is only imported for profiles.
     from edgekd.config import target_from_mapping
 
-    data = dict(entry["target"])
-    return target_from_mapping(data, where=where)
+    return target_from_mapping(dict(stored), where=where)
 
 
 def _check_io(declared: list[IOSpec], actual: tuple[IOSpec, ...], kind: str, *, where: str) -> None:
@@ -118,30 +117,34 @@ class BundleRunner:
 
     @property
     def target_dir(self) -> Path:
-        return self.bundle / self.manifest["targets"][self.target_name]["dir"]
+        return Bundle(self.bundle).target(self.target_name).dir
+
+    @property
+    def where(self) -> str:
+        return Bundle(self.bundle).where
 
     def validate(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Names, dtypes and shapes against manifest.json; errors say what to change."""
         names = [s.name for s in self.inputs]
         if not isinstance(feeds, Mapping):
             raise BuildError(f"feeds must be a dict {{input name: array}}, got {type(feeds).__name__}",
-                             where=str(self.bundle / "manifest.json"),
+                             where=self.where,
                              hint=f"infer({{{names[0]!r}: x}})" + (", or predict(x)" if len(names) == 1 else ""))
         unknown = sorted(set(feeds) - set(names))
         missing = [n for n in names if n not in feeds]
         if unknown or missing:
             raise BuildError(f"feeds must be keyed by the model's inputs {names}: missing {missing}, unexpected {unknown}",
-                             where=str(self.bundle / "manifest.json"))
+                             where=self.where)
         out = {}
         for spec in self.inputs:
             arr = np.asarray(feeds[spec.name])
             if str(arr.dtype) != spec.dtype:
                 raise BuildError(f"input {spec.name!r} is {arr.dtype}, the model expects {spec.dtype}",
-                                 where=str(self.bundle / "manifest.json"),
+                                 where=self.where,
                                  hint=dtype_hint(arr.dtype, spec.dtype, self.preprocessing))
             if not spec.matches(tuple(arr.shape)):
                 raise BuildError(f"input {spec.name!r} has shape {list(arr.shape)}, the model expects {list(spec.shape)} "
-                                 "(a name or null is any size)", where=str(self.bundle / "manifest.json"),
+                                 "(a name or null is any size)", where=self.where,
                                  hint=_shape_hint(tuple(arr.shape), tuple(spec.shape)))
             out[spec.name] = arr
         return out
@@ -185,40 +188,30 @@ def load(bundle_dir: str | Path, target: str | None = None, *, verify: bool = Tr
     ``target_override`` (an edgekd.config.Target of the same backend) replaces the stored target's
     options and budgets, e.g. a device's own thread count.
     """
-    bundle = Path(bundle_dir)
-    manifest = read_manifest(bundle)
-    where = str(bundle / "manifest.json")
+    bundle = Bundle(bundle_dir)
+    manifest = bundle.manifest
+    where = bundle.where
     if verify:
-        problems = verify_bundle(bundle)
+        problems = bundle.verify()
         if problems:
             raise EdgekdError("bundle failed its checksum verification: " + "; ".join(problems[:5])
-                              + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""), where=str(bundle),
+                              + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""), where=str(bundle.path),
                               hint="the bundle was modified or copied incompletely; rebuild or re-copy it")
     name = select_target(manifest, target, where=where)
-    entry = manifest["targets"][name]
-    tgt = target_override if target_override is not None else _target_object(entry, where=f"{where} targets.{name}")
-    backend = BACKENDS.get(entry["backend"], where=f"{where} targets.{name}.backend")
+    entry = bundle.target(name)
+    tgt = target_override if target_override is not None else _target_object(entry.target, where=f"{where} targets.{name}")
+    backend = BACKENDS.get(entry.backend, where=f"{where} targets.{name}.backend")
     status = backend.availability()
     if not status.available:
-        raise BackendUnavailable(f"backend {entry['backend']!r} is {status}", where=f"{where} targets.{name}",
+        raise BackendUnavailable(f"backend {entry.backend!r} is {status}", where=f"{where} targets.{name}",
                                  hint="install the runtime this target needs, or load another target")
-    build = BuildResult(backend=entry["backend"], artifact=entry["artifact"], precision=entry.get("precision", "fp32"))
-    target_dir = bundle / entry["dir"]
-    if not (target_dir / entry["artifact"]).is_file():
-        raise BuildError(f"artifact {entry['artifact']!r} is missing", where=str(target_dir))
-    runner = backend.load(target_dir, tgt, build)
+    build = BuildResult(backend=entry.backend, artifact=entry.artifact, precision=entry.precision)
+    if not entry.artifact_path.is_file():
+        raise BuildError(f"artifact {entry.artifact!r} is missing", where=str(entry.dir))
+    runner = backend.load(entry.dir, tgt, build)
     declared_in = [IOSpec.from_dict(d) for d in manifest["model"]["inputs"]]
     declared_out = [IOSpec.from_dict(d) for d in manifest["model"]["outputs"]]
-    _check_io(declared_in, tuple(runner.inputs), "input", where=str(target_dir / entry["artifact"]))
-    _check_io(declared_out, tuple(runner.outputs), "output", where=str(target_dir / entry["artifact"]))
-    return BundleRunner(bundle=bundle, target_name=name, target=tgt, manifest=manifest, runner=runner)
-
-
-def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """A bundle's .npz (golden / eval) as plain arrays; pickles are refused."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise EdgekdError(f"cannot read {path.name}: {exc}", where=str(path)) from None
+    _check_io(declared_in, tuple(runner.inputs), "input", where=str(entry.artifact_path))
+    _check_io(declared_out, tuple(runner.outputs), "output", where=str(entry.artifact_path))
+    return BundleRunner(bundle=bundle.path, target_name=name, target=tgt, manifest=manifest, runner=runner)
 

@@ -214,3 +214,93 @@ def test_sigterm_removes_the_staging_folder_and_says_so(tmp_path: Path) -> None:
     assert "terminated (SIGTERM)" in err and "Traceback" not in err
     assert not list(tmp_path.glob(".b.*")) and not out.exists()
 
+
+
+# ---------------------------------------------------------------- the Bundle reader
+
+
+def test_bundle_reader_on_a_real_bundle(bundle) -> None:
+    from edgekd.bundle import GOLDEN, MODEL, Bundle, BundleManifest, ManifestTarget
+
+    out, report = bundle
+    b = Bundle(out)
+    assert b.manifest == read_manifest(out) and b.verify() == [] and b.where == str(out / "manifest.json")
+    assert b.model_path == out / MODEL and b.model_path.is_file() and b.variants() == []
+    golden = b.golden()
+    assert golden is not None and b.golden_path == out / GOLDEN
+    assert golden["input"].shape == (8, 1, 8, 8) and golden["reference"].shape == (8, 10) and golden["labels"].shape == (8,)
+    x, y = b.eval_set()
+    assert x.shape[1:] == (1, 8, 8) and y.shape == (len(x),) and len(x) == report["data"]["test"]
+    assert b.report()["targets"]["cpu"]["status"] == report["targets"]["cpu"]["status"] == "passed"
+    assert b.target_names == ["cpu"] and b.has_target("cpu") and not b.has_target("gpu")
+    cpu = b.target("cpu")
+    assert (cpu.name, cpu.backend, cpu.rel_dir, cpu.source, cpu.golden_reference) == (
+        "cpu", "onnxruntime", "cpu", "model.onnx", "reference")
+    assert cpu.dir == out / "cpu" and cpu.artifact_path.is_file() and cpu.target["backend"] == "onnxruntime"
+    assert b.file_digest("cpu/model.onnx") == b.manifest["files"]["cpu/model.onnx"]
+    with pytest.raises(EdgekdError, match="target 'gpu' is not in this bundle; it has: cpu"):
+        b.target("gpu")
+
+    # the schema the writer fills: the manifest read back rebuilds to the same dict (schema and files aside)
+    m = b.manifest
+    rebuilt = BundleManifest(
+        name=m["name"], edgekd_version=m["edgekd_version"], inputs=m["model"]["inputs"], outputs=m["model"]["outputs"],
+        preprocessing=m["preprocessing"], labels=m["labels"], num_classes=m["num_classes"],
+        golden_samples=m["golden"]["samples"], eval_samples=m["eval"]["samples"], history=m["history"],
+        targets={n: ManifestTarget(**t) for n, t in m["targets"].items()},
+        versions=m["versions"], config=m["config"]).to_dict()
+    assert json.dumps(rebuilt, sort_keys=True) == json.dumps({k: v for k, v in m.items() if k not in ("schema", "files")},
+                                                             sort_keys=True)
+
+
+def test_bundle_from_an_older_manifest_still_loads(bundle, tmp_path: Path) -> None:
+    """Manifests written before targets recorded source/golden_reference/output_step/precision (and without an
+    eval set) load with the defaults those versions implied, in the runtime and in `edgekd check`."""
+    import shutil
+
+    from edgekd import runtime
+    from edgekd.bundle import Bundle, dump_json
+    from edgekd.hil import CheckOptions, run_checks
+
+    out, _ = bundle
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for key in ("source", "golden_reference", "output_step", "precision"):
+        del manifest["targets"]["cpu"][key]
+    manifest["eval"] = None
+    (old / "eval.npz").unlink()
+    del manifest["files"]["eval.npz"]
+    dump_json(manifest, old / "manifest.json")  # the manifest is not checksummed: the others still verify
+
+    b = Bundle(old)
+    assert b.verify() == [] and b.eval_set() is None and b.eval_path is None
+    cpu = b.target("cpu")
+    assert (cpu.source, cpu.golden_reference, cpu.output_step, cpu.precision) == ("model.onnx", "reference", 0.0, "fp32")
+    model = runtime.load(old)
+    golden = b.golden()
+    np.testing.assert_allclose(model.predict(golden["input"]), golden["reference"], rtol=1e-4, atol=1e-5)
+    report = run_checks(old, CheckOptions(iterations=10, warmup=1))
+    assert report.result("integrity").status == "passed" and report.result("golden_parity").status == "passed"
+    assert report.result("accuracy").status == "skipped"  # no eval.npz, no --data
+
+
+def test_manifest_paths_must_stay_inside_the_bundle(bundle, tmp_path: Path) -> None:
+    import shutil
+
+    from edgekd.bundle import dump_json
+
+    out, _ = bundle
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    good = json.loads((copy / "manifest.json").read_text())
+    golden_outside = json.loads(json.dumps(good))
+    golden_outside["golden"]["file"] = "../elsewhere.npz"
+    dump_json(golden_outside, copy / "manifest.json")
+    with pytest.raises(EdgekdError, match="golden.file must name a file inside the bundle"):
+        read_manifest(copy)
+    source_outside = json.loads(json.dumps(good))
+    source_outside["targets"]["cpu"]["source"] = "/etc/passwd"
+    dump_json(source_outside, copy / "manifest.json")
+    with pytest.raises(EdgekdError, match="targets.cpu.source must be a path inside the bundle"):
+        read_manifest(copy)

@@ -36,6 +36,7 @@ import benchlib as bl
 import numpy as np
 from peers_report import PEER_CALIB, PROFILES, goals, render
 
+from edgekd.bundle import REPORT_JSON, Bundle
 from edgekd.status import is_passing
 
 ROOT = bl.ROOT
@@ -96,14 +97,14 @@ def run_compress(model: str, data: str, profile: str, out: Path, *, teacher: str
     m = bl.run_measured(cmd, env={"EDGEKD_QUIET": "1"}, cwd=ROOT, timeout=1800)
     row: dict[str, Any] = {"model": model, "profile": Path(profile).stem, "seed": seed, "wall_s": m.wall_s,
                            "peak_rss_mb": m.peak_rss_mb, "returncode": m.returncode, "bundle": str(out)}
-    report_path = out / "report.json"
+    report_path = out / REPORT_JSON
     if m.returncode not in (0, 1) or not report_path.exists():  # 1 = a target failed its checks: bundle exists
         lines = [line.strip() for line in m.stderr.strip().splitlines() if line.strip()]
         errors = [line for line in lines if "Error" in line.split(":")[0]]  # "RuntimeError: ..." / "error: ..."
         row["error"] = (errors[-1] if errors else " / ".join(lines[-3:]))[-400:] or f"exit status {m.returncode}"
         print(f"compress {model} {row['profile']} failed: {row['error']}", file=sys.stderr)
         return row
-    rep = json.loads(report_path.read_text())
+    rep = Bundle(out).report()
     passes = rep.get("passes", {})
     row.update(duration_s=rep.get("duration_s"), accuracy=rep.get("accuracy", {}),
                pass_seconds={k: v.get("seconds") for k, v in passes.items()},
@@ -349,7 +350,7 @@ def accuracy_dataset(dataset: str, seeds: int, args: argparse.Namespace, work: P
             runs[prof].append(row)
             if prof == "kd" and "error" not in row:
                 with tempfile.TemporaryDirectory(dir=work) as tmp:
-                    for k, v in peer_ptq(out / "model.onnx", data, Path(tmp)).items():
+                    for k, v in peer_ptq(Bundle(out).model_path, data, Path(tmp)).items():
                         peers.setdefault(k, []).append(v)
     return {"dataset": dataset, "seeds": seeds, "teacher": teacher, "teacher_load_s": teacher_s,
             "n_train": len(data.x_train), "n_test": len(data.x_test), "runs": runs, "peers": peers,

@@ -159,7 +159,7 @@ def tensorrt_targets(manifest: dict[str, Any]) -> list[str]:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Verify every bundle (edgekd's checksum verifier); list one `BUNDLE<TAB>TARGET<TAB>DIR` line per engine."""
-    from edgekd.bundle import read_manifest, verify_bundle
+    from edgekd.bundle import Bundle
     from edgekd.errors import EdgekdError
 
     root = Path(args.bundles)
@@ -171,26 +171,26 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"missing: bundle {name} in {root} (make it with tools/gpu_check_prepare.sh --bundles)", file=sys.stderr)
         bad += 1
     for name in names:
-        bundle = root / name
+        bundle = Bundle(root / name)
         try:
-            problems = verify_bundle(bundle)
-            targets = tensorrt_targets(read_manifest(bundle))
+            problems = bundle.verify()
+            targets = tensorrt_targets(bundle.manifest)
         except EdgekdError as exc:
             problems, targets = [_error_text(exc)], []
         if not problems and not targets:
             problems = ["manifest.json has no target with backend = \"tensorrt\""]
         for t in targets:
-            onnx = bundle / read_manifest(bundle)["targets"][t]["dir"] / "model.onnx"
+            onnx = engine_source(bundle.target(t))
             if not onnx.is_file():
-                problems.append(f"{onnx.relative_to(bundle)}: missing (the ONNX the engine is built from)")
+                problems.append(f"{onnx.relative_to(bundle.path)}: missing (the ONNX the engine is built from)")
         if problems:
             bad += 1
             print(f"bundle {name}: FAILED: " + "; ".join(problems), file=sys.stderr)
             continue
-        size = sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file()) / 2**20
-        print(f"bundle {name}: OK ({len(read_manifest(bundle)['files'])} files verified, {size:.1f} MiB, "
+        size = sum(p.stat().st_size for p in bundle.path.rglob("*") if p.is_file()) / 2**20
+        print(f"bundle {name}: OK ({len(bundle.manifest['files'])} files verified, {size:.1f} MiB, "
               f"TensorRT target(s): {', '.join(targets)})", file=sys.stderr)
-        jobs += [f"{name}\t{t}\t{read_manifest(bundle)['targets'][t]['dir']}\n" for t in targets]
+        jobs += [f"{name}\t{t}\t{bundle.target(t).rel_dir}\n" for t in targets]
     if args.list:
         Path(args.list).write_text("".join(jobs))
     else:
@@ -198,15 +198,22 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
-def _target(bundle: Path, name: str) -> tuple[dict[str, Any], Any]:
-    from edgekd.bundle import read_manifest
+def engine_source(entry: Any) -> Path:
+    """The ONNX file the TensorRT backend copied into the target's folder (build_engine.sh builds from it)."""
+    from edgekd.backends.tensorrt import SOURCE_COPY
+
+    return entry.dir / SOURCE_COPY
+
+
+def _target(bundle: Path, name: str) -> tuple[Any, Any]:
+    from edgekd.bundle import Bundle
     from edgekd.config import target_from_mapping
 
-    manifest = read_manifest(bundle)
-    if name not in (manifest.get("targets") or {}):
+    view = Bundle(bundle)
+    if not view.has_target(name):
         raise SystemExit(fail(f"bundle {bundle} has no target {name!r}"))
-    entry = manifest["targets"][name]
-    return entry, target_from_mapping(dict(entry["target"]), where=f"{bundle / 'manifest.json'} targets.{name}")
+    entry = view.target(name)
+    return entry, target_from_mapping(entry.target, where=f"{view.where} targets.{name}")
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -215,7 +222,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     bundle, work = Path(args.bundle), Path(args.work)
     entry, target = _target(bundle, args.target)
-    source = bundle / entry["dir"] / "model.onnx"
+    source = engine_source(entry)
     if not source.is_file():
         return fail(f"{source} is missing (the ONNX the engine is built from)")
     copy = work / bundle.name  # a dry run copies too: the later steps' dry runs read the copy, as the real ones do
@@ -225,13 +232,13 @@ def cmd_build(args: argparse.Namespace) -> int:
         backend = TensorRTBackend()
         if not backend.availability().available:  # the backend's no-SDK build: its lint must pass as on the GPU
             try:
-                result = backend.build(source, target, copy / entry["dir"])
+                result = backend.build(source, target, copy / entry.rel_dir)
             except Exception as exc:
                 return fail(f"build {bundle.name}/{target.name}: {_error_text(exc)}")
             print(f"build: lint and trtexec script as the GPU build will see them: {result.notes[0]}; plan "
                   f"{result.details.get('plan')}")
         print(f"build: would build {source} for {target.name} ({target.options.precision}, sparse_weights="
-              f"{target.options.sparse_weights}) into {copy / entry['dir']}")
+              f"{target.options.sparse_weights}) into {copy / entry.rel_dir}")
         return 0
     # the timing cache goes to the work folder, not ~/.cache: the machine is bare and given back
     options = dataclasses.replace(target.options, timing_cache_dir=str(work / "timing-cache"))
@@ -239,13 +246,13 @@ def cmd_build(args: argparse.Namespace) -> int:
                               "options": dataclasses.asdict(options)}
     started = time.perf_counter()
     try:
-        result = TensorRTBackend().build(source, dataclasses.replace(target, options=options), copy / entry["dir"])
+        result = TensorRTBackend().build(source, dataclasses.replace(target, options=options), copy / entry.rel_dir)
     except Exception as exc:  # the SDK's and the backend's errors alike: recorded, then the step fails
         record.update(status="failed", error=_error_text(exc), seconds=time.perf_counter() - started)
         write_json(Path(args.json), record)
         return fail(f"build {bundle.name}/{target.name}: {record['error']}")
-    engine = copy / entry["dir"] / "model.engine"
-    layers = copy / entry["dir"] / "layers.json"
+    engine = copy / entry.rel_dir / "model.engine"
+    layers = copy / entry.rel_dir / "layers.json"
     record.update(status="built" if result.runnable and engine.is_file() else "failed", seconds=time.perf_counter() - started,
                   precision=result.precision, notes=result.notes, details=result.details,
                   engine=str(engine), engine_mb=engine.stat().st_size / 1e6 if engine.is_file() else None,

@@ -102,8 +102,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_out(artifact: Path, target: str) -> Path:
-    if (artifact / "manifest.json").is_file():
-        return artifact / "profile" / Path(target).stem
+    from edgekd.bundle import PROFILE, is_bundle
+
+    if is_bundle(artifact):
+        return artifact / PROFILE / Path(target).stem
     return Path(f"profile-{artifact.stem}-{Path(target).stem}")
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of
+from edgekd.bundle import Bundle, is_bundle
 from edgekd.config import Target, load_target, target_from_mapping
 from edgekd.errors import ConfigError
 from edgekd.profiler import stats
@@ -108,25 +109,18 @@ def _sources(artifact: Path, target_spec: str | Target, eval_data: tuple[np.ndar
         if eval_data is not None:
             src.eval_x, src.eval_y = eval_data
         return src
-    if (artifact / "manifest.json").is_file():
-        from edgekd.bundle import read_manifest
-
-        manifest = read_manifest(artifact)
-        entry = manifest.get("targets", {}).get(target_spec)
-        target = (target_from_mapping(entry["target"], where=f"{artifact / 'manifest.json'} targets.{target_spec}")
-                  if entry else load_target(target_spec))
-        onnx = [artifact / manifest.get("model", {}).get("file", "model.onnx")]
-        onnx += sorted((artifact / "variants").glob("*.onnx")) if (artifact / "variants").is_dir() else []
-        src = _Sources(target, onnx)
-        if (artifact / "eval.npz").is_file():
-            with np.load(artifact / "eval.npz") as data:
-                src.eval_x, src.eval_y = data["x"], data["y"]
-        if (artifact / "golden.npz").is_file():
-            with np.load(artifact / "golden.npz") as data:
-                src.golden = data["input"]
-        report = artifact / "report.json"
-        if report.is_file():
-            src.reference_acc = (json.loads(report.read_text()).get("accuracy") or {}).get("onnx_reference")
+    if is_bundle(artifact):
+        bundle = Bundle(artifact)
+        target = (target_from_mapping(bundle.target(target_spec).target, where=f"{bundle.where} targets.{target_spec}")
+                  if bundle.has_target(target_spec) else load_target(target_spec))
+        src = _Sources(target, [bundle.model_path, *bundle.variants()])
+        eval_set = bundle.eval_set()
+        if eval_set is not None:
+            src.eval_x, src.eval_y = eval_set
+        golden = bundle.golden()
+        if golden is not None:
+            src.golden = golden.get("input")
+        src.reference_acc = (bundle.report().get("accuracy") or {}).get("onnx_reference")
         return src
     if artifact.suffix.lower() != ".onnx":
         raise ConfigError("precision auto needs an ONNX model (a bundle or a .onnx) to build candidates from",

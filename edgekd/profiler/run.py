@@ -4,7 +4,6 @@ one result document (schema in edgekd.profiler.report)."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from collections.abc import Callable
@@ -17,6 +16,7 @@ import numpy as np
 
 from edgekd.backends import BACKENDS
 from edgekd.backends.base import BuildResult, backend_for_file, call_build, latency_of, layer_table_of
+from edgekd.bundle import REPORT_JSON, Bundle, is_bundle
 from edgekd.config import ProfilingSettings, Target, load_target, target_from_mapping
 from edgekd.errors import BackendUnavailable, ConfigError, EdgekdError
 from edgekd.profiler import env as envmod
@@ -72,8 +72,8 @@ def _check_backend(target: Target, where: str) -> Any:
 def resolve(artifact: str | Path, target_spec: str | Target, build_dir: Path) -> Resolved:
     """Turn ARTIFACT + --target into something loadable; builds an .onnx for the target into ``build_dir``."""
     path = Path(artifact)
-    if path.is_dir() and (path / "manifest.json").is_file():
-        return _resolve_bundle(path, target_spec, build_dir)
+    if is_bundle(path):
+        return _resolve_bundle(Bundle(path), target_spec, build_dir)
     if not path.exists():
         raise ConfigError("artifact not found", where=str(path), hint="pass a bundle folder, .onnx, .xml or .engine")
     # a built artifact (an OpenVINO .xml, a TensorRT .engine) belongs to the backend that declares its suffix
@@ -105,50 +105,40 @@ def resolve(artifact: str | Path, target_spec: str | Target, build_dir: Path) ->
     return Resolved(kind, path, target, path.parent, build, path)
 
 
-def _resolve_bundle(bundle: Path, target_spec: str | Target, build_dir: Path) -> Resolved:
-    from edgekd.bundle import read_manifest
-
-    manifest = read_manifest(bundle)
-    report_path = bundle / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+def _resolve_bundle(bundle: Bundle, target_spec: str | Target, build_dir: Path) -> Resolved:
+    report = bundle.report()
     name = target_spec.name if isinstance(target_spec, Target) else str(target_spec)
-    sample = golden_inputs = None
-    golden = bundle / manifest.get("golden", {}).get("file", "golden.npz")
-    if golden.is_file():
-        with np.load(golden) as data:
-            golden_inputs = data["input"].copy() if "input" in data else None
-            sample = golden_inputs[:1] if golden_inputs is not None else None
-    entry = manifest.get("targets", {}).get(name)
-    if entry is not None and not isinstance(target_spec, Target):
-        where = f"{bundle / 'manifest.json'} targets.{name}"
-        target = target_from_mapping(entry["target"], where=where)
+    golden = bundle.golden() or {}
+    golden_inputs = golden.get("input")
+    sample = golden_inputs[:1] if golden_inputs is not None else None
+    if bundle.has_target(name) and not isinstance(target_spec, Target):
+        entry = bundle.target(name)
+        where = f"{bundle.where} targets.{name}"
+        target = target_from_mapping(entry.target, where=where)
         rep = report.get("targets", {}).get(name, {})
-        build = _build_from_dict(rep.get("build")) or BuildResult(backend=target.backend, artifact=entry["artifact"],
-                                                                  precision=entry.get("precision", "?"))
-        target_dir = bundle / entry["dir"]
+        build = _build_from_dict(rep.get("build")) or BuildResult(backend=target.backend, artifact=entry.artifact,
+                                                                  precision=entry.precision)
         _check_backend(target, where)
-        accuracy = ({"value": rep["accuracy"], "metric": "top-1 accuracy (%)", "source": "bundle report.json"}
+        accuracy = ({"value": rep["accuracy"], "metric": "top-1 accuracy (%)", "source": f"bundle {REPORT_JSON}"}
                     if rep.get("accuracy") is not None else None)
-        return Resolved("bundle", bundle, target, target_dir, build, target_dir / build.artifact, sample, accuracy)
+        return Resolved("bundle", bundle.path, target, entry.dir, build, entry.dir / build.artifact, sample, accuracy)
     # a target the bundle was not built for: build the bundle's reference ONNX for it here
     target = target_spec if isinstance(target_spec, Target) else load_target(target_spec)
     backend = _check_backend(target, target.source or target.name)
-    model = bundle / manifest.get("model", {}).get("file", "model.onnx")
+    model = bundle.model_path
     log(f"bundle has no target {target.name!r}: building {model.name} for it")
     build = call_build(backend, model, target, build_dir, golden_inputs)
-    return Resolved("bundle", bundle, target, build_dir, build, build_dir / build.artifact, sample,
-                    notes=[f"target {target.name} built from the bundle's model.onnx at profile time"])
+    return Resolved("bundle", bundle.path, target, build_dir, build, build_dir / build.artifact, sample,
+                    notes=[f"target {target.name} built from the bundle's {model.name} at profile time"])
 
 
 def resolve_target_settings(artifact: str | Path, target_spec: str) -> ProfilingSettings:
     """The [profiling] settings that apply: the bundle's copy of the target when it has one."""
-    path = Path(artifact)
-    if (path / "manifest.json").is_file():
-        from edgekd.bundle import read_manifest
-
-        entry = read_manifest(path).get("targets", {}).get(target_spec)
-        if entry is not None:
-            return target_from_mapping(entry["target"], where=f"{path / 'manifest.json'} targets.{target_spec}").profiling
+    if is_bundle(artifact):
+        bundle = Bundle(artifact)
+        if bundle.has_target(target_spec):
+            return target_from_mapping(bundle.target(target_spec).target,
+                                       where=f"{bundle.where} targets.{target_spec}").profiling
     return load_target(target_spec).profiling
 
 

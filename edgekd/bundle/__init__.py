@@ -1,0 +1,47 @@
+"""The bundle: a folder an app or a device can use without edgekd's build side.
+
+    OUT/model.onnx            the exported reference model
+    OUT/variants/*.onnx       per-runtime / per-numerics exports a target is built from (when they differ)
+    OUT/<target>/...          each target's built artifact (engine, IR, HLS project, ...)
+    OUT/golden.npz            inputs and reference outputs for parity checks on the device
+    OUT/eval.npz              the labelled evaluation set (when the data is labelled)
+    OUT/manifest.json         I/O, preprocessing, labels, targets, sha256 of every artifact file,
+    versions and the resolved configuration -- no timestamps, so
+    rebuilding from the same inputs gives the same bytes
+    OUT/report.json|.md       what happened (accuracy, parity, latency): timestamps live here
+
+This package is the only code that knows these names: ``BundleWriter`` writes a bundle (atomically),
+``Bundle`` reads one. Torch-free (``edgekd.runtime`` uses it).
+"""
+
+from __future__ import annotations
+
+from edgekd.bundle.layout import (
+    EVAL,
+    GOLDEN,
+    MANIFEST,
+    MODEL,
+    PLOTS,
+    PROFILE,
+    REFERENCE_KEY,
+    REPORT_JSON,
+    REPORT_MD,
+    RESERVED_NAMES,
+    SCHEMA,
+    UNHASHED_PREFIXES,
+    VARIANTS,
+    dump_json,
+    hashed_files,
+    is_bundle,
+    load_npz,
+    reference_key,
+    sha256_file,
+)
+from edgekd.bundle.manifest import BundleManifest, ManifestTarget, read_manifest
+from edgekd.bundle.reader import Bundle, BundleTarget, verify_bundle
+from edgekd.bundle.writer import BundleWriter, check_replaceable, copy_bundle, pid_alive, recover_leftovers
+
+__all__ = ["EVAL", "GOLDEN", "MANIFEST", "MODEL", "PLOTS", "PROFILE", "REFERENCE_KEY", "REPORT_JSON", "REPORT_MD",
+           "RESERVED_NAMES", "SCHEMA", "UNHASHED_PREFIXES", "VARIANTS", "Bundle", "BundleManifest", "BundleTarget",
+           "BundleWriter", "ManifestTarget", "check_replaceable", "copy_bundle", "dump_json", "hashed_files", "is_bundle", "load_npz",
+           "pid_alive", "read_manifest", "recover_leftovers", "reference_key", "sha256_file", "verify_bundle"]

@@ -1,0 +1,145 @@
+"""Reading a bundle: ``Bundle(path)`` is the one view of a bundle folder every consumer uses. Torch-free."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from edgekd.bundle.layout import MANIFEST, REFERENCE_KEY, REPORT_JSON, VARIANTS, hashed_files, load_npz, sha256_file
+from edgekd.bundle.manifest import read_manifest
+from edgekd.errors import EdgekdError
+
+
+@dataclass(frozen=True)
+class BundleTarget:
+    """One target of a bundle, as its manifest entry records it (defaults fill keys older bundles lack)."""
+
+    name: str
+    backend: str
+    dir: Path  # the target's folder: bundle / rel_dir
+    rel_dir: str  # the manifest's "dir" (the target's name for bundles edgekd writes)
+    artifact: str  # the artifact's file name inside ``dir``
+    precision: str
+    source: str  # the ONNX file the target was built from, relative to the bundle
+    golden_reference: str  # the golden.npz key of that file's reference outputs
+    output_step: float
+    target: dict[str, Any]  # the resolved target (edgekd.config.target_from_mapping)
+
+    @property
+    def artifact_path(self) -> Path:
+        return self.dir / self.artifact
+
+
+class Bundle:
+    """A bundle folder: ``Bundle(path).manifest`` (validated), ``golden()``, ``eval_set()``, ``report()``,
+    ``target(name)``, ``verify()``. Cheap to create; the manifest is read (and checked) on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"Bundle({str(self.path)!r})"
+
+    @cached_property
+    def manifest(self) -> dict[str, Any]:
+        return read_manifest(self.path)
+
+    @property
+    def where(self) -> str:
+        """Where errors about the manifest's content point."""
+        return str(self.path / MANIFEST)
+
+    @property
+    def model_path(self) -> Path:
+        """The exported reference model (model.onnx)."""
+        return self.path / self.manifest["model"]["file"]
+
+    def variants(self) -> list[Path]:
+        """The per-runtime / per-numerics ONNX files targets were built from (variants/*.onnx)."""
+        folder = self.path / VARIANTS
+        return sorted(folder.glob("*.onnx")) if folder.is_dir() else []
+
+    @property
+    def golden_path(self) -> Path | None:
+        info = self.manifest.get("golden") or {}
+        return self.path / info["file"] if info.get("file") else None
+
+    def golden(self) -> dict[str, Any] | None:
+        """golden.npz's arrays ("input", "labels", "reference", "reference@variants/..."); None without one."""
+        path = self.golden_path
+        return load_npz(path) if path is not None and path.is_file() else None
+
+    @property
+    def eval_path(self) -> Path | None:
+        info = self.manifest.get("eval") or {}
+        return self.path / info["file"] if info.get("file") else None
+
+    def eval_set(self) -> tuple[Any, Any] | None:
+        """The labelled evaluation set (x, y) that travels with the bundle; None when the data was unlabelled."""
+        path = self.eval_path
+        if path is None or not path.is_file():
+            return None
+        arrays = load_npz(path)
+        if "x" not in arrays or "y" not in arrays:
+            raise EdgekdError(f"{path.name} has no x/y arrays (found: {', '.join(sorted(arrays)) or 'none'})",
+                              where=str(path), hint="the bundle was modified; rebuild or re-copy it")
+        return arrays["x"], arrays["y"]
+
+    def report(self) -> dict[str, Any]:
+        """report.json (what happened at build time: accuracy, parity, latency); {} when the bundle has none."""
+        path = self.path / REPORT_JSON
+        if not path.is_file():
+            return {}
+        try:
+            report = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise EdgekdError(f"{REPORT_JSON} is not readable JSON: {exc}", where=str(path),
+                              hint="the report is not checksummed; rebuild the bundle or delete the file") from None
+        return report if isinstance(report, dict) else {}
+
+    @property
+    def target_names(self) -> list[str]:
+        return sorted(self.manifest.get("targets") or {})
+
+    def has_target(self, name: str) -> bool:
+        return name in (self.manifest.get("targets") or {})
+
+    def target(self, name: str) -> BundleTarget:
+        entry = (self.manifest.get("targets") or {}).get(name)
+        if entry is None:
+            raise EdgekdError(f"target {name!r} is not in this bundle; it has: {', '.join(self.target_names) or 'none'}",
+                              where=self.where, hint="rebuild the bundle with that target")
+        return BundleTarget(name=name, backend=entry["backend"], dir=self.path / entry["dir"], rel_dir=entry["dir"],
+                            artifact=entry["artifact"],
+                            precision=entry.get("precision", "fp32"), source=entry.get("source") or self.manifest["model"]["file"],
+                            golden_reference=entry.get("golden_reference", REFERENCE_KEY),
+                            output_step=float(entry.get("output_step", 0.0)), target=dict(entry["target"]))
+
+    def file_digest(self, rel: str) -> str | None:
+        """The sha256 the manifest lists for ``rel``."""
+        return (self.manifest.get("files") or {}).get(rel)
+
+    def verify(self) -> list[str]:
+        """Problems found (missing/changed/unlisted files); empty when every checksum verifies."""
+        problems = []
+        listed: dict[str, str] = self.manifest.get("files", {})
+        for rel, digest in listed.items():
+            path = self.path / rel
+            if not path.is_file():
+                problems.append(f"{rel}: missing")
+            elif sha256_file(path) != digest:
+                problems.append(f"{rel}: checksum mismatch (file changed after the bundle was written)")
+        for rel in hashed_files(self.path):
+            if rel not in listed:
+                problems.append(f"{rel}: not listed in {MANIFEST}")
+        return problems
+
+
+def verify_bundle(bundle: Path) -> list[str]:
+    """Problems found (missing/changed/unlisted files); empty when every checksum verifies."""
+    return Bundle(bundle).verify()
+
+
