@@ -248,7 +248,8 @@ def test_bundle_reader_on_a_real_bundle(bundle) -> None:
         preprocessing=m["preprocessing"], labels=m["labels"], num_classes=m["num_classes"],
         golden_samples=m["golden"]["samples"], eval_samples=m["eval"]["samples"], history=m["history"],
         targets={n: ManifestTarget(**t) for n, t in m["targets"].items()},
-        versions=m["versions"], config=m["config"]).to_dict()
+        versions=m["versions"], config=m["config"], reference_metrics=m["reference_metrics"],
+        failed_targets=m["failed_targets"]).to_dict()
     assert json.dumps(rebuilt, sort_keys=True) == json.dumps({k: v for k, v in m.items() if k not in ("schema", "files")},
                                                              sort_keys=True)
 
