@@ -3,12 +3,15 @@
 ``run_fine_tune(..., nproc=N)`` pickles the job (student, teacher, data, config, hooks) into a private
 folder, runs ``python -m torch.distributed.run --standalone --nproc-per-node N -m edgekd.train.launch JOB``,
 and loads rank 0's weights back into ``student`` (in place, like ``fine_tune``). Inside torchrun, or with
-nproc <= 1, it simply calls ``fine_tune``. Hooks must be picklable (module-level classes).
+nproc <= 1, it simply calls ``fine_tune``. Hooks must be picklable (module-level classes). The workers first
+extend ``sys.path`` with the parent's and import the ``py:`` files it loaded (``job.json``), so what pickles by
+reference to the user's modules unpickles there too, from any working directory.
 """
 
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -19,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd import errors
+from edgekd import errors, sources
 from edgekd.errors import ConfigError
 from edgekd.progress import log
 from edgekd.train import ddp
@@ -40,7 +43,8 @@ def run_fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, conf
                           where=f"{description} batch_size", hint=f"use a multiple of {nproc}")
     with tempfile.TemporaryDirectory(prefix="edgekd-ddp-", dir=workdir) as tmp:
         job = Path(tmp) / "job.pt"
-        torch.save({"student": student, "teacher": teacher, "data": data, "config": config, "kwargs": kwargs}, job)
+        _write_job(job, {"student": student, "teacher": teacher, "data": data, "config": config, "kwargs": kwargs},
+                   nproc, description)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "edgekd.train.launch", str(job)]
         log(f"{description}: launching {nproc} processes: {' '.join(cmd[1:])}")
@@ -62,9 +66,61 @@ def run_fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, conf
                        final_accuracy=res["final_accuracy"], steps=res["steps"], seconds=res["seconds"], extra=res["extra"])
 
 
+_NOT_PICKLABLE_HINT = ("define the models', data's and hooks' classes at module level in an importable module or a "
+                       "py: file (not in __main__, a notebook or a function), or train with nproc = 1")
+
+
+def _write_job(job: Path, payload: dict[str, Any], nproc: int, description: str) -> None:
+    """The job for the workers: ``job.pt`` (pickled by reference) and ``job.json``, what the workers import before
+    unpickling it: the parent's ``sys.path`` (cwd included) and the ``py:`` files it loaded."""
+    in_main = sorted({type(obj).__qualname__ for obj in _objects(payload) if type(obj).__module__ == "__main__"})
+    if in_main:
+        raise ConfigError(f"{', '.join(in_main)} {'is' if len(in_main) == 1 else 'are'} defined in __main__, which the "
+                          f"{nproc} worker processes cannot import", where=description, hint=_NOT_PICKLABLE_HINT)
+    try:
+        torch.save(payload, job)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"cannot hand the training job to {nproc} worker processes: {exc}", where=description,
+                          hint=_NOT_PICKLABLE_HINT) from None
+    sys_path = [str(Path(p or ".").resolve()) for p in sys.path]  # "" is the cwd
+    job.with_suffix(".json").write_text(json.dumps({"sys_path": sys_path,
+                                                    "py_files": [str(p) for p in sources.imported_files()]}))
+
+
+def _objects(payload: dict[str, Any]) -> list[object]:
+    """The job's models with all their submodules, its data and its hooks (what pickles by class reference)."""
+    out: list[object] = [payload["data"], *payload["kwargs"]["hooks"]]
+    for model in (payload["student"], payload["teacher"]):
+        out.extend(model.modules() if isinstance(model, nn.Module) else [])
+    return out
+
+
+def _load_job(job_path: Path) -> dict[str, Any]:
+    """Import what ``job.json`` names, then unpickle the job; any failure is a ConfigError naming what is missing."""
+    preamble = json.loads(job_path.with_suffix(".json").read_text())
+    sys.path[:0] = [p for p in preamble["sys_path"] if p not in sys.path]
+    try:
+        for file in preamble["py_files"]:
+            sources.import_file(Path(file))
+        return torch.load(job_path, map_location="cpu", weights_only=False)  # written by run_fine_tune, same user
+    except Exception as exc:  # whatever the user's code raises: one clear error
+        raise ConfigError(f"a worker process cannot load the training job: {type(exc).__name__}: {exc}",
+                          where="torchrun worker", hint=_NOT_PICKLABLE_HINT) from None
+
+
+def _report_error(job_path: Path, exc: errors.EdgekdError) -> None:
+    (job_path.parent / "error.json").write_text(json.dumps(
+        {"type": type(exc).__name__, "message": exc.message, "where": exc.where, "hint": exc.hint}))
+
+
 def _worker(job_path: Path) -> int:
     info = ddp.init_from_env()
-    job = torch.load(job_path, map_location="cpu", weights_only=False)  # written by run_fine_tune, same user
+    try:
+        job = _load_job(job_path)
+    except errors.EdgekdError as exc:
+        if info.is_main:
+            _report_error(job_path, exc)
+        return 1
     student, teacher = job["student"], job["teacher"]
     if info.backend == "nccl":
         student.to(f"cuda:{info.local_rank}")
@@ -74,8 +130,7 @@ def _worker(job_path: Path) -> int:
         result = fine_tune(student, teacher, job["data"], job["config"], **job["kwargs"])
     except errors.EdgekdError as exc:
         if info.is_main:
-            (job_path.parent / "error.json").write_text(json.dumps(
-                {"type": type(exc).__name__, "message": exc.message, "where": exc.where, "hint": exc.hint}))
+            _report_error(job_path, exc)
         return 1
     if info.is_main:
         torch.save({"state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()}, "history": result.history,
