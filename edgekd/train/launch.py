@@ -11,6 +11,7 @@ reference to the user's modules unpickles there too, from any working directory.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -49,9 +50,9 @@ def run_fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, conf
                "-m", "edgekd.train.launch", str(job)]
         log(f"{description}: launching {nproc} processes: {' '.join(cmd[1:])}")
         proc = subprocess.run(cmd, check=False)
-        error_file = Path(tmp) / "error.json"
-        if error_file.is_file():  # rank 0 reports an edgekd error with its own type, text, where and hint
-            err = json.loads(error_file.read_text())
+        reports = sorted(Path(tmp).glob("error-*.json"), key=lambda f: int(f.stem.rpartition("-")[2]))
+        if reports:  # a rank's edgekd error with its own type, text, where and hint (the lowest rank's)
+            err = json.loads(reports[0].read_text())
             cls = getattr(errors, err["type"], None) or getattr(sys.modules[__name__], err["type"], TrainingError)
             raise cls(err["message"], where=err["where"], hint=err["hint"])
         result_file = Path(tmp) / "result.pt"
@@ -108,9 +109,13 @@ def _load_job(job_path: Path) -> dict[str, Any]:
                           where="torchrun worker", hint=_NOT_PICKLABLE_HINT) from None
 
 
-def _report_error(job_path: Path, exc: errors.EdgekdError) -> None:
-    (job_path.parent / "error.json").write_text(json.dumps(
-        {"type": type(exc).__name__, "message": exc.message, "where": exc.where, "hint": exc.hint}))
+def _report_error(job_path: Path, exc: errors.EdgekdError, info: ddp.DistInfo) -> None:
+    """``error-RANK.json``, written by every failing rank (torchrun may stop rank 0 as soon as another fails),
+    atomically (nor may the parent read half a file)."""
+    out = job_path.parent / f"error-{info.rank}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"type": type(exc).__name__, "message": exc.message, "where": exc.where, "hint": exc.hint}))
+    os.replace(tmp, out)
 
 
 def _worker(job_path: Path) -> int:
@@ -118,8 +123,7 @@ def _worker(job_path: Path) -> int:
     try:
         job = _load_job(job_path)
     except errors.EdgekdError as exc:
-        if info.is_main:
-            _report_error(job_path, exc)
+        _report_error(job_path, exc, info)
         return 1
     student, teacher = job["student"], job["teacher"]
     if info.backend == "nccl":
@@ -129,8 +133,7 @@ def _worker(job_path: Path) -> int:
     try:
         result = fine_tune(student, teacher, job["data"], job["config"], **job["kwargs"])
     except errors.EdgekdError as exc:
-        if info.is_main:
-            _report_error(job_path, exc)
+        _report_error(job_path, exc, info)
         return 1
     if info.is_main:
         torch.save({"state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()}, "history": result.history,
