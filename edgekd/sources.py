@@ -130,6 +130,6 @@ def import_file(path: Path) -> ModuleType:
     return module
 
 
-def imported_files() -> list[Path]:
-    """Every ``.py`` file ``import_file`` has executed in this process (for workers to import them too)."""
-    return list(_FILE_MODULES)
+def file_of_module(name: str) -> Path | None:
+    """The ``.py`` file ``import_file`` executed as module ``name`` (None for any other module)."""
+    return next((path for path, (known, _) in _FILE_MODULES.items() if known == name), None)

@@ -82,6 +82,9 @@ def test_batchnorm_cnns_from_one_py_file_train_on_two_processes_like_one(digits,
     monkeypatch.chdir(tmp_path)  # not the py: file's folder
     from ddp_test_hooks import Noop  # type: ignore[import-not-found]
 
+    (code / "unused.py").write_text(NETS)
+    load_model("py:code/unused.py:student")
+    (code / "unused.py").unlink()  # loaded before but not part of the job: the workers do not need it
     student = load_model("py:code/nets.py:student").module
     teacher = load_model("py:code/nets.py:teacher").module  # the same file: one module, classes pickle by reference
     reference = copy.deepcopy(student)
@@ -95,7 +98,7 @@ def test_batchnorm_cnns_from_one_py_file_train_on_two_processes_like_one(digits,
     assert alone.extra["synced_batchnorm"] == 0 and result.steps == alone.steps == 20
     # BatchNorm over the global batch: the 2-process model is the 1-process one, up to the order of float sums
     for (name, a), b in zip(student.state_dict().items(), reference.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-3, atol=1e-4), (name, float((a.float() - b.float()).abs().max()))
+        assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=2e-5), (name, float((a.float() - b.float()).abs().max()))
     assert result.final_accuracy == pytest.approx(alone.final_accuracy, abs=0.5)
 
 

@@ -4,7 +4,7 @@
 folder, runs ``python -m torch.distributed.run --standalone --nproc-per-node N -m edgekd.train.launch JOB``,
 and loads rank 0's weights back into ``student`` (in place, like ``fine_tune``). Inside torchrun, or with
 nproc <= 1, it simply calls ``fine_tune``. Hooks must be picklable (module-level classes). The workers first
-extend ``sys.path`` with the parent's and import the ``py:`` files it loaded (``job.json``), so what pickles by
+extend ``sys.path`` with the parent's and import the ``py:`` files the job refers to (``job.json``), so what pickles by
 reference to the user's modules unpickles there too, from any working directory.
 """
 
@@ -13,9 +13,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import pickletools
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -79,13 +81,20 @@ def _write_job(job: Path, payload: dict[str, Any], nproc: int, description: str)
         raise ConfigError(f"{', '.join(in_main)} {'is' if len(in_main) == 1 else 'are'} defined in __main__, which the "
                           f"{nproc} worker processes cannot import", where=description, hint=_NOT_PICKLABLE_HINT)
     try:
-        torch.save(payload, job)
+        torch.save(payload, job, pickle_protocol=2)  # protocol 2: every class reference is a GLOBAL opcode
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
         raise ConfigError(f"cannot hand the training job to {nproc} worker processes: {exc}", where=description,
                           hint=_NOT_PICKLABLE_HINT) from None
+    files = [f for f in map(sources.file_of_module, sorted(_referenced_modules(job))) if f is not None]
     sys_path = [str(Path(p or ".").resolve()) for p in sys.path]  # "" is the cwd
-    job.with_suffix(".json").write_text(json.dumps({"sys_path": sys_path,
-                                                    "py_files": [str(p) for p in sources.imported_files()]}))
+    job.with_suffix(".json").write_text(json.dumps({"sys_path": sys_path, "py_files": [str(f) for f in files]}))
+
+
+def _referenced_modules(job: Path) -> set[str]:
+    """The modules whose classes or functions the pickled job refers to (read from its GLOBAL opcodes)."""
+    with zipfile.ZipFile(job) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    return {str(arg).partition(" ")[0] for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
 
 
 def _objects(payload: dict[str, Any]) -> list[object]:
