@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from edgekd.errors import SourceError
@@ -73,14 +76,9 @@ def import_callable(ref: str, *, where: str) -> Any:
         raise SourceError(f"expected 'module:function', got {ref!r}", where=where, hint="e.g. py:mypkg.models:build")
     try:
         if module_ref.endswith(".py"):
-            path = Path(module_ref)
-            if not path.is_file():
+            if not Path(module_ref).is_file():
                 raise SourceError("python file not found", where=module_ref)
-            spec = importlib.util.spec_from_file_location(path.stem, path)
-            assert spec is not None and spec.loader is not None
-            module = importlib.util.module_from_spec(spec)
-            sys.modules.setdefault(path.stem, module)
-            spec.loader.exec_module(module)
+            module = import_file(Path(module_ref))
         else:
             module = importlib.import_module(module_ref)
     except SourceError:
@@ -92,3 +90,46 @@ def import_callable(ref: str, *, where: str) -> Any:
         return getattr(module, attr)
     except AttributeError:
         raise SourceError(f"module {module_ref!r} has no attribute {attr!r}", where=where) from None
+
+
+# resolved path -> (module name, (mtime_ns, size) when it was executed)
+_FILE_MODULES: dict[Path, tuple[str, tuple[int, int]]] = {}
+
+
+def file_module_name(path: Path) -> str:
+    """The ``sys.modules`` name of a ``py:`` file: stable for its resolved path, so that every process (the
+    training workers too) gives the same file the same name, and distinct for two files with one stem."""
+    resolved = path.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", resolved.stem)
+    return f"_edgekd_py_{stem}_{digest}"
+
+
+def import_file(path: Path) -> ModuleType:
+    """Execute a ``.py`` file once per resolved path (again only if it changed) and register it in ``sys.modules``
+    under ``file_module_name``: the student and the teacher from one file share their classes, and objects of
+    those classes pickle by reference (``--nproc``)."""
+    resolved = path.resolve()
+    stat = resolved.stat()
+    version = (stat.st_mtime_ns, stat.st_size)
+    name = file_module_name(resolved)
+    known = _FILE_MODULES.get(resolved)
+    if known is not None and known[1] == version and name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # before executing: dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        _FILE_MODULES.pop(resolved, None)
+        raise
+    _FILE_MODULES[resolved] = (name, version)
+    return module
+
+
+def file_of_module(name: str) -> Path | None:
+    """The ``.py`` file ``import_file`` executed as module ``name`` (None for any other module)."""
+    return next((path for path, (known, _) in _FILE_MODULES.items() if known == name), None)

@@ -404,3 +404,26 @@ def test_prefix_that_is_a_real_submodule_is_put_back(tmp_path: Path) -> None:
     finally:
         del sys.modules["wrapped_for_test"]
     assert torch.equal(loaded.module.model.weight, state["model.weight"])
+
+
+def test_a_py_file_loads_once_under_a_stable_name_and_its_classes_pickle(tmp_path: Path) -> None:
+    import pickle
+
+    from edgekd.sources import file_module_name, import_callable
+
+    code = ("import torch\nclass Net(torch.nn.Linear):\n    pass\n"
+            "def student():\n    return Net(2, 3)\ndef teacher():\n    return Net(2, 5)\n")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for folder in ("a", "b"):
+        (tmp_path / folder / "nets.py").write_text(code)
+    student = load_model(f"py:{tmp_path}/a/nets.py:student").module
+    teacher = load_model(f"py:{tmp_path}/a/../a/nets.py:teacher").module  # the same file, spelled differently
+    assert type(student) is type(teacher)  # executed once: one class, not two look-alikes
+    name = type(student).__module__
+    assert name == file_module_name(tmp_path / "a" / "nets.py") and sys.modules[name].student is not None
+    assert type(pickle.loads(pickle.dumps(teacher))) is type(teacher)  # pickles by reference (torchrun workers)
+    other = import_callable(f"{tmp_path}/b/nets.py:Net", where="test")
+    assert other is not type(student) and other.__module__ != name  # one stem, two files: two modules
+    (tmp_path / "a" / "nets.py").write_text(code + "EDITED = True\n# longer\n")
+    assert import_callable(f"{tmp_path}/a/nets.py:EDITED", where="test") is True  # a changed file is executed again

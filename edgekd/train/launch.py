@@ -3,15 +3,21 @@
 ``run_fine_tune(..., nproc=N)`` pickles the job (student, teacher, data, config, hooks) into a private
 folder, runs ``python -m torch.distributed.run --standalone --nproc-per-node N -m edgekd.train.launch JOB``,
 and loads rank 0's weights back into ``student`` (in place, like ``fine_tune``). Inside torchrun, or with
-nproc <= 1, it simply calls ``fine_tune``. Hooks must be picklable (module-level classes).
+nproc <= 1, it simply calls ``fine_tune``. Hooks must be picklable (module-level classes). The workers first
+extend ``sys.path`` with the parent's and import the ``py:`` files the job refers to (``job.json``), so what pickles by
+reference to the user's modules unpickles there too, from any working directory.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import pickletools
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgekd import errors
+from edgekd import errors, sources
 from edgekd.errors import ConfigError
 from edgekd.progress import log
 from edgekd.train import ddp
@@ -40,14 +46,15 @@ def run_fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, conf
                           where=f"{description} batch_size", hint=f"use a multiple of {nproc}")
     with tempfile.TemporaryDirectory(prefix="edgekd-ddp-", dir=workdir) as tmp:
         job = Path(tmp) / "job.pt"
-        torch.save({"student": student, "teacher": teacher, "data": data, "config": config, "kwargs": kwargs}, job)
+        _write_job(job, {"student": student, "teacher": teacher, "data": data, "config": config, "kwargs": kwargs},
+                   nproc, description)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "edgekd.train.launch", str(job)]
         log(f"{description}: launching {nproc} processes: {' '.join(cmd[1:])}")
         proc = subprocess.run(cmd, check=False)
-        error_file = Path(tmp) / "error.json"
-        if error_file.is_file():  # rank 0 reports an edgekd error with its own type, text, where and hint
-            err = json.loads(error_file.read_text())
+        reports = sorted(Path(tmp).glob("error-*.json"), key=lambda f: int(f.stem.rpartition("-")[2]))
+        if reports:  # a rank's edgekd error with its own type, text, where and hint (the lowest rank's)
+            err = json.loads(reports[0].read_text())
             cls = getattr(errors, err["type"], None) or getattr(sys.modules[__name__], err["type"], TrainingError)
             raise cls(err["message"], where=err["where"], hint=err["hint"])
         result_file = Path(tmp) / "result.pt"
@@ -62,9 +69,71 @@ def run_fine_tune(student: nn.Module, teacher: nn.Module | None, data: Any, conf
                        final_accuracy=res["final_accuracy"], steps=res["steps"], seconds=res["seconds"], extra=res["extra"])
 
 
+_NOT_PICKLABLE_HINT = ("define the models', data's and hooks' classes at module level in an importable module or a "
+                       "py: file (not in __main__, a notebook or a function), or train with nproc = 1")
+
+
+def _write_job(job: Path, payload: dict[str, Any], nproc: int, description: str) -> None:
+    """The job for the workers: ``job.pt`` (pickled by reference) and ``job.json``, what the workers import before
+    unpickling it: the parent's ``sys.path`` (cwd included) and the ``py:`` files it loaded."""
+    in_main = sorted({type(obj).__qualname__ for obj in _objects(payload) if type(obj).__module__ == "__main__"})
+    if in_main:
+        raise ConfigError(f"{', '.join(in_main)} {'is' if len(in_main) == 1 else 'are'} defined in __main__, which the "
+                          f"{nproc} worker processes cannot import", where=description, hint=_NOT_PICKLABLE_HINT)
+    try:
+        torch.save(payload, job, pickle_protocol=2)  # protocol 2: every class reference is a GLOBAL opcode
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"cannot hand the training job to {nproc} worker processes: {exc}", where=description,
+                          hint=_NOT_PICKLABLE_HINT) from None
+    files = [f for f in map(sources.file_of_module, sorted(_referenced_modules(job))) if f is not None]
+    sys_path = [str(Path(p or ".").resolve()) for p in sys.path]  # "" is the cwd
+    job.with_suffix(".json").write_text(json.dumps({"sys_path": sys_path, "py_files": [str(f) for f in files]}))
+
+
+def _referenced_modules(job: Path) -> set[str]:
+    """The modules whose classes or functions the pickled job refers to (read from its GLOBAL opcodes)."""
+    with zipfile.ZipFile(job) as archive:
+        data = archive.read(next(n for n in archive.namelist() if n.endswith("/data.pkl")))
+    return {str(arg).partition(" ")[0] for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"}
+
+
+def _objects(payload: dict[str, Any]) -> list[object]:
+    """The job's models with all their submodules, its data and its hooks (what pickles by class reference)."""
+    out: list[object] = [payload["data"], *payload["kwargs"]["hooks"]]
+    for model in (payload["student"], payload["teacher"]):
+        out.extend(model.modules() if isinstance(model, nn.Module) else [])
+    return out
+
+
+def _load_job(job_path: Path) -> dict[str, Any]:
+    """Import what ``job.json`` names, then unpickle the job; any failure is a ConfigError naming what is missing."""
+    preamble = json.loads(job_path.with_suffix(".json").read_text())
+    sys.path[:0] = [p for p in preamble["sys_path"] if p not in sys.path]
+    try:
+        for file in preamble["py_files"]:
+            sources.import_file(Path(file))
+        return torch.load(job_path, map_location="cpu", weights_only=False)  # written by run_fine_tune, same user
+    except Exception as exc:  # whatever the user's code raises: one clear error
+        raise ConfigError(f"a worker process cannot load the training job: {type(exc).__name__}: {exc}",
+                          where="torchrun worker", hint=_NOT_PICKLABLE_HINT) from None
+
+
+def _report_error(job_path: Path, exc: errors.EdgekdError, info: ddp.DistInfo) -> None:
+    """``error-RANK.json``, written by every failing rank (torchrun may stop rank 0 as soon as another fails),
+    atomically (nor may the parent read half a file)."""
+    out = job_path.parent / f"error-{info.rank}.json"
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"type": type(exc).__name__, "message": exc.message, "where": exc.where, "hint": exc.hint}))
+    os.replace(tmp, out)
+
+
 def _worker(job_path: Path) -> int:
     info = ddp.init_from_env()
-    job = torch.load(job_path, map_location="cpu", weights_only=False)  # written by run_fine_tune, same user
+    try:
+        job = _load_job(job_path)
+    except errors.EdgekdError as exc:
+        _report_error(job_path, exc, info)
+        return 1
     student, teacher = job["student"], job["teacher"]
     if info.backend == "nccl":
         student.to(f"cuda:{info.local_rank}")
@@ -73,9 +142,7 @@ def _worker(job_path: Path) -> int:
     try:
         result = fine_tune(student, teacher, job["data"], job["config"], **job["kwargs"])
     except errors.EdgekdError as exc:
-        if info.is_main:
-            (job_path.parent / "error.json").write_text(json.dumps(
-                {"type": type(exc).__name__, "message": exc.message, "where": exc.where, "hint": exc.hint}))
+        _report_error(job_path, exc, info)
         return 1
     if info.is_main:
         torch.save({"state_dict": {k: v.cpu() for k, v in result.model.state_dict().items()}, "history": result.history,

@@ -30,6 +30,7 @@ from edgekd.train import ddp
 from edgekd.train.config import FinetuneConfig
 from edgekd.train.hooks import Hook, HookSet
 from edgekd.train.losses import logits_loss
+from edgekd.train.sync_bn import global_batch_norm
 from edgekd.train.wiring import Tap, Wiring, logits_of, wire, wrap_ddp
 
 __all__ = ["Hook", "RunOptions", "TrainResult", "TrainState", "TrainingError", "evaluate", "fine_tune", "train"]
@@ -207,14 +208,18 @@ def train(student: nn.Module, teacher: nn.Module | None, data: Any, config: Fine
     with _isolated(teacher, config) as taps:
         torch.manual_seed(config.seed)
         run = _setup(student, teacher if use_teacher else None, data, config, options, info, taps, started)
-        with task(options.description, run.plan.total) if info.is_main else nullcontext(_SilentBar()) as bar:
+        # under DDP, BatchNorm normalises over the global batch: the ranks keep equal buffers (see sync_bn.py)
+        progress = task(options.description, run.plan.total) if info.is_main else nullcontext(_SilentBar())
+        with global_batch_norm(run.wiring.wrapper, info) as synced_bn, progress as bar:
             if run.state.step:
                 bar.advance(run.state.step)
             for epoch in range(run.state.epoch, run.plan.epochs):
                 if run.state.step >= run.plan.total:
                     break
                 _run_epoch(run, epoch, bar)
-        return _finish(run)
+        result = _finish(run)
+        result.extra["synced_batchnorm"] = synced_bn
+        return result
 
 
 def _check_inputs(teacher: nn.Module | None, data: Any, config: FinetuneConfig, info: ddp.DistInfo,
