@@ -4,27 +4,23 @@ It reads QuantizeLinear/DequantizeLinear as produced by ONNX Runtime's ``quantiz
 brevitas or edgekd's own quantization pass (per-tensor or per-channel, int8/uint8, any zero
 point) and folds every ``DQ -> op -> (Relu|Clip) -> Q`` chain into one integer layer.
 
-The walk is a small abstract interpretation: each ONNX value is known as one of
-  _FloatIn   the float graph input (possibly flattened) before its QuantizeLinear
-  _QConst    a dequantized initializer (weights, bias)
-  _Const     a plain initializer / Constant (shapes, clip bounds, float bias)
-  _QAct      a quantized activation tensor (output of Q)
-  _Act       the float view DQ(q) of a quantized activation
-  _Pending   a float result (Conv, Gemm, Add, pooling, ...) waiting for its QuantizeLinear
-Unsupported nodes are collected over the whole graph and reported in one error, before
-anything is written.
+The walk is a small abstract interpretation over the value kinds of ``values.py``: each op
+handler below reads its inputs' kinds and records its output's; a float result waits as a
+``Pending`` until its QuantizeLinear, where ``lowering.GraphBuilder.finalize`` turns it into
+a layer. Unsupported nodes are collected over the whole graph and reported in one error,
+before anything is written.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgekd.backends.hls import ir
+from edgekd.backends.hls.lowering import GraphBuilder, c_name, pool_shape
+from edgekd.backends.hls.values import KIND_WORDS, Act, Const, FloatIn, Pending, QAct, QConst
 from edgekd.errors import BuildError
 from edgekd.onnxgraph import OnnxGraph, attributes
 
@@ -35,122 +31,34 @@ SUPPORTED_OPS = frozenset({
 _F32 = np.float32
 
 
-@dataclass
-class _FloatIn:
-    shape: tuple[int, ...]
+class _Frontend(GraphBuilder):
+    """Walks the ONNX nodes in order; ``values`` maps every ONNX value name to what is known about it."""
 
-
-@dataclass
-class _Const:
-    value: np.ndarray
-
-
-@dataclass
-class _QConst:
-    q: np.ndarray  # integer values
-    scale: np.ndarray  # float32, scalar or [C]
-    zero_point: np.ndarray
-    axis: int
-
-    def centered(self) -> np.ndarray:
-        zp = self.zero_point
-        if zp.ndim == 1 and self.q.ndim > 1:
-            zp = zp.reshape([-1 if i == self.axis % self.q.ndim else 1 for i in range(self.q.ndim)])
-        return self.q.astype(np.int64) - zp.astype(np.int64)
-
-
-@dataclass
-class _QAct:
-    tensor: str
-
-
-@dataclass
-class _Act:
-    tensor: str
-    scale: float
-    zero_point: int
-
-
-@dataclass
-class _Pending:
-    op: str  # conv | dense | add | avgpool | concat | identity
-    node: str
-    inputs: list[_Act]
-    attrs: dict[str, Any] = field(default_factory=dict)
-    lo: float = -np.inf  # float clamp from Relu/Clip
-    hi: float = np.inf
-
-
-_KIND_WORDS = {
-    _FloatIn: "the float graph input (not quantized yet)",
-    _Const: "a float/plain constant",
-    _QConst: "a dequantized constant (weight or bias)",
-    _QAct: "a quantized tensor (QuantizeLinear output)",
-    _Act: "a dequantized activation (DequantizeLinear output)",
-    _Pending: "a float result with no QuantizeLinear after it",
-}
-
-
-def c_name(name: str) -> str:
-    """A C++ identifier for an ONNX name."""
-    text = re.sub(r"[^0-9A-Za-z_]", "_", name).strip("_") or "t"
-    return text if not text[0].isdigit() else f"n{text}"
-
-
-class _Frontend:
     def __init__(self, model: Any, where: str) -> None:
+        super().__init__(where)
         self.model = model
         self.graph = OnnxGraph(model)
-        self.where = where
         self.values: dict[str, Any] = {}
-        self.tensors: dict[str, ir.Tensor] = {}
-        self.layers: list[ir.Layer] = []
-        self.names: set[str] = set()
-        self.layer_names: set[str] = set()
         for name in self.graph.initializer_names():
-            self.values[name] = _Const(self.graph.constant(name))
+            self.values[name] = Const(self.graph.constant(name))
 
     # ------------------------------------------------------------------ helpers
-
-    def err(self, node: Any, message: str, hint: str | None = None) -> BuildError:
-        return BuildError(message, where=f"{self.where} node {node.name or node.output[0]!r} ({node.op_type})", hint=hint)
 
     def attrs(self, node: Any) -> dict[str, Any]:
         return attributes(node)
 
-    def unique(self, name: str, names: set[str] | None = None) -> str:
-        """A fresh C++ name; tensors and layers have separate namespaces (layers only appear prefixed)."""
-        names = self.names if names is None else names
-        base = c_name(name)
-        out, i = base, 1
-        while out in names:
-            out, i = f"{base}_{i}", i + 1
-        names.add(out)
-        return out
-
-    def layer_name(self, name: str) -> str:
-        return self.unique(name, self.layer_names)
-
-    def new_tensor(self, name: str, shape: tuple[int, ...], dtype: str, scale: float, zp: int) -> str:
-        tname = self.unique(name)
-        self.tensors[tname] = ir.Tensor(tname, tuple(int(d) for d in shape), dtype, float(_F32(scale)), int(zp))
-        return tname
-
     def get(self, node: Any, name: str, *kinds: type) -> Any:
         value = self.values.get(name)
         if value is None or (kinds and not isinstance(value, kinds)):
-            got = _KIND_WORDS.get(type(value), type(value).__name__) if value is not None else "an unknown value"
-            want = " or ".join(_KIND_WORDS.get(k, k.__name__) for k in kinds)
+            got = KIND_WORDS.get(type(value), type(value).__name__) if value is not None else "an unknown value"
+            want = " or ".join(KIND_WORDS.get(k, k.__name__) for k in kinds)
             raise self.err(node, f"input {name!r} is {got}; expected {want}",
                            hint="the HLS backend needs QDQ ONNX: DequantizeLinear on every activation and weight "
                                 "input of compute ops, QuantizeLinear on their outputs")
         return value
 
     def const(self, node: Any, name: str) -> np.ndarray:
-        return self.get(node, name, _Const).value
-
-    def act_shape(self, a: _Act) -> tuple[int, ...]:
-        return self.tensors[a.tensor].shape
+        return self.get(node, name, Const).value
 
     # ------------------------------------------------------------------ ops
 
@@ -170,7 +78,7 @@ class _Frontend:
                              "sizes with onnxruntime.tools.make_dynamic_shape_fixed before quantizing")
         self.input_name = inputs[0].name
         self.input_float_shape = shape
-        self.values[self.input_name] = _FloatIn(shape)
+        self.values[self.input_name] = FloatIn(shape)
         self.input_tensor: str | None = None
         for node in graph.node:
             handler = getattr(self, f"op_{node.op_type}")
@@ -181,7 +89,7 @@ class _Frontend:
         value = self.graph.constant(node.output[0])
         if value is None:
             raise self.err(node, "only Constant nodes with a tensor 'value' are supported")
-        self.values[node.output[0]] = _Const(value)
+        self.values[node.output[0]] = Const(value)
 
     def op_Identity(self, node: Any) -> None:
         self.values[node.output[0]] = self.values.get(node.input[0])
@@ -200,24 +108,24 @@ class _Frontend:
         if int(self.attrs(node).get("block_size", 0) or 0):
             raise self.err(node, f"blocked quantization (block_size {self.attrs(node)['block_size']}) is not supported",
                            hint="quantize weights per output channel or per tensor")
-        if isinstance(value, _Const):
+        if isinstance(value, Const):
             q = value.value
             if q.dtype.name in ("int4", "uint4"):  # opset 21 packed 4-bit weights (ml_dtypes): widen, same values
                 q = q.astype(np.int8 if q.dtype.name == "int4" else np.uint8)
             if q.dtype.kind not in "iu":
                 raise self.err(node, f"DequantizeLinear of a {q.dtype} initializer; weights must be stored as "
                                      "int8/uint8/int4/uint4", hint="quantize the weights to an integer type")
-            self.values[node.output[0]] = _QConst(q, scale, zp, axis)
-        elif isinstance(value, _QAct):
+            self.values[node.output[0]] = QConst(q, scale, zp, axis)
+        elif isinstance(value, QAct):
             if scale.size != 1:
                 raise self.err(node, "per-channel activation quantization is not supported",
                                hint="quantize activations per tensor")
-            self.values[node.output[0]] = _Act(value.tensor, float(scale.reshape(())), int(zp.reshape(())))
+            self.values[node.output[0]] = Act(value.tensor, float(scale.reshape(())), int(zp.reshape(())))
         else:
-            self.get(node, node.input[0], _Const, _QAct)
+            self.get(node, node.input[0], Const, QAct)
 
     def op_QuantizeLinear(self, node: Any) -> None:
-        value = self.get(node, node.input[0], _FloatIn, _Act, _Pending)
+        value = self.get(node, node.input[0], FloatIn, Act, Pending)
         scale, zp, dtype = self._qparams(node)
         if scale.size != 1:
             raise self.err(node, "per-channel activation quantization is not supported", hint="quantize activations per tensor")
@@ -225,20 +133,20 @@ class _Frontend:
             raise self.err(node, f"activations must be int8 or uint8, got {dtype}")
         s, z = float(scale.reshape(())), int(zp.reshape(()))
         out = node.output[0]
-        if isinstance(value, _FloatIn):
+        if isinstance(value, FloatIn):
             if self.input_tensor is not None:
                 raise self.err(node, "the float input is quantized twice")
             self.input_tensor = self.new_tensor(out, value.shape, dtype, s, z)
-            self.values[out] = _QAct(self.input_tensor)
-        elif isinstance(value, _Act):
+            self.values[out] = QAct(self.input_tensor)
+        elif isinstance(value, Act):
             t = self.tensors[value.tensor]
             if t.dtype == dtype and _F32(value.scale) == _F32(s) and value.zero_point == z == t.zero_point \
                     and _F32(t.scale) == _F32(s):
-                self.values[out] = _QAct(value.tensor)  # Q(DQ(q)) with the same parameters is q
+                self.values[out] = QAct(value.tensor)  # Q(DQ(q)) with the same parameters is q
             else:
-                self.values[out] = _QAct(self.finalize(_Pending("identity", node.name or out, [value]), out, s, z, dtype))
+                self.values[out] = QAct(self.finalize(Pending("identity", node.name or out, [value]), out, s, z, dtype))
         else:
-            self.values[out] = _QAct(self.finalize(value, out, s, z, dtype))
+            self.values[out] = QAct(self.finalize(value, out, s, z, dtype))
 
     def op_Relu(self, node: Any) -> None:
         self._clamp(node, 0.0, np.inf)
@@ -253,27 +161,27 @@ class _Frontend:
         self._clamp(node, lo, hi)
 
     def _clamp(self, node: Any, lo: float, hi: float) -> None:
-        value = self.get(node, node.input[0], _Pending, _Act)
-        if isinstance(value, _Act):
-            value = _Pending("identity", node.name or node.output[0], [value])
+        value = self.get(node, node.input[0], Pending, Act)
+        if isinstance(value, Act):
+            value = Pending("identity", node.name or node.output[0], [value])
         else:
-            value = _Pending(value.op, value.node, value.inputs, value.attrs, value.lo, value.hi)
+            value = Pending(value.op, value.node, value.inputs, value.attrs, value.lo, value.hi)
         value.lo, value.hi = max(value.lo, lo), min(value.hi, hi)
         self.values[node.output[0]] = value
 
-    def _bias(self, node: Any, names: list[str], n_out: int) -> np.ndarray | _QConst | None:
+    def _bias(self, node: Any, names: list[str], n_out: int) -> np.ndarray | QConst | None:
         if len(names) < 3 or not names[2]:
             return None
         b = self.values.get(names[2])
-        if isinstance(b, _QConst):
+        if isinstance(b, QConst):
             return b
-        if isinstance(b, _Const):
+        if isinstance(b, Const):
             return b.value.astype(_F32).reshape(n_out)
         raise self.err(node, f"bias {names[2]!r} must be an initializer (quantized int32 or float)")
 
     def op_Conv(self, node: Any) -> None:
-        x = self.get(node, node.input[0], _Act)
-        w = self.get(node, node.input[1], _QConst)
+        x = self.get(node, node.input[0], Act)
+        w = self.get(node, node.input[1], QConst)
         a = self.attrs(node)
         shape = self.act_shape(x)
         kdims = w.q.ndim - 2
@@ -289,31 +197,31 @@ class _Frontend:
         attrs = {"pads": (pads[0], pads[1], pads[2], pads[3]), "stride": tuple(strides), "dilation": tuple(dil),
                  "groups": int(a.get("group", 1)), "w": w, "bias": self._bias(node, list(node.input), w.q.shape[0]),
                  "kdims": kdims}
-        self.values[node.output[0]] = _Pending("conv", node.name or node.output[0], [x], attrs)
+        self.values[node.output[0]] = Pending("conv", node.name or node.output[0], [x], attrs)
 
     def op_Gemm(self, node: Any) -> None:
         a = self.attrs(node)
         if a.get("transA", 0) or float(a.get("alpha", 1.0)) != 1.0 or float(a.get("beta", 1.0)) != 1.0:
             raise self.err(node, "Gemm with transA or alpha/beta != 1 is not supported")
-        x = self.get(node, node.input[0], _Act)
-        w = self.get(node, node.input[1], _QConst)
+        x = self.get(node, node.input[0], Act)
+        w = self.get(node, node.input[1], QConst)
         trans_b = bool(a.get("transB", 0))
         self._dense(node, x, w, trans_b, self._bias(node, list(node.input), w.q.shape[0 if trans_b else 1]))
 
     def op_MatMul(self, node: Any) -> None:
-        x = self.get(node, node.input[0], _Act)
-        w = self.get(node, node.input[1], _QConst)
+        x = self.get(node, node.input[0], Act)
+        w = self.get(node, node.input[1], QConst)
         self._dense(node, x, w, False, None)
 
-    def _dense(self, node: Any, x: _Act, w: _QConst, trans_b: bool, bias: Any) -> None:
+    def _dense(self, node: Any, x: Act, w: QConst, trans_b: bool, bias: Any) -> None:
         if w.q.ndim != 2 or len(self.act_shape(x)) != 1:
             raise self.err(node, f"dense layers need a flat input and 2D weights (input {list(self.act_shape(x))}, "
                                  f"weights {list(w.q.shape)})", hint="Flatten before Gemm/MatMul")
         out_axis = 0 if trans_b else 1
         if w.scale.size > 1 and w.axis % 2 != out_axis:
             raise self.err(node, "per-channel weight scales must be on the output axis")
-        self.values[node.output[0]] = _Pending("dense", node.name or node.output[0], [x],
-                                               {"w": w, "trans_b": trans_b, "bias": bias})
+        self.values[node.output[0]] = Pending("dense", node.name or node.output[0], [x],
+                                              {"w": w, "trans_b": trans_b, "bias": bias})
 
     def _pool_attrs(self, node: Any, shape: tuple[int, ...]) -> dict[str, Any]:
         a = self.attrs(node)
@@ -328,34 +236,34 @@ class _Frontend:
                 "count_include_pad": bool(a.get("count_include_pad", 0))}
 
     def op_MaxPool(self, node: Any) -> None:
-        x = self.get(node, node.input[0], _Act)
+        x = self.get(node, node.input[0], Act)
         if len(node.output) > 1 and node.output[1]:
             raise self.err(node, "MaxPool with an Indices output is not supported")
         t = self.tensors[x.tensor]
         attrs = self._pool_attrs(node, t.shape)
-        out = self.new_tensor(node.output[0], _pool_shape(t.shape, attrs), t.dtype, t.scale, t.zero_point)
+        out = self.new_tensor(node.output[0], pool_shape(t.shape, attrs), t.dtype, t.scale, t.zero_point)
         self.layers.append(ir.Pool(self.layer_name(node.name or node.output[0]), [x.tensor], out, mode="max", **attrs))
         # max commutes with the (monotonic) dequantization: the result keeps the input's parameters
-        self.values[node.output[0]] = _Act(out, x.scale, x.zero_point)
+        self.values[node.output[0]] = Act(out, x.scale, x.zero_point)
 
     def op_AveragePool(self, node: Any) -> None:
-        x = self.get(node, node.input[0], _Act)
+        x = self.get(node, node.input[0], Act)
         attrs = self._pool_attrs(node, self.act_shape(x))
-        self.values[node.output[0]] = _Pending("avgpool", node.name or node.output[0], [x], attrs)
+        self.values[node.output[0]] = Pending("avgpool", node.name or node.output[0], [x], attrs)
 
     def op_GlobalAveragePool(self, node: Any) -> None:
-        x = self.get(node, node.input[0], _Act)
+        x = self.get(node, node.input[0], Act)
         shape = self.act_shape(x)
         if len(shape) != 3:
             raise self.err(node, "only 2D global pooling on [C, H, W] is supported")
         attrs = {"kernel": (shape[1], shape[2]), "stride": (1, 1), "pads": (0, 0, 0, 0), "count_include_pad": False,
                  "global": True}
-        self.values[node.output[0]] = _Pending("avgpool", node.name or node.output[0], [x], attrs)
+        self.values[node.output[0]] = Pending("avgpool", node.name or node.output[0], [x], attrs)
 
     def op_ReduceMean(self, node: Any) -> None:
         """Mean over H and W (torch's dynamo exporter writes adaptive_avg_pool2d(1) / x.mean((2, 3)) this way):
         a global average pool; ORT runs it in float (DQ -> ReduceMean -> Q), as AveragePool."""
-        x = self.get(node, node.input[0], _Act)
+        x = self.get(node, node.input[0], Act)
         shape = self.act_shape(x)
         a = self.attrs(node)
         axes = a.get("axes")
@@ -367,28 +275,23 @@ class _Frontend:
                                  f"input {list(shape)})", hint="use a global average pool over the spatial axes")
         attrs = {"kernel": (shape[1], shape[2]), "stride": (1, 1), "pads": (0, 0, 0, 0), "count_include_pad": False,
                  "reshapes": [] if int(a.get("keepdims", 1)) else [(node, lambda shape: (shape[0],))]}
-        self.values[node.output[0]] = _Pending("avgpool", node.name or node.output[0], [x], attrs)
+        self.values[node.output[0]] = Pending("avgpool", node.name or node.output[0], [x], attrs)
 
     def op_Add(self, node: Any) -> None:
-        a = self.get(node, node.input[0], _Act)
-        b = self.get(node, node.input[1], _Act)
+        a = self.get(node, node.input[0], Act)
+        b = self.get(node, node.input[1], Act)
         if self.act_shape(a) != self.act_shape(b):
             raise self.err(node, f"Add needs equal shapes, got {list(self.act_shape(a))} and {list(self.act_shape(b))}")
-        self.values[node.output[0]] = _Pending("add", node.name or node.output[0], [a, b])
+        self.values[node.output[0]] = Pending("add", node.name or node.output[0], [a, b])
 
     def op_Concat(self, node: Any) -> None:
-        xs = [self.get(node, n, _Act) for n in node.input]
+        xs = [self.get(node, n, Act) for n in node.input]
         rank = len(self.act_shape(xs[0]))
         axis = int(self.attrs(node)["axis"])
         axis = axis + rank + 1 if axis < 0 else axis
         if axis == 0:
             raise self.err(node, "concatenation along the batch axis is not supported")
-        self.values[node.output[0]] = _Pending("concat", node.name or node.output[0], xs, {"axis": axis - 1})
-
-    def _reshape_to(self, node: Any, shape: tuple[int, ...], new: tuple[int, ...]) -> tuple[int, ...]:
-        if int(np.prod(new)) != int(np.prod(shape)):
-            raise self.err(node, f"cannot reshape {list(shape)} to {list(new)}")
-        return new
+        self.values[node.output[0]] = Pending("concat", node.name or node.output[0], xs, {"axis": axis - 1})
 
     def op_Flatten(self, node: Any) -> None:
         if int(self.attrs(node).get("axis", 1)) != 1:
@@ -411,136 +314,20 @@ class _Frontend:
 
     def _reshape(self, node: Any, fn: Any) -> None:
         value = self.values.get(node.input[0])
-        if isinstance(value, _Pending) and value.op == "avgpool":
+        if isinstance(value, Pending) and value.op == "avgpool":
             # ORT leaves ReduceMean (dynamo's global pooling) in float: DQ -> ReduceMean -> Reshape -> Q.
             # A reshape only relabels the pooled values, so it runs after the pool's requantization.
             attrs = {**value.attrs, "reshapes": [*value.attrs.get("reshapes", []), (node, fn)]}
-            self.values[node.output[0]] = _Pending(value.op, value.node, value.inputs, attrs, value.lo, value.hi)
+            self.values[node.output[0]] = Pending(value.op, value.node, value.inputs, attrs, value.lo, value.hi)
             return
-        value = self.get(node, node.input[0], _Act, _FloatIn)
-        if isinstance(value, _FloatIn):
-            self.values[node.output[0]] = _FloatIn(self._reshape_to(node, value.shape, fn(value.shape)))
+        value = self.get(node, node.input[0], Act, FloatIn)
+        if isinstance(value, FloatIn):
+            self.values[node.output[0]] = FloatIn(self.reshape_to(node, value.shape, fn(value.shape)))
             return
         t = self.tensors[value.tensor]
-        out = self.new_tensor(node.output[0], self._reshape_to(node, t.shape, fn(t.shape)), t.dtype, t.scale, t.zero_point)
+        out = self.new_tensor(node.output[0], self.reshape_to(node, t.shape, fn(t.shape)), t.dtype, t.scale, t.zero_point)
         self.layers.append(ir.Reshape(self.layer_name(node.name or node.output[0]), [value.tensor], out))
-        self.values[node.output[0]] = _Act(out, value.scale, value.zero_point)
-
-    # ------------------------------------------------------------------ folding into layers
-
-    def finalize(self, p: _Pending, out_name: str, s: float, z: int, dtype: str | None) -> str:
-        """Turn a pending float op into an integer layer writing a new tensor (dtype None: int32 accumulators)."""
-        sy = _F32(s)
-        if dtype is None:
-            lo, hi = ir.INT_RANGES["int32"]
-        else:
-            lo, hi = ir.INT_RANGES[dtype]
-            # Q is monotonic, so Q(clip(v, a, b)) = clip(Q(v), Q(a), Q(b)): fold Relu/Clip into the clamp
-            if np.isfinite(p.lo):
-                lo = max(lo, int(np.rint(_F32(p.lo) / sy)) + z)
-            if np.isfinite(p.hi):
-                hi = min(hi, int(np.rint(_F32(p.hi) / sy)) + z)
-        name = self.layer_name(p.node)
-        ins = [a.tensor for a in p.inputs]
-        if p.op in ("conv", "dense"):
-            x = p.inputs[0]
-            w: _QConst = p.attrs["w"]
-            n_out = w.q.shape[0] if p.op == "conv" or p.attrs["trans_b"] else w.q.shape[1]
-            wc = w.centered()
-            if p.op == "dense" and not p.attrs["trans_b"]:
-                wc = wc.T
-            sw = np.broadcast_to(w.scale.astype(_F32), (n_out,))
-            acc_scale = (_F32(x.scale) * sw).astype(_F32)  # ORT: x_scale * w_scale[c] / y_scale in float32
-            bias = self._int_bias(p, acc_scale, n_out)
-            wdt = np.int8 if wc.min() >= -128 and wc.max() <= 127 else np.int16
-            if dtype is None:
-                if np.isfinite(p.lo) or np.isfinite(p.hi):
-                    raise BuildError("a Relu/Clip before a float graph output is not supported", where=f"{self.where} {p.node}",
-                                     hint="quantize the output (QuantizeLinear/DequantizeLinear) after the activation")
-                requant, out_scale, out_bias = None, acc_scale, bias[1]
-                if out_bias is not None:  # the float bias is added after dequantization, not in the accumulator too
-                    bias = (np.zeros(n_out, np.int32), out_bias)
-            else:
-                requant, out_scale, out_bias = ir.Requant.from_scale(acc_scale / sy, z, lo, hi), None, None
-            if p.op == "conv":
-                xs = self.act_shape(x)
-                (kh, kw), groups = ((1, wc.shape[2]) if p.attrs["kdims"] == 1 else wc.shape[2:]), p.attrs["groups"]
-                weights = wc.reshape(n_out, wc.shape[1], kh, kw).astype(wdt)
-                cin, h, wdim = (xs[0], 1, xs[1]) if p.attrs["kdims"] == 1 else xs
-                if weights.shape[1] * groups != cin or n_out % groups:
-                    raise BuildError(f"Conv weights {list(w.q.shape)} do not fit input {list(xs)} with group={groups}",
-                                     where=f"{self.where} {p.node}")
-                pt, pl, pb, pr = p.attrs["pads"]
-                (sh, sw_), (dh, dw) = p.attrs["stride"], p.attrs["dilation"]
-                oh = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
-                ow = (wdim + pl + pr - dw * (kw - 1) - 1) // sw_ + 1
-                oshape = (n_out, ow) if p.attrs["kdims"] == 1 else (n_out, oh, ow)
-                out = self.new_tensor(out_name, oshape, dtype or "int32", s, z)
-                self.layers.append(ir.Conv(name, ins, out, weights=weights, bias=bias[0], stride=(sh, sw_),
-                                           pads=(pt, pl, pb, pr), dilation=(dh, dw), groups=groups, requant=requant,
-                                           out_scale=out_scale, out_bias=out_bias))
-            else:
-                if wc.shape[1] != self.act_shape(x)[0]:
-                    raise BuildError(f"weights {list(w.q.shape)} do not fit input {list(self.act_shape(x))}",
-                                     where=f"{self.where} {p.node}")
-                out = self.new_tensor(out_name, (n_out,), dtype or "int32", s, z)
-                self.layers.append(ir.Dense(name, ins, out, weights=wc.astype(wdt), bias=bias[0], requant=requant,
-                                            out_scale=out_scale, out_bias=out_bias))
-            return out
-        if dtype is None:
-            raise BuildError(f"the graph output comes from {p.op} without a QuantizeLinear", where=f"{self.where} {p.node}",
-                             hint="only Conv/Gemm may feed a float output directly")
-        if p.op == "avgpool":
-            x = p.inputs[0]
-            t = self.tensors[x.tensor]
-            kh, kw = p.attrs["kernel"]
-            # ORT QLinear(Global)AveragePool: sum(x - zp) * (x_scale / (y_scale * count)), float32
-            scales = np.array([_F32(x.scale) / (sy * _F32(n)) for n in range(1, kh * kw + 1)], _F32)
-            attrs = {k: v for k, v in p.attrs.items() if k not in ("global", "reshapes")}
-            reshapes = p.attrs.get("reshapes", [])
-            shape = _pool_shape(t.shape, attrs)
-            out = self.new_tensor(out_name + "_pool" if reshapes else out_name, shape, dtype, s, z)
-            self.layers.append(ir.Pool(name, ins, out, mode="avg", requant=ir.Requant.from_scale(scales, z, lo, hi),
-                                       float_average=not p.attrs.get("global", False), in_scale=float(_F32(x.scale)),
-                                       out_scale=float(sy), **attrs))
-            for k, (rnode, fn) in enumerate(reshapes):  # ReduceMean(keepdims=0), Reshape/Flatten before the Q
-                shape = self._reshape_to(rnode, shape, fn(shape))
-                last = k == len(reshapes) - 1
-                flat = self.new_tensor(out_name if last else rnode.output[0], shape, dtype, s, z)
-                self.layers.append(ir.Reshape(self.layer_name(rnode.name or rnode.output[0]), [out], flat))
-                out = flat
-            return out
-        rescale, shift = _rescales(p.inputs, s)
-        common = {"rescale": rescale, "shift": shift, "out_scale": float(sy), "zero_point": z, "lo": lo, "hi": hi}
-        if p.op == "add":
-            out = self.new_tensor(out_name, self.act_shape(p.inputs[0]), dtype, s, z)
-            self.layers.append(ir.Add(name, ins, out, **common))
-        elif p.op == "concat":
-            shapes = [self.act_shape(a) for a in p.inputs]
-            axis = p.attrs["axis"]
-            oshape = list(shapes[0])
-            oshape[axis] = sum(sh[axis] for sh in shapes)
-            out = self.new_tensor(out_name, tuple(oshape), dtype, s, z)
-            self.layers.append(ir.Concat(name, ins, out, axis=axis, **common))
-        else:
-            out = self.new_tensor(out_name, self.act_shape(p.inputs[0]), dtype, s, z)
-            self.layers.append(ir.Elementwise(name, ins, out, **common))
-        return out
-
-    def _int_bias(self, p: _Pending, acc_scale: np.ndarray, n_out: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Bias as int32 in accumulator units (+ the float bias for float outputs)."""
-        b = p.attrs.get("bias")
-        if b is None:
-            return np.zeros(n_out, np.int32), None
-        if isinstance(b, _QConst):
-            bs = np.broadcast_to(b.scale.astype(_F32), (n_out,))
-            vals = b.centered().reshape(n_out)
-            if np.array_equal(bs, acc_scale):  # ORT: bias scale = x_scale * w_scale exactly
-                return vals.astype(np.int32), (vals * bs).astype(_F32)
-            fb = (vals * bs).astype(_F32)
-        else:
-            fb = b
-        return np.rint(fb.astype(np.float64) / acc_scale).astype(np.int32), fb
+        self.values[node.output[0]] = Act(out, value.scale, value.zero_point)
 
     def finish(self, output_name: str) -> ir.Graph:
         value = self.values.get(output_name)
@@ -548,12 +335,12 @@ class _Frontend:
             raise BuildError("the float input is never quantized (no QuantizeLinear on it)", where=self.where,
                              hint="the HLS backend builds quantized models only: run a quantize pass or quantize_static")
         output_layer = None
-        if isinstance(value, _Act):
+        if isinstance(value, Act):
             t = self.tensors[value.tensor]
             out = ir.Tensor(t.name, t.shape, t.dtype, float(_F32(value.scale)), value.zero_point)
-        elif isinstance(value, _QAct):
+        elif isinstance(value, QAct):
             out = self.tensors[value.tensor]
-        elif isinstance(value, _Pending):
+        elif isinstance(value, Pending):
             out = self.tensors[self.finalize(value, output_name, 1.0, 0, None)]
             output_layer = self.layers[-1]
         else:
@@ -561,20 +348,6 @@ class _Frontend:
         return ir.Graph(name=c_name(Path(self.where).stem), input_name=self.input_name, output_name=output_name,
                         input_float_shape=self.input_float_shape, input=self.tensors[self.input_tensor], output=out,
                         tensors=self.tensors, layers=self.layers, output_layer=output_layer)
-
-
-def _pool_shape(shape: tuple[int, ...], attrs: dict[str, Any]) -> tuple[int, ...]:
-    c, h, w = shape
-    (kh, kw), (sh, sw), (pt, pl, pb, pr) = attrs["kernel"], attrs["stride"], attrs["pads"]
-    return (c, (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
-
-
-def _rescales(inputs: list[_Act], out_scale: float) -> tuple[tuple[ir.Rescale, ...], int]:
-    """Per-input fixed-point factors sharing one shift (largest factor just below 2**30)."""
-    ratios = [float(_F32(a.scale)) / float(_F32(out_scale)) for a in inputs]
-    shift = min(40, max(0, 30 - int(np.ceil(np.log2(max(ratios)))) - 1))
-    return tuple(ir.Rescale(float(_F32(a.scale)), a.zero_point, round(r * 2.0**shift))
-                 for a, r in zip(inputs, ratios)), shift
 
 
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
