@@ -7,13 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
+from edgekd.textfmt import fmt as _fmt
 
 
 def target_rows(report: dict[str, Any]) -> list[list[str]]:

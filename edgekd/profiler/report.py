@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgekd.errors import EdgekdError
+from edgekd.textfmt import fmt
 
 SCHEMA = "edgekd.profile/1"
 
@@ -168,11 +169,7 @@ def write_csv(doc: dict[str, Any], out_dir: Path) -> list[Path]:
 
 
 def _f(v: Any, d: int = 3) -> str:
-    if v is None:
-        return "—"
-    if isinstance(v, float):
-        return f"{v:.{d}f}"
-    return str(v)
+    return fmt(v, d)
 
 
 def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15) -> str:
