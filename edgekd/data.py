@@ -267,8 +267,8 @@ def _layout(splits: DataSplits, spec: SourceSpec, where: str) -> DataSplits:
         splits.preprocessing["layout"] = "NCHW"
         splits.preprocessing["transposed_from"] = "NHWC"
     elif layout == "" and _channels_last(splits.x_train):
-        shape = splits.x_train.shape
-        raise SourceError(f"x has shape {shape}: it looks channels-last (N, H, W, C), edgekd takes NCHW",
+        shape = splits.x_train.shape[1:]
+        raise SourceError(f"the samples have shape {shape}: it looks channels-last (N, H, W, C), edgekd takes NCHW",
                           where=where, hint="save it as x.transpose(0, 3, 1, 2), or add ?layout=nhwc to have edgekd "
                                             "transpose it (recorded in the manifest), or ?layout=nchw if it really is NCHW")
     return splits

@@ -283,7 +283,7 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         "sources": {"model": model, "teacher": teacher, "data": data, "recipe": prof.name,
                     "targets": [t.name for t in tgts]},
         "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
-                 "input_shape": list(splits.input_shape), "labelled": splits.labelled},
+                 "validation": splits.validation, "input_shape": list(splits.input_shape), "labelled": splits.labelled},
     }
     acc: dict[str, Any] = {}
     if teacher_src is not None and splits.labelled:
