@@ -1,7 +1,8 @@
 """``quantize``: brevitas PTQ or distillation-aware QAT (W8A8, W4A8), exported as QDQ that runs in INT8.
 
 Steps: graph-mode brevitas quantization -> activation calibration (percentile or min-max) -> bias
-correction -> accuracy against the budget, with per-layer sensitivity and the most sensitive layers
+correction -> accuracy against the budget on the held-out validation split (a significant drop only), with
+per-layer sensitivity and the most sensitive layers
 kept in higher precision until the budget is met -> (qat) fine-tuning with the teacher's loss, 2:4
 masks re-applied after every step -> export check: ONNX Runtime's optimized graph must run every
 quantized Conv/Gemm as an integer kernel (``int8_mac_fraction``) and match brevitas (parity).
