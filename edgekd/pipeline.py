@@ -367,7 +367,8 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         "sources": {"model": model, "teacher": teacher, "data": data, "recipe": prof.name,
                     "targets": [t.name for t in tgts]},
         "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
-                 "input_shape": list(splits.input_shape), "labelled": splits.labelled,
+                 "validation": splits.validation, "input_shape": list(splits.input_shape),
+                 "labelled": splits.labelled,
                  **({"eval_data": eval_data, "note": f"every stage and target is evaluated on {eval_data}'s test "
                      f"split ({len(splits.x_test)} samples); --data {data} is used for training and calibration"}
                     if eval_data else {})},

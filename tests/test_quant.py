@@ -286,9 +286,19 @@ def test_fewer_calibration_samples_than_asked_is_said(digits, tmp_path, capsys):
     ctx = _ctx(small, tmp=tmp_path)
     quantize(_art(load_model("builtin:digits-student").module), QuantizeConfig(calibration_samples=256), ctx)
     rep = ctx.report["quantize"]
+    assert rep["calibration_samples"] == 40  # all of the training split: decisions use the validation split
+    assert any("calibrated on 40 samples, fewer than calibration_samples = 256" in n for n in rep["notes"])
+    assert "warning: quantize: calibrated on 40 samples" in capsys.readouterr().err
+    # without a validation split the eval set is the training tail, and the report says so
+    tiny = dataclasses.replace(small, x_val=None, y_val=None, validation={"samples": 0, "reason": "too few"})
+    ctx = _ctx(tiny, tmp=tmp_path)
+    quantize(_art(load_model("builtin:digits-student").module), QuantizeConfig(calibration_samples=256), ctx)
+    rep = ctx.report["quantize"]
     assert rep["calibration_samples"] == 30  # 40 minus the 10-sample eval tail
     assert any("calibrated on 30 samples, fewer than calibration_samples = 256" in n for n in rep["notes"])
-    assert "warning: quantize: calibrated on 30 samples" in capsys.readouterr().err
+    assert any(n.startswith("no held-out validation split (too few)") for n in rep["notes"])
+    assert rep["eval"]["split"].startswith("tail of the training split")
+    assert "warning: quantize: no held-out validation split" in capsys.readouterr().err
 
 
 def test_report_md_shows_pass_notes_and_target_budgets(tmp_path):

@@ -13,16 +13,20 @@ from edgekd.models import DemoStudent, load_model, save_checkpoint
 
 
 def test_builtin_digits_split(digits) -> None:
-    assert digits.x_train.shape == (1297, 1, 8, 8) and digits.x_test.shape == (500, 1, 8, 8)
-    assert digits.x_train.dtype == np.float32 and digits.num_classes == 10
+    # 1297 training samples: 200 of them held out as the validation split
+    assert digits.x_train.shape == (1097, 1, 8, 8) and digits.x_val.shape == (200, 1, 8, 8)
+    assert digits.x_test.shape == (500, 1, 8, 8) and digits.validation["samples"] == 200
+    assert digits.x_train.dtype == np.float32 and digits.x_val.dtype == np.float32 and digits.num_classes == 10
     assert digits.x_train.min() >= 0.0 and digits.x_train.max() <= 1.0
     again = load_data("builtin:digits")
     np.testing.assert_array_equal(again.y_test, digits.y_test)  # fixed split
+    np.testing.assert_array_equal(again.x_val, digits.x_val)
 
 
 def test_builtin_mnist5k() -> None:
     data = load_data("builtin:mnist5k")
-    assert data.x_train.shape == (4000, 1, 28, 28) and data.x_test.shape == (1000, 1, 28, 28)
+    assert data.x_train.shape == (3600, 1, 28, 28) and data.x_val.shape == (400, 1, 28, 28)  # 4000 train: 10 % held out
+    assert data.x_test.shape == (1000, 1, 28, 28)
 
 
 def test_npz_source_and_errors(tmp_path: Path) -> None:

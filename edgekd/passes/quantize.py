@@ -1,7 +1,8 @@
 """``quantize``: brevitas PTQ or distillation-aware QAT (W8A8, W4A8), exported as QDQ that runs in INT8.
 
 Steps: graph-mode brevitas quantization -> activation calibration (percentile or min-max) -> bias
-correction -> accuracy against the budget, with per-layer sensitivity and the most sensitive layers
+correction -> accuracy against the budget on the held-out validation split (a significant drop only), with
+per-layer sensitivity and the most sensitive layers
 kept in higher precision until the budget is met -> (qat) fine-tuning with the teacher's loss, 2:4
 masks re-applied after every step -> export check: ONNX Runtime's optimized graph must run every
 quantized Conv/Gemm as an integer kernel (``int8_mac_fraction``) and match brevitas (parity).
@@ -54,7 +55,7 @@ class QuantizeConfig:
     sensitivity: Literal["off", "auto", "report"] = "auto"  # auto: only when the budget is missed
     accuracy_budget: float | None = None  # points; None: the smallest max_accuracy_drop of the targets
     max_kept_layers: int = 4
-    eval_samples: int = 1000  # held-out tail of the training split used for budget and sensitivity
+    eval_samples: int = 1000  # at most this many validation samples judge the budget and sensitivity
     progressive: bool = False  # qat: first half of the epochs with weight quantization only
     check_int8: bool = True  # export once and prove the integer kernels + parity
     finetune: FinetuneConfig | None = None
@@ -120,17 +121,64 @@ def _budget(config: QuantizeConfig, ctx: PassContext) -> tuple[float | None, str
     return value, f"target {name} max_accuracy_drop"
 
 
-def _splits(ctx: PassContext, config: QuantizeConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(calibration inputs, eval inputs, eval labels): the eval set is the tail of the training split."""
+@dataclass(frozen=True)
+class _Splits:
+    """Calibration inputs (the training split) and where decisions are judged (``split`` says which data)."""
+
+    x_cal: np.ndarray
+    x_eval: np.ndarray
+    y_eval: np.ndarray | None
+    split: str
+    note: str | None = None
+
+
+def _splits(ctx: PassContext, config: QuantizeConfig) -> _Splits:
+    """Calibrate on the training split; judge the budget and sensitivity on the held-out validation split (at most
+    ``eval_samples`` of it). Data too small for one falls back to the tail of the training split, said in a note."""
     data = ctx.data
     if data is None or getattr(data, "x_train", None) is None or not len(data.x_train):
         raise PassError("quantization needs calibration data", where="quantize",
                         hint="pass --data (random:CxHxW works for latency-only runs)")
     x, y = data.x_train, data.y_train
+    x_val = getattr(data, "x_val", None)
+    if x_val is not None and len(x_val):
+        y_val = getattr(data, "y_val", None)
+        n = min(config.eval_samples, len(x_val))
+        return _Splits(x, x_val[:n], y_val[:n] if y_val is not None else None,
+                       f"validation split ({n} of {len(x_val)} held-out samples, never trained on)")
     n_eval = min(config.eval_samples, max(1, len(x) // 4))
-    x_eval, y_eval = x[-n_eval:], (y[-n_eval:] if y is not None else None)
-    x_cal = x[: max(1, len(x) - n_eval)]
-    return x_cal, x_eval, y_eval
+    reason = (getattr(data, "validation", None) or {}).get("reason", "the data has no validation split")
+    note = (f"no held-out validation split ({reason}): the budget and sensitivity are judged on the last {n_eval} "
+            "training samples, which training passes have seen")
+    return _Splits(x[: max(1, len(x) - n_eval)], x[-n_eval:], y[-n_eval:] if y is not None else None,
+                   f"tail of the training split ({n_eval} samples; no validation split)", note)
+
+
+def _higher_precision(float_model: nn.Module, example: torch.Tensor, exclude: tuple[str, ...],
+                      unsupported: list[str], kept: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float | None]:
+    """Every layer that does not run at the recipe's weight bit width: excluded, unsupported, or kept by the
+    sensitivity pass; each with its precision, why, and MACs. Returns (rows, their share of the weighted MACs)."""
+    import fnmatch
+
+    from edgekd.quant.sensitivity import torch_layer_macs
+
+    macs = torch_layer_macs(float_model, example)
+    rows: list[dict[str, Any]] = []
+    for name in macs:
+        if name in unsupported:
+            why = f"the QDQ exporter cannot write a {type(float_model.get_submodule(name)).__name__} (unsupported = \"float\")"
+        else:
+            pattern = next((pat for pat in exclude if fnmatch.fnmatch(name, pat)), None)
+            if pattern is None:
+                continue
+            why = f"exclude = [\"{pattern}\"] in the recipe"
+        rows.append({"layer": name, "precision": "FP32", "why": why, "macs": macs[name]})
+    listed = {r["layer"] for r in rows}
+    rows += [{"layer": k["layer"], "precision": k["precision"], "why": k["why"], "macs": macs.get(k["layer"])}
+             for k in kept if k["layer"] not in listed]
+    total = sum(macs.values())
+    share = sum(r["macs"] or 0 for r in rows) / total if total else None
+    return rows, share
 
 
 class _Progressive:
@@ -328,12 +376,46 @@ def _check_runs(model: nn.Module, example: torch.Tensor, mode: str) -> None:
                              "exclude the layer named above (exclude = [...]) or report the model") from exc
 
 
+def _judge_and_keep(model: nn.Module, ev: Any, config: QuantizeConfig, budget: float | None,
+                    build: Any, report: dict[str, Any]) -> nn.Module:
+    """Score PTQ on the evaluation split, decide whether the budget is missed (``judge_drop``: over the budget and
+    significant), and run the sensitivity analysis / keep layers in higher precision as configured."""
+    from edgekd.quant.recipe import quant_layers
+    from edgekd.quant.sensitivity import judge_drop, keep_sensitive, layer_sensitivity, outputs, score
+
+    ptq = score(outputs(model, ev.x), ev)
+    report["eval"]["ptq"] = ptq
+    verdict = judge_drop(ptq, budget) if budget is not None else None
+    missed = bool(verdict and verdict["missed"])
+    if verdict is not None:
+        report["budget"]["decision"] = verdict
+        if verdict["min_detectable_drop"] > max(budget or 0.0, 0.0) and budget is not None and budget >= 0:
+            report["notes"].append(f"the evaluation split ({verdict['samples']} samples) resolves drops of "
+                                   f"{verdict['min_detectable_drop']:.2f} points or more; a smaller drop over the "
+                                   f"{budget:.2f}-point budget is not acted on (not significant)")
+    if config.sensitivity == "report" or (config.sensitivity == "auto" and missed):
+        ranking = layer_sensitivity(model, ev, quant_layers(model))
+        report["sensitivity"] = ranking
+        if missed:
+            model, kept, after = keep_sensitive(model, ev, ranking, budget=float(budget or 0.0),
+                                                max_layers=config.max_kept_layers, weight_bits=config.weight_bits,
+                                                requantize=build)
+            report["kept_higher_precision"] = kept
+            report["eval"]["after_keep"] = after
+            report["budget"]["met_after_ptq"] = after["drop"] <= float(budget or 0.0)
+            report["budget"]["decision_after_keep"] = judge_drop(after, float(budget or 0.0))
+    elif budget is not None:
+        report["kept_higher_precision"] = []
+        report["budget"]["met_after_ptq"] = ptq["drop"] <= budget
+    return model
+
+
 @register_pass("quantize", QuantizeConfig, target_dependent=True)
 def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Artifact:
     """brevitas PTQ / KD-QAT (W8A8, W4A8) with calibration, bias correction and sensitivity analysis."""
     from edgekd.quant.calibrate import calibrate, correct_bias
     from edgekd.quant.recipe import check_layers, quant_layers, quantize_model
-    from edgekd.quant.sensitivity import EvalSet, keep_sensitive, layer_sensitivity, outputs, score
+    from edgekd.quant.sensitivity import EvalSet, outputs, score
 
     if artifact.kind != "torch":
         raise PassError(f"quantize needs a torch model, got a {artifact.kind!r} artifact", where="quantize",
@@ -342,7 +424,8 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         raise PassError("the model is already quantized", where="quantize", hint="use one quantize pass per profile")
     float_model: nn.Module = artifact.payload
     float_model.eval()
-    x_cal, x_eval, y_eval = _splits(ctx, config)
+    data = _splits(ctx, config)
+    x_cal, x_eval = data.x_cal, data.x_eval
     check_single_output(float_model, torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32)),
                         error=PassError, where="quantize")
     recipe, why = _recipe(config, ctx)
@@ -372,10 +455,11 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     if not layers:
         raise PassError("no Conv/Linear layer was quantized", where="quantize",
                         hint="check exclude = [...]; edgekd quantizes Conv1d, Conv2d and Linear")
-    ev = EvalSet(x_eval, y_eval, outputs(float_model, x_eval))
-    ptq = score(outputs(model, x_eval), ev)
+    ev = EvalSet(x_eval, data.y_eval, outputs(float_model, x_eval))
     budget, budget_source = _budget(config, ctx)
-    notes = []
+    notes = [data.note] if data.note else []
+    if data.note:
+        print(f"edgekd: warning: quantize: {data.note}", file=sys.stderr)
     if len(x_cal) < config.calibration_samples:
         notes.append(f"calibrated on {len(x_cal)} samples, fewer than calibration_samples = "
                      f"{config.calibration_samples}: the data has no more; ranges may be too narrow")
@@ -388,24 +472,13 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         "percentile": config.percentile if config.calibration == "percentile" else None,
         "calibration_samples": min(config.calibration_samples, len(x_cal)), "bias_correction": config.bias_correction,
         "decisions": why, "quantized_layers": len(layers), "float_layers_requested": list(exclude),
-        "eval": {"samples": len(x_eval), "split": "tail of the training split (not the test set)",
-                 "fp32_accuracy": ev.reference_accuracy, "ptq": ptq},
+        "eval": {"samples": len(x_eval), "split": data.split, "fp32_accuracy": ev.reference_accuracy},
         "budget": {"points": budget, "source": budget_source}, "notes": notes,
     }
-    missed = budget is not None and ptq["drop"] > budget
-    if config.sensitivity == "report" or (config.sensitivity == "auto" and missed):
-        ranking = layer_sensitivity(model, ev, quant_layers(model))
-        report["sensitivity"] = ranking
-        if missed:
-            model, kept, after = keep_sensitive(model, ev, ranking, budget=float(budget or 0.0),
-                                                max_layers=config.max_kept_layers, weight_bits=config.weight_bits,
-                                                requantize=build)
-            report["kept_higher_precision"] = kept
-            report["eval"]["after_keep"] = after
-            report["budget"]["met_after_ptq"] = after["drop"] <= float(budget or 0.0)
-    elif budget is not None:
-        report["kept_higher_precision"] = []
-        report["budget"]["met_after_ptq"] = not missed
+    model = _judge_and_keep(model, ev, config, budget, build, report)
+    report["higher_precision"], report["higher_precision_mac_fraction"] = _higher_precision(
+        float_model, torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32)), tuple(config.exclude),
+        left_float, report.get("kept_higher_precision", []))
     if config.mode == "qat":
         report["qat"] = _qat(model, artifact, config, ctx, label)
         report["eval"]["qat"] = score(outputs(model, x_eval), ev)

@@ -5,6 +5,10 @@ and its input activations with the scale calibration gave them; every other quan
 metric is the accuracy drop in percentage points against the FP32 model when labels exist, otherwise
 the top-1 disagreement with FP32 (also in points); the mean |logit error| is reported beside it.
 
+Every decision here ("is the budget missed?", "keep another layer?") goes through ``judge_drop``: the drop
+must exceed the budget *and* be significant (one-sided exact test at ``ALPHA``), so one flipped sample on
+a small evaluation set never keeps a layer in higher precision (rule in docs/quantization.md).
+
 "Higher precision" for a kept layer: 8-bit weights when the recipe has fewer bits (W4A8 -> that layer
 W8A8, still an int8 kernel), or floating point for a W8A8 model (the layer is excluded and the model
 re-quantized and re-calibrated, so the layer runs in FP32 between dequantized activations).
@@ -46,16 +50,80 @@ def outputs(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(outs)
 
 
-def score(out: np.ndarray, ev: EvalSet) -> dict[str, float]:
-    """drop (points, higher = worse), accuracy (if labelled), agreement with FP32, mean |error|."""
-    agree = float((out.argmax(1) == ev.reference.argmax(1)).mean() * 100)
-    result = {"agreement": agree, "mean_abs_error": float(np.abs(out - ev.reference).mean())}
+def score(out: np.ndarray, ev: EvalSet) -> dict[str, Any]:
+    """drop (points, higher = worse), accuracy (if labelled), agreement with FP32, mean |error|, and the sample
+    counts the significance test needs: ``lost``/``gained`` (FP32 right and quantized wrong / the reverse) when
+    labelled, ``disagree`` (top-1 differs from FP32) when not."""
+    pred, ref = out.argmax(1), ev.reference.argmax(1)
+    agree = float((pred == ref).mean() * 100)
+    result: dict[str, Any] = {"samples": len(pred), "agreement": agree,
+                              "mean_abs_error": float(np.abs(out - ev.reference).mean())}
     if ev.y is not None:
-        acc = float((out.argmax(1) == ev.y).mean() * 100)
-        result |= {"accuracy": acc, "drop": float(ev.reference_accuracy or 0.0) - acc}
+        right, right_fp32 = pred == ev.y, ref == ev.y
+        acc = float(right.mean() * 100)
+        result |= {"accuracy": acc, "drop": float(ev.reference_accuracy or 0.0) - acc,
+                   "lost": int((right_fp32 & ~right).sum()), "gained": int((~right_fp32 & right).sum())}
     else:
-        result["drop"] = 100.0 - agree
+        result |= {"drop": 100.0 - agree, "disagree": int((pred != ref).sum())}
     return result
+
+
+#: one-sided significance level of every budget decision
+ALPHA = 0.05
+
+
+def judge_drop(result: dict[str, Any], budget: float) -> dict[str, Any]:
+    """Is ``budget`` (points) missed by ``result`` (a ``score``)? Missed = the drop exceeds the budget *and* a
+    one-sided exact test says it is not noise (p < ``ALPHA``):
+
+    - labelled: exact McNemar on the samples FP32 and the quantized model disagree on correctness
+      (H0: losing and gaining a sample are equally likely), i.e. the drop is real;
+    - unlabelled: exact binomial test of the disagreement count (H0: disagreement rate <= budget).
+
+    A negative budget (asking to beat FP32) is missed whenever the drop exceeds it: no test can protect that.
+    ``min_detectable_drop`` is the smallest drop (points) that can be significant on this many samples."""
+    from scipy.stats import binom
+
+    n = max(int(result["samples"]), 1)
+    if "lost" in result:
+        lost, gained = int(result["lost"]), int(result["gained"])
+        p = float(binom.sf(lost - 1, lost + gained, 0.5)) if lost + gained else 1.0
+        test = "exact McNemar, one-sided (FP32-right/quantized-wrong vs the reverse)"
+        detectable = int(np.ceil(np.log(ALPHA) / np.log(0.5)))  # that many lost samples and none gained
+    else:
+        rate = max(budget, 0.0) / 100
+        k = int(result["disagree"])
+        p = float(binom.sf(k - 1, n, rate)) if rate > 0 else float(k == 0)
+        test = f"exact binomial, one-sided (disagreement rate <= {rate:.4g})"
+        detectable = int(binom.isf(ALPHA, n, rate)) + 1 if rate > 0 else 1
+    missed = result["drop"] > budget and (budget < 0 or p < ALPHA)
+    return {"missed": bool(missed), "drop": result["drop"], "budget": budget, "p_value": p, "alpha": ALPHA,
+            "test": test, "samples": n, "min_detectable_drop": 100.0 * detectable / n}
+
+
+def torch_layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
+    """MACs per sample of every weighted layer (Conv/Linear and other modules with a >= 2-D weight), from one
+    forward: output positions x weight elements per output channel."""
+    macs: dict[str, int] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        weight = getattr(module, "weight", None)
+        if not name or not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+            continue
+
+        def hook(mod: nn.Module, _inp: Any, out: Any, name: str = name) -> None:
+            value = getattr(out, "value", out)
+            if isinstance(value, torch.Tensor) and value.dim() >= 1:
+                w = mod.weight
+                macs[name] = macs.get(name, 0) + int(value[:1].numel() // w.shape[0] * w.numel())
+        hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model.eval()(example[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    return macs
 
 
 def _input_quant(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> dict[str, tuple]:
@@ -132,7 +200,8 @@ def set_weight_bits(layer: nn.Module, bits: int) -> None:
 def keep_sensitive(model: nn.Module, ev: EvalSet, ranking: list[dict[str, Any]], *, budget: float,
                    max_layers: int, weight_bits: int,
                    requantize: Callable[[tuple[str, ...]], nn.Module]) -> tuple[nn.Module, list[dict[str, Any]], dict]:
-    """Greedily raise the precision of the most sensitive layers until ``drop <= budget``.
+    """Greedily raise the precision of the most sensitive layers until the budget is no longer missed
+    (``judge_drop``: a drop still over the budget but not significant stops the loop too).
 
     ``requantize(float_layers)`` rebuilds and calibrates the model with those layers left in float
     (only used for 8-bit recipes). A layer is kept only if keeping it lowers the drop (or, at an equal
@@ -146,7 +215,7 @@ def keep_sensitive(model: nn.Module, ev: EvalSet, ranking: list[dict[str, Any]],
     tried: list[dict[str, Any]] = []
     float_layers: tuple[str, ...] = ()
     for row in ranking:
-        if current["drop"] <= budget or len(kept) >= max_layers or len(kept) + len(tried) >= 2 * max_layers:
+        if not judge_drop(current, budget)["missed"] or len(kept) >= max_layers or len(kept) + len(tried) >= 2 * max_layers:
             break
         before = current["drop"]
         if weight_bits < 8:
@@ -168,7 +237,7 @@ def keep_sensitive(model: nn.Module, ev: EvalSet, ranking: list[dict[str, Any]],
         model, float_layers, current = candidate, candidate_float, result
         kept.append({"layer": row["layer"], "precision": precision, "sensitivity_drop": row["drop"],
                      "drop_before": before, "drop_after": current["drop"],
-                     "why": f"drop {before:.2f} > budget {budget:.2f} points; most sensitive layer left"})
+                     "why": f"drop {before:.2f} > budget {budget:.2f} points (significant); most sensitive layer left"})
     if tried:
         current = {**current, "tried_without_gain": tried}
     return model, kept, current

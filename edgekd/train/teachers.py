@@ -62,7 +62,8 @@ def _data_source(dataset: str) -> str:
     import edgekd.data
 
     loader = getattr(edgekd.data, "_BUILTIN_DATA", {}).get(DATA_SOURCES[dataset].partition(":")[2])
-    return _source(loader) if loader is not None else Path(edgekd.data.__file__).read_text()
+    held_out = _source(edgekd.data.carve_validation) + repr(edgekd.data.VALIDATION_RULE)  # decides x_train too
+    return (_source(loader) if loader is not None else Path(edgekd.data.__file__).read_text()) + held_out
 
 
 def weights_key(name: str, architecture: type, dataset: str, config: FinetuneConfig) -> str:
