@@ -1,6 +1,6 @@
 """Benchmark: teacher vs student trained with plain CE vs student trained with Hinton KD, and data-free KD.
 
-builtin:mnist5k and builtin:digits, N seeds each (mean ± std). Recipe of docs/BASELINE: student 40 epochs,
+builtin:mnist5k and builtin:digits, N seeds each (mean ± std). The project's baseline recipe: student 40 epochs,
 Adam(W) one-cycle, batch 64, T=4, alpha=0.9; the CE and KD students share initialisation and data order.
 Data-free: the same KD student trained only on ``synthetic:bn`` samples from the same teacher, tested on
 the real test split. Writes a Markdown section to docs/bench/distill.md (with the command that made it).

@@ -16,7 +16,7 @@ PROFILES = [("student CE", "ce"), ("student KD (fp32/kd)", "kd"), ("int8-ptq", "
             ("w4a8-kd", "w4a8-kd"), ("sparse24-int8-kd", "sparse24-int8-kd"),
             ("channels50-int8-kd", "channels50-int8-kd")]
 INT8_PROFILES = ("int8-ptq", "int8-kd", "w4a8-kd", "sparse24-int8-kd", "channels50-int8-kd")
-PEER_CALIB = 128  # calibration images for the peers' PTQ of the KD student (docs/BASELINE)
+PEER_CALIB = 128  # calibration images for the peers' PTQ of the KD student (the baseline recipe)
 
 
 # ---------------------------------------------------------------- goals (also read by tools/bench.py)
