@@ -1,5 +1,5 @@
 """Budgets are judged against the uncompressed FP32 model, an FPGA design that does not fit fails, every failure
-says why (issue 22 items 2, 4, 11)."""
+says why."""
 
 from __future__ import annotations
 

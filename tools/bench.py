@@ -2,7 +2,7 @@
 
 Each topic bench runs as its own child process (fresh interpreter, its own thread settings) and
 writes docs/bench/<topic>.md with the command that produced it; bench_peers.py writes the headline
-tables of issue 10 (docs/bench/peers.md + peers.json). BENCHMARKS.md then gets the environment,
+peer-comparison tables (docs/bench/peers.md + peers.json). BENCHMARKS.md then gets the environment,
 this command, a summary with the issue's goals (met / missed, computed from the numbers), and every
 topic section verbatim. ``--only`` reruns some topics and re-assembles with the others' last files.
 
@@ -300,7 +300,7 @@ def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, A
                   "`make bench` on a quiet machine for real numbers.", ""]
     lines += ["## Environment", "", *environment_section(record, sections), ""]
 
-    lines += ["## Goals of issue 10 (computed)", ""]
+    lines += ["## Benchmark goals (computed)", ""]
     goals = bp.goals(peers) if peers else []
     if goals:
         lines += [*bl.goal_table(goals), ""]

@@ -1,4 +1,4 @@
-"""edgekd against what a user would pick instead (issue 10), measured in the same run, side by side.
+"""edgekd against what a user would pick instead, measured in the same run, side by side.
 
 Parts (``--parts``; results are merged into docs/bench/peers.json, so one part can be rerun alone,
 and docs/bench/peers.md is rendered from the whole file, each part with the command that made it):

@@ -2,7 +2,7 @@
 
 Interleaved rounds (bare, profiler, bare, profiler, ...) so drift hits both sides alike; the
 overhead per query is the median over rounds of (profiler wall / query - bare wall / query).
-Aim (issue 8): < 3 % or < 20 us per query, whichever is larger. Writes docs/bench/profiler.md.
+Aim: < 3 % or < 20 us per query, whichever is larger. Writes docs/bench/profiler.md.
 
     OMP_NUM_THREADS=1 .venv/bin/python tools/bench_profiler.py [--rounds 7] [--queries 2000]
 """
