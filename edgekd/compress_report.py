@@ -191,11 +191,14 @@ def _print_target_tables(console: Any, rows: list[list[str]], title: str) -> Non
 
 def print_summary(report: dict[str, Any], title: str = "edgekd", console: Any = None) -> None:
     """The terminal summary: accuracy line, target table, one line per failure reason. ``console`` (a rich
-    Console) defaults to stdout at the terminal's width, or 140 columns when stdout is not a terminal."""
+    Console) defaults to stdout at the terminal's width ($COLUMNS when set), else 140 columns when stdout is not a
+    terminal."""
+    import os
+
     from rich.console import Console
 
     if console is None:
-        console = Console(width=None if Console().is_terminal else 140)
+        console = Console(width=None if Console().is_terminal or os.environ.get("COLUMNS", "").isdigit() else 140)
     acc = report.get("accuracy", {})
     if acc:
         console.print("accuracy: " + ", ".join(f"{k} {_fmt(v)}%" for k, v in acc.items()))

@@ -150,3 +150,13 @@ def test_cli_set_is_applied_and_recorded(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits", "--recipe", str(recipe),
                  "--set", "distill.epoch=1", "--out", str(tmp_path / "c"), "--quiet"]) == 2
     assert "unknown key 'epoch'" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_columns_env_sets_the_width_off_a_terminal(monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from edgekd.compress_report import print_summary
+
+    monkeypatch.setenv("COLUMNS", "80")
+    print_summary(_report(["openvino-cpu-throughput"]))
+    out = capsys.readouterr().out
+    assert "openvino-cpu-throughput" in out and "…" not in out and max(len(line) for line in out.splitlines()) <= 80
