@@ -157,20 +157,52 @@ def failure_lines(report: dict[str, Any]) -> list[str]:
             for reason in entry.get("reasons") or []]
 
 
-def print_summary(report: dict[str, Any], title: str = "edgekd") -> None:
-    from rich.console import Console
+# On a console too narrow for the whole table, print it as two tables that both lead with the target name:
+# rich would otherwise cut every cell (names included) to "open…".
+_NARROW_SPLIT = (("target", "backend", "precision", "status"),
+                 ("target", "accuracy %", "parity top-1 %", "size MB", "p50 ms", "p90 ms"))
+
+
+def _summary_table(rows: list[list[str]], columns: tuple[str, ...], title: str | None) -> Any:
     from rich.table import Table
 
     table = Table(title=title)
-    for col in TARGET_HEADER:
-        table.add_column(col, justify="right" if col.endswith(("%", "MB", "ms")) else "left")
-    for row in target_rows(report):
-        table.add_row(*row)
-    console = Console(width=None if Console().is_terminal else 140)
+    name_width = max((len(row[0]) for row in rows), default=len("target"))
+    for col in columns:
+        numeric = col.endswith(("%", "MB", "ms"))
+        table.add_column(col, justify="right" if numeric else "left", no_wrap=col in ("target", "status"),
+                         min_width=name_width if col == "target" else None)
+    index = [TARGET_HEADER.index(col) for col in columns]
+    for row in rows:
+        table.add_row(*(row[i] for i in index))
+    return table
+
+
+def _print_target_tables(console: Any, rows: list[list[str]], title: str) -> None:
+    from rich.measure import Measurement
+
+    whole = _summary_table(rows, tuple(TARGET_HEADER), title)
+    if Measurement.get(console, console.options.update_width(10_000), whole).maximum <= console.width:
+        console.print(whole)
+        return
+    for i, columns in enumerate(_NARROW_SPLIT):
+        console.print(_summary_table(rows, columns, title if i == 0 else None))
+
+
+def print_summary(report: dict[str, Any], title: str = "edgekd", console: Any = None) -> None:
+    """The terminal summary: accuracy line, target table, one line per failure reason. ``console`` (a rich
+    Console) defaults to stdout at the terminal's width ($COLUMNS when set), else 140 columns when stdout is not a
+    terminal."""
+    import os
+
+    from rich.console import Console
+
+    if console is None:
+        console = Console(width=None if Console().is_terminal or os.environ.get("COLUMNS", "").isdigit() else 140)
     acc = report.get("accuracy", {})
     if acc:
         console.print("accuracy: " + ", ".join(f"{k} {_fmt(v)}%" for k, v in acc.items()))
-    console.print(table)
+    _print_target_tables(console, target_rows(report), title)
     for line in failure_lines(report):
         console.print(line, style="red", markup=False, highlight=False)
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):

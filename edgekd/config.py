@@ -8,9 +8,11 @@ This module is torch-free; pass configs are resolved through the pass registry.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -202,14 +204,80 @@ def check_target_name(name: str, *, where: str) -> None:
 
 
 
-def load_recipe(name_or_path: str | os.PathLike[str]) -> Recipe:
-    """Load a compression recipe by name (``int8-kd``) or path."""
+def load_recipe(name_or_path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+    """Load a compression recipe by name (``int8-kd``) or path; ``overrides`` are ``--set PASS.KEY=VALUE``
+    settings applied to the file's tables before validation (see ``apply_override``)."""
     path = resolve_file("recipes", name_or_path)
     data = _read_toml(path)
     if "backend" in data and "passes" not in data:
         raise ConfigError("this is a target file (it has 'backend'), not a recipe", where=str(path),
                           hint="pass it with --target; --recipe takes a file with [[passes]] (edgekd list recipes)")
-    return recipe_from_mapping(data, where=str(path))
+    data.setdefault("name", path.stem)
+    for text in overrides:
+        data = apply_override(data, text)
+    where = str(path) + (f" (with --set {' --set '.join(overrides)})" if overrides else "")
+    recipe = recipe_from_mapping(data, where=where)
+    return dataclasses.replace(recipe, source=str(path)) if overrides else recipe
+
+
+_OVERRIDE = re.compile(r"(?P<table>[A-Za-z_][\w-]*)(?:\[(?P<index>\d+)\])?\.(?P<keys>[A-Za-z_][\w-]*(?:\.[A-Za-z_][\w-]*)*)"
+                       r"=(?P<value>.*)", re.DOTALL)
+
+
+def apply_override(data: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """A copy of recipe ``data`` with one ``--set`` applied: ``PASS.KEY=VALUE`` sets KEY of the recipe's pass
+    PASS (``quantize.finetune.epochs=5`` reaches into its finetune table), ``PASS[N].KEY=VALUE`` the N-th
+    (from 0) of several passes of that name, ``export.KEY=VALUE`` the export table. VALUE is a TOML value
+    (``5``, ``1e-3``, ``true``, ``"hinton"``); a bare word is a string. Types are checked by the recipe loader."""
+    where = f"--set {text}"
+    match = _OVERRIDE.fullmatch(text.strip())
+    if not match:
+        raise ConfigError("expected PASS.KEY=VALUE", where=where,
+                          hint="e.g. --set distill.epochs=5, --set quantize.finetune.lr=1e-4, --set export.opset=17")
+    data = _deep_copy(data)
+    keys = match["keys"].split(".")
+    if keys[0] == "name":
+        raise ConfigError("a pass's name cannot be overridden (it selects the pass)", where=where,
+                          hint="write another recipe file to change which passes run")
+    table = data.setdefault("export", {}) if match["table"] == "export" else _override_pass(data, match, where)
+    for key in keys[:-1]:
+        table = table.setdefault(key, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{key!r} is a value, not a table", where=where)
+    table[keys[-1]] = _toml_value(match["value"])
+    return data
+
+
+def _override_pass(data: dict[str, Any], match: re.Match[str], where: str) -> dict[str, Any]:
+    """The ``[[passes]]`` table a ``--set`` names."""
+    passes = [p for p in data.get("passes", []) if isinstance(p, dict)]
+    name, same = match["table"], [p for p in passes if p.get("name") == match["table"]]
+    names = ", ".join(str(p.get("name")) for p in passes) or "(none)"
+    if not same:
+        raise ConfigError(f"the recipe has no {name!r} pass; its passes: {names}", where=where,
+                          hint="--set overrides settings of the recipe's own passes (or export.KEY)")
+    if match["index"] is None and len(same) > 1:
+        raise ConfigError(f"the recipe has {len(same)} {name!r} passes", where=where,
+                          hint=f"say which: {name}[0].KEY=VALUE ... {name}[{len(same) - 1}].KEY=VALUE (counting from 0)")
+    index = int(match["index"] or 0)
+    if index >= len(same):
+        raise ConfigError(f"the recipe has {len(same)} {name!r} pass(es), so no {name}[{index}]", where=where)
+    return same[index]
+
+
+def _toml_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
 
 
 def recipe_from_mapping(data: Mapping[str, Any], *, where: str) -> Recipe:
@@ -219,7 +287,7 @@ def recipe_from_mapping(data: Mapping[str, Any], *, where: str) -> Recipe:
     raw_passes = data.pop("passes", [])
     if not isinstance(raw_passes, list):
         raise ConfigError("'passes' must be an array of tables ([[passes]])", where=where)
-    specs = []
+    specs, infos = [], []
     for i, raw in enumerate(raw_passes):
         loc = f"{where} passes[{i}]"
         if not isinstance(raw, Mapping) or "name" not in raw:
@@ -228,6 +296,8 @@ def recipe_from_mapping(data: Mapping[str, Any], *, where: str) -> Recipe:
         name = raw.pop("name")
         info = PASSES.get(name, where=loc)
         specs.append(PassSpec(name=name, config=from_mapping(info.config_type, raw, where=f"{loc} ({name})")))
+        infos.append(info)
+    _check_pass_order(infos, where=where)
     data["passes"] = ()
     data.setdefault("name", Path(where).stem)
     recipe = from_mapping(Recipe, data, where=where)
@@ -238,6 +308,20 @@ def recipe_from_mapping(data: Mapping[str, Any], *, where: str) -> Recipe:
         export=recipe.export,
         source=where,
     )
+
+
+def _check_pass_order(infos: Sequence[Any], *, where: str) -> None:
+    """Refuse an order the passes themselves would refuse after the earlier ones ran (each pass declares which
+    passes must not precede it: ``PassInfo.not_after``), so the error comes before hours of distillation."""
+    for i, info in enumerate(infos):
+        for j, earlier in enumerate(infos[:i]):
+            if earlier.name in info.not_after:
+                problem = (f"two {info.name!r} passes (passes[{j}] and passes[{i}]): one runs on the other's output"
+                           if earlier.name == info.name else
+                           f"{info.name!r} (passes[{i}]) cannot run after {earlier.name!r} (passes[{j}])")
+                raise ConfigError(f"invalid pass order: {problem}", where=where,
+                                  hint="order the passes distill, prune_channels, sparsify, quantize, with one quantize "
+                                       "pass (it adapts to each target's numerics by itself)")
 
 
 def load_target(name_or_path: str | os.PathLike[str]) -> Target:

@@ -366,6 +366,7 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,
         "sources": {"model": model, "teacher": teacher, "data": data, "recipe": prof.name,
                     "targets": [t.name for t in tgts]},
+        "recipe": prof.to_dict(),  # as resolved: the file plus any --set overrides
         "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
                  "validation": splits.validation, "input_shape": list(splits.input_shape),
                  "labelled": splits.labelled,

@@ -40,6 +40,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-data", metavar="SRC", help="labelled data source every stage and target is evaluated on "
                    "(its test split), e.g. with data-free --data synthetic:bn")
     add_recipe(p, default="fp32", help="compression recipe: name (edgekd list recipes) or .toml path [fp32]")
+    p.add_argument("--set", action="append", dest="overrides", default=[], metavar="PASS.KEY=VALUE",
+                   help="override a recipe setting (repeatable), checked like the file: distill.epochs=5, "
+                        "quantize.finetune.lr=1e-4, export.opset=17; VALUE is TOML (a bare word is a string); "
+                        "of several passes with one name, PASS[N].KEY picks the N-th (from 0). report.json records "
+                        "the resolved recipe")
     p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
                    help="target name or .toml path; repeat for several [cpu]")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
@@ -58,10 +63,12 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError(f"--nproc {args.nproc}: needs at least 1 training process", where="--nproc")
     from edgekd.compress_report import print_summary
+    from edgekd.config import load_recipe
     from edgekd.pipeline import CompressOptions, compress
     from edgekd.status import is_passing
 
-    report = compress(args.model, data=args.data, recipe=args.recipe, targets=args.targets or ["cpu"],
+    recipe = load_recipe(args.recipe, args.overrides) if args.overrides else args.recipe  # before any training
+    report = compress(args.model, data=args.data, recipe=recipe, targets=args.targets or ["cpu"],
                       teacher=args.teacher, out=args.out, arch=args.arch, teacher_arch=args.teacher_arch,
                       eval_data=args.eval_data,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,

@@ -31,6 +31,9 @@ class PassInfo:
     #: the pass makes the model smaller or lower-precision (sparsity, pruning, quantization). The accuracy budget
     #: is a drop against the model *before* the first such pass (FP32, after distillation): distill sets False
     compresses: bool = True
+    #: passes that must not run before this one: they leave a model it cannot take (a recipe that orders them so
+    #: is refused when it is loaded, before any training; config.recipe_from_mapping)
+    not_after: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,12 +70,12 @@ PASSES: Registry[PassInfo] = Registry("pass", group="edgekd.passes", adapt=_pass
 
 
 def register_pass(name: str, config_type: type, *, target_dependent: bool = False,
-                  compresses: bool = True) -> Callable[[PassFn], PassFn]:
+                  compresses: bool = True, not_after: tuple[str, ...] = ()) -> Callable[[PassFn], PassFn]:
     """Register ``fn`` as pass ``name``; ``config_type`` is the frozen dataclass its ``[[passes]]`` table fills."""
 
     def deco(fn: PassFn) -> PassFn:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        info = PassInfo(name, fn, config_type, summary, target_dependent, compresses)
+        info = PassInfo(name, fn, config_type, summary, target_dependent, compresses, tuple(not_after))
         fn.pass_info = info  # type: ignore[attr-defined]
         PASSES.add(name, info, module=fn.__module__)
         return fn

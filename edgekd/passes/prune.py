@@ -146,7 +146,7 @@ def _step_error(exc: Exception, step: int, steps: int) -> PassError:
                           "quantize for this model")
 
 
-@register_pass("prune_channels", PruneChannelsConfig)
+@register_pass("prune_channels", PruneChannelsConfig, not_after=("sparsify", "quantize"))  # it changes weight shapes
 def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassContext) -> Artifact:
     """Channel pruning with torch-pruning (DepGraph): a smaller dense model, recovered by distillation."""
     import torch_pruning as tp

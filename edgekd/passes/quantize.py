@@ -410,7 +410,7 @@ def _judge_and_keep(model: nn.Module, ev: Any, config: QuantizeConfig, budget: f
     return model
 
 
-@register_pass("quantize", QuantizeConfig, target_dependent=True)
+@register_pass("quantize", QuantizeConfig, target_dependent=True, not_after=("quantize",))
 def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Artifact:
     """brevitas PTQ / KD-QAT (W8A8, W4A8) with calibration, bias correction and sensitivity analysis."""
     from edgekd.quant.calibrate import calibrate, correct_bias

@@ -314,7 +314,7 @@ def _fine_tune(module: nn.Module, config: SparsifyConfig, ctx: PassContext, hook
             "final_accuracy": result.final_accuracy}
 
 
-@register_pass("sparsify", SparsifyConfig)
+@register_pass("sparsify", SparsifyConfig, not_after=("quantize",))
 def sparsify(artifact: Artifact, config: SparsifyConfig, ctx: PassContext) -> Artifact:
     """N:M (default 2:4) semi-structured sparsity for sparse tensor cores, recovered by distillation."""
     if artifact.kind != "torch":
