@@ -320,6 +320,154 @@ def with_eval_set(splits: DataSplits, source: str, seed: int) -> DataSplits:
                                num_classes=ev.num_classes or splits.num_classes, labels=ev.labels or splits.labels)
 
 
+@dataclass
+class Inputs:
+    """What a run starts from, loaded and checked against each other before anything is trained."""
+
+    recipe: Recipe
+    targets: list[Target]
+    student: LoadedModel
+    teacher: LoadedModel | None
+    splits: DataSplits
+
+
+def _load_inputs(model: str, data: str, recipe: str | Recipe, targets: list[str | Target] | None, teacher: str | None,
+                 arch: str | None, teacher_arch: str | None, eval_data: str | None, options: CompressOptions) -> Inputs:
+    """Load recipe, targets, models and data, and refuse every combination that cannot work (before training)."""
+    prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    tgts = unique_targets([t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])])
+    tgts = _check_targets(tgts, options.skip_unavailable)
+    quantizing = any(spec.name == "quantize" for spec in prof.passes)
+    for target in tgts:
+        if getattr(BACKENDS.get(target.backend), "requires_quantized", False) and not quantizing:
+            raise EdgekdError(f"target {target.name} ({target.backend}) needs a quantized model, but recipe "
+                              f"{prof.name!r} has no quantize pass", where=target.source,
+                              hint="use an INT8 recipe such as int8-kd, int8-ptq or ptq")
+    torch.manual_seed(options.seed)
+    student_src = load_model(model, arch=arch)
+    teacher_src = load_model(teacher, arch=teacher_arch) if teacher else None
+    splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
+                                         input_shape=student_src.input_shape, seed=options.seed))
+    if eval_data:
+        splits = with_eval_set(splits, eval_data, options.seed)
+    for role, src in (("model", student_src), ("teacher", teacher_src)):
+        if src is not None and src.shape_required and src.input_shape and tuple(src.input_shape) != splits.input_shape:
+            raise EdgekdError(f"data samples have shape {splits.input_shape} but {role} {src.name} expects "
+                              f"{tuple(src.input_shape)}", where=data,
+                              hint=layout_hint(splits.input_shape, tuple(src.input_shape))
+                              or "use data of the model's input size (e.g. builtin:digits for digits-* models)")
+    check_fits_data(student_src, teacher_src, splits.x_test, splits.num_classes if splits.labelled else None, data)
+    check_before_training(prof, tgts, student_src.module, splits.x_test)
+    return Inputs(prof, tgts, student_src, teacher_src, splits)
+
+
+def _start_report(inputs: Inputs, sources: dict[str, Any], eval_data: str | None) -> dict[str, Any]:
+    splits, teacher_src, student_src = inputs.splits, inputs.teacher, inputs.student
+    report: dict[str, Any] = {
+        "schema": "edgekd.report/1", "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "edgekd_version": __version__,
+        "sources": {**{k: sources[k] for k in ("model", "teacher", "data")}, "recipe": inputs.recipe.name,
+                    "targets": [t.name for t in inputs.targets]},
+        "recipe": inputs.recipe.to_dict(),  # as resolved: the file plus any --set overrides
+        "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
+                 "validation": splits.validation, "input_shape": list(splits.input_shape),
+                 "labelled": splits.labelled,
+                 **({"eval_data": eval_data, "note": f"every stage and target is evaluated on {eval_data}'s test "
+                     f"split ({len(splits.x_test)} samples); --data {sources['data']} is used for training and "
+                     "calibration"} if eval_data else {})},
+        "accuracy": {}, "params": {"student_before": sum(p.numel() for p in student_src.module.parameters())},
+    }
+    if teacher_src is not None:
+        report["params"]["teacher"] = sum(p.numel() for p in teacher_src.module.parameters())
+    if splits.labelled:
+        if teacher_src is not None:
+            report["accuracy"]["teacher"] = accuracy(torch_outputs(teacher_src.module, splits.x_test), splits.y_test)
+        report["accuracy"]["student_before"] = accuracy(torch_outputs(student_src.module, splits.x_test), splits.y_test)
+    return report
+
+
+def _compress_model(inputs: Inputs, model: str, scratch: Path, options: CompressOptions,
+                    report: dict[str, Any]) -> tuple[list[list[Target]], list[Artifact], dict[str, Any]]:
+    """The recipe's passes (target-dependent ones once per numerics group); returns the groups, one compressed
+    model per group, and the FP32 reference stage."""
+    splits, prof, tgts = inputs.splits, inputs.recipe, inputs.targets
+    artifact = Artifact(kind="torch", payload=inputs.student.module, history=(f"load:{model}",),
+                        meta={"source": model, "name": inputs.student.name})
+    ctx = PassContext(teacher=inputs.teacher.module if inputs.teacher else None, data=splits, targets=tuple(tgts),
+                      seed=options.seed, workdir=scratch, nproc=options.nproc)
+    split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent), len(prof.passes))
+    stages = Stages(splits)
+    stages.record("loaded", inputs.student.module)
+    shared = _run_passes(artifact, prof.passes[:split], ctx, stages=stages)
+    groups, group_models = _run_per_numerics_group(shared, prof.passes[split:], ctx, tgts, stages)
+    fp32 = stages.fp32()
+    report["stages"] = stages.rows
+    report["fp32_reference"] = {**fp32, "data": f"test split ({len(splits.x_test)} samples)",
+                                "why": "the accuracy budget is a drop against the model before the first "
+                                       "compressing pass (sparsity, pruning, quantization)"}
+    report["passes"] = ctx.report
+    module = group_models[0].payload
+    report["params"]["student_after"] = sum(p.numel() for p in module.parameters())
+    if splits.labelled:
+        report["accuracy"]["student_after"] = accuracy(torch_outputs(module, splits.x_test), splits.y_test)
+    return groups, group_models, fp32
+
+
+def _golden_and_references(writer: BundleWriter, model_onnx: Path, sources: dict[str, Path], splits: DataSplits,
+                           n_golden: int) -> tuple[dict[str, np.ndarray], dict[Path, tuple[str, np.ndarray, float | None]]]:
+    """golden.npz (inputs, labels, ONNX Runtime's outputs of every file a target builds from) and eval.npz."""
+    golden = {"input": splits.x_test[:n_golden]}
+    if splits.y_test is not None:
+        golden["labels"] = splits.y_test[:n_golden]
+    references: dict[Path, tuple[str, np.ndarray, float | None]] = {}
+    for path in dict.fromkeys([model_onnx, *sources.values()]):
+        # each target is compared with ONNX Runtime running the very file it was built from
+        outputs = onnx_outputs(path, splits.x_test)
+        key = reference_key(writer.relpath(path))
+        golden[key] = outputs[:n_golden]
+        references[path] = (key, outputs, accuracy(outputs, splits.y_test) if splits.labelled else None)
+    writer.write_golden(golden)
+    if splits.labelled:
+        # a labelled evaluation set travels with the bundle so `edgekd check` can test accuracy on-device
+        writer.write_eval(splits.x_test, splits.y_test)
+    return golden, references
+
+
+def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.ndarray],
+               references: dict[Path, tuple[str, np.ndarray, float | None]], fp32: dict[str, Any],
+               writer: BundleWriter, options: CompressOptions) -> dict[str, dict[str, Any]]:
+    entries = {}
+    for target in inputs.targets:
+        key, _, ref_acc = references[sources[target.name]]
+        refs = References(golden[key], ref_acc, fp32["accuracy"], fp32["stage"])
+        entry = _build_or_fail(target, sources[target.name], writer.staging, golden["input"], refs, inputs.splits,
+                               options)
+        entry["source"] = writer.relpath(sources[target.name])
+        entry["golden_reference"] = key
+        entries[target.name] = entry
+    if not any("build" in e for e in entries.values()):
+        raise BuildError("no target could be built: " + "; ".join(
+            f"{name}: {' '.join(e['reasons'])}" for name, e in entries.items()),
+            hint="see each reason; fix the model or the targets and run again")
+    return entries
+
+
+def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries: dict[str, dict[str, Any]],
+              fp32: dict[str, Any], config: dict[str, Any], n_golden: int) -> BundleManifest:
+    splits = inputs.splits
+    return BundleManifest(
+        name=inputs.student.name, edgekd_version=__version__, inputs=[s.to_dict() for s in onnx_art.inputs],
+        outputs=[s.to_dict() for s in onnx_art.outputs], preprocessing=splits.preprocessing,
+        labels=list(splits.labels), num_classes=splits.num_classes, golden_samples=n_golden,
+        eval_samples=len(splits.x_test) if splits.labelled else None, history=list(compressed.history),
+        targets={t.name: ManifestTarget.of(t, entries[t.name]) for t in inputs.targets if "build" in entries[t.name]},
+        versions=runtime_versions(), config=config,
+        reference_metrics={"fp32": {"accuracy": fp32["accuracy"], "stage": fp32["stage"], "data": EVAL}}
+        if splits.labelled else None,
+        failed_targets={name: e["reasons"] for name, e in entries.items() if "build" not in e} or None,
+    )
+
+
 def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: list[str | Target] | None = None,
              teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
              options: CompressOptions | None = None, teacher_arch: str | None = None,
@@ -335,135 +483,28 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         recipe = profile
     options = options or CompressOptions()
     started = time.perf_counter()
-    started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    tgts = unique_targets([t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])])
-    tgts = _check_targets(tgts, options.skip_unavailable)
-    quantizing = any(spec.name == "quantize" for spec in prof.passes)
-    for target in tgts:
-        if getattr(BACKENDS.get(target.backend), "requires_quantized", False) and not quantizing:
-            raise EdgekdError(f"target {target.name} ({target.backend}) needs a quantized model, but recipe "
-                              f"{prof.name!r} has no quantize pass", where=target.source,
-                              hint="use an INT8 recipe such as int8-kd, int8-ptq or ptq")
-    torch.manual_seed(options.seed)
-
-    student_src: LoadedModel = load_model(model, arch=arch)
-    teacher_src: LoadedModel | None = load_model(teacher, arch=teacher_arch) if teacher else None
-    splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
-                                         input_shape=student_src.input_shape, seed=options.seed))
-    if eval_data:
-        splits = with_eval_set(splits, eval_data, options.seed)
-    for role, src in (("model", student_src), ("teacher", teacher_src)):
-        if src is not None and src.shape_required and src.input_shape and tuple(src.input_shape) != splits.input_shape:
-            raise EdgekdError(f"data samples have shape {splits.input_shape} but {role} {src.name} expects "
-                              f"{tuple(src.input_shape)}", where=data,
-                              hint=layout_hint(splits.input_shape, tuple(src.input_shape))
-                              or "use data of the model's input size (e.g. builtin:digits for digits-* models)")
-    check_fits_data(student_src, teacher_src, splits.x_test, splits.num_classes if splits.labelled else None, data)
-    check_before_training(prof, tgts, student_src.module, splits.x_test)
-
-    report: dict[str, Any] = {
-        "schema": "edgekd.report/1", "started_at": started_at, "edgekd_version": __version__,
-        "sources": {"model": model, "teacher": teacher, "data": data, "recipe": prof.name,
-                    "targets": [t.name for t in tgts]},
-        "recipe": prof.to_dict(),  # as resolved: the file plus any --set overrides
-        "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
-                 "validation": splits.validation, "input_shape": list(splits.input_shape),
-                 "labelled": splits.labelled,
-                 **({"eval_data": eval_data, "note": f"every stage and target is evaluated on {eval_data}'s test "
-                     f"split ({len(splits.x_test)} samples); --data {data} is used for training and calibration"}
-                    if eval_data else {})},
-    }
-    acc: dict[str, Any] = {}
-    if teacher_src is not None and splits.labelled:
-        acc["teacher"] = accuracy(torch_outputs(teacher_src.module, splits.x_test), splits.y_test)
-    if splits.labelled:
-        acc["student_before"] = accuracy(torch_outputs(student_src.module, splits.x_test), splits.y_test)
-    report["params"] = {"student_before": sum(p.numel() for p in student_src.module.parameters())}
-    if teacher_src is not None:
-        report["params"]["teacher"] = sum(p.numel() for p in teacher_src.module.parameters())
-
-    artifact = Artifact(kind="torch", payload=student_src.module, history=(f"load:{model}",),
-                        meta={"source": model, "name": student_src.name})
+    inputs = _load_inputs(model, data, recipe, targets, teacher, arch, teacher_arch, eval_data, options)
+    config = {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch, "teacher_arch": teacher_arch,
+                          "eval_data": eval_data}, "recipe": inputs.recipe.to_dict(), "seed": options.seed}
+    report = _start_report(inputs, config["sources"], eval_data)
+    splits = inputs.splits
     with tempfile.TemporaryDirectory(prefix="edgekd-") as scratch, BundleWriter(Path(out)) as writer:
-        ctx = PassContext(teacher=teacher_src.module if teacher_src else None, data=splits, targets=tuple(tgts),
-                          seed=options.seed, workdir=Path(scratch), nproc=options.nproc)
-        split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent),
-                     len(prof.passes))
-        stages = Stages(splits)
-        stages.record("loaded", student_src.module)
-        shared = _run_passes(artifact, prof.passes[:split], ctx, stages=stages)
-        groups, group_models = _run_per_numerics_group(shared, prof.passes[split:], ctx, tgts, stages)
-        fp32 = stages.fp32()
-        report["stages"] = stages.rows
-        report["fp32_reference"] = {**fp32, "data": f"test split ({len(splits.x_test)} samples)",
-                                    "why": "the accuracy budget is a drop against the model before the first "
-                                           "compressing pass (sparsity, pruning, quantization)"}
-        report["passes"] = ctx.report
+        groups, group_models, fp32 = _compress_model(inputs, model, Path(scratch), options, report)
         compressed = group_models[0]
-        module = compressed.payload
-        report["params"]["student_after"] = sum(p.numel() for p in module.parameters())
-        if splits.labelled:
-            acc["student_after"] = accuracy(torch_outputs(module, splits.x_test), splits.y_test)
-
-        staging = writer.staging
-        onnx_art = export_onnx(compressed, writer.model_path, example=splits.x_test, settings=prof.export,
+        onnx_art = export_onnx(compressed, writer.model_path, example=splits.x_test, settings=inputs.recipe.export,
                                flavor=REFERENCE_FLAVOR, parity_inputs=splits.x_test)
-        sources = _export_sources(groups, group_models, onnx_art.path, writer, splits, prof)
+        sources = _export_sources(groups, group_models, onnx_art.path, writer, splits, inputs.recipe)
         report["export"] = {**{k: onnx_art.meta[k] for k in ("exporter", "opset") if k in onnx_art.meta},
                             "parity_vs_torch": onnx_art.meta.get("parity_vs_torch"),
                             "size_mb": onnx_art.path.stat().st_size / 1e6,
                             "variants": sorted({writer.relpath(p) for p in sources.values()})}
-
         n_golden = min(options.golden_samples, len(splits.x_test))
-        golden = {"input": splits.x_test[:n_golden]}
-        if splits.y_test is not None:
-            golden["labels"] = splits.y_test[:n_golden]
-        references: dict[Path, tuple[str, np.ndarray, float | None]] = {}
-        for path in dict.fromkeys([onnx_art.path, *sources.values()]):
-            # each target is compared with ONNX Runtime running the very file it was built from
-            outputs = onnx_outputs(path, splits.x_test)
-            key = reference_key(writer.relpath(path))
-            golden[key] = outputs[:n_golden]
-            references[path] = (key, outputs, accuracy(outputs, splits.y_test) if splits.labelled else None)
+        golden, references = _golden_and_references(writer, onnx_art.path, sources, splits, n_golden)
         if splits.labelled:
-            acc["onnx_reference"] = references[onnx_art.path][2]
-            acc["fp32_reference"] = fp32["accuracy"]
-        writer.write_golden(golden)
-        if splits.labelled:
-            # a labelled evaluation set travels with the bundle so `edgekd check` can test accuracy on-device
-            writer.write_eval(splits.x_test, splits.y_test)
-
-        target_entries = {}
-        for target in tgts:
-            key, _, ref_acc = references[sources[target.name]]
-            refs = References(golden[key], ref_acc, fp32["accuracy"], fp32["stage"])
-            entry = _build_or_fail(target, sources[target.name], staging, golden["input"], refs, splits, options)
-            entry["source"] = writer.relpath(sources[target.name])
-            entry["golden_reference"] = key
-            target_entries[target.name] = entry
-        report["accuracy"] = acc
-        report["targets"] = target_entries
-        built = [t for t in tgts if "build" in target_entries[t.name]]
-        if not built:
-            raise BuildError("no target could be built: " + "; ".join(
-                f"{name}: {' '.join(e['reasons'])}" for name, e in target_entries.items()),
-                hint="see each reason; fix the model or the targets and run again")
-
-        manifest = BundleManifest(
-            name=student_src.name, edgekd_version=__version__, inputs=[s.to_dict() for s in onnx_art.inputs],
-            outputs=[s.to_dict() for s in onnx_art.outputs], preprocessing=splits.preprocessing,
-            labels=list(splits.labels), num_classes=splits.num_classes, golden_samples=n_golden,
-            eval_samples=len(splits.x_test) if splits.labelled else None, history=list(compressed.history),
-            targets={t.name: ManifestTarget.of(t, target_entries[t.name]) for t in built},
-            versions=runtime_versions(),
-            config={"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch,
-                                "teacher_arch": teacher_arch, "eval_data": eval_data},
-                    "recipe": prof.to_dict(), "seed": options.seed},
-            reference_metrics={"fp32": {"accuracy": fp32["accuracy"], "stage": fp32["stage"], "data": EVAL}}
-            if splits.labelled else None,
-            failed_targets={name: e["reasons"] for name, e in target_entries.items() if "build" not in e} or None,
-        )
+            report["accuracy"]["onnx_reference"] = references[onnx_art.path][2]
+            report["accuracy"]["fp32_reference"] = fp32["accuracy"]
+        report["targets"] = _build_all(inputs, sources, golden, references, fp32, writer, options)
+        manifest = _manifest(inputs, onnx_art, compressed, report["targets"], fp32, config, n_golden)
         report["duration_s"] = round(time.perf_counter() - started, 2)
         report["versions"] = dict(manifest.versions)
         writer.write_report(report, markdown=write_report_md)
