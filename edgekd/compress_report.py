@@ -121,9 +121,13 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
         budgets = entry.get("budgets", {})
         auto = entry.get("auto_precision")
         reasons = entry.get("reasons") or []
-        if notes or budgets or auto or reasons:
+        variant = entry.get("variant_accuracy")
+        if notes or budgets or auto or reasons or variant:
             lines += ["", f"### {name}"]
         lines += [f"- **{str(entry.get('status', '')).upper()}**: {r}" for r in reasons]
+        if variant:
+            lines.append(f"- accuracy {_fmt(variant['accuracy'])} % measured with {variant['runtime']} "
+                         f"({variant['why']}; not the engine's)")
         if auto:
             lines += [f"- precision auto chose **{auto['winner']}**: {auto['reason']}", "",
                       "| candidate | ran as | p90 ms | accuracy % | within budget |", "|---|---|---:|---:|---|"]
@@ -135,7 +139,23 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
                   + (f" ({v['reason']})" if v.get("reason") else "") for k, v in budgets.items()]
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
         lines += ["", "≈ latency is an analytical estimate at the target clock (FPGA), not a measurement."]
+    lines += _contents_lines(report.get("bundle_contents") or [])
     path.write_text("\n".join(lines) + "\n")
+
+
+def _contents_lines(rows: list[dict[str, Any]]) -> list[str]:
+    """The bundle's "what is inside" list: every file, its size and what it is."""
+    if not rows:
+        return []
+    lines = ["", "## Bundle contents", "", "| file | size | what |", "|---|---:|---|"]
+    lines += [f"| {r['file']} | {_size(r.get('bytes'))} | {r.get('what', '')} |" for r in rows]
+    return lines
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "—"
+    return f"{n / 1e6:.2f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def _stage_lines(report: dict[str, Any]) -> list[str]:

@@ -208,6 +208,9 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
         entry["auto_precision"] = auto
     if not build.runnable:
         entry["status"] = Status.NOT_RUN
+        if refs.onnx_accuracy is not None:  # no engine ran: the best accuracy we have is ORT on the file it builds from
+            entry["variant_accuracy"] = {"accuracy": refs.onnx_accuracy, "runtime": f"ONNX Runtime on {source.name}",
+                                         "why": f"no {target.backend} engine ran here"}
         return entry
     runner = backend.load(out_dir, target, build)
     entry["runtime"] = runner.describe()

@@ -133,6 +133,26 @@ def copy_bundle(src: Path, dest: Path, *, flag: str = "--out") -> None:
     _swap_into_place(staging, dest)
 
 
+#: what each of the bundle's own files is (a target's folder holds that backend's build)
+_WHAT = {MODEL: "the exported reference model (ONNX)", GOLDEN: "golden inputs, labels and reference outputs for parity",
+         EVAL: "the labelled evaluation set for accuracy checks on the device", VARIANTS: "ONNX a target builds from",
+         PLOTS: "plots", PROFILE: "latency runs"}
+
+
+def bundle_contents(root: Path) -> list[dict[str, Any]]:
+    """Every file under ``root`` with its size and what it is; manifest.json and report.* come last (they are
+    written after this list)."""
+    rows = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        rel = path.relative_to(root).as_posix()
+        top = rel.partition("/")[0]
+        rows.append({"file": rel, "bytes": path.stat().st_size,
+                     "what": _WHAT.get(top, f"target {top}'s build" if "/" in rel else "")})
+    return [*rows, {"file": MANIFEST, "bytes": None, "what": "file list and checksums (written last)"},
+            {"file": REPORT_JSON, "bytes": None, "what": "this report, machine-readable"},
+            {"file": REPORT_MD, "bytes": None, "what": "this report"}]
+
+
 class BundleWriter:
     """``with BundleWriter(out) as writer: ...; writer.finish(manifest)`` -- atomic rename at the end.
 
@@ -184,7 +204,8 @@ class BundleWriter:
         import numpy as np
 
         path = self.staging / GOLDEN
-        np.savez(path, **arrays)  # zip entries carry numpy's fixed 1980 date: same arrays, same bytes
+        # compressed (np.load reads either); zip entries carry numpy's fixed 1980 date: same arrays, same bytes
+        np.savez_compressed(path, **arrays)
         return path
 
     def write_eval(self, x: Any, y: Any) -> Path:
@@ -196,8 +217,10 @@ class BundleWriter:
         return path
 
     def write_report(self, report: Mapping[str, Any], markdown: Callable[[Mapping[str, Any], Path], Any] | None = None) -> Path:
-        """report.json (timings live here: listed as unhashed) and, with ``markdown``, report.md through it."""
+        """report.json (timings live here: listed as unhashed) and, with ``markdown``, report.md through it; both
+        say what is inside the bundle (``bundle_contents``: every file written so far and its size)."""
         path = self.staging / REPORT_JSON
+        report = {**report, "bundle_contents": bundle_contents(self.staging)}
         dump_json(report, path)
         if markdown is not None:
             markdown(report, self.staging / REPORT_MD)

@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--require-nm", action="append", default=[], metavar="SUBSTRING",
                    help="exit 1 unless every eligible layer whose name or weight contains SUBSTRING is N:M "
-                        "compliant ('*' = every eligible layer); repeatable")
+                        "compliant ('*' = every eligible layer); layers the check skips (not eligible: depthwise, "
+                        "too few channels, ...) are listed as skipped, but a SUBSTRING that matches no layer, or "
+                        "only skipped ones, fails; repeatable")
     p.set_defaults(handler=run)
 
 
@@ -53,16 +55,25 @@ def run(args: argparse.Namespace) -> int:
     n, m = _pattern(args.pattern)
     info = inspect_onnx(args.model, n=n, m=m)
     print(json.dumps(info.to_dict(), indent=2) if args.json else format_table(info))
-    failed = []
-    for wanted in args.require_nm:
-        matched = [la for la in info.layers if wanted == "*" or wanted in la.name or wanted in (la.weight or "")]
-        if not matched:
-            failed.append(f"{wanted}: no layer matches")
-        for la in matched:
-            if la.nm is None and wanted != "*":
-                failed.append(f"{la.name}: not eligible ({la.reason})")
-            elif la.nm is not None and not la.nm.compliant:
-                failed.append(f"{la.name}: {la.nm.groups_ok}/{la.nm.groups} groups follow {n}:{m}")
+    failed, skipped = _check_required(info.layers, args.require_nm, n, m)
+    for line in skipped:
+        print(f"edgekd inspect: skipped {line}", file=sys.stderr)
     for line in failed:
         print(f"edgekd inspect: {line}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _check_required(layers: list, patterns: list[str], n: int, m: int) -> tuple[list[str], list[str]]:
+    """(failures, skipped layers) of --require-nm: ineligible layers are skipped, as the help says."""
+    failed: list[str] = []
+    skipped: dict[str, str] = {}
+    for wanted in patterns:
+        matched = [la for la in layers if wanted == "*" or wanted in la.name or wanted in (la.weight or "")]
+        eligible = [la for la in matched if la.nm is not None]
+        if not matched:
+            failed.append(f"{wanted}: no layer matches")
+        elif not eligible and wanted != "*":
+            failed.append(f"{wanted}: matches only layers the N:M check skips ({matched[0].name}: {matched[0].reason})")
+        skipped.update({la.name: f"{la.name}: not eligible ({la.reason})" for la in matched if la.nm is None})
+        failed += [f"{la.name}: {la.nm.groups_ok}/{la.nm.groups} groups follow {n}:{m}" for la in eligible if not la.nm.compliant]
+    return failed, list(skipped.values())

@@ -41,8 +41,11 @@ from edgekd.errors import BuildError
 class TensorRTOptions:
     """Target ``[options]`` for ``backend = "tensorrt"``."""
 
-    # auto: int8 when the ONNX holds Q/DQ (explicit quantization), else fp32; fp16: TensorRT 10.x weak typing
+    # auto: int8 when the ONNX holds Q/DQ (explicit quantization), else float_precision; fp16: TensorRT 10.x weak typing
     precision: Literal["auto", "int8", "fp16", "fp32"] = "auto"
+    # what "auto" builds for a float ONNX (no Q/DQ): Jetson targets say fp16 (their tensor cores run fp16, and
+    # fp32 leaves most of the speed unused); on TensorRT 11 (no weak typing) "auto" falls back to fp32 with a note
+    float_precision: Literal["fp32", "fp16"] = "fp32"
     sparse_weights: bool = False  # BuilderFlag.SPARSE_WEIGHTS: allow 2:4 sparse tactics
     workspace_mb: int = 1024  # MemoryPoolType.WORKSPACE limit
     min_batch: int = 1  # optimization profile for a dynamic batch dimension
@@ -62,6 +65,14 @@ class TensorRTOptions:
             raise ValueError("workspace_mb must be >= 1")
         if not 0 <= self.builder_optimization_level <= 5:
             raise ValueError("builder_optimization_level must be within 0..5")
+
+
+def builds_fp16(options: TensorRTOptions, has_qdq: bool) -> bool:
+    """Whether the build asks for fp16 kernels: precision = "fp16", or "auto" on a float ONNX when the target's
+    float_precision is fp16 (a Q/DQ ONNX under "auto" keeps its explicit int8, strongly typed)."""
+    if options.precision == "auto":
+        return not has_qdq and options.float_precision == "fp16"
+    return options.precision == "fp16"
 
 
 # ---------------------------------------------------------------- device facts
@@ -141,7 +152,7 @@ def trtexec_args(options: TensorRTOptions, inputs: tuple[IOSpec, ...], has_qdq: 
         args += [f"--minShapes={_shape_arg(inputs, options.min_batch)}",
                  f"--optShapes={_shape_arg(inputs, options.opt_batch)}",
                  f"--maxShapes={_shape_arg(inputs, options.max_batch)}"]
-    if options.precision == "fp16":
+    if builds_fp16(options, has_qdq):
         args += ["--fp16", *(["--int8"] if has_qdq else [])]
     else:
         args.append("--stronglyTyped")
@@ -182,17 +193,29 @@ _FP16_GUARD = """if [ "$MAJOR" -ge 11 ]; then
 fi
 """
 
+#: precision = "auto" with float_precision = "fp16": TensorRT 11 cannot, so the script builds fp32 there
+_AUTO_FP16_GUARD = """PRECISION=--fp16
+if [ "$MAJOR" -ge 11 ]; then
+  echo "TensorRT >= 11 has no --fp16 (strong typing only): building fp32; for fp16 convert the ONNX with" >&2
+  echo "  ModelOpt AutoCast (python -m modelopt.onnx.autocast --onnx_path model.onnx)" >&2
+  PRECISION=--stronglyTyped
+fi
+"""
+
 
 def write_build_script(path: Path, target_name: str, options: TensorRTOptions, inputs: tuple[IOSpec, ...],
                        has_qdq: bool, plan: str) -> None:
     from edgekd import __version__
 
-    args = "".join(f"  {shlex.quote(a)} \\\n" for a in trtexec_args(options, inputs, has_qdq))
+    auto_fp16 = options.precision == "auto" and builds_fp16(options, has_qdq)
+    args = "".join(f"  {'$PRECISION' if auto_fp16 and a == '--fp16' else shlex.quote(a)} \\\n"
+                   for a in trtexec_args(options, inputs, has_qdq))
+    guard = _AUTO_FP16_GUARD if auto_fp16 else _FP16_GUARD if options.precision == "fp16" else ""
     cache_dir = options.timing_cache_dir.replace("~", "$HOME", 1) if options.timing_cache_dir.startswith("~") \
         else options.timing_cache_dir
     path.write_text(_SCRIPT.format(target=target_name, version=__version__, gpu=options.gpu or "any NVIDIA GPU",
                                    plan=plan, index=options.device_index, cache_dir=cache_dir, args=args.rstrip("\n"),
-                                   fp16_guard=_FP16_GUARD if options.precision == "fp16" else ""))
+                                   fp16_guard=guard))
     path.chmod(0o755)
 
 
@@ -437,7 +460,7 @@ class TensorRTBackend(BackendBase):
                                    "trtexec": "trtexec " + " ".join(trtexec_args(options, inputs, has_qdq))}
         status = self.availability()
         if not status.available:
-            expected = "fp16" if options.precision == "fp16" else report.stats.get("expected_precision", "fp32")
+            expected = "fp16" if builds_fp16(options, has_qdq) else report.stats.get("expected_precision", "fp32")
             notes.append(f"engine not built here ({status.reason}); run build_engine.sh on the device")
             details["precision_source"] = "expected from the ONNX graph (engine not built)"
             return BuildResult(backend=self.name, artifact=SOURCE_COPY, files=files, precision=expected, notes=notes,
@@ -453,8 +476,9 @@ class TensorRTBackend(BackendBase):
 
     @staticmethod
     def _plan(options: TensorRTOptions, has_qdq: bool) -> str:
-        if options.precision == "fp16":
-            return "fp16 weak typing (TensorRT 10.x)" + (" + int8 from Q/DQ" if has_qdq else "")
+        if builds_fp16(options, has_qdq):
+            auto = " (precision auto on a float model: float_precision = fp16)" if options.precision == "auto" else ""
+            return "fp16 weak typing (TensorRT 10.x)" + auto + (" + int8 from Q/DQ" if has_qdq else "")
         if has_qdq:
             return "int8 explicit quantization from Q/DQ, strongly typed"
         return "fp32, strongly typed"
@@ -466,10 +490,11 @@ class TensorRTBackend(BackendBase):
         if options.precision == "fp16" and major >= 11:
             raise BuildError(f"TensorRT {trt.__version__} has no FP16 builder flag (strong typing only)",
                              hint="convert the ONNX with ModelOpt AutoCast to fp16, or set precision = \"auto\"")
+        fp16 = builds_fp16(options, has_qdq) and major < 11  # "auto" on TensorRT 11: fp32, strongly typed
         logger = trt.Logger(trt.Logger.WARNING)
         builder = trt.Builder(logger)
         flags = 0
-        if options.precision != "fp16" and major < 11:  # 11.x: always strongly typed, the flag is implied
+        if not fp16 and major < 11:  # 11.x: always strongly typed, the flag is implied
             flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
         network = builder.create_network(flags)
         parser = trt.OnnxParser(network, logger)
@@ -481,7 +506,7 @@ class TensorRTBackend(BackendBase):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, options.workspace_mb << 20)
         config.builder_optimization_level = options.builder_optimization_level
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-        if options.precision == "fp16":
+        if fp16:
             config.set_flag(trt.BuilderFlag.FP16)
             if has_qdq:
                 config.set_flag(trt.BuilderFlag.INT8)
