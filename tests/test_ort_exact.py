@@ -92,3 +92,12 @@ def test_float_models_are_passed_through(tmp_path: Path) -> None:
     path = tmp_path / "relu.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert session_source(path) == (str(path), 0)
+
+
+def test_openvino_probe_tells_exact_from_saturating_hosts() -> None:
+    """OpenVINO's probe and ONNX Runtime's agree: both runtimes' int8 kernels are exact on a VNNI/AMX CPU and
+    miss worst-case 255 x 127 products without it (the same vpmaddubsw int16 limit)."""
+    pytest.importorskip("openvino")
+    from edgekd.backends.openvino import host_int8_exact
+
+    assert host_int8_exact() == (not host_int8_saturates())  # same ISA limit (vpmaddubsw) in both runtimes

@@ -93,14 +93,16 @@ def test_batchnorm_cnns_from_one_py_file_train_on_two_processes_like_one(digits,
     student = load_model("py:code/nets.py:student").module
     teacher = load_model("py:code/nets.py:teacher").module  # the same file: one module, classes pickle by reference
     reference = copy.deepcopy(student)
-    # 20 steps: DistributedSampler splits each epoch's permutation between the ranks, so the 2-process global
-    # batches are the 1-process batches (the first 20 of 21; the last is padded by one sample on 2 ranks)
-    cfg = FinetuneConfig(steps=20, batch_size=64, lr=1e-2, schedule="onecycle", loss="hinton")
+    # 17 steps: DistributedSampler splits each epoch's permutation between the ranks, so the 2-process global
+    # batches are the 1-process batches (the 17 full batches of digits' 1,097 training samples; the 18th is
+    # partial and padded by one sample on 2 ranks, and a second epoch is shuffled per rank count)
+    steps = len(digits.x_train) // 64
+    cfg = FinetuneConfig(steps=steps, batch_size=64, lr=1e-2, schedule="onecycle", loss="hinton")
     result = run_fine_tune(student, teacher, digits, cfg, nproc=2, hooks=[Noop()], workdir=tmp_path)
     sums = result.extra["rank_checksums"]
     assert result.extra["synced_batchnorm"] == 1 and len(sums) == 2 and sums[0] == sums[1]  # buffers included
     alone = fine_tune(reference, teacher, digits, cfg)
-    assert alone.extra["synced_batchnorm"] == 0 and result.steps == alone.steps == 20
+    assert alone.extra["synced_batchnorm"] == 0 and result.steps == alone.steps == steps
     # BatchNorm over the global batch: the 2-process model is the 1-process one, up to the order of float sums
     for (name, a), b in zip(student.state_dict().items(), reference.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=2e-5), (name, float((a.float() - b.float()).abs().max()))

@@ -16,6 +16,7 @@ Importing this module does not import openvino.
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from collections import Counter
@@ -239,6 +240,47 @@ def float_precisions() -> tuple[str, ...]:
     return ("f32", *(["bf16"] if "BF16" in caps else []), *(["f16"] if "FP16" in caps else []))
 
 
+
+#: the build note on a host whose OpenVINO int8 convolutions are not exact (see ``host_int8_exact``)
+INEXACT_NOTE = ("this CPU has no VNNI: OpenVINO's int8 convolutions are not exact here (a one-layer probe of "
+                "255 x 127 x 64 products missed the exact result), so parity with the reference can fall short; "
+                "a CPU with AVX-512 VNNI, AVX-VNNI or AMX runs them exactly")
+
+
+@functools.cache
+def host_int8_exact() -> bool:
+    """True when OpenVINO's CPU int8 convolution gives the exact integer result for worst-case operands.
+
+    On x86 CPUs without VNNI, int8 dot products go through ``vpmaddubsw`` (int16 pair sums): oneDNN then either
+    saturates or halves the weights; either way a 1x1 convolution of 64 channels of 255 x 127 misses its exact
+    requantized value. Probed once per process on a QDQ model built here."""
+    import openvino as ov
+    from onnx import TensorProto, helper, numpy_helper
+
+    cin, cout, sx, sw = 64, 4, 0.02, 0.01
+    acc = 255 * 127 * cin  # exact int32 accumulator
+    sy = acc * sx * sw / 200.25  # exact requantized output: 200 (a 0.1 % error changes it)
+    inits = [numpy_helper.from_array(np.array(sx, np.float32), "sx"), numpy_helper.from_array(np.array(0, np.uint8), "zx"),
+             numpy_helper.from_array(np.full((cout, cin, 1, 1), 127, np.int8), "wq"),
+             numpy_helper.from_array(np.full(cout, sw, np.float32), "sw"), numpy_helper.from_array(np.zeros(cout, np.int8), "zw"),
+             numpy_helper.from_array(np.array(sy, np.float32), "sy"), numpy_helper.from_array(np.array(0, np.uint8), "zy")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sx", "zx"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "sx", "zx"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["wq", "sw", "zw"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"]),
+             helper.make_node("QuantizeLinear", ["y", "sy", "zy"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "sy", "zy"], ["out"])]
+    graph = helper.make_graph(nodes, "vnni_probe", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, 2, 2])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, cout, 2, 2])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = min(model.ir_version, 8)
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                  {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 1})
+    got = compiled([np.full((1, cin, 2, 2), 255 * sx, np.float32)])[0]
+    return bool(np.allclose(got, 200 * sy, rtol=1e-4))
+
+
 class OpenVINOBackend(BackendBase):
     name = "openvino"
     options_type = OpenVINOOptions
@@ -319,6 +361,8 @@ class OpenVINOBackend(BackendBase):
         has_qdq = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model_proto.graph.node)
         if has_qdq and facts["compute_precision"].get("int8", 0) == 0:
             notes.append("the ONNX model holds Q/DQ but no compute layer runs in int8 on OpenVINO")
+        elif has_qdq and options.device.upper().startswith("CPU") and not host_int8_exact():
+            notes.append(INEXACT_NOTE)
         details = {key: facts[key] for key in ("device", "execution_devices", "compute_layers", "compute_precision",
                                                "compute_kernels", "reorders", "inference_precision_hint",
                                                "performance_hint", "num_streams", "inference_num_threads")}
