@@ -165,8 +165,12 @@ def _python_module_digest(ref: str, root: Path, where: str) -> dict[str, str]:
     pull in torch and make a cache hit slow). A package is hashed whole: helpers change results too."""
     module_ref = ref.rpartition(":")[0] or ref
     if module_ref.endswith(".py"):
+        # the file imports its neighbours (`from layers import Block`, `from app.blocks import ...`): hash every .py
+        # of the folder it is in, or of the app's tree (the build file's folder) when the file lies inside it
         path = root / module_ref
-        return {"file": module_ref, "sha256": _sha_path(path, where)}
+        _sha_path(path, where)  # a clear error when the file is missing
+        folder = root if path.resolve().is_relative_to(root.resolve()) else path.parent
+        return {"file": module_ref, "tree": _sha_tree(folder, (".py",))}
     top, *rest = module_ref.split(".")
     for base in (root, *(Path(p) for p in sys.path if p)):
         pkg = base / top
@@ -277,7 +281,8 @@ def _same_bundle(a: Path, b: Path) -> bool:
         return False
 
 
-def _store(cache_entry: Path, bundle: Path, material: dict[str, Any]) -> None:
+def _store(cache_entry: Path, bundle: Path, material: dict[str, Any], *, replace: bool = False) -> None:
+    """Copy ``bundle`` into the cache under its key; ``replace`` (a --no-cache rebuild) drops an older entry."""
     tmp = cache_entry.parent / f".{cache_entry.name}.tmp-{os.getpid()}"
     for stale in cache_entry.parent.glob(f".{cache_entry.name}.tmp-*") if cache_entry.parent.is_dir() else ():
         pid = stale.name.rpartition("-")[2]
@@ -287,6 +292,10 @@ def _store(cache_entry: Path, bundle: Path, material: dict[str, Any]) -> None:
     tmp.mkdir(parents=True)
     shutil.copytree(bundle, tmp / "bundle")
     dump_json(material, tmp / "key.json")
+    if replace and cache_entry.exists():
+        old = cache_entry.parent / f".{cache_entry.name}.old-{os.getpid()}"
+        os.replace(cache_entry, old)
+        shutil.rmtree(old, ignore_errors=True)
     try:
         os.replace(tmp, cache_entry)
     except OSError:  # another build stored the same key first: theirs is as good as ours
@@ -297,7 +306,9 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
     """Build ``bf`` into ``bf.out``, from the cache when every input is unchanged."""
     started = time.perf_counter()
     use_cache = bf.cache.enabled if use_cache is None else use_cache
-    key, material = cache_key(bf) if use_cache else ("", {})
+    # --no-cache (use_cache=False) rebuilds without reading the cache but refreshes its entry, so the next cached
+    # build serves this fresh bundle instead of restoring an older one over it
+    key, material = cache_key(bf) if bf.cache.enabled else ("", {})
     out = bf.out_path
     entry = bf.cache_dir() / key[:2] / key
     if use_cache and is_bundle(entry / "bundle"):
@@ -327,7 +338,7 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
         if added_path:
             sys.path.remove(str(root))
     read_manifest(out)  # the pipeline wrote a complete bundle
-    if use_cache:
-        _store(entry, out, material)
+    if bf.cache.enabled:
+        _store(entry, out, material, replace=not use_cache)
     return BuildOutcome(out, key, False, False, time.perf_counter() - started, report)
 

@@ -102,7 +102,15 @@ def test_cache_key_follows_inputs(app: Path, monkeypatch: pytest.MonkeyPatch) ->
     (app / "edgekd.toml").write_text(text)
     k1 = cache_key(load_buildfile(app))[0]
     (app / "mymodel.py").write_text("def build():\n    return None\n")
-    assert cache_key(load_buildfile(app))[0] != k1
+    k2 = cache_key(load_buildfile(app))[0]
+    assert k2 != k1
+    # a module the file imports (app/layers.py next to it, or in a subfolder of the app) changes the key too
+    (app / "app_layers").mkdir()
+    (app / "app_layers" / "blocks.py").write_text("WIDTH = 8\n")
+    k3 = cache_key(load_buildfile(app))[0]
+    assert k3 != k2
+    (app / "app_layers" / "blocks.py").write_text("WIDTH = 16\n")
+    assert cache_key(load_buildfile(app))[0] != k3
     (app / "edgekd.toml").write_text(text.replace("npz:data/digits.npz", "npz:data/missing.npz"))
     with pytest.raises(SourceError, match="not found"):
         cache_key(load_buildfile(app))
@@ -178,3 +186,16 @@ def test_store_removes_leftovers_of_killed_builds(tmp_path: Path) -> None:
     (bundle / "manifest.json").write_text("{}")
     _store(entry, bundle, {"k": 1})
     assert sorted(p.name for p in entry.parent.iterdir()) == ["abcdef"]
+
+
+def test_no_cache_rebuild_refreshes_the_entry_so_nothing_older_is_restored(app: Path) -> None:
+    bf = load_buildfile(app)
+    first = build(bf)
+    entry = bf.cache_dir() / first.key[:2] / first.key / "bundle"
+    assert (entry / "manifest.json").is_file()
+    (entry / "report.md").write_text("an older build's report\n")  # unhashed: the entry still verifies
+    fresh = build(bf, use_cache=False)
+    assert not fresh.cached
+    assert (entry / "report.md").read_text() != "an older build's report\n"  # replaced by the fresh bundle
+    again = build(bf)
+    assert again.cached and again.up_to_date  # the fresh bundle in `out` is what the cache holds

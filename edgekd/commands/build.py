@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build an app's bundle from edgekd.toml (deterministic, cached)",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("buildfile", nargs="?", default="edgekd.toml", help="build file or its folder [edgekd.toml]")
-    p.add_argument("--no-cache", action="store_true", help="always run the pipeline; neither read nor write the cache")
+    p.add_argument("--no-cache", action="store_true", help="always run the pipeline without reading the cache; the fresh bundle "
+                                                            "replaces the cache entry")
     p.add_argument("--key", action="store_true", help="print the cache key and what it was computed from, then exit")
     p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
                    help="build these targets instead of the file's `targets` (repeatable), e.g. --target fpga-zcu104")
