@@ -325,9 +325,10 @@ class HilSession:
         par = self.target.parity
         step = self.reader.target(self.target_name).output_step
         result = compare_outputs(ref, cand, par, output_step=step)
-        data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement}
+        data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement,
+                "output_steps": par.output_steps, "output_step": step}
         value = f"max|err| {result.max_abs_error:.3g}, top-1 {result.top1_agreement * 100:.1f}%"
-        limit = f"atol {par.atol:g} + rtol {par.rtol:g}, top-1 >= {par.min_top1_agreement * 100:g}%"
+        limit = result.rule  # the rule applied, output-step allowance included, is the rule shown
         if not result.ok:
             raise CheckFailed("; ".join(result.failures), value=value, limit=limit, **data)
         return self._pass("golden_parity", value=value, limit=limit, **data)

@@ -1,7 +1,10 @@
 """Output parity between a reference and a candidate run. Torch-free (the runtime and HIL checks use it).
 
 One rule everywhere (compress, ``edgekd check``, the pytest plugin): a candidate passes when every
-element is within ``atol + rtol * |reference|`` and top-1 agreement is at least ``min_top1_agreement``.
+element is within ``atol + rtol * |reference| + output_steps * step`` and top-1 agreement is at least
+``min_top1_agreement``. ``step`` is the quantization step of a quantized output (0 for a float output): two INT8
+runtimes may round an accumulator differently by one step, and that reaches the output. The rule applied is the
+rule shown: ``tolerance_rule`` spells it, with its numbers, for every report and check line.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ class ParityResult:
     mean_abs_error: float
     top1_agreement: float
     failures: tuple[str, ...] = field(default=())
+    rule: str = ""  # the tolerance applied, in words and numbers ("" when nothing was judged)
 
     @property
     def ok(self) -> bool:
@@ -26,7 +30,23 @@ class ParityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "max_abs_error": self.max_abs_error, "mean_abs_error": self.mean_abs_error,
-                "top1_agreement": self.top1_agreement, "ok": self.ok, "failures": list(self.failures)}
+                "top1_agreement": self.top1_agreement, "ok": self.ok, "failures": list(self.failures),
+                **({"rule": self.rule} if self.rule else {})}
+
+
+def tolerance_rule(tolerances: Any, output_step: float = 0.0) -> str:
+    """The parity rule as applied, e.g. ``|err| <= 0.0001 + 0.001*|ref| + 2 x 0.0039 (output step), top-1 >= 99%``.
+
+    >>> from types import SimpleNamespace as T
+    >>> tolerance_rule(T(atol=1e-4, rtol=1e-3, output_steps=2.0, min_top1_agreement=0.99), 0.0039)
+    '|err| <= atol 0.0001 + rtol 0.001 x |ref| + 2 x 0.0039 (output step) = 0.0079 + 0.001 x |ref|, top-1 >= 99%'
+    """
+    steps = getattr(tolerances, "output_steps", 1.0) * output_step
+    rule = f"|err| <= atol {tolerances.atol:g} + rtol {tolerances.rtol:g} x |ref|"
+    if steps:
+        rule += (f" + {steps / output_step:g} x {output_step:.4g} (output step) = {tolerances.atol + steps:.4g} + "
+                 f"{tolerances.rtol:g} x |ref|")
+    return rule + f", top-1 >= {tolerances.min_top1_agreement * 100:g}%"
 
 
 def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: Any = None,
@@ -49,19 +69,19 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: An
     err = np.abs(ref - cand)
     top1 = float((ref.argmax(1) == cand.argmax(1)).mean()) if ref.shape[1] > 1 else 1.0
     failures: list[str] = []
+    rule = ""
     if tolerances is not None:
+        rule = tolerance_rule(tolerances, output_step)
         steps = getattr(tolerances, "output_steps", 1.0) * output_step
         excess = err - (tolerances.atol + tolerances.rtol * np.abs(ref) + steps * 1.001)
         if (excess > 0).any():
             worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
-            step = f" + {steps / output_step:g} output step(s) of {output_step:.4g}" if steps else ""
             failures.append(
-                f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} samples outside atol {tolerances.atol:g} + "
-                f"rtol {tolerances.rtol:g}{step} (worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs "
-                f"reference {ref[worst]:.6g})")
+                f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} samples outside {rule.partition(', top-1')[0]} "
+                f"(worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs reference {ref[worst]:.6g})")
         if top1 < tolerances.min_top1_agreement:
             failures.append(f"top-1 agreement {top1 * 100:.1f}% < {tolerances.min_top1_agreement * 100:g}%")
-    return ParityResult(len(ref), float(err.max()), float(err.mean()), top1, tuple(failures))
+    return ParityResult(len(ref), float(err.max()), float(err.mean()), top1, tuple(failures), rule)
 
 
 def quantized_output_step(model_path: Any) -> float:

@@ -93,10 +93,10 @@ def test_tampered_golden_output_fails(bundle: Path, tmp_path: Path, capsys: pyte
     out = capsys.readouterr().out
     assert rc == 1
     assert "golden.npz: checksum mismatch" in out
-    assert "1/32 samples outside atol 0.0001 + rtol 0.001 (worst: sample 3 output 2" in out
+    assert "1/32 samples outside |err| <= atol 0.0001 + rtol 0.001 x |ref| (worst: sample 3 output 2" in out
     cases = junit(xml)
     assert cases["integrity"].find("failure") is not None
-    assert "samples outside atol" in cases["golden_parity"].find("failure").get("message")
+    assert "samples outside |err| <= atol" in cases["golden_parity"].find("failure").get("message")
 
     # even with a manifest re-signed to match, parity catches a reference the artifact does not reproduce
     manifest = read_manifest(b)

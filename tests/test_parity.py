@@ -17,7 +17,8 @@ def test_one_output_step_is_allowed_two_are_not() -> None:
     assert not compare_outputs(ref, ref + np.array([[0.0, 0.09, 0.0]]), TIGHT).ok
     assert compare_outputs(ref, ref + np.array([[0.0, 0.09, 0.0]]), TIGHT, output_step=0.1).ok
     res = compare_outputs(ref, ref + np.array([[0.0, 0.3, 0.0]]), TIGHT, output_step=0.1)
-    assert not res.ok and "1 output step(s) of 0.1" in res.failures[0]
+    assert not res.ok and "+ 1 x 0.1 (output step) = 0.11 + 0 x |ref|" in res.failures[0]
+    assert res.rule.startswith("|err| <= atol 0.01 + rtol 0 x |ref| + 1 x 0.1 (output step)")
     assert compare_outputs(ref, ref + np.array([[0.0, 0.19, 0.0]]),
                            ParitySettings(atol=0.01, rtol=0.0, output_steps=2.0), output_step=0.1).ok
 
@@ -44,3 +45,15 @@ def test_quantized_output_step(tmp_path: Path) -> None:
                                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
     onnx.save(helper.make_model(float_graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     assert quantized_output_step(path) == 0.0
+
+
+def test_the_rule_shown_is_the_rule_applied() -> None:
+    """A result that passes only thanks to the output-step allowance says so in its rule (it used to print
+    "atol + rtol" alone while adding 2 output steps)."""
+    loose = ParitySettings(atol=1e-4, rtol=1e-3, output_steps=2.0)
+    ref = np.array([[0.5, 0.1, 0.0]])
+    res = compare_outputs(ref, ref + np.array([[0.0, 0.13, 0.0]]), loose, output_step=0.066)
+    assert res.ok and "2 x 0.066 (output step)" in res.rule and res.to_dict()["rule"] == res.rule
+    strict = ParitySettings(atol=1e-4, rtol=1e-3, output_steps=0.0)
+    res = compare_outputs(ref, ref + np.array([[0.0, 0.13, 0.0]]), strict, output_step=0.066)
+    assert not res.ok and "output step" not in res.rule
