@@ -16,8 +16,30 @@ against the compressed model would hide exactly the loss the budget is for. Torc
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
+
+from edgekd.errors import ConfigError
+
+
+def parse_fraction(text: str | float, *, where: str = "--max-regression") -> float:
+    """The one reader of a relative limit (``--max-regression`` of ``edgekd check``, ``edgekd profile --compare``
+    and the pytest plugin): ``"10%"`` -> 0.10; a bare number below 1 is a fraction (``"0.1"`` -> 0.10); a bare
+    number of 1 or more is a percentage (``"10"`` -> 0.10), so "10" never means +1000 %.
+
+    >>> parse_fraction("10%"), parse_fraction("0.25"), parse_fraction(5), parse_fraction("10")
+    (0.1, 0.25, 0.05, 0.1)
+    """
+    if isinstance(text, (int, float)):
+        value = float(text)
+        return value / 100 if value >= 1 else value
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
+    if not m:
+        raise ConfigError(f"cannot read {text!r} as a fraction or a percentage", where=where,
+                          hint="write e.g. 10% (or 0.1)")
+    value = float(m.group(1))
+    return value / 100 if m.group(2) or value >= 1 else value
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="target name in the bundle, or a target .toml whose budgets override; repeat for several")
     group.addoption("--edgekd-baseline", metavar="JSON", help="baseline latency profile for the regression check")
     group.addoption("--edgekd-data", metavar="SRC", help="labelled data for the accuracy check instead of eval.npz")
-    group.addoption("--edgekd-max-regression", metavar="F", type=float, default=0.25,
-                    help="allowed slow-down vs the baseline, a fraction [0.25]")
+    group.addoption("--edgekd-max-regression", metavar="PCT", default="25%",
+                    help="allowed slow-down vs the baseline: 10%% (or 0.1; a bare 10 is 10%%) [25%%]")
     group.addoption("--edgekd-iterations", metavar="N", type=int, default=None,
                     help="latency queries (default: the target's [profiling] iterations)")
 
@@ -80,6 +80,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     bundle = config.getoption("edgekd_bundle")
     if not bundle:
         return
+    from edgekd.budgets import parse_fraction
     from edgekd.errors import EdgekdError
     from edgekd.hil import CheckOptions, HilSession
 
@@ -90,7 +91,8 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         try:
             options = CheckOptions(target=target, baseline=Path(baseline) if baseline else None,
                                    data=config.getoption("edgekd_data"),
-                                   max_regression=config.getoption("edgekd_max_regression"),
+                                   max_regression=parse_fraction(config.getoption("edgekd_max_regression"),
+                                                                 where="--edgekd-max-regression"),
                                    iterations=config.getoption("edgekd_iterations"))
             hil = HilSession(bundle, options)
         except EdgekdError as exc:  # no manifest, unknown target, bad option: a usage error, not a failing check

@@ -44,7 +44,7 @@ else
 fi
 
 step "regression vs the baseline (generous tolerance: a shared CI machine is noisy)"
-"$EDGEKD" check "$BUNDLE" --target cpu --baseline "$OUT/baseline-cpu.json" --max-regression 1.0 \
+"$EDGEKD" check "$BUNDLE" --target cpu --baseline "$OUT/baseline-cpu.json" --max-regression 100% \
   --junit "$OUT/cpu-regression.xml" || fail "regression check did not pass"
 
 step "negative: p90 budget tightened below the measured p90 (must fail)"

@@ -20,7 +20,7 @@ profiling and options instead -- e.g. a stricter budget for one device.
 Examples:
   edgekd check build/digits --target cpu --junit reports/hil-cpu.xml
   edgekd check build/digits --target cpu --save-baseline baselines/cpu.json      # once, on the device
-  edgekd check build/digits --target cpu --baseline baselines/cpu.json --max-regression 0.2
+  edgekd check build/digits --target cpu --baseline baselines/cpu.json --max-regression 20%
 """
 
 
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="bundle folder (manifest.json inside)")
     p.add_argument("--target", help="target name in the bundle, or a target NAME|PATH whose budgets override")
     p.add_argument("--baseline", type=Path, help="baseline profile JSON for the regression check")
-    p.add_argument("--max-regression", type=float, default=0.25, help="allowed slow-down vs baseline, fraction [0.25]")
+    p.add_argument("--max-regression", default="25%", metavar="PCT",
+                   help="allowed slow-down vs baseline: 10%% (or 0.1; a bare 10 is 10%%) [25%%]")
     p.add_argument("--regression-metric", choices=("p50_ms", "p90_ms"), default="p50_ms",
                    help="statistic compared with the baseline [p50_ms: steadier than p90 on shared machines]")
     p.add_argument("--data", help="labelled data for the accuracy check: PATH.npz (x, y) or an edgekd data source")
@@ -47,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from edgekd.budgets import parse_fraction
     from edgekd.bundle import dump_json
     from edgekd.errors import ConfigError
     from edgekd.hil import CheckOptions, baseline_dict, format_table, run_checks, write_junit
@@ -57,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError("would write into the bundle, whose integrity check then fails (a file not listed "
                               "in manifest.json)", where=f"{flag} {path}", hint="write it next to the bundle instead")
     options = CheckOptions(target=args.target, baseline=args.baseline, data=args.data,
-                           max_regression=args.max_regression, regression_metric=args.regression_metric,
+                           max_regression=parse_fraction(args.max_regression), regression_metric=args.regression_metric,
                            warmup=args.warmup, iterations=args.iterations)
     report = run_checks(args.bundle, options)
     if args.json:

@@ -10,32 +10,16 @@ because a different CPU, thread count or runtime version explains most surprises
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from edgekd.budgets import parse_fraction  # noqa: F401  (the one parser; re-exported)
 from edgekd.errors import ConfigError
 from edgekd.profiler import stats
 
 METRICS = {"p50": 50.0, "p90": 90.0, "p99": 99.0}
-
-
-def parse_fraction(text: str | float) -> float:
-    """``"10%"`` -> 0.10, ``"0.1"`` -> 0.10, ``"15 %"`` -> 0.15.
-
-    >>> parse_fraction("10%"), parse_fraction("0.25"), parse_fraction(5)
-    (0.1, 0.25, 0.05)
-    """
-    if isinstance(text, (int, float)):
-        value = float(text)
-        return value / 100 if value >= 1 else value
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(%?)\s*", text)
-    if not m:
-        raise ConfigError(f"cannot read {text!r} as a fraction", where="--max-regression", hint="write e.g. 10% or 0.1")
-    value = float(m.group(1))
-    return value / 100 if m.group(2) or value >= 1 else value
 
 
 @dataclass
