@@ -447,6 +447,7 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
                                options)
         entry["source"] = writer.relpath(sources[target.name])
         entry["golden_reference"] = key
+        entry["device_outputs"] = list(getattr(BACKENDS.get(target.backend), "device_outputs", ()))
         entries[target.name] = entry
     if not any("build" in e for e in entries.values()):
         raise BuildError("no target could be built: " + "; ".join(

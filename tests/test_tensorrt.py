@@ -162,6 +162,20 @@ def test_pipeline_bundle_has_tensorrt_files(tmp_path: Path) -> None:
     assert entry["status"] == "prepared, not run here" and entry["build"]["precision"] == "fp16"
     assert (tmp_path / "bundle" / "tensorrt-orin-nano" / "build_engine.sh").is_file()
 
+    # the documented device step (build_engine.sh) adds model.engine and layers.json to the checksummed target
+    # folder: the manifest declares them as device outputs, so integrity still passes; anything else still fails
+    from edgekd.bundle import read_manifest, verify_bundle
+    from edgekd.hil import CheckOptions, run_checks
+
+    bundle = tmp_path / "bundle"
+    assert read_manifest(bundle)["targets"]["tensorrt-orin-nano"]["device_outputs"] == ["model.engine", "layers.json"]
+    (bundle / "tensorrt-orin-nano" / "model.engine").write_bytes(b"engine bytes from the device")
+    (bundle / "tensorrt-orin-nano" / "layers.json").write_text("{}")
+    assert verify_bundle(bundle) == []
+    assert run_checks(bundle, CheckOptions(), checks=("integrity",)).result("integrity").status == "passed"
+    (bundle / "tensorrt-orin-nano" / "notes.txt").write_text("not a device output")
+    assert verify_bundle(bundle) == ["tensorrt-orin-nano/notes.txt: not listed in manifest.json"]
+
 
 # ---------------------------------------------------------------- real engine (GPU machines only)
 

@@ -301,6 +301,11 @@ class BackendBase:
     artifact_suffixes: tuple[str, ...] = ()
     artifact_kind: str = "artifact"
     sdk_modules: tuple[str, ...] = ()
+    #: files a documented device step adds to the target's folder after the bundle is written (TensorRT's
+    #: build_engine.sh: the engine and its layer table): declared in the manifest, so integrity checks accept them
+    #: unlisted; the backend verifies them by its own rule when it loads them (TensorRT refuses an engine built by
+    #: another TensorRT version or for another GPU)
+    device_outputs: tuple[str, ...] = ()
 
     @property
     def qdq_flavor(self) -> QDQFlavor:

@@ -29,6 +29,7 @@ class ManifestTarget:
     target: dict[str, Any]  # the resolved target, enough to rebuild it (edgekd.config.target_from_mapping)
     fits: bool | None = None  # the backend's resource estimate fits the part (FPGA); None: no estimate
     fit_detail: str = ""
+    device_outputs: tuple[str, ...] = ()  # files a device step may add to ``dir`` (Backend.device_outputs)
 
     @classmethod
     def of(cls, target: Any, entry: Mapping[str, Any]) -> ManifestTarget:
@@ -36,12 +37,14 @@ class ManifestTarget:
         return cls(backend=target.backend, dir=target.name, artifact=entry["build"]["artifact"],
                    precision=entry["build"]["precision"], source=entry["source"],
                    golden_reference=entry["golden_reference"], output_step=entry.get("output_step", 0.0),
-                   target=target.to_dict(), fits=entry.get("fits_part"), fit_detail=entry.get("fit_detail", ""))
+                   target=target.to_dict(), fits=entry.get("fits_part"), fit_detail=entry.get("fit_detail", ""),
+                   device_outputs=tuple(entry.get("device_outputs", ())))
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "dir": self.dir, "artifact": self.artifact, "precision": self.precision,
                 "source": self.source, "golden_reference": self.golden_reference, "output_step": self.output_step,
-                "target": self.target, **({"fits": self.fits, "fit_detail": self.fit_detail} if self.fits is not None else {})}
+                "target": self.target, **({"fits": self.fits, "fit_detail": self.fit_detail} if self.fits is not None else {}),
+                **({"device_outputs": list(self.device_outputs)} if self.device_outputs else {})}
 
 
 @dataclass(frozen=True)

@@ -132,10 +132,21 @@ class Bundle:
                 problems.append(f"{rel}: missing")
             elif sha256_file(path) != digest:
                 problems.append(f"{rel}: checksum mismatch (file changed after the bundle was written)")
+        device_outputs = self.device_outputs()
         for rel in hashed_files(self.path):
-            if rel not in listed:
+            if rel not in listed and rel not in device_outputs:
                 problems.append(f"{rel}: not listed in {MANIFEST}")
         return problems
+
+    def device_outputs(self) -> set[str]:
+        """Bundle-relative paths a target's device step may add (its backend verifies them when loading)."""
+        found: set[str] = set()
+        for entry in (self.manifest.get("targets") or {}).values():
+            names = entry.get("device_outputs") or []
+            if isinstance(names, list) and isinstance(entry.get("dir"), str):
+                found |= {f"{entry['dir']}/{name}" for name in names if isinstance(name, str) and "/" not in name
+                          and ".." not in name}
+        return found
 
 
 def verify_bundle(bundle: Path) -> list[str]:

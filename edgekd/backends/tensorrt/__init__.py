@@ -416,6 +416,7 @@ class TensorRTBackend(BackendBase):
     sdk_modules = ("tensorrt",)
     artifact_suffixes = (".engine", ".plan")
     artifact_kind = "tensorrt-engine"
+    device_outputs = ("model.engine", "layers.json")  # written by build_engine.sh (trtexec) on the device
     #: the pipeline calls build() without the SDK: it still writes the ONNX, lint report and trtexec script
     builds_without_sdk = True
     #: `edgekd lint` and build() check ONNX files against TensorRT's rules with this (torch- and tensorrt-free)
