@@ -4,7 +4,7 @@ Every budget is a limit in a target's ``[budgets]`` table, judged against one me
 
 | budget | value judged | passes when |
 |---|---|---|
-| ``p90_ms`` | single-stream p90 latency (or the labelled FPGA estimate) | value <= limit |
+| ``p90_ms`` | single-stream p90: early-stopping p90 when enough queries ran, or the FPGA estimate | value <= limit |
 | ``max_size_mb`` | the target folder's files | value <= limit |
 | ``max_accuracy_drop`` | FP32 reference accuracy - target accuracy, percentage points, on held-out data | value <= limit |
 | ``must_fit`` (default true) | the backend's resource estimate says the design fits the part | fits, or must_fit = false |
@@ -56,8 +56,27 @@ class Verdict:
         return {"value": self.value, "limit": self.limit, "ok": self.ok, **({"reason": self.reason} if self.reason else {})}
 
 
-def judge_latency(p90_ms: float, limit: float, *, estimated: bool = False) -> Verdict:
-    what = "estimated p90 latency" if estimated else "p90 latency"
+def p90_for_budget(latency: dict[str, Any]) -> tuple[float | None, str]:
+    """The p90 every latency budget is judged on, and how it was obtained: LoadGen's early-stopping p90 (a 99 %
+    confidence upper estimate) when enough queries ran, else the sample p90, else an FPGA estimate.
+
+    >>> p90_for_budget({"p90_ms": 2.0, "p90_early_stop": {"ok": True, "estimate_ms": 2.4}})
+    (2.4, 'early-stopping p90 (99% confidence)')
+    >>> p90_for_budget({"p90_ms": 2.0, "iterations": 20, "p90_early_stop": {"ok": False}})
+    (2.0, 'sample p90 (20 queries, too few for early stopping)')
+    """
+    if latency.get("source") == "estimate":
+        return latency.get("p90_ms"), "estimated p90 (analytical, FPGA)"
+    early = latency.get("p90_early_stop") or {}
+    if early.get("ok") and early.get("estimate_ms") is not None:
+        return float(early["estimate_ms"]), "early-stopping p90 (99% confidence)"
+    value = latency.get("p90_ms")
+    return (None if value is None else float(value)), \
+        f"sample p90 ({latency.get('iterations')} queries, too few for early stopping)"
+
+
+def judge_latency(p90_ms: float, limit: float, *, estimated: bool = False, how: str = "") -> Verdict:
+    what = how or ("estimated p90 latency" if estimated else "p90 latency")
     ok = p90_ms <= limit
     return Verdict("p90_ms", p90_ms, limit, ok, "" if ok else f"{what} {p90_ms:.4g} ms exceeds the budget of {limit:g} ms")
 
@@ -87,13 +106,13 @@ def judge_fit(fits: bool, must_fit: bool, detail: str = "") -> Verdict:
     return Verdict("fits", fits, must_fit, ok, reason)
 
 
-def judge_target(budgets: Any, *, p90_ms: float | None = None, estimated_latency: bool = False,
+def judge_target(budgets: Any, *, p90_ms: float | None = None, estimated_latency: bool = False, p90_how: str = "",
                  size_mb: float | None = None, accuracy: float | None = None, reference_accuracy: float | None = None,
                  reference_label: str = "FP32 reference", fits: bool | None = None, fit_detail: str = "") -> dict[str, Verdict]:
     """Every budget the target sets and the measurements allow, by name."""
     verdicts: dict[str, Verdict] = {}
     if budgets.p90_ms is not None and p90_ms is not None:
-        verdicts["p90_ms"] = judge_latency(p90_ms, budgets.p90_ms, estimated=estimated_latency)
+        verdicts["p90_ms"] = judge_latency(p90_ms, budgets.p90_ms, estimated=estimated_latency, how=p90_how)
     if budgets.max_size_mb is not None and size_mb is not None:
         verdicts["size_mb"] = judge_size(size_mb, budgets.max_size_mb)
     if budgets.max_accuracy_drop is not None and accuracy is not None and reference_accuracy is not None:

@@ -21,7 +21,7 @@ from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
 from edgekd.backends.flavors import REFERENCE_FLAVOR, flavor_of
-from edgekd.budgets import Verdict, judge_target
+from edgekd.budgets import Verdict, judge_target, p90_for_budget
 from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, reference_key
 from edgekd.compress_report import write_report_md
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
@@ -295,7 +295,8 @@ def check_budgets(target: Target, entry: dict[str, Any], estimate: Any = None,
     fits, detail = None, ""
     if estimate is not None and estimate.fits is not None:
         fits, detail = estimate.fits, _fit_detail(estimate.facts)
-    return judge_target(target.budgets, p90_ms=lat.get("p90_ms"), estimated_latency=lat.get("source") == "estimate",
+    p90, how = p90_for_budget(lat) if lat else (None, "")
+    return judge_target(target.budgets, p90_ms=p90, estimated_latency=lat.get("source") == "estimate", p90_how=how,
                         size_mb=entry.get("size_mb"), accuracy=entry.get("accuracy"),
                         reference_accuracy=refs.fp32_accuracy if refs else None,
                         reference_label=f"FP32 reference ({refs.fp32_stage})" if refs else "FP32 reference",

@@ -166,3 +166,20 @@ def test_eval_data_gives_a_data_free_run_its_accuracy(tmp_path: Path) -> None:
     with pytest.raises(Exception, match=r"evaluation samples have shape \(3, 8, 8\)"):
         compress("builtin:digits-student", data="builtin:digits", recipe="fp32", targets=["cpu"], out=tmp_path / "d",
                  options=FAST, eval_data=f"npz:{rgb}")
+
+
+def test_one_p90_for_every_latency_budget() -> None:
+    """compress, `edgekd check` and `edgekd profile --check-budget` judge the same p90 (it was the sample p90 in two
+    of them and the early-stopping p90 in the third: 8.77 vs 12.68 ms against a 10 ms budget)."""
+    from edgekd.budgets import p90_for_budget
+    from edgekd.pipeline import check_budgets
+    from edgekd.profiler.compare import budget_gate
+
+    latency = {"p50_ms": 7.0, "p90_ms": 8.77, "iterations": 500,
+               "p90_early_stop": {"ok": True, "estimate_ms": 12.68}}
+    target = dataclasses.replace(load_target("cpu"), budgets=Budgets(p90_ms=10.0))
+    assert p90_for_budget(latency) == (12.68, "early-stopping p90 (99% confidence)")
+    verdict = check_budgets(target, {"latency": latency, "size_mb": 0.1})["p90_ms"]
+    assert not verdict.ok and verdict.value == 12.68 and "early-stopping p90" in verdict.reason
+    gate = budget_gate({"single_stream": latency}, 10.0)
+    assert not gate.ok and "12.68" in gate.messages[0]

@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from edgekd.budgets import parse_fraction  # noqa: F401  (the one parser; re-exported)
+from edgekd.budgets import (
+    p90_for_budget,
+    parse_fraction,  # noqa: F401  (the one parser; re-exported)
+)
 from edgekd.errors import ConfigError
 from edgekd.profiler import stats
 
@@ -125,12 +128,7 @@ def gate(comparison: Comparison, max_regression: float) -> GateResult:
 def budget_gate(doc: dict[str, Any], p90_budget_ms: float) -> GateResult:
     """Check a single profile's p90 against a target budget; uses the early-stopping (conservative)
     p90 when enough queries were run, the sample p90 otherwise, and says which."""
-    ss = doc.get("single_stream") or {}
-    es = ss.get("p90_early_stop") or {}
-    if es.get("ok"):
-        value, how = es["estimate_ms"], "early-stopping p90 (99% confidence)"
-    else:
-        value, how = ss.get("p90_ms"), f"sample p90 ({ss.get('iterations')} queries, too few for early stopping)"
+    value, how = p90_for_budget(doc.get("single_stream") or {})
     if value is None:
         return GateResult(False, ["no p90 in this profile"])
     ok = value <= p90_budget_ms
