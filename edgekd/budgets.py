@@ -75,8 +75,8 @@ def p90_for_budget(latency: dict[str, Any]) -> tuple[float | None, str]:
         f"sample p90 ({latency.get('iterations')} queries, too few for early stopping)"
 
 
-def judge_latency(p90_ms: float, limit: float, *, estimated: bool = False, how: str = "") -> Verdict:
-    what = how or ("estimated p90 latency" if estimated else "p90 latency")
+def judge_latency(p90_ms: float, limit: float, *, how: str = "p90 latency") -> Verdict:
+    what = how
     ok = p90_ms <= limit
     return Verdict("p90_ms", p90_ms, limit, ok, "" if ok else f"{what} {p90_ms:.4g} ms exceeds the budget of {limit:g} ms")
 
@@ -106,13 +106,13 @@ def judge_fit(fits: bool, must_fit: bool, detail: str = "") -> Verdict:
     return Verdict("fits", fits, must_fit, ok, reason)
 
 
-def judge_target(budgets: Any, *, p90_ms: float | None = None, estimated_latency: bool = False, p90_how: str = "",
+def judge_target(budgets: Any, *, p90_ms: float | None = None, p90_how: str = "p90 latency",
                  size_mb: float | None = None, accuracy: float | None = None, reference_accuracy: float | None = None,
                  reference_label: str = "FP32 reference", fits: bool | None = None, fit_detail: str = "") -> dict[str, Verdict]:
     """Every budget the target sets and the measurements allow, by name."""
     verdicts: dict[str, Verdict] = {}
     if budgets.p90_ms is not None and p90_ms is not None:
-        verdicts["p90_ms"] = judge_latency(p90_ms, budgets.p90_ms, estimated=estimated_latency, how=p90_how)
+        verdicts["p90_ms"] = judge_latency(p90_ms, budgets.p90_ms, how=p90_how)
     if budgets.max_size_mb is not None and size_mb is not None:
         verdicts["size_mb"] = judge_size(size_mb, budgets.max_size_mb)
     if budgets.max_accuracy_drop is not None and accuracy is not None and reference_accuracy is not None:

@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,10 +98,21 @@ class Stages:
     data: DataSplits
     rows: list[dict[str, Any]] = field(default_factory=list)
     reference: dict[str, Any] | None = None
+    #: id(module) -> (weak reference, accuracy) of the latest recorded state, so the report's before/after
+    #: numbers reuse the stage evaluations instead of running the test split again
+    _measured: dict[int, tuple[Any, float | None]] = field(default_factory=dict)
 
     def record(self, stage: str, module: torch.nn.Module) -> None:
         acc = accuracy(torch_outputs(module, self.data.x_test), self.data.y_test) if self.data.labelled else None
+        self._measured[id(module)] = (weakref.ref(module), acc)
         self.rows.append({"stage": stage, "accuracy": acc, "params": sum(p.numel() for p in module.parameters())})
+
+    def accuracy_of(self, module: torch.nn.Module) -> float | None:
+        """The recorded accuracy of ``module`` (evaluated now if it was never recorded)."""
+        ref, acc = self._measured.get(id(module), (None, None))
+        if ref is not None and ref() is module:
+            return acc
+        return accuracy(torch_outputs(module, self.data.x_test), self.data.y_test) if self.data.labelled else None
 
     def before_pass(self, compresses: bool) -> None:
         if compresses and self.reference is None and self.rows:
@@ -239,7 +251,7 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
         sample = measure_latency(runner, feeds, warmup=target.profiling.warmup,
                                  iterations=target.profiling.iterations, description=f"profiling {target.name}")
         entry["latency"] = sample.summary()
-    verdicts = check_budgets(target, entry, estimate, refs)
+    verdicts = check_budgets(target, entry, refs)
     entry["budgets"] = {name: v.to_dict() for name, v in verdicts.items()}
     entry["reasons"] = [f"parity: {f}" for f in parity.failures] + [v.reason for v in verdicts.values() if not v.ok]
     entry["notes"] = [v.reason for v in verdicts.values() if v.ok and v.reason]
@@ -288,15 +300,12 @@ def _choose_precision(target: Target, onnx_path: Path, staging: Path, data: Data
     return dataclasses.replace(target, options=options), summary
 
 
-def check_budgets(target: Target, entry: dict[str, Any], estimate: Any = None,
-                  refs: References | None = None) -> dict[str, Verdict]:
+def check_budgets(target: Target, entry: dict[str, Any], refs: References | None = None) -> dict[str, Verdict]:
     """The target's budgets judged by edgekd.budgets (the one judge; `edgekd check` asks it too)."""
     lat = entry.get("latency") or {}
-    fits, detail = None, ""
-    if estimate is not None and estimate.fits is not None:
-        fits, detail = estimate.fits, _fit_detail(estimate.facts)
+    fits, detail = entry.get("fits_part"), entry.get("fit_detail", "")
     p90, how = p90_for_budget(lat) if lat else (None, "")
-    return judge_target(target.budgets, p90_ms=p90, estimated_latency=lat.get("source") == "estimate", p90_how=how,
+    return judge_target(target.budgets, p90_ms=p90, p90_how=how,
                         size_mb=entry.get("size_mb"), accuracy=entry.get("accuracy"),
                         reference_accuracy=refs.fp32_accuracy if refs else None,
                         reference_label=f"FP32 reference ({refs.fp32_stage})" if refs else "FP32 reference",
@@ -386,7 +395,7 @@ def _start_report(inputs: Inputs, sources: dict[str, Any], eval_data: str | None
     if splits.labelled:
         if teacher_src is not None:
             report["accuracy"]["teacher"] = accuracy(torch_outputs(teacher_src.module, splits.x_test), splits.y_test)
-        report["accuracy"]["student_before"] = accuracy(torch_outputs(student_src.module, splits.x_test), splits.y_test)
+        report["accuracy"]["student_before"] = None  # the "loaded" stage fills it (one evaluation, not two)
     return report
 
 
@@ -402,6 +411,8 @@ def _compress_model(inputs: Inputs, model: str, scratch: Path, options: Compress
     split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent), len(prof.passes))
     stages = Stages(splits)
     stages.record("loaded", inputs.student.module)
+    if splits.labelled:
+        report["accuracy"]["student_before"] = stages.rows[0]["accuracy"]
     shared = _run_passes(artifact, prof.passes[:split], ctx, stages=stages)
     groups, group_models = _run_per_numerics_group(shared, prof.passes[split:], ctx, tgts, stages)
     fp32 = stages.fp32()
@@ -413,7 +424,7 @@ def _compress_model(inputs: Inputs, model: str, scratch: Path, options: Compress
     module = group_models[0].payload
     report["params"]["student_after"] = sum(p.numel() for p in module.parameters())
     if splits.labelled:
-        report["accuracy"]["student_after"] = accuracy(torch_outputs(module, splits.x_test), splits.y_test)
+        report["accuracy"]["student_after"] = stages.accuracy_of(module)
     return groups, group_models, fp32
 
 

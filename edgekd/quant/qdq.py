@@ -158,7 +158,7 @@ class WeightedTwin(nn.Module):
         self.b_float: nn.Parameter | None = None
         self.has_bias_int = isinstance(bias, tuple)
         if isinstance(bias, tuple):
-            b_scale, _ = _per_tensor_as_scalar(bias[1], bias[1])
+            b_scale = bias[1].reshape(()) if bias[1].numel() == 1 else bias[1]  # as _per_tensor_as_scalar
             self.register_buffer("b_int", bias[0])
             self.register_buffer("b_scale", b_scale)
             self.register_buffer("b_zp", torch.zeros((), dtype=bias[0].dtype) if b_scale.dim() == 0
