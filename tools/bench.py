@@ -291,8 +291,8 @@ def assemble(bench_dir: Path, out: Path, *, command: str, runs: list[dict[str, A
              + (f"; benchmarks ran {total / 60:.1f} min." if runs else " (assembled from the existing sections)."), "",
              "Every number below was produced by a script in `tools/` in the run named in its section; the summary is "
              "computed from those sections and `docs/bench/peers.json`. Timings are medians over interleaved rounds and "
-             "ratios measured side by side in one process; on a shared machine absolute times drift (up "
-             "to ~25 %), so read the ratios.", ""]
+             "ratios measured side by side in one process; on a shared machine absolute times drift "
+             "between runs, so read the ratios.", ""]
     smoke = [t for t in TOPICS if t in sections and (is_smoke(sections[t]) or record.get(t, {}).get("quick"))]
     if smoke:
         lines += [f"**Smoke-run sections: {', '.join(smoke)}.** Made with `--quick` settings: they only show that the "

@@ -1,7 +1,7 @@
 """Shared helpers of the benchmark scripts: side-by-side timing, medians/ratios, subprocess cost,
 the environment block, Markdown tables (writing and reading back) and goal verdicts.
 
-Timings on a shared 2-core machine drift by up to ~25 % between runs: every
+Timings on a shared 2-core machine drift between runs: every
 comparison here is a ratio measured *in the same round*, summarised by the median over rounds.
 
 >>> r = ratio_stats([10.0, 12.0, 9.0], [5.0, 4.0, 4.5])
