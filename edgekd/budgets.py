@@ -6,8 +6,11 @@ Every budget is a limit in a target's ``[budgets]`` table, judged against one me
 |---|---|---|
 | ``p90_ms`` | single-stream p90: early-stopping p90 when enough queries ran, or the FPGA estimate | value <= limit |
 | ``max_size_mb`` | the target folder's files | value <= limit |
-| ``max_accuracy_drop`` | FP32 reference accuracy - target accuracy, percentage points, on held-out data | value <= limit |
+| ``max_accuracy_drop`` | how much worse the task metric is than the FP32 reference's, on held-out data (*) | value <= limit |
 | ``must_fit`` (default true) | the backend's resource estimate says the design fits the part | fits, or must_fit = false |
+
+(*) in the metric's unit: percentage points for top-1, mIoU, F1, mAP; pixels for keypoint MAE; the error itself for
+reconstruction MSE. Reference - value when higher is better, value - reference for an error metric.
 
 The accuracy reference is the **uncompressed** model: the student after distillation and before the first
 compressing pass (sparsity, pruning, quantization), evaluated in PyTorch on the test split. A drop measured
@@ -86,11 +89,21 @@ def judge_size(size_mb: float, limit: float) -> Verdict:
     return Verdict("size_mb", size_mb, limit, ok, "" if ok else f"the target's files hold {size_mb:.3f} MB, over {limit:g} MB")
 
 
-def judge_accuracy(accuracy: float, reference: float, limit: float, *, reference_label: str) -> Verdict:
-    drop = reference - accuracy
+def judge_accuracy(accuracy: float, reference: float, limit: float, *, reference_label: str, task: Any = None) -> Verdict:
+    """The task metric against its FP32 reference (``task``: an edgekd.tasks.TaskSpec; None = top-1 %)."""
+    if task is None or (task.unit == "%" and task.higher_is_better):
+        drop = reference - accuracy if task is None else task.drop(reference, accuracy)
+        name = "accuracy" if task is None or task.metric == "top1" else task.metric
+        ok = drop <= limit
+        reason = "" if ok else (f"{name} {accuracy:.2f}% is {drop:.2f} pp below the {reference_label} "
+                                f"({reference:.2f}%), over the {limit:g} pp budget")
+        return Verdict("accuracy_drop", drop, limit, ok, reason)
+    drop = task.drop(reference, accuracy)
+    unit = f" {task.unit}" if task.unit and task.unit != "%" else ("%" if task.unit == "%" else "")
     ok = drop <= limit
-    reason = "" if ok else (f"accuracy {accuracy:.2f}% is {drop:.2f} pp below the {reference_label} "
-                            f"({reference:.2f}%), over the {limit:g} pp budget")
+    worse = "above" if not task.higher_is_better else "below"
+    reason = "" if ok else (f"{task.metric} {accuracy:.4g}{unit} is {drop:.4g}{unit} {worse} the {reference_label} "
+                            f"({reference:.4g}{unit}), over the {limit:g}{unit} budget")
     return Verdict("accuracy_drop", drop, limit, ok, reason)
 
 
@@ -108,7 +121,8 @@ def judge_fit(fits: bool, must_fit: bool, detail: str = "") -> Verdict:
 
 def judge_target(budgets: Any, *, p90_ms: float | None = None, p90_how: str = "p90 latency",
                  size_mb: float | None = None, accuracy: float | None = None, reference_accuracy: float | None = None,
-                 reference_label: str = "FP32 reference", fits: bool | None = None, fit_detail: str = "") -> dict[str, Verdict]:
+                 reference_label: str = "FP32 reference", fits: bool | None = None, fit_detail: str = "",
+                 task: Any = None) -> dict[str, Verdict]:
     """Every budget the target sets and the measurements allow, by name."""
     verdicts: dict[str, Verdict] = {}
     if budgets.p90_ms is not None and p90_ms is not None:
@@ -117,7 +131,7 @@ def judge_target(budgets: Any, *, p90_ms: float | None = None, p90_how: str = "p
         verdicts["size_mb"] = judge_size(size_mb, budgets.max_size_mb)
     if budgets.max_accuracy_drop is not None and accuracy is not None and reference_accuracy is not None:
         verdicts["accuracy_drop"] = judge_accuracy(accuracy, reference_accuracy, budgets.max_accuracy_drop,
-                                                   reference_label=reference_label)
+                                                   reference_label=reference_label, task=task)
     if fits is not None:
         verdicts["fits"] = judge_fit(fits, getattr(budgets, "must_fit", True), fit_detail)
     return verdicts

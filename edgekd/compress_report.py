@@ -48,6 +48,18 @@ TARGET_HEADER = ["target", "backend", "precision", "accuracy %", "parity top-1 %
                  "status"]
 
 
+def metric_label(report: dict[str, Any]) -> str:
+    """The column name of the task metric: "accuracy %" for classifiers, e.g. "miou %" or "mae px" otherwise."""
+    task = report.get("task") or {}
+    if not task or task.get("metric") == "top1":
+        return "accuracy %"
+    return f"{task['metric']} {task.get('unit') or ''}".strip()
+
+
+def _header(report: dict[str, Any]) -> list[str]:
+    return [metric_label(report) if col == "accuracy %" else col for col in TARGET_HEADER]
+
+
 def _fmt_macs(value: int | None) -> str:
     return "—" if value is None else f"{value:,}"
 
@@ -88,7 +100,8 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
              f"started {report.get('started_at')}, {report.get('duration_s')} s", ""]
     acc = report.get("accuracy", {})
     if acc:
-        lines += ["## Accuracy (test set, %)", "", "| model | accuracy |", "|---|---:|"]
+        name, _, unit = metric_label(report).partition(" ")
+        lines += [f"## {name.capitalize()} (test set{', ' + unit if unit else ''})", "", f"| model | {name} |", "|---|---:|"]
         lines += [f"| {k} | {_fmt(v)} |" for k, v in acc.items()]
         lines.append("")
     lines += _stage_lines(report)
@@ -114,7 +127,7 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
         for name, info in report["passes"].items():
             if name == "quantize" or name.startswith("quantize@"):
                 lines += _quantize_md(name, info)
-    lines += ["## Targets", "", "| " + " | ".join(TARGET_HEADER) + " |", "|" + "---|" * len(TARGET_HEADER)]
+    lines += ["## Targets", "", "| " + " | ".join(_header(report)) + " |", "|" + "---|" * len(TARGET_HEADER)]
     lines += ["| " + " | ".join(row) + " |" for row in target_rows(report)]
     for name, entry in report.get("targets", {}).items():
         notes = entry.get("build", {}).get("notes", [])
@@ -183,14 +196,15 @@ _NARROW_SPLIT = (("target", "backend", "precision", "status"),
                  ("target", "accuracy %", "parity top-1 %", "size MB", "p50 ms", "p90 ms"))
 
 
-def _summary_table(rows: list[list[str]], columns: tuple[str, ...], title: str | None) -> Any:
+def _summary_table(rows: list[list[str]], columns: tuple[str, ...], title: str | None, metric: str = "accuracy %") -> Any:
     from rich.table import Table
 
     table = Table(title=title)
     name_width = max((len(row[0]) for row in rows), default=len("target"))
     for col in columns:
         numeric = col.endswith(("%", "MB", "ms"))
-        table.add_column(col, justify="right" if numeric else "left", no_wrap=col in ("target", "status"),
+        table.add_column(metric if col == "accuracy %" else col, justify="right" if numeric else "left",
+                         no_wrap=col in ("target", "status"),
                          min_width=name_width if col == "target" else None)
     index = [TARGET_HEADER.index(col) for col in columns]
     for row in rows:
@@ -198,15 +212,15 @@ def _summary_table(rows: list[list[str]], columns: tuple[str, ...], title: str |
     return table
 
 
-def _print_target_tables(console: Any, rows: list[list[str]], title: str) -> None:
+def _print_target_tables(console: Any, rows: list[list[str]], title: str, metric: str = "accuracy %") -> None:
     from rich.measure import Measurement
 
-    whole = _summary_table(rows, tuple(TARGET_HEADER), title)
+    whole = _summary_table(rows, tuple(TARGET_HEADER), title, metric)
     if Measurement.get(console, console.options.update_width(10_000), whole).maximum <= console.width:
         console.print(whole)
         return
     for i, columns in enumerate(_NARROW_SPLIT):
-        console.print(_summary_table(rows, columns, title if i == 0 else None))
+        console.print(_summary_table(rows, columns, title if i == 0 else None, metric))
 
 
 def print_summary(report: dict[str, Any], title: str = "edgekd", console: Any = None) -> None:
@@ -220,9 +234,12 @@ def print_summary(report: dict[str, Any], title: str = "edgekd", console: Any = 
     if console is None:
         console = Console(width=None if Console().is_terminal or os.environ.get("COLUMNS", "").isdigit() else 140)
     acc = report.get("accuracy", {})
+    label = metric_label(report)
     if acc:
-        console.print("accuracy: " + ", ".join(f"{k} {_fmt(v)}%" for k, v in acc.items()))
-    _print_target_tables(console, target_rows(report), title)
+        name, _, unit = label.partition(" ")
+        console.print(f"{name}: " + ", ".join(f"{k} {_fmt(v)}{unit if unit == '%' else ' ' + unit if unit else ''}"
+                                             for k, v in acc.items()))
+    _print_target_tables(console, target_rows(report), title, label)
     for line in failure_lines(report):
         console.print(line, style="red", markup=False, highlight=False)
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):

@@ -54,6 +54,8 @@ class Recipe:
     passes: tuple[PassSpec, ...] = ()
     export: ExportSettings = field(default_factory=ExportSettings)
     source: str | None = None
+    #: the ``[task]`` table (edgekd.tasks.resolve checks it against the model and the labels); None = not set
+    task: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class Recipe:
             "description": self.description,
             "passes": [{"name": p.name, **to_mapping(p.config)} for p in self.passes],
             "export": to_mapping(self.export),
+            **({"task": dict(self.task)} if self.task else {}),
         }
 
 
@@ -284,6 +287,9 @@ def recipe_from_mapping(data: Mapping[str, Any], *, where: str) -> Recipe:
     from edgekd.passes import PASSES
 
     data = dict(data)
+    task = data.pop("task", None)
+    if task is not None and not isinstance(task, Mapping):
+        raise ConfigError("'task' must be a table ([task] name = \"segmentation\" ...)", where=f"{where} task")
     raw_passes = data.pop("passes", [])
     if not isinstance(raw_passes, list):
         raise ConfigError("'passes' must be an array of tables ([[passes]])", where=where)
@@ -307,6 +313,7 @@ def recipe_from_mapping(data: Mapping[str, Any], *, where: str) -> Recipe:
         passes=tuple(specs),
         export=recipe.export,
         source=where,
+        task=dict(task) if task else None,
     )
 
 

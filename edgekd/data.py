@@ -42,6 +42,8 @@ class DataSplits:
     y_val: np.ndarray | None = None
     #: how the validation split was made: {"samples", "rule"} or {"samples": 0, "reason"} (report.json's data section)
     validation: dict[str, Any] = field(default_factory=dict)
+    #: the resolved edgekd.tasks.TaskSpec (attached by the pipeline before any pass; None = resolve from the model)
+    task: Any = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -98,31 +100,27 @@ def _test_fraction(spec: SourceSpec) -> float:
 def _split(x: np.ndarray, y: np.ndarray | None, test_fraction: float, seed: int, where: str = "") -> tuple:
     if len(x) < 2:
         raise SourceError(f"needs at least 2 samples to split into train and test, got {len(x)}", where=where or None)
-    if y is not None:
+    if y is not None and not isinstance(y, dict):
         y = np.asarray(y)
     order = np.random.default_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * test_fraction))
     n_test = min(n_test, len(x) - 1)  # both splits keep at least one sample
     test, train = order[:n_test], order[n_test:]
-    return x[train], (y[train] if y is not None else None), x[test], (y[test] if y is not None else None)
+    return x[train], _take(y, train), x[test], _take(y, test)
 
 
 def validate(splits: DataSplits, where: str) -> DataSplits:
-    """Shapes, dtypes, finiteness and label ranges, with errors that say which array is wrong."""
+    """Shapes, dtypes, finiteness and label ranges, with errors that say which array is wrong.
+
+    Inputs: float inputs become float32; integer inputs (token ids, masks) stay integer (int64). Labels: 1-D
+    integer-valued arrays are class ids (checked against ``num_classes``); any other shape or a float array is a
+    dense or continuous target (masks, keypoints, boxes), and a dict holds one array per model output. Whether
+    labels fit the model's outputs is the task's question (``edgekd.tasks.resolve``), asked before training."""
     for name in ("x_train", "x_test", "x_val"):
         arr = getattr(splits, name)
         if name == "x_val" and arr is None:
             continue
-        if not isinstance(arr, np.ndarray) or arr.ndim < 2:
-            raise SourceError(f"{name} must be an array of shape (N, ...), got {getattr(arr, 'shape', type(arr))}",
-                              where=where)
-        if len(arr) == 0:
-            raise SourceError(f"{name} is empty", where=where)
-        if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
-            raise SourceError(f"{name} has non-numeric dtype {arr.dtype}", where=where)
-        if not np.isfinite(arr).all():
-            raise SourceError(f"{name} contains NaN or inf", where=where)
-        setattr(splits, name, np.ascontiguousarray(arr, dtype=np.float32))
+        setattr(splits, name, _checked_input(arr, name, where))
     for other in ("x_test", "x_val"):
         arr = getattr(splits, other)
         if arr is not None and splits.x_train.shape[1:] != arr.shape[1:]:
@@ -130,30 +128,62 @@ def validate(splits: DataSplits, where: str) -> DataSplits:
                               f"{arr.shape[1:]}", where=where)
     for name, x_name in (("y_train", "x_train"), ("y_test", "x_test"), ("y_val", "x_val")):
         y = getattr(splits, name)
-        if y is None:
-            continue
-        y = np.asarray(y)
-        if y.ndim != 1 or len(y) != len(getattr(splits, x_name)):
-            raise SourceError(f"{name} must have shape ({len(getattr(splits, x_name))},), got {y.shape}", where=where)
-        if not np.issubdtype(y.dtype, np.integer):
-            if np.issubdtype(y.dtype, np.floating) and np.all(y == np.round(y)):
-                y = y.astype(np.int64)
-            else:
-                raise SourceError(f"{name} must hold integer class ids, got dtype {y.dtype}", where=where)
-        if y.min() < 0:
-            raise SourceError(f"{name} has negative class id {int(y.min())}", where=where)
-        if splits.num_classes is not None and y.max() >= splits.num_classes:
-            raise SourceError(f"{name} has class id {int(y.max())} but num_classes is {splits.num_classes}",
-                              where=where, hint="labels must be 0..num_classes-1")
-        setattr(splits, name, y.astype(np.int64))
+        if y is not None:
+            setattr(splits, name, _checked_labels(y, name, len(getattr(splits, x_name)), splits.num_classes, where))
     if (splits.y_train is None) != (splits.y_test is None):
         raise SourceError("labels given for only one of train/test", where=where)
     if splits.x_val is not None and (splits.y_val is None) != (splits.y_train is None):
         raise SourceError("labels given for only one of train/validation", where=where)
-    if splits.num_classes is None and splits.y_train is not None:
+    if splits.num_classes is None and is_class_ids(splits.y_train):
         top = [y.max() for y in (splits.y_train, splits.y_test, splits.y_val) if y is not None]
         splits.num_classes = int(max(top)) + 1
     return splits
+
+
+def is_class_ids(y: Any) -> bool:
+    """True for 1-D integer labels: one class id per sample (a classifier's labels)."""
+    return isinstance(y, np.ndarray) and y.ndim == 1 and np.issubdtype(y.dtype, np.integer)
+
+
+def _checked_input(arr: Any, name: str, where: str) -> np.ndarray:
+    if not isinstance(arr, np.ndarray) or arr.ndim < 2:
+        raise SourceError(f"{name} must be an array of shape (N, ...), got {getattr(arr, 'shape', type(arr))}",
+                          where=where)
+    if len(arr) == 0:
+        raise SourceError(f"{name} is empty", where=where)
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise SourceError(f"{name} has non-numeric dtype {arr.dtype}", where=where)
+    if np.issubdtype(arr.dtype, np.integer) and not np.issubdtype(arr.dtype, np.unsignedinteger):
+        return np.ascontiguousarray(arr, dtype=np.int64)  # token ids stay integer end to end
+    if not np.isfinite(arr).all():
+        raise SourceError(f"{name} contains NaN or inf", where=where)
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def _checked_labels(y: Any, name: str, n: int, num_classes: int | None, where: str) -> Any:
+    if isinstance(y, dict):
+        if not y:
+            raise SourceError(f"{name} is an empty dict", where=where, hint="one array per model output, or None")
+        return {str(k): _checked_labels(v, f"{name}_{k}", n, None, where) for k, v in y.items()}
+    y = np.asarray(y)
+    if y.ndim == 0 or len(y) != n:
+        raise SourceError(f"{name} must have shape ({n}, ...) to match its inputs, got {y.shape}", where=where)
+    if not np.issubdtype(y.dtype, np.number) or np.issubdtype(y.dtype, np.complexfloating):
+        raise SourceError(f"{name} has non-numeric dtype {y.dtype}", where=where)
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all():
+            raise SourceError(f"{name} contains NaN or inf", where=where)
+        if y.ndim != 1 or not np.all(y == np.round(y)):
+            return np.ascontiguousarray(y, dtype=np.float32)  # a continuous or dense target
+        y = y.astype(np.int64)
+    y = np.ascontiguousarray(y, dtype=np.int64)
+    if y.ndim == 1:  # class ids
+        if y.min() < 0:
+            raise SourceError(f"{name} has negative class id {int(y.min())}", where=where)
+        if num_classes is not None and y.max() >= num_classes:
+            raise SourceError(f"{name} has class id {int(y.max())} but num_classes is {num_classes}",
+                              where=where, hint="labels must be 0..num_classes-1")
+    return y
 
 
 #: the validation split carved from the training data (documented in docs/quantization.md)
@@ -170,7 +200,7 @@ def validation_size(n_train: int) -> int:
 
 def _stratified_pick(order: np.ndarray, y: np.ndarray | None, n: int) -> np.ndarray:
     """``n`` positions of ``order`` (a permutation), each class in proportion to its share (largest remainder)."""
-    if y is None:
+    if not is_class_ids(y):
         return order[:n]
     classes, counts = np.unique(y, return_counts=True)
     exact = counts * n / len(y)
@@ -200,13 +230,19 @@ def carve_validation(splits: DataSplits) -> DataSplits:
     keep = np.ones(n_train, dtype=bool)
     keep[val] = False
     y = splits.y_train
-    splits.x_val, splits.y_val = splits.x_train[val], (y[val] if y is not None else None)
-    splits.x_train, splits.y_train = splits.x_train[keep], (y[keep] if y is not None else None)
+    splits.x_val, splits.y_val = splits.x_train[val], _take(y, val)
+    splits.x_train, splits.y_train = splits.x_train[keep], _take(y, keep)
     rule = VALIDATION_RULE
     splits.validation = {"samples": n_val, "rule": f"{n_val} of {n_train} training samples held out "
                          f"({rule['fraction']:.0%}, at least {rule['min_samples']}, at most {rule['max_fraction']:.0%};"
-                         f" seed {rule['seed']}" + (", stratified by label)" if y is not None else ")")}
+                         f" seed {rule['seed']}" + (", stratified by label)" if is_class_ids(y) else ")")}
     return splits
+
+
+def _take(y: Any, idx: np.ndarray) -> Any:
+    if y is None:
+        return None
+    return {k: v[idx] for k, v in y.items()} if isinstance(y, dict) else y[idx]
 
 
 def layout_hint(actual: tuple[int, ...], expected: tuple[int, ...]) -> str | None:
@@ -284,6 +320,7 @@ def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     except Exception as exc:
         raise SourceError(f"cannot read as .npz: {exc}", where=str(path)) from None
     labels = tuple(str(v) for v in arrays.pop("labels", np.array([])).tolist())
+    arrays = _group_output_labels(arrays, path)
     if "y_val" in arrays and "x_val" not in arrays:
         raise SourceError("has y_val but no x_val", where=str(path), hint="provide x_val (and y_val) or neither")
     num_classes = len(labels) or None
@@ -296,8 +333,8 @@ def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
                             x_val=arrays.get("x_val"), y_val=arrays.get("y_val"))
     elif "x" in arrays:
         x, y = arrays["x"], arrays.get("y")
-        if y is not None and len(y) != len(x):
-            raise SourceError(f"x has {len(x)} samples but y has {len(y)}", where=str(path))
+        if y is not None and _count(y) != len(x):
+            raise SourceError(f"x has {len(x)} samples but y has {_count(y)}", where=str(path))
         x_tr, y_tr, x_te, y_te = _split(x, y, _test_fraction(spec), seed=0, where=str(path))
         splits = DataSplits(path.stem, x_tr, y_tr, x_te, y_te, num_classes, labels, {"source": str(path)},
                             x_val=arrays.get("x_val"), y_val=arrays.get("y_val"))
@@ -309,13 +346,35 @@ def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
         if splits.x_val is not None and splits.x_val.ndim == 3:
             splits.x_val = splits.x_val[:, None]
     splits = _layout(splits, spec, str(path))
-    if np.issubdtype(splits.x_train.dtype, np.integer):
+    if np.issubdtype(splits.x_train.dtype, np.signedinteger):
+        splits.preprocessing["input_dtype"] = "int64"  # token ids / indices: kept integer end to end
+    elif np.issubdtype(splits.x_train.dtype, np.integer):
         # "already preprocessed" is the contract; integer pixels are usually a forgotten scaling step
         print(f"edgekd: warning: {path.name} holds {splits.x_train.dtype} inputs (range {splits.x_train.min()}.."
             f"{splits.x_train.max()}); they are used as float values without scaling -- the app must feed the same",
               file=sys.stderr)
         splits.preprocessing["input_dtype"] = str(splits.x_train.dtype)
     return splits
+
+
+def _group_output_labels(arrays: dict[str, np.ndarray], path: Path) -> dict[str, Any]:
+    """``y_<output>`` (and ``y_train_<output>`` / ``y_test_<output>`` / ``y_val_<output>``) arrays become one dict
+    of labels per split, keyed by output name, for models with several outputs."""
+    out: dict[str, Any] = {}
+    grouped: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in arrays.items():
+        for split in ("y_train_", "y_test_", "y_val_", "y_"):
+            if key.startswith(split) and key[len(split):] and key not in ("y_train", "y_test", "y_val"):
+                grouped.setdefault(split.rstrip("_"), {})[key[len(split):]] = value
+                break
+        else:
+            out[key] = value
+    for split, labels in grouped.items():
+        if split in out:
+            raise SourceError(f"has both {split} and {', '.join(f'{split}_{k}' for k in labels)}", where=str(path),
+                              hint=f"one {split} array for a single-output model, or {split}_<output> per output")
+        out[split] = labels
+    return out
 
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -478,16 +537,23 @@ def _py(spec: SourceSpec, ctx: DataContext) -> DataSplits:
             return DataSplits(spec.arg, _array(result["x_train"]), _array(result.get("y_train")),
                               _array(result["x_test"]), _array(result.get("y_test")), result.get("num_classes"))
         x, y = _array(result["x"]), _array(result.get("y"))
-        if y is not None and len(y) != len(x):
-            raise SourceError(f"x has {len(x)} samples but y has {len(y)}", where=spec.text)
+        if y is not None and _count(y) != len(x):
+            raise SourceError(f"x has {len(x)} samples but y has {_count(y)}", where=spec.text)
         x_tr, y_tr, x_te, y_te = _split(x, y, 0.2, seed=0, where=spec.text)
         return DataSplits(spec.arg, x_tr, y_tr, x_te, y_te, result.get("num_classes"))
     raise SourceError(f"{spec.arg} returned {type(result).__name__}; expected DataSplits or a dict with 'x'",
                       where=spec.text)
 
 
+def _count(y: Any) -> int:
+    """Samples in labels: an array's length, or a dict's (per-output arrays) first array's."""
+    return len(next(iter(y.values()))) if isinstance(y, dict) and y else len(y)
+
+
 def _array(value: Any) -> Any:
-    """Lists and torch tensors from a py: source as numpy arrays (None stays None)."""
+    """Lists and torch tensors from a py: source as numpy arrays (None stays None; a dict of them stays a dict)."""
+    if isinstance(value, dict):
+        return {str(k): _array(v) for k, v in value.items()}
     if value is None or isinstance(value, np.ndarray):
         return value
     if hasattr(value, "detach"):
@@ -516,12 +582,17 @@ _BUILTIN_DATA = {"digits": _digits, "mnist5k": _mnist5k}
 
 
 def _builtin(spec: SourceSpec, ctx: DataContext) -> DataSplits:
+    from edgekd.task_data import TASK_DATASETS  # the task datasets (segmentation, detection, ... docs/tasks.md)
+
+    if spec.arg in TASK_DATASETS:
+        return TASK_DATASETS[spec.arg](spec)
     spec.check_params(())
     if spec.arg not in _BUILTIN_DATA:
         import difflib
 
-        close = difflib.get_close_matches(spec.arg, list(_BUILTIN_DATA), n=2)
-        raise SourceError(f"unknown builtin data {spec.arg!r}; known: {', '.join(_BUILTIN_DATA)}", where=spec.text,
+        known = [*_BUILTIN_DATA, *TASK_DATASETS]
+        close = difflib.get_close_matches(spec.arg, known, n=2)
+        raise SourceError(f"unknown builtin data {spec.arg!r}; known: {', '.join(known)}", where=spec.text,
                           hint=f"did you mean {', '.join(close)}?" if close else None)
     return _BUILTIN_DATA[spec.arg](spec)
 

@@ -117,9 +117,15 @@ def check_single_output(module: torch.nn.Module, example: torch.Tensor, *, error
         kind = f"a dict with keys {', '.join(map(str, list(out)[:5]))}"
     else:
         kind = f"a {type(out).__name__}"
-    raise error(f"the model returns {kind}; edgekd compresses and exports models with one output tensor",
+    raise error(f"the model returns {kind}; edgekd exports models with one output tensor today (training and "
+                "task metrics take several: see docs/tasks.md)",
                 where=where, hint="wrap the model so forward() returns one tensor (e.g. the logits head, or "
                                   "torch.cat of the heads along dim 1) and pass the wrapper as a py: source")
+
+
+def model_input(x: np.ndarray) -> np.ndarray:
+    """Inputs as the model takes them: integer arrays (token ids) stay int64, everything else is float32."""
+    return np.ascontiguousarray(x, dtype=np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
 
 
 def torch_outputs(module: torch.nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -154,7 +160,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     module: torch.nn.Module = artifact.payload
     module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    example_t = torch.from_numpy(np.ascontiguousarray(example[:1], dtype=np.float32))
+    example_t = torch.from_numpy(model_input(example[:1]))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.onnx")
     try:
         check_single_output(module, example_t)
@@ -171,7 +177,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
             leftover.unlink()
     meta: dict[str, Any] = {"flavor": str(flavor), "exporter": exporter_name, "opset": settings.opset}
     if parity_inputs is not None and len(parity_inputs):
-        sample = np.ascontiguousarray(parity_inputs[: settings.parity_samples], dtype=np.float32)
+        sample = model_input(parity_inputs[: settings.parity_samples])
         parity = compare_outputs(torch_outputs(module, sample), onnx_outputs(path, sample))
         meta["parity_vs_torch"] = parity.to_dict()
     return Artifact(kind="onnx", payload=path, inputs=inputs, outputs=outputs,

@@ -41,6 +41,7 @@ from edgekd.errors import ConfigError, EdgekdError
 from edgekd.parity import compare_outputs
 from edgekd.registry import Registry
 from edgekd.status import Status
+from edgekd.tasks import TaskSpec, task_metric
 
 #: the checks, in the order they run: HilSession methods registered with ``@HIL_CHECKS.register(name)``
 HIL_CHECKS: Registry[Callable[[HilSession], CheckResult]] = Registry("check")
@@ -136,8 +137,26 @@ def _is_path(text: str) -> bool:
     return text.endswith(".toml") or "/" in text or "\\" in text or Path(text).is_file()
 
 
-def _npz_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
+def _label_free(task: TaskSpec | None) -> bool:
+    return task is not None and task.metric == "reconstruction_mse"
+
+
+def _npz_labelled(path: Path, task: TaskSpec | None = None) -> tuple[np.ndarray, Any]:
+    """x and y of a labelled file: 1-D class ids for a classifier bundle, the task's label shape otherwise."""
     from edgekd.runtime import load_npz
+
+    if task is not None and not task.is_classification:
+        arrays = load_npz(path) if path.is_file() else None
+        if arrays is None:
+            raise EdgekdError("labelled data file not found", where=str(path))
+        for xk, yk in (("x", "y"), ("x_test", "y_test")):
+            if xk in arrays and (yk in arrays or _label_free(task)):
+                x, y = arrays[xk], arrays.get(yk)
+                if y is not None and len(y) != len(x):
+                    raise EdgekdError(f"'{yk}' has {len(y)} samples but '{xk}' has {len(x)}", where=str(path))
+                return x, y
+        raise EdgekdError(f"no x/y (or x_test/y_test) arrays in it; found {sorted(arrays)}", where=str(path),
+                          hint="save with np.savez(path, x=inputs, y=labels)")
 
     if not path.is_file():
         raise EdgekdError("labelled data file not found", where=str(path))
@@ -156,7 +175,8 @@ def _npz_labelled(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     or (np.issubdtype(y.dtype, np.floating) and np.all(np.isfinite(y)) and np.all(y == np.round(y)))):
                 raise EdgekdError(f"'{yk}' must hold integer class ids (and '{xk}' numbers); got {y.dtype} / "
                                   f"{x.dtype}", where=str(path))
-            return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+            x = x if np.issubdtype(x.dtype, np.signedinteger) else x.astype(np.float32, copy=False)
+            return x, y.astype(np.int64, copy=False)
     raise EdgekdError(f"no x/y (or x_test/y_test) arrays in it; found {sorted(arrays)}", where=str(path),
                       hint="save with np.savez(path, x=inputs, y=labels)")
 
@@ -324,32 +344,46 @@ class HilSession:
         cand = self.runner.predict(golden["input"])
         par = self.target.parity
         step = self.reader.target(self.target_name).output_step
-        result = compare_outputs(ref, cand, par, output_step=step)
+        task = self.task()
+        result = compare_outputs(ref, cand, par, output_step=step, class_axis=task.single.class_axis if task else 1)
         data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement,
                 "output_steps": par.output_steps, "output_step": step}
-        value = f"max|err| {result.max_abs_error:.3g}, top-1 {result.top1_agreement * 100:.1f}%"
+        value = f"max|err| {result.max_abs_error:.3g}" + (f", top-1 {result.top1_agreement * 100:.1f}%"
+                                                          if result.class_axis is not None else "")
         limit = result.rule  # the rule applied, output-step allowance included, is the rule shown
         if not result.ok:
             raise CheckFailed("; ".join(result.failures), value=value, limit=limit, **data)
         return self._pass("golden_parity", value=value, limit=limit, **data)
 
-    def _labelled(self) -> tuple[np.ndarray, np.ndarray, str]:
+    def task(self) -> TaskSpec | None:
+        """The bundle's task (None: a classifier bundle from before tasks, judged by top-1)."""
+        record = self.manifest.get("task")
+        return TaskSpec.from_dict(record) if record else None
+
+    def _metric(self, out: np.ndarray, x: np.ndarray, y: Any) -> float | None:
+        task = self.task()
+        if task is None:
+            return float((out.reshape(len(x), -1).argmax(1) == y).mean() * 100)
+        return task_metric(task, {task.single.name: out}, y, x)
+
+    def _labelled(self) -> tuple[np.ndarray, Any, str]:
         data = self.options.data
+        task = self.task()
         if data:
             text = data[4:] if data.startswith("npz:") else data
             if text.endswith(".npz"):
-                x, y = _npz_labelled(Path(text))
+                x, y = _npz_labelled(Path(text), task)
                 return x, y, text
             from edgekd.data import load_data  # other sources need edgekd's data side (and torch)
 
             splits = load_data(data)
-            if not splits.labelled:
+            if not splits.labelled and not _label_free(task):
                 raise CheckSkipped(f"--data {data} has no labels")
             return splits.x_test, splits.y_test, data
         path = self.reader.eval_path
         if path is None:
             raise CheckSkipped("no labelled data: the bundle has no eval.npz and no --data was given")
-        x, y = _npz_labelled(path)
+        x, y = _npz_labelled(path, task)
         return x, y, path.relative_to(self.bundle).as_posix()
 
     def _reference_accuracy(self, x: np.ndarray, y: np.ndarray, from_bundle: bool) -> tuple[float | None, str]:
@@ -361,7 +395,7 @@ class HilSession:
             name = ref.inputs[0].name
             step = ref.inputs[0].shape[0] if isinstance(ref.inputs[0].shape[0], int) else 256
             out = np.concatenate([ref.infer_unchecked({name: x[i : i + step]})[0] for i in range(0, len(x), step)])
-            return float((out.reshape(len(x), -1).argmax(1) == y).mean() * 100), f"{MODEL} on ONNX Runtime"
+            return self._metric(out, x, y), f"{MODEL} on ONNX Runtime"
         except ImportError:
             pass
         if from_bundle:  # no ONNX Runtime on this device: use the build machine's number
@@ -385,19 +419,24 @@ class HilSession:
     @HIL_CHECKS.register("accuracy")
     def check_accuracy(self) -> CheckResult:
         x, y, source = self._labelled()
-        pred = self.runner.predict(x).reshape(len(x), -1).argmax(1)
-        acc = float((pred == y).mean() * 100)
+        task = self.task()
+        acc = self._metric(self.runner.predict(x), x, y)
+        if acc is None:
+            raise CheckSkipped(f"the {task.metric if task else 'top-1'} metric needs labels that {source} lacks")
         ref, ref_source = self._accuracy_reference(x, y)
         budget = self.target.budgets.max_accuracy_drop
-        data = {"accuracy": acc, "reference_accuracy": ref, "samples": len(x), "data": source,
+        metric = task.metric if task else "top1"
+        unit = task.unit if task else "%"
+        drop = (task.drop(ref, acc) if task else ref - acc) if ref is not None else None
+        data = {"accuracy": acc, "metric": metric, "reference_accuracy": ref, "samples": len(x), "data": source,
                 "reference": ref_source, "max_accuracy_drop": budget}
-        value = f"{acc:.2f}% (n={len(x)})" + (f", drop {ref - acc:+.2f} pp" if ref is not None else "")
+        value = f"{metric} {acc:.4g}{unit} (n={len(x)})" + (f", drop {drop:+.4g}" if drop is not None else "")
         if budget is None:
             raise CheckSkipped("the target sets no budgets.max_accuracy_drop", value=value, **data)
         if ref is None:
             raise CheckSkipped(ref_source, value=value, **data)
-        limit = f"drop <= {budget:g} pp vs {ref:.2f}%"
-        verdict = judge_accuracy(acc, ref, budget, reference_label=ref_source.partition(";")[0])
+        limit = f"drop <= {budget:g}{' pp' if unit == '%' else ' ' + unit if unit else ''} vs {ref:.4g}{unit}"
+        verdict = judge_accuracy(acc, ref, budget, reference_label=ref_source.partition(";")[0], task=task)
         if not verdict.ok:
             raise CheckFailed(f"{verdict.reason} on {source}", value=value, limit=limit, **data)
         return self._pass("accuracy", value=value, limit=limit, **data)

@@ -480,8 +480,15 @@ for _scheme, _loader in (("builtin", _load_builtin), ("torchvision", _load_torch
     MODEL_SOURCES.add(_scheme, _loader)
 
 
-def load_model(source: str, *, arch: str | None = None) -> LoadedModel:
-    """Load a model from a source string (see module docstring)."""
+def load_model(source: str | nn.Module | Any, *, arch: str | None = None) -> LoadedModel:
+    """Load a model from a source string (see module docstring), or take an ``nn.Module`` object (or a zero-argument
+    callable returning one) from the Python API as it is."""
+    if not isinstance(source, str):
+        module = source() if callable(source) and not isinstance(source, nn.Module) else source
+        if not isinstance(module, nn.Module):
+            raise SourceError(f"expected a source string or an nn.Module, got {type(module).__name__}",
+                              where="model", hint="pass e.g. 'builtin:digits-student', a .pt path, or a module object")
+        return LoadedModel(module, type(module).__name__, source_label(source), shape_required=False)
     schemes = (*MODEL_SOURCES.names(sort=False), "file")
     spec = parse_source(source, kind="model", schemes=schemes, default_scheme="file")
     if arch and spec.scheme != "file":
@@ -490,6 +497,14 @@ def load_model(source: str, *, arch: str | None = None) -> LoadedModel:
     if spec.scheme == "file":
         return _load_file(spec, arch)
     return MODEL_SOURCES.get(spec.scheme, where=source)(spec)
+
+
+def source_label(source: Any) -> str | None:
+    """How a model source is written in reports and manifests: the string, or ``<ClassName object>`` for an object."""
+    if source is None or isinstance(source, str):
+        return source
+    name = type(source).__name__ if isinstance(source, nn.Module) else getattr(source, "__qualname__", type(source).__name__)
+    return f"<{name} object>"
 
 
 def save_checkpoint(module: nn.Module, arch: str, path: Path) -> None:

@@ -23,6 +23,8 @@ class ParityResult:
     top1_agreement: float
     failures: tuple[str, ...] = field(default=())
     rule: str = ""  # the tolerance applied, in words and numbers ("" when nothing was judged)
+    #: the axis top-1 agreement was taken along (None: a continuous output, no argmax judged)
+    class_axis: int | None = 1
 
     @property
     def ok(self) -> bool:
@@ -30,7 +32,8 @@ class ParityResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"samples": self.samples, "max_abs_error": self.max_abs_error, "mean_abs_error": self.mean_abs_error,
-                "top1_agreement": self.top1_agreement, "ok": self.ok, "failures": list(self.failures),
+                "top1_agreement": self.top1_agreement if self.class_axis is not None else None,
+                "class_axis": self.class_axis, "ok": self.ok, "failures": list(self.failures),
                 **({"rule": self.rule} if self.rule else {})}
 
 
@@ -50,12 +53,14 @@ def tolerance_rule(tolerances: Any, output_step: float = 0.0) -> str:
 
 
 def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: Any = None,
-                    output_step: float = 0.0) -> ParityResult:
+                    output_step: float = 0.0, class_axis: int | None = 1) -> ParityResult:
     """Compare two output batches; with ``tolerances`` (a ParitySettings) also judge them.
 
     ``output_step``: the quantization step of a quantized output (see ``quantized_output_step``). Two INT8
     runtimes may round accumulators differently, so ``tolerances.output_steps`` such steps are allowed on top of
-    atol/rtol.
+    atol/rtol. ``class_axis``: the axis holding the classes of a logits output (1 for N x C and N x C x H x W);
+    top-1 agreement is the argmax along it at every position (per pixel, per token), never over a flattened
+    output. None: a continuous output (regression, reconstruction) is judged elementwise only.
 
     >>> r = compare_outputs(np.array([[1.0, 0.0]]), np.array([[0.9, 0.0]]))
     >>> round(r.max_abs_error, 3), r.top1_agreement, r.ok
@@ -67,7 +72,7 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: An
     ref = reference.reshape(len(reference), -1).astype(np.float64)
     cand = candidate.reshape(len(candidate), -1).astype(np.float64)
     err = np.abs(ref - cand)
-    top1 = float((ref.argmax(1) == cand.argmax(1)).mean()) if ref.shape[1] > 1 else 1.0
+    top1 = _agreement(reference, candidate, class_axis)
     failures: list[str] = []
     rule = ""
     if tolerances is not None:
@@ -79,9 +84,19 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: An
             failures.append(
                 f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} samples outside {rule.partition(', top-1')[0]} "
                 f"(worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs reference {ref[worst]:.6g})")
-        if top1 < tolerances.min_top1_agreement:
+        if class_axis is not None and top1 < tolerances.min_top1_agreement:
             failures.append(f"top-1 agreement {top1 * 100:.1f}% < {tolerances.min_top1_agreement * 100:g}%")
-    return ParityResult(len(ref), float(err.max()), float(err.mean()), top1, tuple(failures), rule)
+    if class_axis is None:
+        rule = rule.partition(", top-1")[0] + " (a continuous output: no argmax)" if rule else rule
+    return ParityResult(len(ref), float(err.max()), float(err.mean()), top1, tuple(failures), rule, class_axis)
+
+
+def _agreement(reference: np.ndarray, candidate: np.ndarray, class_axis: int | None) -> float:
+    """Share of positions whose argmax along ``class_axis`` agrees (1.0 without a class axis or a single class)."""
+    if class_axis is None or reference.ndim < 2 or not 0 < class_axis < reference.ndim \
+            or reference.shape[class_axis] < 2:
+        return 1.0
+    return float((reference.argmax(class_axis) == candidate.argmax(class_axis)).mean())
 
 
 def quantized_output_step(model_path: Any) -> float:

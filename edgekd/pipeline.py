@@ -26,16 +26,17 @@ from edgekd.budgets import Verdict, judge_target, p90_for_budget
 from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, reference_key
 from edgekd.compress_report import write_report_md
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
-from edgekd.data import DataContext, DataSplits, layout_hint, load_data
+from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, validate
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
-from edgekd.export import export_onnx, onnx_outputs, torch_outputs
-from edgekd.models import LoadedModel, check_fits_data, load_model
+from edgekd.export import export_onnx, model_input, onnx_outputs, torch_outputs
+from edgekd.models import LoadedModel, check_fits_data, load_model, source_label
 from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
 from edgekd.preflight import check_before_training
 from edgekd.profiler.measure import measure_latency
 from edgekd.progress import log
 from edgekd.status import Status
+from edgekd.tasks import TaskSpec, resolve, task_metric
 
 
 @dataclass
@@ -48,10 +49,24 @@ class CompressOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    if labels is None or outputs.ndim != 2:
-        return None
-    return float((outputs.argmax(1) == labels).mean() * 100)
+def accuracy(outputs: np.ndarray, labels: Any, task: TaskSpec | None = None, x: np.ndarray | None = None) -> float | None:
+    """The task metric of one model's (single) output (top-1 % for classifiers; see edgekd.tasks.task_metric).
+    Without a task: top-1 of N x C logits, as before tasks existed."""
+    if task is None:
+        if labels is None or outputs.ndim != 2:
+            return None
+        return float((outputs.argmax(1) == labels).mean() * 100)
+    return task_metric(task, {task.single.name: outputs}, labels, x)
+
+
+def _metric_of(data: DataSplits, outputs: np.ndarray) -> float | None:
+    """The data's task metric on test-split ``outputs`` (None when the metric needs labels the data lacks)."""
+    return accuracy(outputs, data.y_test, data.task, data.x_test) if _scored(data) else None
+
+
+def _scored(data: DataSplits) -> bool:
+    """Whether the test split can be scored: labelled, or a task whose metric needs no labels (reconstruction)."""
+    return data.labelled or (data.task is not None and data.task.metric == "reconstruction_mse")
 
 
 def runtime_versions() -> dict[str, str]:
@@ -103,7 +118,7 @@ class Stages:
     _measured: dict[int, tuple[Any, float | None]] = field(default_factory=dict)
 
     def record(self, stage: str, module: torch.nn.Module) -> None:
-        acc = accuracy(torch_outputs(module, self.data.x_test), self.data.y_test) if self.data.labelled else None
+        acc = _metric_of(self.data, torch_outputs(module, self.data.x_test)) if _scored(self.data) else None
         self._measured[id(module)] = (weakref.ref(module), acc)
         self.rows.append({"stage": stage, "accuracy": acc, "params": sum(p.numel() for p in module.parameters())})
 
@@ -112,7 +127,7 @@ class Stages:
         ref, acc = self._measured.get(id(module), (None, None))
         if ref is not None and ref() is module:
             return acc
-        return accuracy(torch_outputs(module, self.data.x_test), self.data.y_test) if self.data.labelled else None
+        return _metric_of(self.data, torch_outputs(module, self.data.x_test)) if _scored(self.data) else None
 
     def before_pass(self, compresses: bool) -> None:
         if compresses and self.reference is None and self.rows:
@@ -201,6 +216,8 @@ class References:
     onnx_accuracy: float | None
     fp32_accuracy: float | None
     fp32_stage: str = ""
+    #: the task (its metric's name, direction and unit; None: top-1 %)
+    task: TaskSpec | None = None
 
 
 def _build_target(target: Target, source: Path, staging: Path, golden_input: np.ndarray, refs: References,
@@ -228,16 +245,17 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     entry["runtime"] = runner.describe()
     cand = run_batched(runner, golden_input)
     step = quantized_output_step(source)
-    parity = compare_outputs(refs.golden, cand, target.parity, output_step=step)
+    parity = compare_outputs(refs.golden, cand, target.parity, output_step=step, class_axis=_class_axis(data))
     entry["parity"] = parity.to_dict()
     entry["parity_ok"] = parity.ok
     entry["output_step"] = step
-    if data.labelled:
-        entry["accuracy"] = accuracy(run_batched(runner, data.x_test), data.y_test)
+    if _scored(data):
+        entry["accuracy"] = _metric_of(data, run_batched(runner, data.x_test))
+        drop = data.task.drop if data.task is not None else (lambda ref, v: ref - v)
         if refs.fp32_accuracy is not None and entry["accuracy"] is not None:
-            entry["accuracy_drop"] = refs.fp32_accuracy - entry["accuracy"]  # the budget: against FP32
+            entry["accuracy_drop"] = drop(refs.fp32_accuracy, entry["accuracy"])  # the budget: against FP32
         if refs.onnx_accuracy is not None and entry["accuracy"] is not None:
-            entry["accuracy_drop_vs_onnx"] = refs.onnx_accuracy - entry["accuracy"]  # the runtime's own share
+            entry["accuracy_drop_vs_onnx"] = drop(refs.onnx_accuracy, entry["accuracy"])  # the runtime's own share
     estimate = build.estimate
     if estimate is not None:
         # FPGA: timing the C model on the host says nothing about the device; report the labelled estimate
@@ -257,6 +275,13 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     entry["notes"] = [v.reason for v in verdicts.values() if v.ok and v.reason]
     entry["status"] = Status.FAILED if entry["reasons"] else Status.PASSED
     return entry
+
+
+def _class_axis(data: DataSplits) -> int | None:
+    """The class axis parity takes its argmax along (None: a continuous output, elementwise only)."""
+    if data.task is None:
+        return 1
+    return data.task.single.class_axis
 
 
 def _build_or_fail(target: Target, source: Path, staging: Path, golden_input: np.ndarray, refs: References,
@@ -282,7 +307,7 @@ def _choose_precision(target: Target, onnx_path: Path, staging: Path, data: Data
     from edgekd.profiler.measure import MeasureSettings
     from edgekd.profiler.run import ProfileOptions
 
-    eval_data = (data.x_test, data.y_test) if data.labelled else None
+    eval_data = (data.x_test, data.y_test) if data.labelled and (data.task is None or data.task.is_classification) else None
     out_dir = staging / "profile" / f"auto-{target.name}"
     settings = MeasureSettings(warmup=target.profiling.warmup, iterations=target.profiling.iterations)
     result = auto_precision(onnx_path, target, out_dir, ProfileOptions(measure=settings, layers=False),
@@ -309,7 +334,7 @@ def check_budgets(target: Target, entry: dict[str, Any], refs: References | None
                         size_mb=entry.get("size_mb"), accuracy=entry.get("accuracy"),
                         reference_accuracy=refs.fp32_accuracy if refs else None,
                         reference_label=f"FP32 reference ({refs.fp32_stage})" if refs else "FP32 reference",
-                        fits=fits, fit_detail=detail)
+                        fits=fits, fit_detail=detail, task=refs.task if refs else None)
 
 
 def _fit_detail(facts: dict[str, Any]) -> str:
@@ -344,8 +369,42 @@ class Inputs:
     splits: DataSplits
 
 
-def _load_inputs(model: str, data: str, recipe: str | Recipe, targets: list[str | Target] | None, teacher: str | None,
-                 arch: str | None, teacher_arch: str | None, eval_data: str | None, options: CompressOptions) -> Inputs:
+def resolve_task(task: str | None, recipe: Recipe, student: LoadedModel, teacher: LoadedModel | None,
+                 splits: DataSplits) -> TaskSpec:
+    """The task (``--task`` over the recipe's ``[task]``), checked against the model's outputs, the teacher's and the
+    labels before any training; each mismatch names the output."""
+    from edgekd.train.task_losses import probe_outputs
+
+    declared = dict(recipe.task or {})
+    if task:
+        declared["name"] = task
+    where = f"--task {task}" if task else (f"{recipe.source} [task]" if recipe.task else "task")
+    probe = torch.from_numpy(model_input(splits.x_test[:2]))
+    shapes = probe_outputs(student.module, probe, declared.get("name"))
+    spec = resolve(declared or None, output_shapes=shapes, labels=splits.y_train, input_dtype=str(splits.x_test.dtype),
+                   where=where)
+    if teacher is not None:
+        t_shapes = dict(zip([o.name for o in spec.outputs], [s for _, s in probe_outputs(teacher.module, probe, spec.name)]))
+        for out, (_, shape) in zip(spec.outputs, shapes, strict=True):
+            if out.kd != "none" and t_shapes.get(out.name) != shape:
+                raise EdgekdError(f"output {out.name!r}: the student gives {'x'.join(map(str, shape))} but the teacher "
+                                  f"{'x'.join(map(str, t_shapes.get(out.name) or ()))}; {out.kd} KD compares them "
+                                  "element by element", where=where,
+                                  hint=f"use a teacher with the same output shape, or set [task.outputs.{out.name}] kd = 'none'")
+    if len(spec.outputs) > 1:
+        raise EdgekdError(f"task {spec.name}: the model has {len(spec.outputs)} outputs "
+                          f"({', '.join(o.name for o in spec.outputs)}); edgekd trains and scores several outputs "
+                          "(edgekd.train.fine_tune with the task) but exports and bundles one output today",
+                          where=where, hint="compress each head separately, or concatenate the heads along dim 1 "
+                                            "in a wrapper and declare the regression task; nothing was trained")
+    log(f"task: {spec.name} (metric {spec.metric}, {'higher' if spec.higher_is_better else 'lower'} is better; "
+        f"{spec.origin})")
+    return spec
+
+
+def _load_inputs(model: Any, data: Any, recipe: str | Recipe, targets: list[str | Target] | None, teacher: Any,
+                 arch: str | None, teacher_arch: str | None, eval_data: str | None, options: CompressOptions,
+                 task: str | None = None) -> Inputs:
     """Load recipe, targets, models and data, and refuse every combination that cannot work (before training)."""
     prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
     tgts = unique_targets([t if isinstance(t, Target) else load_target(t) for t in (targets or ["cpu"])])
@@ -359,8 +418,12 @@ def _load_inputs(model: str, data: str, recipe: str | Recipe, targets: list[str 
     torch.manual_seed(options.seed)
     student_src = load_model(model, arch=arch)
     teacher_src = load_model(teacher, arch=teacher_arch) if teacher else None
-    splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
-                                         input_shape=student_src.input_shape, seed=options.seed))
+    if isinstance(data, DataSplits):  # the Python API: arrays the caller already holds
+        splits = carve_validation(validate(data, where="data"))
+        data = f"data ({data.name})"
+    else:
+        splits = load_data(data, DataContext(teacher=teacher_src.module if teacher_src else None,
+                                             input_shape=student_src.input_shape, seed=options.seed))
     if eval_data:
         splits = with_eval_set(splits, eval_data, options.seed)
     for role, src in (("model", student_src), ("teacher", teacher_src)):
@@ -369,7 +432,9 @@ def _load_inputs(model: str, data: str, recipe: str | Recipe, targets: list[str 
                               f"{tuple(src.input_shape)}", where=data,
                               hint=layout_hint(splits.input_shape, tuple(src.input_shape))
                               or "use data of the model's input size (e.g. builtin:digits for digits-* models)")
-    check_fits_data(student_src, teacher_src, splits.x_test, splits.num_classes if splits.labelled else None, data)
+    check_fits_data(student_src, teacher_src, splits.x_test, splits.num_classes if is_class_ids(splits.y_test) else None,
+                    data)
+    splits.task = resolve_task(task, prof, student_src, teacher_src, splits)
     check_before_training(prof, tgts, student_src.module, splits.x_test)
     return Inputs(prof, tgts, student_src, teacher_src, splits)
 
@@ -392,9 +457,9 @@ def _start_report(inputs: Inputs, sources: dict[str, Any], eval_data: str | None
     }
     if teacher_src is not None:
         report["params"]["teacher"] = sum(p.numel() for p in teacher_src.module.parameters())
-    if splits.labelled:
+    if _scored(splits):
         if teacher_src is not None:
-            report["accuracy"]["teacher"] = accuracy(torch_outputs(teacher_src.module, splits.x_test), splits.y_test)
+            report["accuracy"]["teacher"] = _metric_of(splits, torch_outputs(teacher_src.module, splits.x_test))
         report["accuracy"]["student_before"] = None  # the "loaded" stage fills it (one evaluation, not two)
     return report
 
@@ -411,7 +476,7 @@ def _compress_model(inputs: Inputs, model: str, scratch: Path, options: Compress
     split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent), len(prof.passes))
     stages = Stages(splits)
     stages.record("loaded", inputs.student.module)
-    if splits.labelled:
+    if _scored(splits):
         report["accuracy"]["student_before"] = stages.rows[0]["accuracy"]
     shared = _run_passes(artifact, prof.passes[:split], ctx, stages=stages)
     groups, group_models = _run_per_numerics_group(shared, prof.passes[split:], ctx, tgts, stages)
@@ -423,7 +488,7 @@ def _compress_model(inputs: Inputs, model: str, scratch: Path, options: Compress
     report["passes"] = ctx.report
     module = group_models[0].payload
     report["params"]["student_after"] = sum(p.numel() for p in module.parameters())
-    if splits.labelled:
+    if _scored(splits):
         report["accuracy"]["student_after"] = stages.accuracy_of(module)
     return groups, group_models, fp32
 
@@ -440,10 +505,10 @@ def _golden_and_references(writer: BundleWriter, model_onnx: Path, sources: dict
         outputs = onnx_outputs(path, splits.x_test)
         key = reference_key(writer.relpath(path))
         golden[key] = outputs[:n_golden]
-        references[path] = (key, outputs, accuracy(outputs, splits.y_test) if splits.labelled else None)
+        references[path] = (key, outputs, _metric_of(splits, outputs))
     writer.write_golden(golden)
-    if splits.labelled:
-        # a labelled evaluation set travels with the bundle so `edgekd check` can test accuracy on-device
+    if _scored(splits):
+        # the evaluation set travels with the bundle so `edgekd check` can test the task metric on-device
         writer.write_eval(splits.x_test, splits.y_test)
     return golden, references
 
@@ -454,7 +519,7 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
     entries = {}
     for target in inputs.targets:
         key, _, ref_acc = references[sources[target.name]]
-        refs = References(golden[key], ref_acc, fp32["accuracy"], fp32["stage"])
+        refs = References(golden[key], ref_acc, fp32["accuracy"], fp32["stage"], inputs.splits.task)
         entry = _build_or_fail(target, sources[target.name], writer.staging, golden["input"], refs, inputs.splits,
                                options)
         entry["source"] = writer.relpath(sources[target.name])
@@ -479,17 +544,21 @@ def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries:
         targets={t.name: ManifestTarget.of(t, entries[t.name]) for t in inputs.targets if "build" in entries[t.name]},
         versions=runtime_versions(), config=config,
         reference_metrics={"fp32": {"accuracy": fp32["accuracy"], "stage": fp32["stage"], "data": EVAL}}
-        if splits.labelled else None,
+        if _scored(splits) else None,
         failed_targets={name: e["reasons"] for name, e in entries.items() if "build" not in e} or None,
+        task=splits.task.to_dict() if splits.task is not None else None,
     )
 
 
-def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: list[str | Target] | None = None,
-             teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
+def compress(model: str | torch.nn.Module, *, data: str | DataSplits, recipe: str | Recipe = "fp32",
+             targets: list[str | Target] | None = None, teacher: str | torch.nn.Module | None = None,
+             out: str | Path = "out", arch: str | None = None,
              options: CompressOptions | None = None, teacher_arch: str | None = None,
-             profile: str | Recipe | None = None, eval_data: str | None = None) -> dict[str, Any]:
+             profile: str | Recipe | None = None, eval_data: str | None = None, task: str | None = None) -> dict[str, Any]:
     """Compress ``model`` with ``recipe``, build every target, and write a bundle to ``out``.
 
+    ``task``: a task preset (``segmentation``, ``keypoints`` ... see edgekd.tasks) over the recipe's ``[task]``;
+    default: classification when the model has one N x C output and the labels are class ids.
     Returns the report (also written to ``out/report.json``). ``profile`` is the deprecated name of ``recipe``.
     """
     if profile is not None:
@@ -499,10 +568,14 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         recipe = profile
     options = options or CompressOptions()
     started = time.perf_counter()
-    inputs = _load_inputs(model, data, recipe, targets, teacher, arch, teacher_arch, eval_data, options)
+    inputs = _load_inputs(model, data, recipe, targets, teacher, arch, teacher_arch, eval_data, options, task)
+    model, teacher = source_label(model), source_label(teacher)
+    data = data if isinstance(data, str) else f"<{type(data).__name__} object: {inputs.splits.name}>"
     config = {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch, "teacher_arch": teacher_arch,
-                          "eval_data": eval_data}, "recipe": inputs.recipe.to_dict(), "seed": options.seed}
+                          "eval_data": eval_data}, "recipe": inputs.recipe.to_dict(), "seed": options.seed,
+              **({"task": task} if task else {})}
     report = _start_report(inputs, config["sources"], eval_data)
+    report["task"] = inputs.splits.task.to_dict()
     splits = inputs.splits
     with tempfile.TemporaryDirectory(prefix="edgekd-") as scratch, BundleWriter(Path(out)) as writer:
         groups, group_models, fp32 = _compress_model(inputs, model, Path(scratch), options, report)
@@ -516,7 +589,7 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
                             "variants": sorted({writer.relpath(p) for p in sources.values()})}
         n_golden = min(options.golden_samples, len(splits.x_test))
         golden, references = _golden_and_references(writer, onnx_art.path, sources, splits, n_golden)
-        if splits.labelled:
+        if _scored(splits):
             report["accuracy"]["onnx_reference"] = references[onnx_art.path][2]
             report["accuracy"]["fp32_reference"] = fp32["accuracy"]
         report["targets"] = _build_all(inputs, sources, golden, references, fp32, writer, options)

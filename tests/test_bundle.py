@@ -249,7 +249,7 @@ def test_bundle_reader_on_a_real_bundle(bundle) -> None:
         golden_samples=m["golden"]["samples"], eval_samples=m["eval"]["samples"], history=m["history"],
         targets={n: ManifestTarget(**t) for n, t in m["targets"].items()},
         versions=m["versions"], config=m["config"], reference_metrics=m["reference_metrics"],
-        failed_targets=m["failed_targets"]).to_dict()
+        failed_targets=m["failed_targets"], task=m["task"]).to_dict()
     assert json.dumps(rebuilt, sort_keys=True) == json.dumps({k: v for k, v in m.items() if k not in ("schema", "files")},
                                                              sort_keys=True)
 

@@ -68,6 +68,8 @@ class BundleManifest:
     reference_metrics: Mapping[str, Any] | None = None
     #: targets whose build failed: in report.json with their reasons, not in the bundle
     failed_targets: Mapping[str, Sequence[str]] | None = None
+    #: the task (edgekd.tasks.TaskSpec.to_dict): each output's kind and class axis, the metric and its direction
+    task: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -80,6 +82,7 @@ class BundleManifest:
             "golden": {"file": GOLDEN, "samples": self.golden_samples},
             "reference_metrics": dict(self.reference_metrics) if self.reference_metrics else None,
             "failed_targets": {k: list(v) for k, v in self.failed_targets.items()} if self.failed_targets else None,
+            "task": dict(self.task) if self.task else None,
             "eval": {"file": EVAL, "samples": self.eval_samples} if self.eval_samples is not None else None,
             "history": list(self.history),
             "targets": {name: t.to_dict() for name, t in self.targets.items()},

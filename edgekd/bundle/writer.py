@@ -209,11 +209,12 @@ class BundleWriter:
         return path
 
     def write_eval(self, x: Any, y: Any) -> Path:
-        """The labelled evaluation set, so `edgekd check` can test accuracy on the device."""
+        """The evaluation set, so `edgekd check` can test the task metric on the device (``y`` may be None for
+        a reconstruction task, whose target is the input)."""
         import numpy as np
 
         path = self.staging / EVAL
-        np.savez_compressed(path, x=x, y=y)
+        np.savez_compressed(path, x=x, **({"y": y} if y is not None else {}))
         return path
 
     def write_report(self, report: Mapping[str, Any], markdown: Callable[[Mapping[str, Any], Path], Any] | None = None) -> Path:

@@ -16,6 +16,12 @@ Sources:
   --data     builtin:digits | builtin:mnist5k | npz:PATH | imagefolder:DIR | py:pkg.mod:fn | random:3x224x224 |
              synthetic:bn (data-free, synthesized from the teacher's BatchNorm statistics)
 
+Tasks (--task, or [task] in the recipe; docs/tasks.md): classification (default for N x C logits and class-id
+labels), sequence-classification, segmentation, token-classification, keypoints, regression, reconstruction,
+detection. The task sets each output's KD loss on its class axis (per pixel, per token), the label loss, the
+metric the budgets, the report and `edgekd check` use, and the parity rule. A task that does not fit the
+model's outputs or the labels is refused before any training, naming the output.
+
 Examples:
   edgekd compress --model builtin:digits-student --teacher builtin:digits-teacher \\
       --data builtin:digits --recipe int8-kd --target cpu --target openvino-cpu --out out/digits
@@ -39,6 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data source (see above)")
     p.add_argument("--eval-data", metavar="SRC", help="labelled data source every stage and target is evaluated on "
                    "(its test split), e.g. with data-free --data synthetic:bn")
+    p.add_argument("--task", metavar="NAME", help="what the outputs mean (see Tasks above) [classification when "
+                   "the model has one N x C output and the labels are class ids]")
     add_recipe(p, default="fp32", help="compression recipe: name (edgekd list recipes) or .toml path [fp32]")
     p.add_argument("--set", action="append", dest="overrides", default=[], metavar="PASS.KEY=VALUE",
                    help="override a recipe setting (repeatable), checked like the file: distill.epochs=5, "
@@ -70,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides) if args.overrides else args.recipe  # before any training
     report = compress(args.model, data=args.data, recipe=recipe, targets=args.targets or ["cpu"],
                       teacher=args.teacher, out=args.out, arch=args.arch, teacher_arch=args.teacher_arch,
-                      eval_data=args.eval_data,
+                      eval_data=args.eval_data, task=args.task,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
                                               measure=not args.no_measure, nproc=args.nproc))
     if args.json:

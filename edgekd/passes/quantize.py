@@ -455,7 +455,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     if not layers:
         raise PassError("no Conv/Linear layer was quantized", where="quantize",
                         hint="check exclude = [...]; edgekd quantizes Conv1d, Conv2d and Linear")
-    ev = EvalSet(x_eval, data.y_eval, outputs(float_model, x_eval))
+    ev = EvalSet(x_eval, data.y_eval, outputs(float_model, x_eval), getattr(ctx.data, "task", None))
     budget, budget_source = _budget(config, ctx)
     notes = [data.note] if data.note else []
     if data.note:

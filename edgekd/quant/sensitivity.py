@@ -32,12 +32,26 @@ class EvalSet:
     """Where sensitivity is measured: inputs, optional labels, and FP32 reference logits."""
 
     x: np.ndarray
-    y: np.ndarray | None
+    y: Any
     reference: np.ndarray
+    #: the task (edgekd.tasks.TaskSpec); None or a classifier: top-1 and McNemar, else the task metric
+    task: Any = None
+
+    @property
+    def by_metric(self) -> bool:
+        return self.task is not None and not self.task.is_classification
 
     @property
     def reference_accuracy(self) -> float | None:
+        if self.by_metric:
+            return _metric(self.task, self.reference, self.y, self.x)
         return None if self.y is None else float((self.reference.argmax(1) == self.y).mean() * 100)
+
+
+def _metric(task: Any, out: np.ndarray, y: Any, x: np.ndarray) -> float | None:
+    from edgekd.tasks import task_metric
+
+    return task_metric(task, {task.single.name: out}, y, x)
 
 
 def outputs(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -50,10 +64,44 @@ def outputs(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
     return np.concatenate(outs)
 
 
+#: paired bootstrap resamples behind a task metric's standard error (seeded: decisions are reproducible)
+BOOTSTRAP = 64
+
+
+def metric_score(out: np.ndarray, ev: EvalSet) -> dict[str, Any]:
+    """A non-classification task: drop of the task metric against FP32 in its unit and direction (worse > 0), and
+    its paired-bootstrap standard error over samples (``drop_se``) for ``judge_drop``. Without the labels the metric
+    needs, the mean |error| against FP32 outputs relative to their mean magnitude stands in (in %), and says so."""
+    from edgekd.tasks import subset
+
+    task = ev.task
+    result: dict[str, Any] = {"samples": len(out), "metric": task.metric,
+                              "mean_abs_error": float(np.abs(out - ev.reference).mean())}
+    value, ref = _metric(task, out, ev.y, ev.x), ev.reference_accuracy
+    if value is None or ref is None:
+        scale = float(np.abs(ev.reference).mean()) or 1.0
+        per = np.abs(out - ev.reference).reshape(len(out), -1).mean(1) / scale * 100
+        rng = np.random.default_rng(0)
+        boot = [per[rng.integers(0, len(per), len(per))].mean() for _ in range(BOOTSTRAP)]
+        return result | {"metric": "relative |error| vs FP32 (no labels)", "drop": float(per.mean()),
+                         "drop_se": float(np.std(boot))}
+    rng = np.random.default_rng(0)
+    drops = []
+    for _ in range(BOOTSTRAP):
+        idx = rng.integers(0, len(out), len(out))
+        y_i = subset(ev.y, idx)
+        v, r = _metric(task, out[idx], y_i, ev.x[idx]), _metric(task, ev.reference[idx], y_i, ev.x[idx])
+        drops.append(task.drop(r, v))
+    return result | {"accuracy": value, "drop": task.drop(ref, value), "drop_se": float(np.std(drops))}
+
+
 def score(out: np.ndarray, ev: EvalSet) -> dict[str, Any]:
     """drop (points, higher = worse), accuracy (if labelled), agreement with FP32, mean |error|, and the sample
     counts the significance test needs: ``lost``/``gained`` (FP32 right and quantized wrong / the reverse) when
-    labelled, ``disagree`` (top-1 differs from FP32) when not."""
+    labelled, ``disagree`` (top-1 differs from FP32) when not. A task other than classification is scored by its
+    metric (``metric_score``), never by an argmax over its outputs."""
+    if ev.by_metric:
+        return metric_score(out, ev)
     pred, ref = out.argmax(1), ev.reference.argmax(1)
     agree = float((pred == ref).mean() * 100)
     result: dict[str, Any] = {"samples": len(pred), "agreement": agree,
@@ -85,6 +133,15 @@ def judge_drop(result: dict[str, Any], budget: float) -> dict[str, Any]:
     from scipy.stats import binom
 
     n = max(int(result["samples"]), 1)
+    if "drop_se" in result:  # a task metric: one-sided z-test on the paired-bootstrap standard error
+        from scipy.stats import norm
+
+        se = max(float(result["drop_se"]), 1e-12)
+        p = float(norm.sf((result["drop"] - budget) / se))
+        missed = result["drop"] > budget and (budget < 0 or p < ALPHA)
+        return {"missed": bool(missed), "drop": result["drop"], "budget": budget, "p_value": p, "alpha": ALPHA,
+                "test": f"one-sided z-test, paired bootstrap ({BOOTSTRAP} resamples) of the {result['metric']} drop",
+                "samples": n, "min_detectable_drop": budget + float(norm.isf(ALPHA)) * se}
     if "lost" in result:
         lost, gained = int(result["lost"]), int(result["gained"])
         p = float(binom.sf(lost - 1, lost + gained, 0.5)) if lost + gained else 1.0

@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,13 +26,14 @@ from torch.utils.data import DistributedSampler
 
 from edgekd.errors import ConfigError, PassError
 from edgekd.progress import log, task
+from edgekd.tasks import TaskSpec, subset, task_metric
 from edgekd.train import checkpoint as ckpt
 from edgekd.train import ddp
 from edgekd.train.config import FinetuneConfig
 from edgekd.train.hooks import Hook, HookSet
-from edgekd.train.losses import logits_loss
 from edgekd.train.sync_bn import global_batch_norm
-from edgekd.train.wiring import Tap, Wiring, logits_of, wire, wrap_ddp
+from edgekd.train.task_losses import objective, outputs_by_name, task_for
+from edgekd.train.wiring import Tap, Wiring, wire, wrap_ddp
 
 __all__ = ["Hook", "RunOptions", "TrainResult", "TrainState", "TrainingError", "evaluate", "fine_tune", "train"]
 
@@ -88,6 +90,7 @@ class TrainState:
     loss_sum: float = 0.0  # running loss of the epoch in progress
     loss_count: int = 0
     resumed_from: dict[str, int] | None = None
+    higher_is_better: bool = True  # the task metric's direction (False for MAE, reconstruction error)
 
     def to_checkpoint(self, config: FinetuneConfig, wiring: Wiring) -> dict[str, Any]:
         return {"format": ckpt.FORMAT, "config": ckpt.config_fingerprint(config), "step": self.step, "epoch": self.epoch,
@@ -99,7 +102,11 @@ class TrainState:
     def improves(self, accuracy: float | None, loss: float) -> bool:
         """Whether an epoch beats the best so far (test accuracy; the training loss without test labels),
         which it then becomes."""
-        better = (self.best_accuracy is None or accuracy > self.best_accuracy) if accuracy is not None else loss < self.best_loss
+        if accuracy is not None:
+            better = self.best_accuracy is None or (accuracy > self.best_accuracy if self.higher_is_better
+                                                    else accuracy < self.best_accuracy)
+        else:
+            better = loss < self.best_loss
         if better:
             self.best_accuracy = accuracy if accuracy is not None else self.best_accuracy
             self.best_loss = min(self.best_loss, loss)
@@ -129,7 +136,7 @@ class Run:
     data: Any
     device: torch.device  # the student's
     x: torch.Tensor
-    y: torch.Tensor | None
+    y: Any  # a tensor, a dict of tensors (one per output), or None
     wiring: Wiring
     plan: Plan
     state: TrainState
@@ -165,17 +172,19 @@ def _optimizer(params: list[nn.Parameter], config: FinetuneConfig) -> torch.opti
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray | None, batch: int = 512) -> float | None:
-    """Top-1 accuracy in percent (None without labels). Leaves the model in eval mode."""
-    if y is None:
-        return None
+def evaluate(model: nn.Module, x: np.ndarray, y: Any, batch: int = 512, *, task: TaskSpec | None = None) -> float | None:
+    """The task metric (top-1 % for classifiers; None when the metric needs labels and there are none). Leaves
+    the model in eval mode."""
     model.eval()
     device = next(model.parameters()).device
-    correct = 0
-    for i in range(0, len(x), batch):
-        out = logits_of(model(torch.from_numpy(x[i : i + batch]).to(device)), "student")
-        correct += int((out.argmax(1).cpu().numpy() == y[i : i + batch]).sum())
-    return 100.0 * correct / len(x)
+    if task is None:
+        task = task_for(model, SimpleNamespace(y_train=y), torch.from_numpy(_input_array(x[:2])).to(device))
+    if y is None and task.metric != "reconstruction_mse":
+        return None
+    parts = [outputs_by_name(model(torch.from_numpy(_input_array(x[i : i + batch])).to(device)), task, "student")
+             for i in range(0, len(x), batch)]
+    outputs = {name: torch.cat([p[name] for p in parts]).float().cpu().numpy() for name in parts[0]}
+    return task_metric(task, outputs, y, x)
 
 
 # ---------------------------------------------------------------- the trainer
@@ -230,7 +239,10 @@ def _check_inputs(teacher: nn.Module | None, data: Any, config: FinetuneConfig, 
     if teacher is None and (config.features or config.attention_weight > 0):
         raise ConfigError("feature hints / attention transfer need a teacher", where=description, hint="pass --teacher")
     soft_targets_only = teacher is not None and config.uses_teacher and config.loss != "ce"
-    if data.y_train is None and not soft_targets_only:  # soft targets need no labels: unlabelled / synthetic data
+    spec = getattr(data, "task", None)
+    own_targets = (spec == "reconstruction" if isinstance(spec, str)  # autoencoders train on their own input
+                   else spec is not None and all(o.target == "input" for o in spec.outputs))
+    if data.y_train is None and not soft_targets_only and not own_targets:  # soft targets need no labels: unlabelled / synthetic data
         raise ConfigError("training with loss 'ce' (or without a teacher) needs labelled data", where=description,
                           hint="give a teacher and use loss = 'hinton', or labelled --data")
     if config.batch_size % info.world_size:
@@ -264,18 +276,34 @@ def _setup(student: nn.Module, teacher: nn.Module | None, data: Any, config: Fin
            info: ddp.DistInfo, taps: tuple[Tap, Tap], started: float) -> Run:
     """Wiring, step plan, optimizer state (resumed when asked) and DDP, in the order that fixes the RNG draws."""
     device = next(student.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(data.x_train, dtype=np.float32))
-    y = torch.from_numpy(np.asarray(data.y_train, dtype=np.int64)) if data.y_train is not None else None
+    x = torch.from_numpy(_input_array(data.x_train))
+    y = _label_tensors(data.y_train)
     probe = x[:2].to(device)
-    wiring = wire(student, teacher, config, taps, data.x_train, probe, options.description)
+    spec = task_for(student, data, probe)
+    wiring = wire(student, teacher, config, taps, data.x_train, probe, options.description, spec)
     plan = _plan(len(x), config, info, options.description)
     opt = _optimizer([p for p in wiring.wrapper.parameters() if p.requires_grad], config)
-    state = TrainState(opt, _scheduler(opt, config, plan.total))
+    state = TrainState(opt, _scheduler(opt, config, plan.total), higher_is_better=spec.higher_is_better)
     if options.resume and options.checkpoint_dir is not None:
         _resume(state, wiring, config, options)
     if info.distributed:
         wiring.model = wrap_ddp(wiring.wrapper, info, probe)
     return Run(config, options, info, started, data, device, x, y, wiring, plan, state)
+
+
+def _input_array(x: np.ndarray) -> np.ndarray:
+    """Token ids and masks stay integer (an nn.Embedding needs them); everything else trains in float32."""
+    return np.ascontiguousarray(x, dtype=np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
+
+
+def _label_tensors(y: Any) -> Any:
+    """Labels as tensors: class ids int64, continuous targets float32; a dict (one array per output) stays a dict."""
+    if y is None:
+        return None
+    if isinstance(y, dict):
+        return {k: _label_tensors(v) for k, v in y.items()}
+    y = np.asarray(y)
+    return torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64 if np.issubdtype(y.dtype, np.integer) else np.float32))
 
 
 def _plan(n_samples: int, config: FinetuneConfig, info: ddp.DistInfo, description: str) -> Plan:
@@ -328,10 +356,13 @@ def _train_step(run: Run, idx: torch.Tensor, batch: int) -> float:
     """Forward, loss, one optimizer step, the hooks, the schedule; returns the (all-ranks mean) loss."""
     state, wiring, config = run.state, run.wiring, run.config
     xb = run.x[idx].to(run.device)
-    yb = run.y[idx].to(run.device) if run.y is not None else None
-    logits, feats, s_probs = wiring.model(xb)
-    t_logits, terms = wiring.teacher_terms(xb, idx, feats, s_probs, config, run.options.description)
-    loss = logits_loss(config.loss, logits, t_logits, yb, config.temperature, config.alpha)
+    yb = subset(run.y, idx)
+    if yb is not None:
+        yb = {k: v.to(run.device) for k, v in yb.items()} if isinstance(yb, dict) else yb.to(run.device)
+    outputs, feats, s_probs = wiring.model(xb)
+    t_outputs, terms = wiring.teacher_terms(xb, idx, feats, s_probs, config, run.options.description)
+    loss = objective(wiring.task, outputs, t_outputs, yb, xb, logits_kind=config.loss, temperature=config.temperature,
+                     alpha=config.alpha)
     for term in terms:
         loss = loss + term
     value = float(ddp.all_reduce_mean(loss, run.info))  # all ranks see a NaN together and stop together
@@ -363,7 +394,7 @@ def _end_epoch(run: Run, epoch: int, bar: Any) -> None:
     """Evaluate, record the epoch, keep the best weights, and checkpoint the start of the next epoch."""
     state, data = run.state, run.data
     x_eval, y_eval = _monitoring_split(data)
-    acc = evaluate(run.wiring.student, x_eval, y_eval) if x_eval is not None else None
+    acc = evaluate(run.wiring.student, x_eval, y_eval, task=run.wiring.task) if x_eval is not None else None
     mean_loss = state.loss_sum / max(state.loss_count, 1)
     state.history.append({"epoch": epoch + 1, "step": state.step, "loss": mean_loss, "accuracy": acc,
                           "lr": float(state.optimizer.param_groups[0]["lr"]),

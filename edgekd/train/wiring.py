@@ -16,9 +16,13 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError
+from edgekd.tasks import TaskSpec
 from edgekd.train import ddp
 from edgekd.train.config import FinetuneConfig
 from edgekd.train.losses import attention_loss, attention_modules, attention_probs, hint_loss, make_adapter
+from edgekd.train.task_losses import outputs_by_name
+
+Outputs = dict[str, torch.Tensor]
 
 
 def logits_of(out: Any, where: str) -> torch.Tensor:
@@ -68,19 +72,20 @@ class Distilled(nn.Module):
     """Student + hint adapters in one module, so DDP synchronises the adapters' gradients too."""
 
     def __init__(self, student: nn.Module, adapters: nn.ModuleList, tap: Tap, hint_keys: list[str],
-                 attn: nn.Module | None) -> None:
+                 attn: nn.Module | None, task: TaskSpec) -> None:
         super().__init__()
         self.student = student
+        self.task = task
         self.adapters = adapters
         self._tap = tap
         self._hint_keys = hint_keys
         self._attn = [attn]  # a list: not registered twice as a submodule
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor | None]:
-        logits = logits_of(self.student(x), "student")
+    def forward(self, x: torch.Tensor) -> tuple[Outputs, list[torch.Tensor], torch.Tensor | None]:
+        outputs = outputs_by_name(self.student(x), self.task, "student")
         feats = [a(self._tap.values[k]) for a, k in zip(self.adapters, self._hint_keys)]
         attn = attention_probs(self._attn[0], self._tap.values["attn"]) if self._attn[0] is not None else None
-        return logits, feats, attn
+        return outputs, feats, attn
 
 
 @dataclass
@@ -94,24 +99,26 @@ class Wiring:
     teacher_tap: Tap
     hint_keys: list[str]
     teacher_attn: nn.Module | None
-    teacher_logits: torch.Tensor | None = None  # all training samples', when nothing per batch is needed
+    task: TaskSpec
+    teacher_logits: Outputs | None = None  # all training samples' teacher outputs, when nothing per batch is needed
 
     @property
     def adapters(self) -> nn.ModuleList:
         return self.wrapper.adapters
 
     def teacher_terms(self, xb: torch.Tensor, idx: torch.Tensor, feats: list[torch.Tensor], s_probs: torch.Tensor | None,
-                      config: FinetuneConfig, description: str) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
-        """One batch's teacher logits (None without a teacher) and weighted hint / attention loss terms.
+                      config: FinetuneConfig, description: str) -> tuple[Outputs | None, list[torch.Tensor]]:
+        """One batch's teacher outputs by name (None without a teacher) and weighted hint / attention loss terms.
         Call right after the student's forward: the student's taps hold this batch."""
         if self.teacher is None:
             return None, []
         device = xb.device
         if self.teacher_logits is not None:
-            t_logits = self.teacher_logits[idx].to(device)
+            t_logits = {k: v[idx].to(device) for k, v in self.teacher_logits.items()}
         else:
             with torch.no_grad():
-                t_logits = logits_of(self.teacher(xb.to(next(self.teacher.parameters()).device)), "teacher").to(device)
+                out = self.teacher(xb.to(next(self.teacher.parameters()).device))
+                t_logits = {k: v.to(device) for k, v in outputs_by_name(out, self.task, "teacher").items()}
         terms = [config.feature_weight * hint_loss(f, self.teacher_tap.values[key].to(device))
                  for f, key in zip(feats, self.hint_keys)]
         if s_probs is not None:
@@ -122,7 +129,7 @@ class Wiring:
 
 
 def wire(student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, taps: tuple[Tap, Tap],
-         x_train: np.ndarray, probe: torch.Tensor, description: str) -> Wiring:
+         x_train: np.ndarray, probe: torch.Tensor, description: str, task: TaskSpec) -> Wiring:
     """Taps, adapters and the wrapper for one run (``taps``: the student's and the teacher's, removed by the caller)."""
     tap, t_tap = taps
     hint_keys = _tap_hints(student, teacher, config, taps, description)
@@ -131,11 +138,11 @@ def wire(student: nn.Module, teacher: nn.Module | None, config: FinetuneConfig, 
     if hint_keys:
         assert teacher is not None
         adapters = _adapters(student, teacher, config, taps, hint_keys, probe, description)
-    wrapper = Distilled(student, adapters, tap, hint_keys, s_attn)
-    wiring = Wiring(student, teacher, wrapper, wrapper, t_tap, hint_keys, t_attn)
-    # teacher logits once when nothing per-batch is needed from the teacher (deterministic in eval mode)
+    wrapper = Distilled(student, adapters, tap, hint_keys, s_attn, task)
+    wiring = Wiring(student, teacher, wrapper, wrapper, t_tap, hint_keys, t_attn, task)
+    # teacher outputs once when nothing per-batch is needed from the teacher (deterministic in eval mode)
     if teacher is not None and not hint_keys and s_attn is None and config.loss != "ce":
-        wiring.teacher_logits = _teacher_logits(teacher, x_train)
+        wiring.teacher_logits = _teacher_outputs(teacher, x_train, task)
     return wiring
 
 
@@ -183,10 +190,11 @@ def _adapters(student: nn.Module, teacher: nn.Module, config: FinetuneConfig, ta
 
 
 @torch.no_grad()
-def _teacher_logits(teacher: nn.Module, x: np.ndarray, batch: int = 512) -> torch.Tensor:
+def _teacher_outputs(teacher: nn.Module, x: np.ndarray, task: TaskSpec, batch: int = 512) -> Outputs:
     device = next(teacher.parameters()).device
-    return torch.cat([logits_of(teacher(torch.from_numpy(x[i : i + batch]).to(device)), "teacher").float().cpu()
-                      for i in range(0, len(x), batch)])
+    parts = [outputs_by_name(teacher(torch.from_numpy(x[i : i + batch]).to(device)), task, "teacher")
+             for i in range(0, len(x), batch)]
+    return {name: torch.cat([p[name].float().cpu() for p in parts]) for name in parts[0]}
 
 
 def wrap_ddp(wrapper: nn.Module, info: ddp.DistInfo, probe: torch.Tensor) -> nn.Module:
@@ -197,7 +205,8 @@ def wrap_ddp(wrapper: nn.Module, info: ddp.DistInfo, probe: torch.Tensor) -> nn.
     wrapper.eval()  # no BN statistics update, no dropout RNG draw
     out = wrapper(probe)
     wrapper.train(was)
-    total = out[0].float().sum() + sum(f.float().sum() for f in out[1]) + (out[2].sum() if out[2] is not None else 0)
+    total = sum(o.float().sum() for o in out[0].values()) + sum(f.float().sum() for f in out[1]) \
+        + (out[2].sum() if out[2] is not None else 0)
     total.backward()
     unused = any(p.requires_grad and p.grad is None for p in wrapper.parameters())
     wrapper.zero_grad(set_to_none=True)
