@@ -44,11 +44,42 @@ def register_exporter(name: str) -> Callable[[Exporter], Exporter]:
     return deco
 
 
+class NamedOutputs(torch.nn.Module):
+    """``module`` with its outputs as a tuple in the task's order (a dict by key, ``.logits``, a tuple as is), so
+    the exporters name each graph output after the task's output."""
+
+    def __init__(self, module: torch.nn.Module, names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.module = module
+        self.names = names
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return as_tuple(self.module(x), self.names)
+
+
+def as_tuple(out: Any, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
+    if isinstance(out, dict):
+        return tuple(out[n] for n in names) if all(n in out for n in names) else tuple(out.values())
+    if isinstance(out, (tuple, list)):
+        return tuple(out)
+    if not isinstance(out, torch.Tensor) and hasattr(out, "logits"):
+        return (out.logits,)
+    return (out,)
+
+
+def output_names_of(artifact: Artifact) -> tuple[str, ...]:
+    """The graph output names: the task's (``meta["output_names"]``), else ``logits``."""
+    return tuple(artifact.meta.get("output_names") or (OUTPUT_NAME,))
+
+
 @register_exporter("torch")
 def torch_export(module: torch.nn.Module, path: Path, example: torch.Tensor, settings: ExportSettings,
-                 flavor: QDQFlavor | str) -> None:
+                 flavor: QDQFlavor | str, output_names: tuple[str, ...] = (OUTPUT_NAME,)) -> None:
     """Plain float export. TorchScript exporter by default: 40x faster than dynamo on small
     models here and deterministic; ``exporter = "dynamo"`` in a profile selects the new one."""
+    names = list(output_names)
+    if names != [OUTPUT_NAME]:
+        module = NamedOutputs(module, tuple(names))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         if settings.exporter == "dynamo":
@@ -59,11 +90,11 @@ def torch_export(module: torch.nn.Module, path: Path, example: torch.Tensor, set
                 dyn = ({0: torch.export.Dim("batch")},)
             torch.onnx.export(module, (example,), str(path), dynamo=True, external_data=False,
                               opset_version=max(settings.opset, 18), input_names=[INPUT_NAME],
-                              output_names=[OUTPUT_NAME], dynamic_shapes=dyn, verbose=False)
+                              output_names=names, dynamic_shapes=dyn, verbose=False)
         else:
-            axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if settings.dynamic_batch else None
+            axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if settings.dynamic_batch else None
             torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=settings.opset,
-                              input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+                              input_names=[INPUT_NAME], output_names=names, dynamic_axes=axes,
                               do_constant_folding=True)
 
 
@@ -129,24 +160,38 @@ def model_input(x: np.ndarray) -> np.ndarray:
 
 
 def torch_outputs(module: torch.nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The model's (first) output on ``x``."""
+    return next(iter(torch_outputs_all(module, x, (OUTPUT_NAME,), batch).values()))
+
+
+def torch_outputs_all(module: torch.nn.Module, x: np.ndarray, names: tuple[str, ...], batch: int = 256) -> dict[str, np.ndarray]:
+    """Every output on ``x`` by name (``names`` in the model's order; one name for a one-output model)."""
     module.eval()
-    outs = []
+    parts: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            outs.append(module(torch.from_numpy(x[i : i + batch])).float().numpy())
-    return np.concatenate(outs)
+            out = module(torch.from_numpy(x[i : i + batch]))
+            parts.append(as_tuple(getattr(out, "value", out), names))
+    if len(names) == 1:
+        return {names[0]: np.concatenate([getattr(p[0], "value", p[0]).float().numpy() for p in parts])}
+    return {n: np.concatenate([p[k].float().numpy() for p in parts]) for k, n in enumerate(names)}
 
 
 def onnx_outputs(path: Path, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """Reference execution: ONNX Runtime CPU, all graph optimizations, 2 threads."""
+    """Reference execution: ONNX Runtime CPU, all graph optimizations, 2 threads (the first output)."""
+    return next(iter(onnx_outputs_all(path, x, batch).values()))
+
+
+def onnx_outputs_all(path: Path, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+    """Every graph output of ``path`` on ``x`` through the reference ONNX Runtime session, by output name."""
     from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(path, OnnxRuntimeOptions())
     name = runner.inputs[0].name
     fixed_batch = runner.inputs[0].shape[0]
     step = fixed_batch if isinstance(fixed_batch, int) else batch
-    outs = [runner.infer_unchecked({name: x[i : i + step]})[0] for i in range(0, len(x), step)]
-    return np.concatenate(outs)
+    parts = [runner.infer_unchecked({name: x[i : i + step]}) for i in range(0, len(x), step)]
+    return {o.name: np.concatenate([p[k] for p in parts]) for k, o in enumerate(runner.outputs)}
 
 
 def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings: ExportSettings | None = None,
@@ -162,9 +207,13 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     path.parent.mkdir(parents=True, exist_ok=True)
     example_t = torch.from_numpy(model_input(example[:1]))
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.onnx")
+    names = output_names_of(artifact)
     try:
-        check_single_output(module, example_t)
-        exporter(module, tmp, example_t, settings, flavor)
+        if len(names) == 1:
+            check_single_output(module, example_t)
+            exporter(module, tmp, example_t, settings, flavor)
+        else:
+            exporter(module, tmp, example_t, settings, flavor, output_names=names)
         inputs, outputs = finalize_onnx(tmp)
         os.replace(tmp, path)
     except ExportError:
@@ -178,7 +227,9 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     meta: dict[str, Any] = {"flavor": str(flavor), "exporter": exporter_name, "opset": settings.opset}
     if parity_inputs is not None and len(parity_inputs):
         sample = model_input(parity_inputs[: settings.parity_samples])
-        parity = compare_outputs(torch_outputs(module, sample), onnx_outputs(path, sample))
-        meta["parity_vs_torch"] = parity.to_dict()
+        ref, got = torch_outputs_all(module, sample, names), onnx_outputs_all(path, sample)
+        results = {n: compare_outputs(ref[n], got[n]) for n in names}
+        meta["parity_vs_torch"] = results[names[0]].to_dict() | (
+            {"outputs": {n: r.to_dict() for n, r in results.items()}} if len(names) > 1 else {})
     return Artifact(kind="onnx", payload=path, inputs=inputs, outputs=outputs,
                     history=(*artifact.history, f"export:{exporter_name}:{flavor}"), meta={**artifact.meta, **meta})

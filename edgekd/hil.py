@@ -22,6 +22,7 @@ Torch-free unless ``--data`` names a source that needs edgekd.data (npz files do
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import socket
@@ -36,7 +37,7 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.budgets import judge_accuracy, judge_fit, p90_for_budget
-from edgekd.bundle import MODEL, REPORT_JSON, Bundle
+from edgekd.bundle import MODEL, REPORT_JSON, Bundle, golden_key
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.parity import compare_outputs
 from edgekd.registry import Registry
@@ -150,6 +151,9 @@ def _npz_labelled(path: Path, task: TaskSpec | None = None) -> tuple[np.ndarray,
         if arrays is None:
             raise EdgekdError("labelled data file not found", where=str(path))
         for xk, yk in (("x", "y"), ("x_test", "y_test")):
+            per_output = {k[len(yk) + 1:]: v for k, v in arrays.items() if k.startswith(yk + "_")}
+            if xk in arrays and yk not in arrays and len(task.outputs) > 1 and per_output:
+                return arrays[xk], per_output
             if xk in arrays and (yk in arrays or _label_free(task)):
                 x, y = arrays[xk], arrays.get(yk)
                 if y is not None and len(y) != len(x):
@@ -340,14 +344,26 @@ class HilSession:
             raise EdgekdError(f"golden.npz has no {'input' if 'input' not in golden else repr(key)} array "
                               f"(found: {', '.join(sorted(golden)) or 'none'})", where=str(self.reader.golden_path),
                               hint="the bundle was modified; rebuild or re-copy it")
-        ref = golden[key]
-        cand = self.runner.predict(golden["input"])
+        task = self.task()
+        names = [o.name for o in task.outputs] if task else [self.runner.outputs[0].name]
+        cand_all = self.runner.predict_all(golden["input"])
         par = self.target.parity
         step = self.reader.target(self.target_name).output_step
-        task = self.task()
-        result = compare_outputs(ref, cand, par, output_step=step, class_axis=task.single.class_axis if task else 1)
+        results = []
+        for k, name in enumerate(names):
+            ref_key = golden_key(key, name, k)
+            if ref_key not in golden or name not in cand_all:
+                raise EdgekdError(f"golden.npz or the artifact has no output {name!r} ({ref_key})",
+                                  where=str(self.reader.golden_path), hint="the bundle was modified; rebuild it")
+            axis = task.outputs[k].class_axis if task else 1
+            results.append((name, compare_outputs(golden[ref_key], cand_all[name], par,
+                                                  output_step=step if k == 0 else 0.0, class_axis=axis)))
+        result = results[0][1]
+        if len(results) > 1:
+            result = dataclasses.replace(result, failures=tuple(f"output {n}: {f}" for n, r in results for f in r.failures))
         data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement,
-                "output_steps": par.output_steps, "output_step": step}
+                "output_steps": par.output_steps, "output_step": step,
+                **({"outputs": {n: r.to_dict() for n, r in results}} if len(results) > 1 else {})}
         value = f"max|err| {result.max_abs_error:.3g}" + (f", top-1 {result.top1_agreement * 100:.1f}%"
                                                           if result.class_axis is not None else "")
         limit = result.rule  # the rule applied, output-step allowance included, is the rule shown
@@ -360,11 +376,13 @@ class HilSession:
         record = self.manifest.get("task")
         return TaskSpec.from_dict(record) if record else None
 
-    def _metric(self, out: np.ndarray, x: np.ndarray, y: Any) -> float | None:
+    def _metric(self, out: dict[str, np.ndarray], x: np.ndarray, y: Any) -> float | None:
+        """The bundle's task metric on every output (by name); top-1 of the first output for an older bundle."""
         task = self.task()
         if task is None:
-            return float((out.reshape(len(x), -1).argmax(1) == y).mean() * 100)
-        return task_metric(task, {task.single.name: out}, y, x)
+            first = next(iter(out.values()))
+            return float((first.reshape(len(x), -1).argmax(1) == y).mean() * 100)
+        return task_metric(task, dict(zip([o.name for o in task.outputs], out.values(), strict=False)), y, x)
 
     def _labelled(self) -> tuple[np.ndarray, Any, str]:
         data = self.options.data
@@ -394,7 +412,8 @@ class HilSession:
             ref = OnnxRuntimeRunner(self.reader.model_path, OnnxRuntimeOptions())
             name = ref.inputs[0].name
             step = ref.inputs[0].shape[0] if isinstance(ref.inputs[0].shape[0], int) else 256
-            out = np.concatenate([ref.infer_unchecked({name: x[i : i + step]})[0] for i in range(0, len(x), step)])
+            parts = [ref.infer_unchecked({name: x[i : i + step]}) for i in range(0, len(x), step)]
+            out = {o.name: np.concatenate([p[k] for p in parts]) for k, o in enumerate(ref.outputs)}
             return self._metric(out, x, y), f"{MODEL} on ONNX Runtime"
         except ImportError:
             pass
@@ -420,7 +439,7 @@ class HilSession:
     def check_accuracy(self) -> CheckResult:
         x, y, source = self._labelled()
         task = self.task()
-        acc = self._metric(self.runner.predict(x), x, y)
+        acc = self._metric(self.runner.predict_all(x), x, y)
         if acc is None:
             raise CheckSkipped(f"the {task.metric if task else 'top-1'} metric needs labels that {source} lacks")
         ref, ref_source = self._accuracy_reference(x, y)

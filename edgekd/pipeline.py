@@ -23,12 +23,12 @@ from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
 from edgekd.backends.flavors import REFERENCE_FLAVOR, flavor_of
 from edgekd.budgets import Verdict, judge_target, p90_for_budget
-from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, reference_key
+from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, golden_key, reference_key
 from edgekd.compress_report import write_report_md
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
 from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, validate
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
-from edgekd.export import export_onnx, model_input, onnx_outputs, torch_outputs
+from edgekd.export import export_onnx, model_input, onnx_outputs_all, torch_outputs_all
 from edgekd.models import LoadedModel, check_fits_data, load_model, source_label
 from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
@@ -49,17 +49,26 @@ class CompressOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def accuracy(outputs: np.ndarray, labels: Any, task: TaskSpec | None = None, x: np.ndarray | None = None) -> float | None:
-    """The task metric of one model's (single) output (top-1 % for classifiers; see edgekd.tasks.task_metric).
-    Without a task: top-1 of N x C logits, as before tasks existed."""
+def accuracy(outputs: np.ndarray | dict[str, np.ndarray], labels: Any, task: TaskSpec | None = None,
+             x: np.ndarray | None = None) -> float | None:
+    """The task metric of a model's outputs (an array for one output, or a dict by name; top-1 % for
+    classifiers; see edgekd.tasks.task_metric). Without a task: top-1 of N x C logits, as before tasks existed."""
     if task is None:
+        if isinstance(outputs, dict):
+            outputs = next(iter(outputs.values()))
         if labels is None or outputs.ndim != 2:
             return None
         return float((outputs.argmax(1) == labels).mean() * 100)
-    return task_metric(task, {task.single.name: outputs}, labels, x)
+    if not isinstance(outputs, dict):
+        outputs = {task.single.name: outputs}
+    return task_metric(task, outputs, labels, x)
 
 
-def _metric_of(data: DataSplits, outputs: np.ndarray) -> float | None:
+def output_names(data: DataSplits) -> tuple[str, ...]:
+    return tuple(o.name for o in data.task.outputs) if data.task is not None else ("logits",)
+
+
+def _metric_of(data: DataSplits, outputs: np.ndarray | dict[str, np.ndarray]) -> float | None:
     """The data's task metric on test-split ``outputs`` (None when the metric needs labels the data lacks)."""
     return accuracy(outputs, data.y_test, data.task, data.x_test) if _scored(data) else None
 
@@ -83,10 +92,16 @@ def runtime_versions() -> dict[str, str]:
 
 
 def run_batched(runner: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """The runner's first output on ``x``, in chunks."""
+    return run_batched_all(runner, x, batch)[runner.outputs[0].name]
+
+
+def run_batched_all(runner: Any, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+    """Every output of the runner on ``x``, by name, in chunks (fixed-batch artifacts one batch at a time)."""
     spec: IOSpec = runner.inputs[0]
     step = spec.shape[0] if isinstance(spec.shape[0], int) else batch
-    return np.concatenate([runner.infer({spec.name: x[i : i + step]})[runner.outputs[0].name]
-                           for i in range(0, len(x), step)])
+    parts = [runner.infer({spec.name: x[i : i + step]}) for i in range(0, len(x), step)]
+    return {o.name: np.concatenate([p[o.name] for p in parts]) for o in runner.outputs}
 
 
 def _check_targets(targets: list[Target], skip_unavailable: bool) -> list[Target]:
@@ -118,7 +133,8 @@ class Stages:
     _measured: dict[int, tuple[Any, float | None]] = field(default_factory=dict)
 
     def record(self, stage: str, module: torch.nn.Module) -> None:
-        acc = _metric_of(self.data, torch_outputs(module, self.data.x_test)) if _scored(self.data) else None
+        acc = _metric_of(self.data, torch_outputs_all(module, self.data.x_test, output_names(self.data))) \
+            if _scored(self.data) else None
         self._measured[id(module)] = (weakref.ref(module), acc)
         self.rows.append({"stage": stage, "accuracy": acc, "params": sum(p.numel() for p in module.parameters())})
 
@@ -127,7 +143,8 @@ class Stages:
         ref, acc = self._measured.get(id(module), (None, None))
         if ref is not None and ref() is module:
             return acc
-        return _metric_of(self.data, torch_outputs(module, self.data.x_test)) if _scored(self.data) else None
+        return _metric_of(self.data, torch_outputs_all(module, self.data.x_test, output_names(self.data))) \
+            if _scored(self.data) else None
 
     def before_pass(self, compresses: bool) -> None:
         if compresses and self.reference is None and self.rows:
@@ -212,7 +229,7 @@ class References:
     """What a target is compared with: ONNX Runtime on the file it was built from (parity, ``onnx_accuracy``)
     and the uncompressed FP32 model (the accuracy budget, ``fp32_accuracy``)."""
 
-    golden: np.ndarray
+    golden: dict[str, np.ndarray]  # golden outputs by output name
     onnx_accuracy: float | None
     fp32_accuracy: float | None
     fp32_stage: str = ""
@@ -243,14 +260,13 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
         return entry
     runner = backend.load(out_dir, target, build)
     entry["runtime"] = runner.describe()
-    cand = run_batched(runner, golden_input)
     step = quantized_output_step(source)
-    parity = compare_outputs(refs.golden, cand, target.parity, output_step=step, class_axis=_class_axis(data))
-    entry["parity"] = parity.to_dict()
+    parity, per_output = _parity(refs.golden, run_batched_all(runner, golden_input), target, step, data)
+    entry["parity"] = parity.to_dict() | ({"outputs": per_output} if len(per_output) > 1 else {})
     entry["parity_ok"] = parity.ok
     entry["output_step"] = step
     if _scored(data):
-        entry["accuracy"] = _metric_of(data, run_batched(runner, data.x_test))
+        entry["accuracy"] = _metric_of(data, run_batched_all(runner, data.x_test))
         drop = data.task.drop if data.task is not None else (lambda ref, v: ref - v)
         if refs.fp32_accuracy is not None and entry["accuracy"] is not None:
             entry["accuracy_drop"] = drop(refs.fp32_accuracy, entry["accuracy"])  # the budget: against FP32
@@ -277,11 +293,26 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     return entry
 
 
-def _class_axis(data: DataSplits) -> int | None:
-    """The class axis parity takes its argmax along (None: a continuous output, elementwise only)."""
-    if data.task is None:
-        return 1
-    return data.task.single.class_axis
+def _parity(golden: dict[str, np.ndarray], cand: dict[str, np.ndarray], target: Target, step: float,
+            data: DataSplits) -> tuple[Any, dict[str, Any]]:
+    """Parity of every output against ONNX Runtime on the same file, each with its own class axis (argmax along
+    it; none for a continuous output). Returns the first output's result with every output's failures (named when
+    there are several), and each output's result by name."""
+    specs = data.task.outputs if data.task is not None else ()
+    axes = {o.name: o.class_axis for o in specs}
+    results = {}
+    for name, ref in golden.items():
+        if name not in cand:
+            results[name] = compare_outputs(ref, np.empty((0,)), target.parity)
+            continue
+        # the output step is the model's first output's (quantized_output_step); others get none
+        results[name] = compare_outputs(ref, cand[name], target.parity, output_step=step if not results else 0.0,
+                                        class_axis=axes.get(name, 1))
+    first = next(iter(results.values()))
+    if len(results) > 1:
+        failures = tuple(f"output {n}: {f}" for n, r in results.items() for f in r.failures)
+        first = dataclasses.replace(first, failures=failures)
+    return first, {n: r.to_dict() for n, r in results.items()}
 
 
 def _build_or_fail(target: Target, source: Path, staging: Path, golden_input: np.ndarray, refs: References,
@@ -391,12 +422,13 @@ def resolve_task(task: str | None, recipe: Recipe, student: LoadedModel, teacher
                                   f"{'x'.join(map(str, t_shapes.get(out.name) or ()))}; {out.kd} KD compares them "
                                   "element by element", where=where,
                                   hint=f"use a teacher with the same output shape, or set [task.outputs.{out.name}] kd = 'none'")
-    if len(spec.outputs) > 1:
+    structural = [p.name for p in recipe.passes if PASSES.get(p.name).compresses]
+    if len(spec.outputs) > 1 and structural:
         raise EdgekdError(f"task {spec.name}: the model has {len(spec.outputs)} outputs "
-                          f"({', '.join(o.name for o in spec.outputs)}); edgekd trains and scores several outputs "
-                          "(edgekd.train.fine_tune with the task) but exports and bundles one output today",
-                          where=where, hint="compress each head separately, or concatenate the heads along dim 1 "
-                                            "in a wrapper and declare the regression task; nothing was trained")
+                          f"({', '.join(o.name for o in spec.outputs)}); distillation, export, every backend, parity "
+                          f"and bundles take several outputs, but the {', '.join(structural)} pass(es) of recipe "
+                          f"{recipe.name!r} take one output today", where=where,
+                          hint="use the kd or fp32 recipe for a multi-output model; nothing was trained")
     log(f"task: {spec.name} (metric {spec.metric}, {'higher' if spec.higher_is_better else 'lower'} is better; "
         f"{spec.origin})")
     return spec
@@ -459,7 +491,8 @@ def _start_report(inputs: Inputs, sources: dict[str, Any], eval_data: str | None
         report["params"]["teacher"] = sum(p.numel() for p in teacher_src.module.parameters())
     if _scored(splits):
         if teacher_src is not None:
-            report["accuracy"]["teacher"] = _metric_of(splits, torch_outputs(teacher_src.module, splits.x_test))
+            report["accuracy"]["teacher"] = _metric_of(splits, torch_outputs_all(teacher_src.module, splits.x_test,
+                                                                                   output_names(splits)))
         report["accuracy"]["student_before"] = None  # the "loaded" stage fills it (one evaluation, not two)
     return report
 
@@ -470,7 +503,7 @@ def _compress_model(inputs: Inputs, model: str, scratch: Path, options: Compress
     model per group, and the FP32 reference stage."""
     splits, prof, tgts = inputs.splits, inputs.recipe, inputs.targets
     artifact = Artifact(kind="torch", payload=inputs.student.module, history=(f"load:{model}",),
-                        meta={"source": model, "name": inputs.student.name})
+                        meta={"source": model, "name": inputs.student.name, "output_names": list(output_names(splits))})
     ctx = PassContext(teacher=inputs.teacher.module if inputs.teacher else None, data=splits, targets=tuple(tgts),
                       seed=options.seed, workdir=scratch, nproc=options.nproc)
     split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent), len(prof.passes))
@@ -498,13 +531,17 @@ def _golden_and_references(writer: BundleWriter, model_onnx: Path, sources: dict
     """golden.npz (inputs, labels, ONNX Runtime's outputs of every file a target builds from) and eval.npz."""
     golden = {"input": splits.x_test[:n_golden]}
     if splits.y_test is not None:
-        golden["labels"] = splits.y_test[:n_golden]
+        if isinstance(splits.y_test, dict):
+            golden |= {f"labels#{k}": v[:n_golden] for k, v in splits.y_test.items()}
+        else:
+            golden["labels"] = splits.y_test[:n_golden]
     references: dict[Path, tuple[str, np.ndarray, float | None]] = {}
     for path in dict.fromkeys([model_onnx, *sources.values()]):
         # each target is compared with ONNX Runtime running the very file it was built from
-        outputs = onnx_outputs(path, splits.x_test)
+        outputs = onnx_outputs_all(path, splits.x_test)
         key = reference_key(writer.relpath(path))
-        golden[key] = outputs[:n_golden]
+        for k, (name, values) in enumerate(outputs.items()):  # the first output keeps the plain key
+            golden[golden_key(key, name, k)] = values[:n_golden]
         references[path] = (key, outputs, _metric_of(splits, outputs))
     writer.write_golden(golden)
     if _scored(splits):
@@ -519,7 +556,9 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
     entries = {}
     for target in inputs.targets:
         key, _, ref_acc = references[sources[target.name]]
-        refs = References(golden[key], ref_acc, fp32["accuracy"], fp32["stage"], inputs.splits.task)
+        names = output_names(inputs.splits)
+        refs = References({n: golden[golden_key(key, n, k)] for k, n in enumerate(names)}, ref_acc, fp32["accuracy"],
+                          fp32["stage"], inputs.splits.task)
         entry = _build_or_fail(target, sources[target.name], writer.staging, golden["input"], refs, inputs.splits,
                                options)
         entry["source"] = writer.relpath(sources[target.name])

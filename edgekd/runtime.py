@@ -159,17 +159,21 @@ class BundleRunner:
 
     def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         """First output for a single-input model, in chunks (fixed-batch artifacts run one batch at a time)."""
+        return self.predict_all(x, batch)[self.outputs[0].name]
+
+    def predict_all(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
+        """Every output (by name) for a single-input model, in chunks (fixed-batch artifacts one batch at a time)."""
         if len(self.inputs) != 1:
             raise BuildError(f"predict() needs a single-input model; this one has {len(self.inputs)}",
                              hint="use infer({name: array, ...})")
         spec = self.inputs[0]
-        out_name = self.outputs[0].name
         step = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else batch
         x = np.asarray(x)
         if x.ndim == 0 or len(x) == 0:
             raise BuildError(f"predict() needs a batch of samples, shape {list(spec.shape)}; got "
                              f"{'a scalar' if x.ndim == 0 else 'an empty batch'}")
-        return np.concatenate([self.infer({spec.name: x[i : i + step]})[out_name] for i in range(0, len(x), step)])
+        parts = [self.infer({spec.name: x[i : i + step]}) for i in range(0, len(x), step)]
+        return {o.name: np.concatenate([p[o.name] for p in parts]) for o in self.outputs}
 
     def classify(self, x: np.ndarray) -> list[str]:
         """Top-1 label per sample (the index when the bundle has no labels)."""

@@ -185,16 +185,56 @@ def test_a_task_that_does_not_fit_is_refused_before_training(tmp_path: Path) -> 
     with pytest.raises(EdgekdError, match="not a single-output classifier"):
         compress(_Seg(4), data=_seg_data(), recipe="kd", out=tmp_path / "x", options=_opts())
     assert not (tmp_path / "x").exists()
-    with pytest.raises(EdgekdError, match="exports and bundles one output today"):
-        det = nn.Module()
-        det.forward = lambda x: (x.new_zeros(len(x), 3, 2, 2), x.new_zeros(len(x), 4, 2, 2))  # type: ignore[method-assign]
-        det.p = nn.Parameter(torch.zeros(1))
-        data = DataSplits("det", np.zeros((8, 1, 8, 8), np.float32),
-                          {"cls": np.zeros((8, 2, 2), np.int64), "box": np.zeros((8, 4, 2, 2), np.float32)},
-                          np.zeros((4, 1, 8, 8), np.float32),
-                          {"cls": np.zeros((4, 2, 2), np.int64), "box": np.zeros((4, 4, 2, 2), np.float32)})
-        compress(det, data=data, recipe="kd", task="detection", out=tmp_path / "d", options=_opts())
+    with pytest.raises(EdgekdError, match=r"quantize pass\(es\) of recipe 'int8-ptq' take one output today"):
+        compress(_Det(), data=_det_data(), recipe="int8-ptq", task="detection", out=tmp_path / "d", options=_opts())
     assert not (tmp_path / "d").exists()
+
+
+class _Det(nn.Module):
+    """A grid detector: class logits N x 3 x 2 x 2 (background + 2) and boxes N x 4 x 2 x 2, as a dict."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
+                                  nn.ReLU())
+        self.cls, self.box = nn.Conv2d(8, 3, 1), nn.Conv2d(8, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.body(x)
+        return {"cls": self.cls(f), "box": torch.sigmoid(self.box(f))}
+
+
+def _det_data() -> DataSplits:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    keep = bunch.target < 2
+    x = (bunch.images[keep][:300] / 16.0).astype(np.float32)[:, None]
+    n = len(x)
+    cls = np.zeros((n, 2, 2), np.int64)
+    box = np.zeros((n, 4, 2, 2), np.float32)
+    cls[:, 0, 0] = bunch.target[keep][:n] + 1  # one object per image, its centre in the top-left cell
+    box[:, :, 0, 0] = [0.1, 0.1, 0.4, 0.4]
+    return DataSplits("det", x[:220], {"cls": cls[:220], "box": box[:220]}, x[220:], {"cls": cls[220:], "box": box[220:]})
+
+
+def test_a_multi_output_detector_through_kd_bundle_and_check(tmp_path: Path) -> None:
+    import onnx
+
+    from edgekd.config import load_recipe
+    from edgekd.pipeline import compress
+
+    torch.manual_seed(0)
+    recipe = load_recipe("kd", ["distill.epochs=40", "distill.loss=\"ce\"", "distill.batch_size=32", "distill.lr=1e-2"])
+    report = compress(_Det(), data=_det_data(), recipe=recipe,
+                      task="detection", out=tmp_path / "det", options=_opts())
+    assert [o.name for o in onnx.load(str(tmp_path / "det" / "model.onnx")).graph.output] == ["cls", "box"]
+    cpu = report["targets"]["cpu"]
+    assert report["task"]["metric"] == "map50" and cpu["status"] == "passed" and cpu["accuracy"] > 50
+    assert set(cpu["parity"]["outputs"]) == {"cls", "box"} and cpu["parity"]["outputs"]["box"]["class_axis"] is None
+    checks = _check(tmp_path / "det")
+    assert checks["golden_parity"].status == "passed" and checks["accuracy"].status == "passed"
+    assert "map50" in checks["accuracy"].value
 
 
 def _opts():  # -> CompressOptions (imported lazily)

@@ -43,6 +43,12 @@ def reference_key(source_rel: str) -> str:
     return REFERENCE_KEY if source_rel == MODEL else f"{REFERENCE_KEY}@{source_rel}"
 
 
+def golden_key(reference: str, output: str, index: int) -> str:
+    """The golden.npz key of one output's reference values: the plain ``reference`` key for the first output (what
+    a one-output bundle has always held), ``reference#<output>`` for every further output of a multi-output model."""
+    return reference if index == 0 else f"{reference}#{output}"
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as fh:

@@ -83,6 +83,9 @@ class Bundle:
         if path is None or not path.is_file():
             return None
         arrays = load_npz(path)
+        per_output = {k[2:]: v for k, v in arrays.items() if k.startswith("y_")}
+        if "x" in arrays and "y" not in arrays and per_output:  # a multi-output model's labels, one per output
+            return arrays["x"], per_output
         if "x" not in arrays or "y" not in arrays:
             raise EdgekdError(f"{path.name} has no x/y arrays (found: {', '.join(sorted(arrays)) or 'none'})",
                               where=str(path), hint="the bundle was modified; rebuild or re-copy it")

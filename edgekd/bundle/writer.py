@@ -214,7 +214,8 @@ class BundleWriter:
         import numpy as np
 
         path = self.staging / EVAL
-        np.savez_compressed(path, x=x, **({"y": y} if y is not None else {}))
+        labels = {f"y_{k}": v for k, v in y.items()} if isinstance(y, dict) else ({"y": y} if y is not None else {})
+        np.savez_compressed(path, x=x, **labels)
         return path
 
     def write_report(self, report: Mapping[str, Any], markdown: Callable[[Mapping[str, Any], Path], Any] | None = None) -> Path:
