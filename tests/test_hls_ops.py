@@ -1,0 +1,172 @@
+"""The HLS ops of segmentation, signal, anomaly and detection students, each on a tiny seeded model quantized by
+ONNX Runtime (QDQ, per tensor): g++ C simulation against ORT INT8 on the int8 grid, in both requantization modes.
+
+Exact (0 LSB) wherever ORT runs integer code or the C++ repeats its float steps; the documented 1 LSB only where
+the fixed-point path replaces a float op of ORT (AveragePool, bilinear Resize: exact .5 ties). docs/fpga-hls.md
+lists which is which."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgekd.backends.hls import HLSBackend, csim
+from edgekd.backends.hls.frontend import load_graph
+from edgekd.config import load_target
+
+pytest.importorskip("onnxruntime")
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is needed for C simulation")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("hls_ops")
+
+
+def _target(**changes: object) -> object:
+    target = load_target("fpga-zcu104")
+    return dataclasses.replace(target, options=dataclasses.replace(target.options, **changes))
+
+
+def _agreement(name: str, workdir: Path, fixed_lsb: int) -> tuple[dict, dict, object]:
+    """Build ``name`` (fixed point, checked at ``fixed_lsb``), then the same sources with ORT's float32
+    requantization, checked at 0 LSB; returns both agreements and the IR."""
+    from edgekd.testing.hls_ops import op_qdq
+
+    path, x = op_qdq(name, workdir)
+    out = workdir / name
+    result = HLSBackend().build(path, _target(tolerance_lsb=fixed_lsb), out, golden=x)
+    binary, _ = csim.compile_project(out, requant="float32", output="build/csim_f32")
+    return result.agreement.to_dict(), csim.run_check(out, binary, tolerance_lsb=0), load_graph(path)
+
+
+def _exact(agreement: dict) -> bool:
+    return agreement["ok"] and agreement["max_lsb"] == 0 and agreement["exact"] == agreement["elements"]
+
+
+def test_slice_split_and_concat_to_the_output_are_exact(workdir: Path) -> None:
+    fixed, f32, graph = _agreement("slice_concat", workdir, 0)
+    kinds = [layer.kind for layer in graph.layers]
+    assert kinds.count("gather") == 4 and kinds[-1] == "concat"  # 2 Split outputs, 2 Slices; Concat writes the output
+    assert graph.output.shape == (2, 7, 8)
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
+def test_nearest_resize_is_an_exact_copy(workdir: Path) -> None:
+    fixed, f32, graph = _agreement("resize_nearest", workdir, 0)
+    gather = next(la for la in graph.layers if la.kind == "gather")
+    assert [ix.tolist() for ix in gather.index[1:]] == [[0, 0, 1, 1, 2, 2, 3, 3]] * 2
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
+def test_bilinear_resize(workdir: Path) -> None:
+    """ORT runs it in float (DQ -> Resize -> Q): the float32 path repeats its weights and sum exactly; the integer
+    path (weights in 1/256) rounds exact .5 ties half to even where ORT's float rounding breaks them either way."""
+    fixed, f32, graph = _agreement("resize_bilinear", workdir, 1)
+    resize = next(la for la in graph.layers if la.kind == "resize")
+    assert resize.wx[:3].tolist() == [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75]]  # pytorch_half_pixel: -0.25 clamps to 0
+    assert _exact(f32), f32
+    assert fixed["ok"] and fixed["max_lsb"] <= 1 and fixed["exact"] >= 0.9 * fixed["elements"], fixed
+
+
+def test_conv_transpose_2d(workdir: Path) -> None:
+    """ORT runs ConvTranspose in float: the integer sum is exact, ORT's float sum could differ by 1 LSB (here it does not)."""
+    fixed, f32, graph = _agreement("conv_transpose", workdir, 1)
+    layer = next(la for la in graph.layers if la.kind == "conv_transpose")
+    assert graph.tensors[layer.output].shape == (3, 6, 6) and layer.weights.shape == (3, 4, 3, 3)
+    assert fixed["ok"] and f32["ok"] and fixed["max_lsb"] <= 1 and f32["max_lsb"] <= 1, (fixed, f32)
+    assert f32["exact"] == f32["elements"], f32
+
+
+def test_signal_path_1d_conv_pools_and_conv_transpose(workdir: Path) -> None:
+    """Conv1d, MaxPool1d, AvgPool1d and ConvTranspose1d on [C, L]. ORT averages in float: float32 mode is exact,
+    the fixed-point average within 1 LSB."""
+    fixed, f32, graph = _agreement("signal", workdir, 1)
+    assert [la.kind for la in graph.layers] == ["conv", "pool", "pool", "conv_transpose"]
+    assert [graph.tensors[la.output].shape for la in graph.layers] == [(4, 16), (4, 8), (4, 8), (3, 16)]
+    assert _exact(f32), f32
+    assert fixed["ok"] and fixed["max_lsb"] <= 1, fixed
+
+
+def test_activation_tables_are_exact(workdir: Path) -> None:
+    fixed, f32, graph = _agreement("activations", workdir, 0)
+    assert sorted(la.function for la in graph.layers if la.kind == "lut") == ["HardSigmoid", "HardSwish", "Sigmoid"]
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
+@pytest.mark.parametrize("function", ["Sigmoid", "HardSigmoid", "HardSwish"])
+def test_activation_table_equals_onnxruntime_on_every_code(function: str) -> None:
+    """The whole int8 grid for several input/output scales: the table is what ORT's DQ -> op -> Q gives."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd.backends.hls.lowering import GraphBuilder
+    from edgekd.backends.hls.values import Act, Pending
+
+    codes = np.arange(-128, 128, dtype=np.int8)
+    rng = np.random.default_rng(0)
+    for _ in range(8):
+        s_in, z_in = float(np.float32(rng.uniform(0.005, 0.1))), int(rng.integers(-20, 20))
+        s_out, z_out = float(np.float32(rng.uniform(0.002, 0.05))), int(rng.integers(-128, 0))
+        params = {"alpha": 0.2, "beta": 0.5} if function == "HardSigmoid" else {}
+        inits = [numpy_helper.from_array(np.array(v, t), n) for v, t, n in
+                 [(s_in, np.float32, "si"), (z_in, np.int8, "zi"), (s_out, np.float32, "so"), (z_out, np.int8, "zo")]]
+        nodes = [helper.make_node("DequantizeLinear", ["x", "si", "zi"], ["d"]), helper.make_node(function, ["d"], ["f"]),
+                 helper.make_node("QuantizeLinear", ["f", "so", "zo"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.INT8, [256])],
+                                  [helper.make_tensor_value_info("y", TensorProto.INT8, [256])], inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = 8
+        expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": codes})[0]
+        builder = GraphBuilder("m.onnx")
+        x = builder.new_tensor("x", (256,), "int8", s_in, z_in)
+        builder.finalize(Pending("lut", "f", [Act(x, s_in, z_in)], {"function": function, **params}), "y", s_out, z_out, "int8")
+        np.testing.assert_array_equal(builder.layers[-1].table, expected.astype(np.int32))
+
+
+def test_softmax_at_the_output_runs_on_the_host(workdir: Path) -> None:
+    """The top function ends at the logits' int8 codes; io.h repeats ORT's QLinearSoftmax (float32 table and sum)."""
+    fixed, f32, graph = _agreement("softmax", workdir, 0)
+    assert graph.softmax is not None and graph.softmax.axis == 0 and graph.layers[-1].kind == "dense"
+    assert "QLinearSoftmax" in (workdir / "softmax" / "firmware" / "io.h").read_text()
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
+def test_unsupported_variants_name_the_node(tmp_path: Path) -> None:
+    import onnx
+    import torch
+    from torch.nn import functional as F
+
+    from edgekd.testing import export_float, ort_quantize
+
+    class Odd(torch.nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            self.kind, self.conv = kind, torch.nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.conv(x)
+            if self.kind == "cubic":
+                return F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+            if self.kind == "softmax":
+                return self.conv(torch.softmax(x, 1)[:, :1])
+            return torch.tanh(x)
+
+    x = np.random.default_rng(0).standard_normal((8, 1, 4, 4)).astype(np.float32)
+    messages = {}
+    for kind in ("cubic", "softmax", "tanh"):
+        torch.manual_seed(0)
+        src = export_float(Odd(kind), tmp_path / f"{kind}.onnx", x)
+        path = ort_quantize(src, tmp_path / f"{kind}.qdq.onnx", x, per_channel=False)
+        assert onnx.load(str(path)).graph.node
+        with pytest.raises(Exception) as info:
+            HLSBackend().build(path, _target(), tmp_path / f"out-{kind}", golden=x)
+        messages[kind] = str(info.value)
+        assert not (tmp_path / f"out-{kind}").exists()
+    assert "Resize mode 'cubic' is not supported" in messages["cubic"] and "(Resize)" in messages["cubic"]
+    assert "Softmax is supported over the last axis only" in messages["softmax"] and "(Softmax)" in messages["softmax"]
+    assert "(Tanh)" in messages["tanh"] and "not supported by the HLS backend" in messages["tanh"]
