@@ -131,8 +131,9 @@ def test_activation_table_equals_onnxruntime_on_every_code(function: str) -> Non
 def test_softmax_at_the_output_runs_on_the_host(workdir: Path) -> None:
     """The top function ends at the logits' int8 codes; io.h repeats ORT's QLinearSoftmax (float32 table and sum)."""
     fixed, f32, graph = _agreement("softmax", workdir, 0)
+    notes = (workdir / "softmax" / "README.md").read_text()
     assert graph.softmax is not None and graph.softmax.axis == 0 and graph.layers[-1].kind == "dense"
-    assert "QLinearSoftmax" in (workdir / "softmax" / "firmware" / "io.h").read_text()
+    assert "QLinearSoftmax" in (workdir / "softmax" / "firmware" / "io.h").read_text() and "softmax" in notes.lower()
     assert _exact(fixed) and _exact(f32), (fixed, f32)
 
 
@@ -170,3 +171,59 @@ def test_unsupported_variants_name_the_node(tmp_path: Path) -> None:
     assert "Resize mode 'cubic' is not supported" in messages["cubic"] and "(Resize)" in messages["cubic"]
     assert "Softmax is supported over the last axis only" in messages["softmax"] and "(Softmax)" in messages["softmax"]
     assert "(Tanh)" in messages["tanh"] and "not supported by the HLS backend" in messages["tanh"]
+
+
+def _build(path: Path, x: np.ndarray, out: Path, tolerance: int) -> tuple[dict, dict]:
+    result = HLSBackend().build(path, _target(tolerance_lsb=tolerance), out, golden=x)
+    binary, _ = csim.compile_project(out, requant="float32", output="build/csim_f32")
+    return result.agreement.to_dict(), csim.run_check(out, binary, tolerance_lsb=tolerance)
+
+
+def test_quantized_heads_concatenated_into_the_output(workdir: Path) -> None:
+    """ORT's QDQ: both heads and the Concat quantized (QLinearConcat): exact."""
+    from edgekd.testing.hls_ops import op_qdq
+
+    path, x = op_qdq("heads", workdir)
+    fixed, f32 = _build(path, x, workdir / "heads", 0)
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
+def test_float_concat_output_of_differently_quantized_parts(workdir: Path) -> None:
+    """The Concat left in float (nodes_to_exclude): ORT concatenates two dequantized heads of different scales
+    into the float output. The top function copies both heads' codes; the host dequantizes per element: exact."""
+    from edgekd.testing.hls_ops import op_qdq
+
+    path, x = op_qdq("heads_flat", workdir, exclude=["/Concat"], tag="_float_concat")
+    graph = load_graph(path)
+    assert graph.output_dequant is not None and graph.output.dtype == "int32" and graph.output.shape == (180,)
+    scales = graph.output_dequant[0]
+    assert len(set(scales[:72].tolist())) == 1 and len(set(scales[72:].tolist())) == 1 and scales[0] != scales[-1]
+    fixed, f32 = _build(path, x, workdir / "float_concat", 0)
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
+def test_raw_conv_heads_concatenated_into_the_float_output(workdir: Path) -> None:
+    """Heads with no QuantizeLinear (NNCF-style float heads): their int32 accumulators are concatenated and
+    dequantized on the host with each head's per-channel scale and bias; ORT's float conv: within 1 LSB."""
+    import onnx
+
+    from edgekd.testing.hls_ops import op_qdq
+
+    path, x = op_qdq("heads", workdir, exclude=["/Concat"], tag="_raw")
+    model = onnx.load(str(path))
+    nodes = {n.output[0]: n for n in model.graph.node}
+    concat = next(n for n in model.graph.node if n.op_type == "Concat")
+    for i, name in enumerate(concat.input):
+        dq = nodes[name]
+        q = nodes[dq.input[0]]
+        assert (dq.op_type, q.op_type, nodes[q.input[0]].op_type) == ("DequantizeLinear", "QuantizeLinear", "Conv")
+        concat.input[i] = q.input[0]
+        model.graph.node.remove(dq)
+        model.graph.node.remove(q)
+    raw = workdir / "heads_raw_heads.onnx"
+    onnx.save(model, str(raw))
+    graph = load_graph(raw)
+    assert graph.layers[-1].kind == "concat" and graph.layers[-1].raw and graph.output.shape == (5, 6, 6)
+    assert [la.requant is None for la in graph.layers if la.kind == "conv"] == [False, True, True]
+    fixed, f32 = _build(raw, x, workdir / "raw_heads", 1)
+    assert fixed["ok"] and f32["ok"] and fixed["max_lsb"] <= 1, (fixed, f32)

@@ -92,6 +92,20 @@ class SoftmaxNet(nn.Module):
         return torch.softmax(self.fc(F.relu(self.conv(x)).flatten(1)), 1)
 
 
+class HeadsNet(nn.Module):
+    """A detector's output: two 1x1 conv heads concatenated along channels (``flat``: flattened, along positions)."""
+
+    def __init__(self, flat: bool) -> None:
+        super().__init__()
+        self.flat = flat
+        self.conv, self.boxes, self.scores = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 2, 1), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.conv(x))
+        a, b = self.boxes(x), self.scores(x)
+        return torch.cat([a.flatten(1), b.flatten(1)], 1) if self.flat else torch.cat([a, b], 1)
+
+
 #: name -> (module factory, input shape without batch)
 OP_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resize_nearest": (lambda: ResizeNet("nearest"), (1, 4, 4)),
@@ -101,14 +115,18 @@ OP_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "slice_concat": (SliceNet, (1, 8, 8)),
     "activations": (ActivationNet, (1, 6, 6)),
     "softmax": (SoftmaxNet, (1, 6, 6)),
+    "heads": (lambda: HeadsNet(False), (1, 6, 6)),
+    "heads_flat": (lambda: HeadsNet(True), (1, 6, 6)),
 }
 
 
-def op_qdq(name: str, workdir: Path, *, samples: int = 64, seed: int = 0) -> tuple[Path, np.ndarray]:
-    """Export ``OP_MODELS[name]`` (seeded) and quantize it with ORT (QDQ, per tensor); returns (qdq path, inputs)."""
+def op_qdq(name: str, workdir: Path, *, samples: int = 64, seed: int = 0, exclude: list[str] | None = None,
+           tag: str = "") -> tuple[Path, np.ndarray]:
+    """Export ``OP_MODELS[name]`` (seeded) and quantize it with ORT (QDQ, per tensor; ``exclude``: nodes left in
+    float); returns (qdq path, inputs)."""
     factory, shape = OP_MODELS[name]
     torch.manual_seed(seed)
     module = factory()
     x = np.random.default_rng(seed).standard_normal((samples, *shape)).astype(np.float32)
     float_path = export_float(module, workdir / f"{name}.onnx", x)
-    return ort_quantize(float_path, workdir / f"{name}.qdq.onnx", x[:32], per_channel=False), x
+    return ort_quantize(float_path, workdir / f"{name}{tag}.qdq.onnx", x[:32], per_channel=False, exclude=exclude), x

@@ -141,7 +141,8 @@ def layer_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
                 f"static const int outer = {outer};", f"static const int inner = {inner};",
                 f"static const int out_inner = {out_inner};", f"static const int offset = {offset};",
                 f"static const int32_t in_zp = {r.in_zero_point};", f"static constexpr float in_scale = {_f(r.in_scale)};",
-                f"static const int64_t mult = {r.multiplier};", *common]))
+                f"static const int64_t mult = {r.multiplier};", f"static const bool raw = {'true' if layer.raw else 'false'};",
+                *common]))
             offset += inner
         return "".join(out)
     return ""
@@ -366,7 +367,20 @@ static inline void quantize_input(const float *x, input_t *q) {{
     }}
 }}
 """]
-    if graph.float_output:
+    if graph.output_dequant is not None:
+        scale, zero_point, bias = graph.output_dequant
+        text += [_array("float", "output_scale", scale), _array("int32_t", "output_zp", zero_point),
+                 _array("float", "output_bias", bias)]
+        text.append("""// a Concat of differently quantized parts: int8 codes and raw int32 accumulators, dequantized per element
+static inline void dequantize_output(const result_t *q, float *y) {
+    for (int i = 0; i < N_OUTPUT; i++) y[i] = (float)((int32_t)q[i] - output_zp[i]) * output_scale[i] + output_bias[i];
+}
+static inline float output_lsb(int i) { return output_scale[i]; }
+static inline int32_t output_int(float v, int i) {
+    return (int32_t)std::nearbyint((v - output_bias[i]) / output_scale[i]) + output_zp[i];
+}
+""")
+    elif graph.float_output:
         layer = graph.output_layer
         assert layer is not None and layer.out_scale is not None
         bias = layer.out_bias if layer.out_bias is not None else np.zeros_like(layer.out_scale)

@@ -296,8 +296,13 @@ class _Frontend(ExtraOps):
         self.values[node.output[0]] = Pending("add", node.name or node.output[0], [a, b])
 
     def op_Concat(self, node: Any) -> None:
-        xs = [self.get(node, n, Act) for n in node.input]
-        rank = len(self.act_shape(xs[0]))
+        xs = [self.get(node, n, Act, Pending) for n in node.input]
+        for n, x in zip(node.input, xs):
+            if isinstance(x, Pending) and (x.op not in ("conv", "dense") or np.isfinite(x.lo) or np.isfinite(x.hi)):
+                raise self.err(node, f"input {n!r} is a float {x.op} result with no QuantizeLinear after it",
+                               hint="only Conv/Gemm results may reach a Concat unquantized")
+        rank = 1 if isinstance(xs[0], Pending) and xs[0].op == "dense" else len(self.act_shape(
+            xs[0].inputs[0] if isinstance(xs[0], Pending) else xs[0]))
         axis = int(self.attrs(node)["axis"])
         axis = axis + rank + 1 if axis < 0 else axis
         if axis == 0:
@@ -346,7 +351,7 @@ class _Frontend(ExtraOps):
             raise BuildError("the float input is never quantized (no QuantizeLinear on it)", where=self.where,
                              hint="the HLS backend builds quantized models only: run a quantize pass or quantize_static")
         output_layer = None
-        softmax = None
+        softmax, output_dequant = None, None
         if isinstance(value, SoftmaxOut):
             softmax = ir.HostSoftmax(value.axis, value.scale, value.zero_point, value.dtype)
             value = value.act
@@ -355,6 +360,9 @@ class _Frontend(ExtraOps):
             out = ir.Tensor(t.name, t.shape, t.dtype, float(_F32(value.scale)), value.zero_point)
         elif isinstance(value, QAct):
             out = self.tensors[value.tensor]
+        elif isinstance(value, Pending) and value.op == "concat":
+            tensor, output_dequant = self.float_concat(value, output_name)
+            out = self.tensors[tensor]
         elif isinstance(value, Pending):
             out = self.tensors[self.finalize(value, output_name, 1.0, 0, None)]
             output_layer = self.layers[-1]
@@ -362,7 +370,8 @@ class _Frontend(ExtraOps):
             raise BuildError(f"graph output {output_name!r} is not a quantized tensor or a Conv/Gemm result", where=self.where)
         return ir.Graph(name=c_name(Path(self.where).stem), input_name=self.input_name, output_name=output_name,
                         input_float_shape=self.input_float_shape, input=self.tensors[self.input_tensor], output=out,
-                        tensors=self.tensors, layers=self.layers, output_layer=output_layer, softmax=softmax)
+                        tensors=self.tensors, layers=self.layers, output_layer=output_layer, softmax=softmax,
+                        output_dequant=output_dequant)
 
 
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:

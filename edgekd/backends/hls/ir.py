@@ -178,6 +178,7 @@ class Concat(Layer):
     zero_point: int = 0
     lo: int = -128
     hi: int = 127
+    raw: bool = False  # copy the inputs' codes unchanged into an int32 float graph output (Graph.output_dequant)
 
     kind = "concat"
 

@@ -90,6 +90,11 @@ class GraphBuilder:
 
     def finalize(self, p: Pending, out_name: str, s: float, z: int, dtype: str | None) -> str:
         """Turn a pending float op into an integer layer writing a new tensor (dtype None: int32 accumulators)."""
+        if p.op == "concat" and dtype is not None and any(isinstance(a, Pending) for a in p.inputs):
+            # ORT: Conv/Gemm in float, Concat, one Q = each part quantized with the Q's parameters, then concatenated
+            parts = [Act(self.finalize(a, f"{out_name}_part{i}", s, z, dtype), s, z) if isinstance(a, Pending) else a
+                     for i, a in enumerate(p.inputs)]
+            p = Pending(p.op, p.node, parts, p.attrs, p.lo, p.hi)
         lo, hi = clamp_range(p, s, z, dtype)
         out = _Output(self.layer_name(p.node), out_name, s, z, dtype, lo, hi)
         if p.op in ("conv", "dense"):
@@ -106,6 +111,43 @@ class GraphBuilder:
         if p.op == "resize":
             return self._lower_resize(p, out)
         return self._lower_rescaled(p, out)
+
+    def float_concat(self, p: Pending, out_name: str) -> tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A Concat as the float graph output with no Q after it (ORT concatenates dequantized values): each part keeps
+        its codes -- int8 ones with their scale and zero point, raw int32 accumulators of a Conv/Gemm with its
+        per-channel scale and float bias -- copied into one int32 output; the host dequantizes per element."""
+        tensors, scales, zps, biases = [], [], [], []
+        for i, part in enumerate(p.inputs):
+            if isinstance(part, Pending):
+                tensor = self.finalize(part, f"{out_name}_part{i}", 1.0, 0, None)
+                layer = self.layers[-1]
+                shape = self.tensors[tensor].shape
+                per_channel = (-1,) + (1,) * (len(shape) - 1)
+                scale = np.broadcast_to(np.asarray(layer.out_scale, _F32).reshape(per_channel), shape)
+                bias = layer.out_bias if layer.out_bias is not None else np.zeros(shape[0], _F32)
+                bias = np.broadcast_to(np.asarray(bias, _F32).reshape(per_channel), shape)
+                zp = np.zeros(shape, np.int32)
+            else:
+                tensor, shape = part.tensor, self.act_shape(part)
+                scale, zp, bias = np.full(shape, _F32(part.scale)), np.full(shape, part.zero_point, np.int32), np.zeros(shape, _F32)
+            tensors.append(tensor)
+            scales.append(scale)
+            zps.append(zp)
+            biases.append(bias)
+        axis = p.attrs["axis"]
+        shapes = [self.tensors[t].shape for t in tensors]
+        if len({len(sh) for sh in shapes}) != 1 or any(sh[:axis] + sh[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:]
+                                                        for sh in shapes):
+            raise BuildError(f"Concat inputs {[list(sh) for sh in shapes]} differ off axis {axis + 1}",
+                             where=f"{self.where} {p.node}")
+        dequant = tuple(np.concatenate(arrays, axis).reshape(-1) for arrays in (scales, zps, biases))
+        out_shape = list(shapes[0])
+        out_shape[axis] = sum(sh[axis] for sh in shapes)
+        tensor = self.new_tensor(out_name, tuple(out_shape), "int32", 1.0, 0)
+        identity = tuple(ir.Rescale(1.0, 0, 1) for _ in tensors)
+        self.layers.append(ir.Concat(self.layer_name(p.node), tensors, tensor, axis=axis, rescale=identity, raw=True,
+                                     lo=ir.INT_RANGES["int32"][0], hi=ir.INT_RANGES["int32"][1]))
+        return tensor, (dequant[0].astype(_F32), dequant[1].astype(np.int32), dequant[2].astype(_F32))
 
     def _lower_conv_transpose(self, p: Pending, out: _Output) -> str:
         """ORT runs DQ -> float ConvTranspose -> Q: the integer sum is exact, only ORT's float sum may differ (<= 1 LSB)."""

@@ -56,9 +56,9 @@ class Act:
 
 @dataclass
 class Pending:
-    op: str  # conv | dense | add | avgpool | concat | identity
+    op: str  # conv | dense | add | avgpool | concat | identity | conv_transpose | lut | resize
     node: str
-    inputs: list[Act]
+    inputs: list[Any]  # Act; a concat may also hold pending Conv/Gemm results (lowered at its Q or the output)
     attrs: dict[str, Any] = field(default_factory=dict)
     lo: float = -np.inf  # float clamp from Relu/Clip
     hi: float = np.inf

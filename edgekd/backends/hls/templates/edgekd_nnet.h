@@ -189,10 +189,11 @@ ConcatLoop:
 #pragma HLS PIPELINE II = 1
             const int32_t d = (int32_t)x[o * CFG::inner + i] - CFG::in_zp;
 #if EDGEKD_REQUANT_FLOAT
-            const int32_t v = finish_float((float)d * CFG::in_scale, CFG::out_scale, CFG::out_zp, CFG::lo, CFG::hi);
+            int32_t v = finish_float((float)d * CFG::in_scale, CFG::out_scale, CFG::out_zp, CFG::lo, CFG::hi);
 #else
-            const int32_t v = clamp_i32(rshift_rne((int64_t)d * CFG::mult, CFG::shift) + CFG::out_zp, CFG::lo, CFG::hi);
+            int32_t v = clamp_i32(rshift_rne((int64_t)d * CFG::mult, CFG::shift) + CFG::out_zp, CFG::lo, CFG::hi);
 #endif
+            if (CFG::raw) v = (int32_t)x[o * CFG::inner + i];  // float graph output: the codes, dequantized on the host
             y[o * CFG::out_inner + CFG::offset + i] = (out_t)v;
         }
     }
