@@ -227,3 +227,61 @@ def test_raw_conv_heads_concatenated_into_the_float_output(workdir: Path) -> Non
     assert [la.requant is None for la in graph.layers if la.kind == "conv"] == [False, True, True]
     fixed, f32 = _build(raw, x, workdir / "raw_heads", 1)
     assert fixed["ok"] and f32["ok"] and fixed["max_lsb"] <= 1, (fixed, f32)
+
+
+def _probe(op: str, inputs: list[str], outputs: list[str], shape: list[int], consts: dict[str, np.ndarray],
+           **attrs: object) -> tuple:
+    """A QDQ graph Q -> DQ -> op -> Q -> DQ with scale 1 whose input codes are all distinct: ORT's output names the
+    source element of every output, which the IR's Gather index tables must name too."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(1.0, np.float32), "s"), numpy_helper.from_array(np.array(0, np.int8), "z")]
+    inits += [numpy_helper.from_array(v, k) for k, v in consts.items()]
+    nodes = [helper.make_node("QuantizeLinear", ["input", "s", "z"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node(op, ["d", *inputs], outputs, name="probe", **attrs),
+             helper.make_node("QuantizeLinear", ["o", "s", "z"], ["q2"]), helper.make_node("DequantizeLinear", ["q2", "s", "z"], ["out"])]
+    graph = helper.make_graph(nodes, "probe", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, *shape])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    x = (np.arange(int(np.prod(shape))) - 128).astype(np.float32).reshape(1, *shape)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    return model, x, expected
+
+
+@pytest.mark.parametrize(("case", "shape", "attrs", "consts"), [
+    ("slice", [3, 5, 6], {}, {"st": np.array([1, -1, 4], np.int64), "en": np.array([3, -6, 2**63 - 1], np.int64),
+                              "ax": np.array([1, 2, -1], np.int64), "sp": np.array([1, -2, 1], np.int64)}),
+    ("slice", [4, 10], {}, {"st": np.array([-2, 1], np.int64), "en": np.array([-100, 9], np.int64),
+                            "ax": np.array([1, 2], np.int64), "sp": np.array([-1, 3], np.int64)}),
+    ("nearest", [2, 3, 5], {"mode": "nearest"}, {"sc": np.array([1, 1, 2, 1.5], np.float32)}),
+    ("nearest", [2, 3, 5], {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+     {"sc": np.array([1, 1, 3, 2], np.float32)}),
+    ("nearest", [2, 6, 7], {"mode": "nearest", "coordinate_transformation_mode": "align_corners",
+                            "nearest_mode": "round_prefer_ceil"}, {"sz": np.array([1, 2, 3, 10], np.int64)}),
+    ("nearest", [2, 4, 20], {"mode": "nearest", "coordinate_transformation_mode": "pytorch_half_pixel"},
+     {"sc": np.array([1, 1, 1, 1.6], np.float32)}),
+    ("nearest", [2, 8, 9], {"mode": "nearest"}, {"sc": np.array([1, 1, 0.5, 0.6], np.float32)}),  # downsampling
+    ("nearest", [2, 5, 4], {"mode": "nearest", "coordinate_transformation_mode": "tf_half_pixel_for_nn",
+                            "nearest_mode": "ceil"}, {"sc": np.array([1, 1, 1.5, 2.5], np.float32)}),
+    ("split", [6, 2, 3], {"axis": 1}, {"sp": np.array([1, 3, 2], np.int64)}),
+])
+def test_gather_index_tables_match_onnxruntime(case: str, shape: list[int], attrs: dict, consts: dict, tmp_path: Path) -> None:
+    import onnx
+
+    from edgekd.backends.hls import ir
+
+    inputs = {"slice": ["st", "en", "ax", "sp"], "nearest": ["", "sc"] if "sc" in consts else ["", "", "sz"],
+              "split": ["sp"]}[case]
+    op = {"slice": "Slice", "nearest": "Resize", "split": "Split"}[case]
+    outputs = ["a", "o", "b"] if case == "split" else ["o"]  # a Split probe reads its middle output
+    model, x, expected = _probe(op, inputs, outputs, shape, consts, **attrs)
+    path = tmp_path / "probe.onnx"
+    onnx.save(model, str(path))
+    graph = load_graph(path)
+    gather = next(la for la in graph.layers if isinstance(la, ir.Gather) and la.output == graph.output.name)
+    ic, ih, iw = gather.index
+    view = x.reshape(ir.as_rank3(tuple(shape)))
+    got = view[np.ix_(ic, ih, iw)].reshape(expected.shape[1:])
+    np.testing.assert_array_equal(got, expected[0])
