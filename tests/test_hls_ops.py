@@ -285,3 +285,33 @@ def test_gather_index_tables_match_onnxruntime(case: str, shape: list[int], attr
     view = x.reshape(ir.as_rank3(tuple(shape)))
     got = view[np.ix_(ic, ih, iw)].reshape(expected.shape[1:])
     np.testing.assert_array_equal(got, expected[0])
+
+
+@pytest.mark.parametrize(("coordinate_mode", "scales"), [("half_pixel", (2.0, 2.0)), ("pytorch_half_pixel", (1.5, 2.5)),
+                                                         ("align_corners", (2.0, 3.0)), ("asymmetric", (1.75, 0.5))])
+def test_bilinear_weights_and_sum_order_match_onnxruntime(coordinate_mode: str, scales: tuple[float, float]) -> None:
+    """ORT's float Resize(linear) on random floats equals, bit for bit, the float32 formula the C++ float path runs
+    with the front end's taps and weights: so the float32 C simulation of a bilinear Resize is exact."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgekd.backends.hls.frontend_ops import bilinear_taps, original_coordinate
+
+    shape = (1, 3, 5, 6)
+    sc = numpy_helper.from_array(np.array([1, 1, *scales], np.float32), "sc")
+    node = helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="linear", coordinate_transformation_mode=coordinate_mode)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [sc])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    model.ir_version = 9
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0][0]
+    oh, ow = (int(np.float32(s) * np.float32(d)) for s, d in zip(scales, shape[2:]))
+    (yi, wy), (xi, wx) = (bilinear_taps(original_coordinate(coordinate_mode, o, d, s), d)
+                          for o, d, s in zip((oh, ow), shape[2:], scales))
+    v = x[0]
+    x11, x21 = v[:, yi[:, 0]][:, :, xi[:, 0]], v[:, yi[:, 0]][:, :, xi[:, 1]]
+    x12, x22 = v[:, yi[:, 1]][:, :, xi[:, 0]], v[:, yi[:, 1]][:, :, xi[:, 1]]
+    w1, w2 = wy[:, 0][:, None], wy[:, 1][:, None]
+    got = (wx[:, 0] * w1) * x11 + (wx[:, 1] * w1) * x21 + (wx[:, 0] * w2) * x12 + (wx[:, 1] * w2) * x22
+    np.testing.assert_array_equal(got.astype(np.float32), expected)
