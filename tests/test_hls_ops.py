@@ -76,8 +76,9 @@ def test_bilinear_resize(workdir: Path) -> None:
 def test_conv_transpose_2d(workdir: Path) -> None:
     """ORT runs ConvTranspose in float: the integer sum is exact, ORT's float sum could differ by 1 LSB (here it does not)."""
     fixed, f32, graph = _agreement("conv_transpose", workdir, 1)
-    layer = next(la for la in graph.layers if la.kind == "conv_transpose")
-    assert graph.tensors[layer.output].shape == (3, 6, 6) and layer.weights.shape == (3, 4, 3, 3)
+    grouped, last = (la for la in graph.layers if la.kind == "conv_transpose")
+    assert graph.tensors[grouped.output].shape == (6, 6, 6) and grouped.weights.shape == (6, 2, 3, 3) and grouped.groups == 2
+    assert graph.tensors[last.output].shape == (3, 7, 13) and last.dilation == (1, 2) and last.stride == (1, 2)
     assert fixed["ok"] and f32["ok"] and fixed["max_lsb"] <= 1 and f32["max_lsb"] <= 1, (fixed, f32)
     assert f32["exact"] == f32["elements"], f32
 

@@ -32,15 +32,17 @@ class ResizeNet(nn.Module):
 
 
 class TransposeNet(nn.Module):
-    """Conv -> strided ConvTranspose2d with padding and output_padding: an autoencoder's decoder."""
+    """An autoencoder's decoder: Conv -> ConvTranspose2d (stride 2, padding, output_padding, groups 2) -> ReLU ->
+    ConvTranspose2d (kernel 2x3, strides 1x2, dilation 1x2)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.enc = nn.Conv2d(1, 4, 3, stride=2, padding=1)
-        self.dec = nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1)
+        self.dec = nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=1, groups=2)
+        self.out = nn.ConvTranspose2d(6, 3, (2, 3), stride=(1, 2), padding=(0, 1), dilation=(1, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dec(F.relu(self.enc(x)))
+        return self.out(F.relu(self.dec(F.relu(self.enc(x)))))
 
 
 class SignalNet(nn.Module):
