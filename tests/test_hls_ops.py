@@ -63,6 +63,20 @@ def test_nearest_resize_is_an_exact_copy(workdir: Path) -> None:
     assert _exact(fixed) and _exact(f32), (fixed, f32)
 
 
+def test_resize_to_the_skip_size_folds_the_shape_arithmetic(workdir: Path) -> None:
+    """F.interpolate(size=skip.shape[-2:]) exports Shape/Gather/Unsqueeze/Concat/Slice/Cast on shapes: folded to the
+    constant sizes (one sample), the Resize is a Gather and the whole U-Net step matches ORT exactly."""
+    import onnx
+
+    from edgekd.testing.hls_ops import op_qdq
+
+    path, _ = op_qdq("unet", workdir)
+    assert {"Shape", "Gather", "Unsqueeze", "Cast"} <= {n.op_type for n in onnx.load(str(path)).graph.node}
+    fixed, f32, graph = _agreement("unet", workdir, 0)
+    assert [la.kind for la in graph.layers] == ["conv", "conv", "gather", "concat", "conv"]
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
 def test_bilinear_resize(workdir: Path) -> None:
     """ORT runs it in float (DQ -> Resize -> Q): the float32 path repeats its weights and sum exactly; the integer
     path (weights in 1/256) rounds exact .5 ties half to even where ORT's float rounding breaks them either way."""
@@ -316,3 +330,26 @@ def test_bilinear_weights_and_sum_order_match_onnxruntime(coordinate_mode: str, 
     w1, w2 = wy[:, 0][:, None], wy[:, 1][:, None]
     got = (wx[:, 0] * w1) * x11 + (wx[:, 1] * w1) * x21 + (wx[:, 0] * w2) * x12 + (wx[:, 1] * w2) * x22
     np.testing.assert_array_equal(got.astype(np.float32), expected)
+
+
+@pytest.mark.parametrize(("op", "axes", "shape"), [("Unsqueeze", [2], [3, 4]), ("Unsqueeze", [-1], [3, 4]),
+                                                   ("Squeeze", [2], [3, 1, 4]), ("Squeeze", [-2], [3, 1, 4])])
+def test_size_one_axes_are_reshapes(op: str, axes: list[int], shape: list[int], tmp_path: Path) -> None:
+    import onnx
+
+    model, _, expected = _probe(op, ["ax"], ["o"], shape, {"ax": np.array(axes, np.int64)})
+    path = tmp_path / "axes.onnx"
+    onnx.save(model, str(path))
+    graph = load_graph(path)
+    assert graph.layers[-1].kind == "reshape" and graph.output.shape == expected.shape[1:]
+
+
+@pytest.mark.parametrize("axes", [[0], None])
+def test_squeezing_the_batch_is_refused(axes: list[int] | None, tmp_path: Path) -> None:
+    import onnx
+
+    consts = {} if axes is None else {"ax": np.array(axes, np.int64)}
+    model, _, _ = _probe("Squeeze", [] if axes is None else ["ax"], ["o"], [3, 1, 4], consts)
+    onnx.save(model, str(tmp_path / "sq.onnx"))
+    with pytest.raises(Exception, match=r"batch axis.*node 'probe' \(Squeeze\)|node 'probe' \(Squeeze\)[\s\S]*batch"):
+        load_graph(tmp_path / "sq.onnx")

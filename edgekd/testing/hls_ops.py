@@ -108,6 +108,20 @@ class HeadsNet(nn.Module):
         return torch.cat([a.flatten(1), b.flatten(1)], 1) if self.flat else torch.cat([a, b], 1)
 
 
+class SkipUNet(nn.Module):
+    """A U-Net step: encoder, strided conv, nearest upsampling *to the skip's size* (the exporter writes Shape ->
+    Gather -> Unsqueeze -> Concat -> Cast arithmetic for it), Concat with the skip, 1x1 conv."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc, self.down, self.head = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 3, stride=2, padding=1), nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = F.relu(self.enc(x))
+        up = F.interpolate(F.relu(self.down(skip)), size=skip.shape[-2:], mode="nearest")
+        return self.head(torch.cat([skip, up], 1))
+
+
 #: name -> (module factory, input shape without batch)
 OP_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resize_nearest": (lambda: ResizeNet("nearest"), (1, 4, 4)),
@@ -117,6 +131,7 @@ OP_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "slice_concat": (SliceNet, (1, 8, 8)),
     "activations": (ActivationNet, (1, 6, 6)),
     "softmax": (SoftmaxNet, (1, 6, 6)),
+    "unet": (SkipUNet, (1, 8, 8)),
     "heads": (lambda: HeadsNet(False), (1, 6, 6)),
     "heads_flat": (lambda: HeadsNet(True), (1, 6, 6)),
 }

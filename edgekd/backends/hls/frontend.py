@@ -29,6 +29,7 @@ SUPPORTED_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear", "Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Add", "Flatten", "Reshape", "Concat", "Identity", "Constant", "ReduceMean",
     "Slice", "Split", "Resize", "ConvTranspose", "Sigmoid", "HardSigmoid", "HardSwish", "Softmax",
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast",  # shape arithmetic (folded) and size-1 axes
 })
 _F32 = np.float32
 
@@ -296,6 +297,10 @@ class _Frontend(ExtraOps):
         self.values[node.output[0]] = Pending("add", node.name or node.output[0], [a, b])
 
     def op_Concat(self, node: Any) -> None:
+        if all(isinstance(self.values.get(n), Const) for n in node.input):  # shape arithmetic
+            parts = [np.atleast_1d(self.const(node, n)) for n in node.input]
+            self.values[node.output[0]] = Const(np.concatenate(parts, int(self.attrs(node)["axis"])))
+            return
         xs = [self.get(node, n, Act, Pending) for n in node.input]
         for n, x in zip(node.input, xs):
             if isinstance(x, Pending) and (x.op not in ("conv", "dense") or np.isfinite(x.lo) or np.isfinite(x.hi)):

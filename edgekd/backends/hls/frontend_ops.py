@@ -7,6 +7,8 @@ detection models: Slice, Split, Resize, ConvTranspose, Sigmoid/HardSigmoid/HardS
   bilinear Resize, ConvTranspose ORT runs DQ -> float op -> Q: a ``Pending`` lowered at its Q
   Sigmoid, HardSigmoid, HardSwish ORT runs them in float between DQ and Q: a 256-entry table of its results
   Softmax (graph output only)   computed in float32 on the host after the top function
+  Shape, Gather, Unsqueeze, Squeeze, Cast, Slice/Concat of constants: the shape arithmetic an exporter writes
+  around a Resize to a skip connection's size, folded to constants (every non-batch size is static; batch = 1)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from edgekd.backends.hls import ir
 from edgekd.backends.hls.lowering import GraphBuilder
-from edgekd.backends.hls.values import Act, Pending, QConst, SoftmaxOut
+from edgekd.backends.hls.values import Act, Const, FloatIn, Pending, QAct, QConst, SoftmaxOut
 
 _F32 = np.float32
 _INT64_MAX = 2**63 - 1
@@ -89,6 +91,9 @@ class ExtraOps(GraphBuilder):
     def attrs(self, node: Any) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _reshape(self, node: Any, fn: Any) -> None:
+        raise NotImplementedError
+
     def _optional_const(self, node: Any, index: int) -> np.ndarray | None:
         if len(node.input) > index and node.input[index]:
             value = self.const(node, node.input[index])
@@ -119,28 +124,38 @@ class ExtraOps(GraphBuilder):
 
     # ------------------------------------------------------------------ copies of int8 codes
 
-    def op_Slice(self, node: Any) -> None:
-        x = self.get(node, node.input[0], Act)
-        shape = self.act_shape(x)
+    def _slices(self, node: Any) -> list[tuple[int, int, int, int]]:
+        """Slice's (axis, start, end, step) per sliced axis, axes as given (with batch, maybe negative)."""
         a = self.attrs(node)
         if len(node.input) >= 3:  # opset >= 10: starts, ends, axes, steps as inputs
             starts, ends = self.const(node, node.input[1]), self.const(node, node.input[2])
             axes, steps = self._optional_const(node, 3), self._optional_const(node, 4)
         else:
             starts, ends, axes, steps = np.array(a["starts"]), np.array(a["ends"]), a.get("axes"), None
-        starts, ends = [int(v) for v in np.ravel(starts)], [int(v) for v in np.ravel(ends)]
-        axes = list(range(len(starts))) if axes is None else [int(v) for v in np.ravel(axes)]
-        steps = [1] * len(starts) if steps is None else [int(v) for v in np.ravel(steps)]
+        starts_, ends_ = [int(v) for v in np.ravel(starts)], [int(v) for v in np.ravel(ends)]
+        axes_ = list(range(len(starts_))) if axes is None else [int(v) for v in np.ravel(axes)]
+        steps_ = [1] * len(starts_) if steps is None else [int(v) for v in np.ravel(steps)]
+        # Python slicing clamps start/end exactly as the ONNX Slice spec does
+        return [(ax, max(min(st, _INT64_MAX), -_INT64_MAX), en, sp) for ax, st, en, sp in zip(axes_, starts_, ends_, steps_)]
+
+    def op_Slice(self, node: Any) -> None:
+        value = self.get(node, node.input[0], Act, Const)
+        if isinstance(value, Const):  # shape arithmetic
+            index = [slice(None)] * value.value.ndim
+            for axis, start, end, step in self._slices(node):
+                index[axis] = slice(start, end, step)
+            self.values[node.output[0]] = Const(value.value[tuple(index)])
+            return
+        shape = self.act_shape(value)
         ranges = [np.arange(d) for d in shape]
-        for axis, start, end, step in zip(axes, starts, ends, steps):
+        for axis, start, end, step in self._slices(node):
             if (axis + len(shape) + 1) % (len(shape) + 1) == 0:
-                if start in (0,) and end >= 1 and step == 1:
+                if start == 0 and end >= 1 and step == 1:
                     continue  # the whole batch
                 raise self.err(node, "Slice along the batch axis is not supported")
             k = self._axis(node, axis, len(shape) + 1)
-            # Python slicing clamps start/end exactly as the ONNX Slice spec does
-            ranges[k] = np.arange(shape[k])[slice(max(min(start, _INT64_MAX), -_INT64_MAX), end, step)]
-        self._gather(node, x, node.output[0], ranges)
+            ranges[k] = np.arange(shape[k])[slice(start, end, step)]
+        self._gather(node, value, node.output[0], ranges)
 
     def op_Split(self, node: Any) -> None:
         x = self.get(node, node.input[0], Act)
@@ -260,3 +275,67 @@ class ExtraOps(GraphBuilder):
             raise self.err(node, f"Softmax is supported over the last axis only (axis {a.get('axis', -1)}, input "
                                  f"{[1, *shape]})")
         self.values[node.output[0]] = SoftmaxOut(x, axis)
+
+    # ------------------------------------------------------------------ shape arithmetic, folded
+
+    def _static_shape(self, node: Any, name: str) -> tuple[int, ...]:
+        """The full shape (batch 1) of a value the front end knows."""
+        value = self.get(node, name, Act, QAct, FloatIn, Const)
+        if isinstance(value, Const):
+            return tuple(value.value.shape)
+        if isinstance(value, FloatIn):
+            return (1, *value.shape)
+        return (1, *self.tensors[value.tensor].shape)
+
+    def op_Shape(self, node: Any) -> None:
+        a = self.attrs(node)
+        dims = np.array(self._static_shape(node, node.input[0]), np.int64)
+        start, end = int(a.get("start", 0)), a.get("end")
+        self.values[node.output[0]] = Const(dims[start:None if end is None else int(end)])
+
+    def op_Gather(self, node: Any) -> None:
+        data = self.get(node, node.input[0], Const, Act)
+        if isinstance(data, Act):
+            raise self.err(node, "Gather of an activation is not supported (only shape arithmetic on constants)",
+                           hint="index with Slice, or keep the gather outside the exported model")
+        index = self.const(node, node.input[1])
+        self.values[node.output[0]] = Const(np.take(data.value, index, axis=int(self.attrs(node).get("axis", 0))))
+
+    def op_Cast(self, node: Any) -> None:
+        from onnx import helper
+
+        value = self.get(node, node.input[0], Const)
+        to = helper.tensor_dtype_to_np_dtype(int(self.attrs(node)["to"]))
+        self.values[node.output[0]] = Const(value.value.astype(to))
+
+    def _axes(self, node: Any) -> list[int] | None:
+        axes = self._optional_const(node, 1)
+        if axes is None:
+            axes = self.attrs(node).get("axes")
+        return None if axes is None else [int(v) for v in np.ravel(axes)]
+
+    def op_Unsqueeze(self, node: Any) -> None:
+        axes = self._axes(node) or []
+        value = self.get(node, node.input[0], Const, Act)
+        if isinstance(value, Const):
+            rank = value.value.ndim + len(axes)
+            self.values[node.output[0]] = Const(np.expand_dims(value.value, tuple(sorted(a % rank for a in axes))))
+            return
+        rank = len(self.act_shape(value)) + 1 + len(axes)
+        if 0 in [a % rank for a in axes]:
+            raise self.err(node, "Unsqueeze before the batch axis is not supported")
+        self._reshape(node, lambda shape: np.expand_dims(np.zeros((1, *shape)), tuple(sorted(a % rank for a in axes))).shape[1:])
+
+    def op_Squeeze(self, node: Any) -> None:
+        axes = self._axes(node)
+        value = self.get(node, node.input[0], Const, Act)
+        if isinstance(value, Const):
+            self.values[node.output[0]] = Const(np.squeeze(value.value, None if axes is None else tuple(axes)))
+            return
+        rank = len(self.act_shape(value)) + 1
+        if axes is None:
+            raise self.err(node, "Squeeze without axes would squeeze the batch axis too (for a batch of 1)",
+                           hint="give Squeeze its axes (torch: x.squeeze(dim))")
+        if 0 in [a % rank for a in axes]:
+            raise self.err(node, "Squeeze of the batch axis is not supported")
+        self._reshape(node, lambda shape: tuple(d for i, d in enumerate(shape, start=1) if i not in [a % rank for a in axes]))
