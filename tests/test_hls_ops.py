@@ -107,6 +107,18 @@ def test_signal_path_1d_conv_pools_and_conv_transpose(workdir: Path) -> None:
     assert fixed["ok"] and fixed["max_lsb"] <= 1, fixed
 
 
+def test_linear_resize_of_a_signal(workdir: Path) -> None:
+    """1-D linear upsampling: ORT runs it as trilinear over [N, C, L] in float, whose sum order differs by a float
+    ulp from the two-tap sum: within 1 LSB in both modes (documented)."""
+    fixed, f32, graph = _agreement("signal_linear", workdir, 1)
+    resize = graph.layers[1]
+    assert resize.kind == "resize" and graph.tensors[resize.output].shape == (4, 32) and resize.wy.tolist() == [[1.0, 0.0]]
+    assert fixed["ok"] and fixed["max_lsb"] <= 1, fixed
+    binary = csim.compile_project(workdir / "signal_linear", requant="float32", output="build/csim_f32")[0]
+    f32 = csim.run_check(workdir / "signal_linear", binary, tolerance_lsb=1)
+    assert f32["ok"] and f32["max_lsb"] <= 1, f32
+
+
 def test_activation_tables_are_exact(workdir: Path) -> None:
     fixed, f32, graph = _agreement("activations", workdir, 0)
     assert sorted(la.function for la in graph.layers if la.kind == "lut") == ["HardSigmoid", "HardSwish", "Sigmoid"]

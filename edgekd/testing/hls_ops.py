@@ -58,6 +58,17 @@ class SignalNet(nn.Module):
         return self.up(self.avg(F.max_pool1d(F.relu(self.conv(x)), 2)))
 
 
+class LinearSignalNet(nn.Module):
+    """Conv1d -> 2x linear upsampling -> Conv1d on [N, C, L]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.out = nn.Conv1d(2, 4, 3, padding=1), nn.Conv1d(4, 2, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(F.interpolate(F.relu(self.conv(x)), scale_factor=2, mode="linear", align_corners=False))
+
+
 class SliceNet(nn.Module):
     """Split along channels, Slice along H (one window, one strided), a 1x1 conv on one part, Concat along H as the
     graph output."""
@@ -128,6 +139,7 @@ OP_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resize_bilinear": (lambda: ResizeNet("bilinear"), (1, 4, 4)),
     "conv_transpose": (TransposeNet, (1, 6, 6)),
     "signal": (SignalNet, (2, 16)),
+    "signal_linear": (LinearSignalNet, (2, 16)),
     "slice_concat": (SliceNet, (1, 8, 8)),
     "activations": (ActivationNet, (1, 6, 6)),
     "softmax": (SoftmaxNet, (1, 6, 6)),

@@ -214,11 +214,13 @@ class ExtraOps(GraphBuilder):
                                               for c, i in zip(coords, spatial)]
             self._gather(node, x, node.output[0], ranges)
             return
-        if len(shape) != 3:
-            raise self.err(node, f"linear Resize is supported on [N, C, H, W] only, got input {[1, *shape]}",
-                           hint="use nearest for 1-D signals")
-        (yi, wy), (xi, wx) = (bilinear_taps(c, in_dims[i]) for c, i in zip(coords, spatial))
-        attrs = {"y_index": yi, "x_index": xi, "wy": wy, "wx": wx, "out_shape": (shape[0], out_dims[2], out_dims[3])}
+        if len(shape) not in (2, 3):
+            raise self.err(node, f"linear Resize is supported on [N, C, L] and [N, C, H, W], got input {[1, *shape]}")
+        taps = [bilinear_taps(c, in_dims[i]) for c, i in zip(coords, spatial)]
+        if len(shape) == 2:  # 1-D: one row with weight 1 (ORT runs it as trilinear: within 1 LSB, not bit-exact)
+            taps.insert(0, (np.zeros((1, 2), np.int32), np.array([[1.0, 0.0]], _F32)))
+        (yi, wy), (xi, wx) = taps
+        attrs = {"y_index": yi, "x_index": xi, "wy": wy, "wx": wx, "out_shape": (shape[0], *out_dims[2:])}
         self.values[node.output[0]] = Pending("resize", node.name or node.output[0], [x], attrs)
 
     # ------------------------------------------------------------------ float ops between DQ and Q
