@@ -151,20 +151,20 @@ def layer_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
 def _extra_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> list[str] | None:
     """Config fields of the gather, table, bilinear-resize layers (None for the others)."""
     x, y = tensors[layer.inputs[0]], tensors[layer.output]
+    if isinstance(layer, ir.Lookup):
+        return [f"static const int n = {y.size};", f"static const int32_t in_lo = {ir.INT_RANGES[x.dtype][0]};",
+                f"static const int unroll = {max(1, math.ceil(y.size / layer.reuse))};"]
+    if not isinstance(layer, (ir.Gather, ir.Resize)):
+        return None
     (c, ih, iw), (oc, oh, ow) = ir.as_rank3(x.shape), ir.as_rank3(y.shape)
     dims = [f"static const int in_c = {c};", f"static const int in_h = {ih};", f"static const int in_w = {iw};",
             f"static const int out_c = {oc};", f"static const int out_h = {oh};", f"static const int out_w = {ow};"]
     if isinstance(layer, ir.Gather):
         return dims
-    if isinstance(layer, ir.Lookup):
-        return [f"static const int n = {y.size};", f"static const int32_t in_lo = {ir.INT_RANGES[x.dtype][0]};",
-                f"static const int unroll = {max(1, math.ceil(y.size / layer.reuse))};"]
-    if isinstance(layer, ir.Resize):
-        assert layer.requant is not None
-        return [*dims, f"static const int32_t in_zp = {x.zero_point};", f"static constexpr float in_scale = {_f(layer.in_scale)};",
-                f"static constexpr float out_scale = {_f(layer.out_scale)};", f"static const int reuse = {layer.reuse};",
-                *_requant_fields(layer.requant, False)]
-    return None
+    assert isinstance(layer, ir.Resize) and layer.requant is not None
+    return [*dims, f"static const int32_t in_zp = {x.zero_point};", f"static constexpr float in_scale = {_f(layer.in_scale)};",
+            f"static constexpr float out_scale = {_f(layer.out_scale)};", f"static const int reuse = {layer.reuse};",
+            *_requant_fields(layer.requant, False)]
 
 
 def _weights_header(layer: ir.Layer) -> str:

@@ -103,6 +103,9 @@ class ExtraOps(GraphBuilder):
     def _gather(self, node: Any, x: Act, out_name: str, ranges: list[np.ndarray]) -> None:
         """Copy ``x`` through per-axis index ranges (original rank, without batch) into a new tensor of x's parameters."""
         t = self.tensors[x.tensor]
+        if len(t.shape) not in (1, 2, 3):
+            raise self.err(node, f"{node.op_type} on a tensor of rank {len(t.shape) + 1} ({[1, *t.shape]}) is not supported",
+                           hint="the HLS layers work on [N, F], [N, C, L] and [N, C, H, W]")
         rank3 = [np.arange(d, dtype=np.int32) for d in ir.as_rank3(t.shape)]
         slots = {1: [2], 2: [0, 2], 3: [0, 1, 2]}[len(t.shape)]
         for slot, r in zip(slots, ranges):
