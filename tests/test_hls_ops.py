@@ -107,6 +107,16 @@ def test_signal_path_1d_conv_pools_and_conv_transpose(workdir: Path) -> None:
     assert fixed["ok"] and fixed["max_lsb"] <= 1, fixed
 
 
+def test_signal_classifier_global_pool_1d_and_softmax(workdir: Path) -> None:
+    """Conv1d -> MaxPool1d -> GlobalAveragePool over L (ORT: QLinearGlobalAveragePool, integer sum) -> Gemm ->
+    host Softmax: exact."""
+    fixed, f32, graph = _agreement("signal_classifier", workdir, 0)
+    assert [(la.kind, graph.tensors[la.output].shape) for la in graph.layers] == [
+        ("conv", (8, 32)), ("pool", (8, 16)), ("pool", (8, 1)), ("reshape", (8,)), ("dense", (4,))]
+    assert graph.softmax is not None
+    assert _exact(fixed) and _exact(f32), (fixed, f32)
+
+
 def test_linear_resize_of_a_signal(workdir: Path) -> None:
     """1-D linear upsampling: ORT runs it as trilinear over [N, C, L] in float, whose sum order differs by a float
     ulp from the two-tap sum: within 1 LSB in both modes (documented)."""

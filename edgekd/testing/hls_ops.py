@@ -133,6 +133,18 @@ class SkipUNet(nn.Module):
         return self.head(torch.cat([skip, up], 1))
 
 
+class SignalClassifier(nn.Module):
+    """A 1-D signal classifier: Conv1d -> MaxPool1d -> global average pool over L -> Linear -> Softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.fc = nn.Conv1d(2, 8, 5, padding=2), nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.adaptive_avg_pool1d(F.max_pool1d(F.relu(self.conv(x)), 2), 1)
+        return torch.softmax(self.fc(x.flatten(1)), 1)
+
+
 #: name -> (module factory, input shape without batch)
 OP_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "resize_nearest": (lambda: ResizeNet("nearest"), (1, 4, 4)),
@@ -140,6 +152,7 @@ OP_MODELS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "conv_transpose": (TransposeNet, (1, 6, 6)),
     "signal": (SignalNet, (2, 16)),
     "signal_linear": (LinearSignalNet, (2, 16)),
+    "signal_classifier": (SignalClassifier, (2, 32)),
     "slice_concat": (SliceNet, (1, 8, 8)),
     "activations": (ActivationNet, (1, 6, 6)),
     "softmax": (SoftmaxNet, (1, 6, 6)),
