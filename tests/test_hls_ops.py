@@ -239,14 +239,17 @@ def test_float_concat_output_of_differently_quantized_parts(workdir: Path) -> No
     assert _exact(fixed) and _exact(f32), (fixed, f32)
 
 
-def test_raw_conv_heads_concatenated_into_the_float_output(workdir: Path) -> None:
-    """Heads with no QuantizeLinear (NNCF-style float heads): their int32 accumulators are concatenated and
-    dequantized on the host with each head's per-channel scale and bias; ORT's float conv: within 1 LSB."""
+@pytest.mark.parametrize("float_concat", [True, False])
+def test_raw_conv_heads_concatenated(float_concat: bool, workdir: Path) -> None:
+    """Heads with no QuantizeLinear (NNCF-style float heads) into a float Concat output: their int32 accumulators
+    are concatenated and dequantized on the host with each head's per-channel scale and bias. Into a quantized
+    Concat: each head is requantized straight to the Concat's parameters. ORT's float conv: within 1 LSB."""
     import onnx
 
     from edgekd.testing.hls_ops import op_qdq
 
-    path, x = op_qdq("heads", workdir, exclude=["/Concat"], tag="_raw")
+    tag = "_raw_float" if float_concat else "_raw_q"
+    path, x = op_qdq("heads", workdir, exclude=["/Concat"] if float_concat else None, tag=tag)
     model = onnx.load(str(path))
     nodes = {n.output[0]: n for n in model.graph.node}
     concat = next(n for n in model.graph.node if n.op_type == "Concat")
@@ -257,12 +260,13 @@ def test_raw_conv_heads_concatenated_into_the_float_output(workdir: Path) -> Non
         concat.input[i] = q.input[0]
         model.graph.node.remove(dq)
         model.graph.node.remove(q)
-    raw = workdir / "heads_raw_heads.onnx"
+    raw = workdir / f"heads{tag}_stripped.onnx"
     onnx.save(model, str(raw))
     graph = load_graph(raw)
-    assert graph.layers[-1].kind == "concat" and graph.layers[-1].raw and graph.output.shape == (5, 6, 6)
-    assert [la.requant is None for la in graph.layers if la.kind == "conv"] == [False, True, True]
-    fixed, f32 = _build(raw, x, workdir / "raw_heads", 1)
+    assert graph.layers[-1].kind == "concat" and graph.layers[-1].raw == float_concat and graph.output.shape == (5, 6, 6)
+    assert [la.requant is None for la in graph.layers if la.kind == "conv"] == [False, float_concat, float_concat]
+    assert (graph.output_dequant is not None) == float_concat
+    fixed, f32 = _build(raw, x, workdir / f"heads{tag}", 1)
     assert fixed["ok"] and f32["ok"] and fixed["max_lsb"] <= 1, (fixed, f32)
 
 
