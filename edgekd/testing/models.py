@@ -70,8 +70,9 @@ def export_float(module: nn.Module, path: Path, example: np.ndarray) -> Path:
 
 
 def ort_quantize(float_path: Path, out_path: Path, calib: np.ndarray, *, activations: str = "int8",
-                 weights: str = "int8", per_channel: bool = True, extra: dict[str, Any] | None = None) -> Path:
-    """ONNX Runtime ``quantize_static`` in QDQ format."""
+                 weights: str = "int8", per_channel: bool = True, extra: dict[str, Any] | None = None,
+                 exclude: list[str] | None = None) -> Path:
+    """ONNX Runtime ``quantize_static`` in QDQ format (``exclude``: node names left in float)."""
     import logging
 
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -86,7 +87,8 @@ def ort_quantize(float_path: Path, out_path: Path, calib: np.ndarray, *, activat
     qtype = {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's pre-processing advice
     quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                    activation_type=qtype[activations], weight_type=qtype[weights], extra_options=extra or {})
+                    activation_type=qtype[activations], weight_type=qtype[weights], extra_options=extra or {},
+                    nodes_to_exclude=exclude or [])
     return out_path
 
 

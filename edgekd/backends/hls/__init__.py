@@ -92,7 +92,7 @@ def _check_accumulators(graph: Any, accum_bits: int) -> None:
 
     limit = 2 ** (accum_bits - 1) - 1
     for layer in graph.layers:
-        if not isinstance(layer, (ir.Conv, ir.Dense)):
+        if not isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose)):
             continue
         x = graph.tensors[layer.inputs[0]]
         lo, hi = ir.INT_RANGES[x.dtype]
@@ -209,6 +209,9 @@ class HLSBackend(BackendBase):
         _check_accumulators(graph, options.accum_bits)
         notes = [DESCRIPTION + ": outputs are the generated C++ run by g++ on the CPU",
                  "resources and latency are analytical ESTIMATES (no Vitis HLS synthesis was run)"]
+        if graph.softmax is not None:
+            notes.append("the final Softmax runs on the host in float32 (firmware/io.h, as ORT's QLinearSoftmax when "
+                         "it is quantized); the top function ends at the logits' integer codes")
         if golden is not None and tuple(np.shape(golden)[1:]) != tuple(graph.input_float_shape):
             raise BuildError(f"golden inputs have shape {list(np.shape(golden)[1:])}, the model wants "
                              f"{list(graph.input_float_shape)}", where=str(out_dir),
@@ -224,6 +227,7 @@ class HLSBackend(BackendBase):
                 "output": {"name": graph.output_name, "shape": list(graph.output.shape)},
                 "requant": options.requant, "part": options.part, "io_type": options.io_type,
                 "compiler": f"{options.cxx} {' '.join(options.cxxflags)}", "binary": csim.BINARY,
+                "host_softmax": graph.softmax is not None,
                 "layers": [{"name": la.name, "kind": la.kind, "output": list(graph.tensors[la.output].shape),
                             "reuse": la.reuse} for la in graph.layers]}
         details: dict[str, Any] = {"compile_s": round(compile_s, 2), "requant": options.requant, "layers": len(graph.layers)}
@@ -294,6 +298,13 @@ class HLSBackend(BackendBase):
         return HLSRunner(target_dir, meta, binary)
 
 
+def _host_steps(graph: Any) -> str:
+    if graph.softmax is None:
+        return ""
+    return ("\nThe final Softmax is not in the top function: `dequantize_output` in `firmware/io.h` computes it on the host "
+            "in float32 (as ONNX Runtime's QLinearSoftmax when the graph quantizes it).\n")
+
+
 def _readme(graph: Any, options: HLSOptions, est: dict[str, Any], agreement: dict[str, Any] | None, table: str) -> str:
     if agreement:
         agree = (f"{agreement['samples']} golden samples, {agreement['elements']} output elements: "
@@ -318,7 +329,8 @@ compile with g++ (C simulation, done at build time) and with Vitis HLS (synthesi
 ## Files
 
 - `firmware/edgekd_top.cpp` -- top function `edgekd_top(input, output)`: one sample, integer in/out, HLS pragmas
-- `firmware/edgekd_nnet.h` -- layer library (conv, dense, pooling, add, concat, requantization)
+- `firmware/edgekd_nnet.h` -- layer library (conv, transposed conv, dense, pooling, add, concat, gather, resize,
+  activation tables, requantization)
 - `firmware/parameters.h` -- one config struct per layer; `firmware/weights/*.h` -- weights, biases, multipliers
 - `firmware/io.h` -- float <-> integer conversion at the boundary (as ONNX Runtime's Quantize/DequantizeLinear)
 - `testbench.cpp`, `tb_data/` -- golden inputs and ONNX Runtime's outputs; `build/csim` -- the g++ binary
@@ -330,7 +342,7 @@ compile with g++ (C simulation, done at build time) and with Vitis HLS (synthesi
     ./build/csim check tb_data/inputs.bin tb_data/expected.bin 1
 
 Agreement with ONNX Runtime: {agree}
-
+{_host_steps(graph)}
 ## Estimates (analytical, not synthesis)
 
 {table}

@@ -49,7 +49,7 @@ def _array(ctype: str, name: str, values: np.ndarray, per_line: int = 16) -> str
 
 def n_mult(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> int:
     """Parallel multipliers: the multiplications of one pipeline iteration divided by the reuse factor."""
-    if isinstance(layer, ir.Conv):
+    if isinstance(layer, (ir.Conv, ir.ConvTranspose)):
         per_pixel = layer.weights.shape[0] * int(np.prod(layer.weights.shape[1:]))
         return max(1, math.ceil(per_pixel / layer.reuse))
     if isinstance(layer, ir.Dense):
@@ -75,10 +75,10 @@ def layer_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
     cfg = f"config_{layer.name}"
     x = tensors[layer.inputs[0]]
     y = tensors[layer.output]
-    if isinstance(layer, ir.Conv):
+    if isinstance(layer, (ir.Conv, ir.ConvTranspose)):
         m, _, kh, kw = layer.weights.shape
-        _, ih, iw = (x.shape[0], 1, x.shape[1]) if len(x.shape) == 2 else x.shape
-        oh, ow = (1, y.shape[1]) if len(y.shape) == 2 else y.shape[1:]
+        _, ih, iw = ir.as_rank3(x.shape)
+        _, oh, ow = ir.as_rank3(y.shape)
         f = [f"static const int in_c = {x.shape[0]};", f"static const int in_h = {ih};", f"static const int in_w = {iw};",
              f"static const int out_c = {m};", f"static const int out_h = {oh};", f"static const int out_w = {ow};",
              f"static const int k_h = {kh};", f"static const int k_w = {kw};", f"static const int s_h = {layer.stride[0]};",
@@ -94,8 +94,9 @@ def layer_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
              f"static const int n_mult = {n_mult(layer, tensors)};", *_requant_fields(layer.requant, layer.requant is None)]
         return _struct(cfg, f)
     if isinstance(layer, ir.Pool):
-        f = [f"static const int c = {x.shape[0]};", f"static const int in_h = {x.shape[1]};", f"static const int in_w = {x.shape[2]};",
-             f"static const int out_h = {y.shape[1]};", f"static const int out_w = {y.shape[2]};",
+        (c, ih, iw), (_, oh, ow) = ir.as_rank3(x.shape), ir.as_rank3(y.shape)
+        f = [f"static const int c = {c};", f"static const int in_h = {ih};", f"static const int in_w = {iw};",
+             f"static const int out_h = {oh};", f"static const int out_w = {ow};",
              f"static const int k_h = {layer.kernel[0]};", f"static const int k_w = {layer.kernel[1]};",
              f"static const int s_h = {layer.stride[0]};", f"static const int s_w = {layer.stride[1]};",
              f"static const int p_t = {layer.pads[0]};", f"static const int p_l = {layer.pads[1]};",
@@ -110,6 +111,9 @@ def layer_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
         f += [*_requant_fields(rq, False)[1:]]
         f[-4] = "static const bool per_channel = true;"
         return _struct(cfg, f)
+    extra = _extra_config(layer, tensors)
+    if extra is not None:
+        return _struct(cfg, extra)
     common = [f"static const int32_t out_zp = {layer.zero_point};", f"static const int32_t lo = {layer.lo};",
               f"static const int32_t hi = {layer.hi};", f"static constexpr float out_scale = {_f(layer.out_scale)};",
               f"static const int shift = {layer.shift};"]
@@ -137,15 +141,44 @@ def layer_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
                 f"static const int outer = {outer};", f"static const int inner = {inner};",
                 f"static const int out_inner = {out_inner};", f"static const int offset = {offset};",
                 f"static const int32_t in_zp = {r.in_zero_point};", f"static constexpr float in_scale = {_f(r.in_scale)};",
-                f"static const int64_t mult = {r.multiplier};", *common]))
+                f"static const int64_t mult = {r.multiplier};", f"static const bool raw = {'true' if layer.raw else 'false'};",
+                *common]))
             offset += inner
         return "".join(out)
     return ""
 
 
+def _extra_config(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> list[str] | None:
+    """Config fields of the gather, table, bilinear-resize layers (None for the others)."""
+    x, y = tensors[layer.inputs[0]], tensors[layer.output]
+    if isinstance(layer, ir.Lookup):
+        return [f"static const int n = {y.size};", f"static const int32_t in_lo = {ir.INT_RANGES[x.dtype][0]};",
+                f"static const int unroll = {max(1, math.ceil(y.size / layer.reuse))};"]
+    if not isinstance(layer, (ir.Gather, ir.Resize)):
+        return None
+    (c, ih, iw), (oc, oh, ow) = ir.as_rank3(x.shape), ir.as_rank3(y.shape)
+    dims = [f"static const int in_c = {c};", f"static const int in_h = {ih};", f"static const int in_w = {iw};",
+            f"static const int out_c = {oc};", f"static const int out_h = {oh};", f"static const int out_w = {ow};"]
+    if isinstance(layer, ir.Gather):
+        return dims
+    assert isinstance(layer, ir.Resize) and layer.requant is not None
+    return [*dims, f"static const int32_t in_zp = {x.zero_point};", f"static constexpr float in_scale = {_f(layer.in_scale)};",
+            f"static constexpr float out_scale = {_f(layer.out_scale)};", f"static const int reuse = {layer.reuse};",
+            *_requant_fields(layer.requant, False)]
+
+
 def _weights_header(layer: ir.Layer) -> str:
     lines = [f"// {layer.kind} {layer.name}: integer weights (zero point removed), int32 bias, requantization\n"]
-    if isinstance(layer, (ir.Conv, ir.Dense)):
+    if isinstance(layer, ir.Gather):
+        lines += [_array("int32_t", f"i{axis}_{layer.name}", index) for axis, index in zip("chw", layer.index)]
+    if isinstance(layer, ir.Lookup):
+        lines.append(f"// {layer.function} of every input code, as ONNX Runtime computes it (DQ -> float -> Q)\n")
+        lines.append(_array("int16_t", f"t_{layer.name}", layer.table))
+    if isinstance(layer, ir.Resize):
+        lines += [_array("int32_t", f"yi_{layer.name}", layer.y_index), _array("int32_t", f"xi_{layer.name}", layer.x_index),
+                  _array("float", f"wyf_{layer.name}", layer.wy), _array("float", f"wxf_{layer.name}", layer.wx),
+                  _array("int32_t", f"wyi_{layer.name}", layer.wy_int), _array("int32_t", f"wxi_{layer.name}", layer.wx_int)]
+    if isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose)):
         wt = CTYPES[layer.weights.dtype.name]
         lines.append(_array(wt, f"w_{layer.name}", layer.weights))
         lines.append(_array("int32_t", f"b_{layer.name}", layer.bias))
@@ -162,8 +195,15 @@ def _call(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
     t = {n: CTYPES[tensors[n].dtype] for n in [*layer.inputs, layer.output]}
     x, y, n = layer.inputs[0], layer.output, layer.name
     cfg = f"config_{n}"
-    if isinstance(layer, (ir.Conv, ir.Dense)):
-        fn = "conv2d" if isinstance(layer, ir.Conv) else "dense"
+    if isinstance(layer, ir.Gather):
+        return f"ekd::gather<{cfg}, {t[x]}, {t[y]}>({x}, {y}, ic_{n}, ih_{n}, iw_{n});"
+    if isinstance(layer, ir.Lookup):
+        return f"ekd::lookup<{cfg}, {t[x]}, {t[y]}>({x}, {y}, t_{n});"
+    if isinstance(layer, ir.Resize):
+        return (f"ekd::resize_bilinear<{cfg}, {t[x]}, {t[y]}>({x}, {y}, yi_{n}, xi_{n}, wyf_{n}, wxf_{n}, wyi_{n}, wxi_{n}, "
+                f"mf_{n}, m_{n}, s_{n});")
+    if isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose)):
+        fn = {ir.Conv: "conv2d", ir.Dense: "dense", ir.ConvTranspose: "conv_transpose2d"}[type(layer)]
         wt = CTYPES[layer.weights.dtype.name]
         rq = f"mf_{n}, m_{n}, s_{n}" if layer.requant is not None else "nullptr, nullptr, nullptr"
         return f"ekd::{fn}<{cfg}, {t[x]}, {t[y]}, {wt}>({x}, {y}, w_{n}, b_{n}, {rq});"
@@ -184,7 +224,7 @@ def _call(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> str:
 
 def _partition_pragmas(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> list[str]:
     """ARRAY_PARTITION factors follow the multipliers a pipeline iteration needs (reuse factor)."""
-    if not isinstance(layer, (ir.Conv, ir.Dense)):
+    if not isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose)):
         return []
     factor = n_mult(layer, tensors)
     size = layer.weights.size
@@ -242,7 +282,8 @@ typedef {out_t} result_t;
         + "\n#endif\n")
     includes = []
     for layer in graph.layers:
-        if isinstance(layer, (ir.Conv, ir.Dense)) or getattr(layer, "requant", None) is not None:
+        if isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose, ir.Gather, ir.Lookup)) or \
+                getattr(layer, "requant", None) is not None:
             put(f"firmware/weights/{layer.name}.h", _weights_header(layer))
             includes.append(f'#include "weights/{layer.name}.h"')
     out_desc = ("raw int32 accumulators" if graph.float_output else
@@ -326,7 +367,20 @@ static inline void quantize_input(const float *x, input_t *q) {{
     }}
 }}
 """]
-    if graph.float_output:
+    if graph.output_dequant is not None:
+        scale, zero_point, bias = graph.output_dequant
+        text += [_array("float", "output_scale", scale), _array("int32_t", "output_zp", zero_point),
+                 _array("float", "output_bias", bias)]
+        text.append("""// a Concat of differently quantized parts: int8 codes and raw int32 accumulators, dequantized per element
+static inline void dequantize_output(const result_t *q, float *y) {
+    for (int i = 0; i < N_OUTPUT; i++) y[i] = (float)((int32_t)q[i] - output_zp[i]) * output_scale[i] + output_bias[i];
+}
+static inline float output_lsb(int i) { return output_scale[i]; }
+static inline int32_t output_int(float v, int i) {
+    return (int32_t)std::nearbyint((v - output_bias[i]) / output_scale[i]) + output_zp[i];
+}
+""")
+    elif graph.float_output:
         layer = graph.output_layer
         assert layer is not None and layer.out_scale is not None
         bias = layer.out_bias if layer.out_bias is not None else np.zeros_like(layer.out_scale)
@@ -355,5 +409,68 @@ static inline int32_t output_int(float v, int) {{
     return (int32_t)std::nearbyint(v / {_f(graph.output.scale)}) + {graph.output.zero_point};
 }}
 """)
+    if graph.softmax is not None:
+        text = [part.replace("dequantize_output(", "dequantize_logits(").replace("output_lsb(", "logits_lsb(")
+                .replace("output_int(", "logits_int(") for part in text]
+        text.append(_softmax_io(graph, graph.softmax))
     text.append("\n#endif\n")
     return "\n".join(text)
+
+
+def _softmax_io(graph: ir.Graph, sm: ir.HostSoftmax) -> str:
+    """The final Softmax over the last axis on the host. Quantized (DQ -> Softmax -> Q), ONNX Runtime runs its
+    QLinearSoftmax: a float32 exp table indexed by int8 codes, a float32 sum and one rounding; this follows it
+    step by step. Unquantized, a plain float32 softmax of the dequantized logits."""
+    k = graph.output.shape[-1]
+    head = f"// Softmax over the last axis ({k} values), computed here on the host in float32, not by the top function\n"
+    if sm.scale is None or sm.dtype is None:
+        return head + f"""static inline void dequantize_output(const result_t *q, float *y) {{
+    dequantize_logits(q, y);
+    for (int row = 0; row < N_OUTPUT / {k}; row++) {{
+        float *v = y + row * {k};
+        float top = v[0], sum = 0.0f;
+        for (int i = 1; i < {k}; i++) top = v[i] > top ? v[i] : top;
+        for (int i = 0; i < {k}; i++) {{ v[i] = std::exp(v[i] - top); sum += v[i]; }}
+        for (int i = 0; i < {k}; i++) v[i] = v[i] / sum;
+    }}
+}}
+// a float softmax is compared on a 2^-16 grid
+static inline float output_lsb(int) {{ return 1.0f / 65536.0f; }}
+static inline int32_t output_int(float v, int) {{ return (int32_t)std::nearbyint(v * 65536.0f); }}
+"""
+    signed = graph.output.dtype == "int8"
+    top = 127 if signed else 255
+    # as ORT: it clamps at 255 only, so an int8 code above 127 wraps (a probability near 1 reads as 0)
+    store = "(int32_t)(int8_t)(vq > 255 ? 255 : vq)" if sm.dtype == "int8" else "vq > 255 ? 255 : vq"
+    return head + f"""#include <algorithm>
+#include <limits>
+// ONNX Runtime's QLinearSoftmax (what it runs for DQ -> Softmax -> Q): exp table, float32 sum, one rounding
+static inline void dequantize_output(const result_t *q, float *y) {{
+    static float table[256];
+    static bool ready = false;
+    const float x_scale = {_f(graph.output.scale)};
+    if (!ready) {{
+        double shift = std::log((double)(std::numeric_limits<float>::max() / (float){k}));
+        shift = std::max(0.0, shift - 5) / x_scale;
+        for (int i = 0; i < 256; i++)
+            table[(uint8_t)({"i - 128" if signed else "i"})] = (float)std::exp(((double)i - 255 + shift) * (double)x_scale);
+        ready = true;
+    }}
+    const float y_scale = std::floor(1.0f / {_f(sm.scale)});
+    for (int row = 0; row < N_OUTPUT / {k}; row++) {{
+        const result_t *x = q + row * {k};
+        int32_t xmax = x[0];
+        for (int i = 1; i < {k}; i++) xmax = (int32_t)x[i] > xmax ? (int32_t)x[i] : xmax;
+        float vsum = 0.0f;
+        for (int i = 0; i < {k}; i++) vsum += table[(uint8_t)({top} - xmax + (int32_t)x[i])];
+        for (int i = 0; i < {k}; i++) {{
+            const float vt = table[(uint8_t)({top} - xmax + (int32_t)x[i])];
+            const int32_t vq = (int32_t)std::nearbyint((vt * y_scale) / vsum) + {sm.zero_point};
+            const int32_t code = {store};
+            y[row * {k} + i] = (float)(code - {sm.zero_point}) * {_f(sm.scale)};
+        }}
+    }}
+}}
+static inline float output_lsb(int) {{ return {_f(sm.scale)}; }}
+static inline int32_t output_int(float v, int) {{ return (int32_t)std::nearbyint(v / {_f(sm.scale)}) + {sm.zero_point}; }}
+"""

@@ -35,7 +35,7 @@ def _bram(words: int, bits: int) -> int:
 
 
 def _weight_bram(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> int:
-    if not isinstance(layer, (ir.Conv, ir.Dense)):
+    if not isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose)):
         return 0
     banks = n_mult(layer, tensors)
     size = layer.weights.size
@@ -53,9 +53,9 @@ def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str,
     y = tensors[layer.output]
     r = layer.reuse
     mults = n_mult(layer, tensors)
-    if isinstance(layer, (ir.Conv, ir.Dense)):
+    if isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose)):
         taps = int(np.prod(layer.weights.shape[1:]))
-        iterations = int(np.prod(y.shape[1:])) if isinstance(layer, ir.Conv) else 1
+        iterations = 1 if isinstance(layer, ir.Dense) else int(np.prod(y.shape[1:]))
         per_iter_outputs = layer.weights.shape[0]
         cycles = iterations * r + _pipeline_depth(taps)
         rq = layer.requant
@@ -75,6 +75,13 @@ def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str,
         ii = math.ceil(y.size / 1) if isinstance(layer, ir.Concat) else r
         cycles = ii + 3
         dsp = 0 if isinstance(layer, ir.Concat) else math.ceil(y.size / r) * REQUANT_DSP[requant]
+    elif isinstance(layer, ir.Resize):  # one output per iteration: 6 weight multiplies + the requantization
+        ii = y.size * r
+        cycles, dsp = ii + 4, 6 + REQUANT_DSP[requant]
+    elif isinstance(layer, ir.Gather):  # one element copied per cycle
+        ii, cycles, dsp = y.size, y.size + 2, 0
+    elif isinstance(layer, ir.Lookup):  # table reads, unrolled by size / R
+        ii, cycles, dsp = r, r + 2, 0
     else:  # reshape: wires
         ii, cycles, dsp = 1, 1, 0
     act_bits = 32 if y.dtype == "int32" else 8

@@ -19,19 +19,22 @@ from typing import Any
 import numpy as np
 
 from edgekd.backends.hls import ir
-from edgekd.backends.hls.lowering import GraphBuilder, c_name, pool_shape
-from edgekd.backends.hls.values import KIND_WORDS, Act, Const, FloatIn, Pending, QAct, QConst
+from edgekd.backends.hls.frontend_ops import ExtraOps
+from edgekd.backends.hls.lowering import c_name, pool_shape
+from edgekd.backends.hls.values import KIND_WORDS, Act, Const, FloatIn, Pending, QAct, QConst, SoftmaxOut
 from edgekd.errors import BuildError
 from edgekd.onnxgraph import OnnxGraph, attributes
 
 SUPPORTED_OPS = frozenset({
     "QuantizeLinear", "DequantizeLinear", "Conv", "Gemm", "MatMul", "Relu", "Clip", "MaxPool", "AveragePool",
     "GlobalAveragePool", "Add", "Flatten", "Reshape", "Concat", "Identity", "Constant", "ReduceMean",
+    "Slice", "Split", "Resize", "ConvTranspose", "Sigmoid", "HardSigmoid", "HardSwish", "Softmax",
+    "Shape", "Gather", "Unsqueeze", "Squeeze", "Cast",  # shape arithmetic (folded) and size-1 axes
 })
 _F32 = np.float32
 
 
-class _Frontend(GraphBuilder):
+class _Frontend(ExtraOps):
     """Walks the ONNX nodes in order; ``values`` maps every ONNX value name to what is known about it."""
 
     def __init__(self, model: Any, where: str) -> None:
@@ -116,6 +119,8 @@ class _Frontend(GraphBuilder):
                 raise self.err(node, f"DequantizeLinear of a {q.dtype} initializer; weights must be stored as "
                                      "int8/uint8/int4/uint4", hint="quantize the weights to an integer type")
             self.values[node.output[0]] = QConst(q, scale, zp, axis)
+        elif isinstance(value, SoftmaxOut) and value.scale is not None:
+            self.values[node.output[0]] = value  # DQ(Q(softmax)): the host dequantizes
         elif isinstance(value, QAct):
             if scale.size != 1:
                 raise self.err(node, "per-channel activation quantization is not supported",
@@ -125,7 +130,7 @@ class _Frontend(GraphBuilder):
             self.get(node, node.input[0], Const, QAct)
 
     def op_QuantizeLinear(self, node: Any) -> None:
-        value = self.get(node, node.input[0], FloatIn, Act, Pending)
+        value = self.get(node, node.input[0], FloatIn, Act, Pending, SoftmaxOut)
         scale, zp, dtype = self._qparams(node)
         if scale.size != 1:
             raise self.err(node, "per-channel activation quantization is not supported", hint="quantize activations per tensor")
@@ -133,7 +138,9 @@ class _Frontend(GraphBuilder):
             raise self.err(node, f"activations must be int8 or uint8, got {dtype}")
         s, z = float(scale.reshape(())), int(zp.reshape(()))
         out = node.output[0]
-        if isinstance(value, FloatIn):
+        if isinstance(value, SoftmaxOut):
+            self.values[out] = SoftmaxOut(value.act, value.axis, s, z, dtype)
+        elif isinstance(value, FloatIn):
             if self.input_tensor is not None:
                 raise self.err(node, "the float input is quantized twice")
             self.input_tensor = self.new_tensor(out, value.shape, dtype, s, z)
@@ -224,15 +231,20 @@ class _Frontend(GraphBuilder):
                                               {"w": w, "trans_b": trans_b, "bias": bias})
 
     def _pool_attrs(self, node: Any, shape: tuple[int, ...]) -> dict[str, Any]:
+        """Kernel, stride, pads as 2-D; 1-D pooling on [C, L] is pooling on [C, 1, L]."""
         a = self.attrs(node)
         k = list(a["kernel_shape"])
-        if len(shape) != 3 or len(k) != 2:
-            raise self.err(node, "only 2D pooling on [C, H, W] is supported")
+        if len(shape) != len(k) + 1 or len(k) not in (1, 2):
+            raise self.err(node, f"only 1-D pooling on [C, L] and 2-D pooling on [C, H, W] are supported "
+                                 f"(kernel {k}, input {list(shape)})")
         if a.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or a.get("ceil_mode", 0) or any(
-                d != 1 for d in a.get("dilations", [1, 1])):
+                d != 1 for d in a.get("dilations", [1] * len(k))):
             raise self.err(node, "pooling with auto_pad, ceil_mode or dilations is not supported")
-        p = list(a.get("pads", [0, 0, 0, 0]))
-        return {"kernel": (k[0], k[1]), "stride": tuple(a.get("strides", [1, 1])), "pads": (p[0], p[1], p[2], p[3]),
+        p = list(a.get("pads", [0] * 2 * len(k)))
+        s = list(a.get("strides", [1] * len(k)))
+        if len(k) == 1:
+            k, s, p = [1, k[0]], [1, s[0]], [0, p[0], 0, p[1]]
+        return {"kernel": (k[0], k[1]), "stride": (s[0], s[1]), "pads": (p[0], p[1], p[2], p[3]),
                 "count_include_pad": bool(a.get("count_include_pad", 0))}
 
     def op_MaxPool(self, node: Any) -> None:
@@ -253,9 +265,9 @@ class _Frontend(GraphBuilder):
 
     def op_GlobalAveragePool(self, node: Any) -> None:
         x = self.get(node, node.input[0], Act)
-        shape = self.act_shape(x)
-        if len(shape) != 3:
-            raise self.err(node, "only 2D global pooling on [C, H, W] is supported")
+        shape = ir.as_rank3(self.act_shape(x)) if len(self.act_shape(x)) in (2, 3) else ()
+        if not shape:
+            raise self.err(node, "only global pooling on [C, L] or [C, H, W] is supported")
         attrs = {"kernel": (shape[1], shape[2]), "stride": (1, 1), "pads": (0, 0, 0, 0), "count_include_pad": False,
                  "global": True}
         self.values[node.output[0]] = Pending("avgpool", node.name or node.output[0], [x], attrs)
@@ -285,8 +297,17 @@ class _Frontend(GraphBuilder):
         self.values[node.output[0]] = Pending("add", node.name or node.output[0], [a, b])
 
     def op_Concat(self, node: Any) -> None:
-        xs = [self.get(node, n, Act) for n in node.input]
-        rank = len(self.act_shape(xs[0]))
+        if all(isinstance(self.values.get(n), Const) for n in node.input):  # shape arithmetic
+            parts = [np.atleast_1d(self.const(node, n)) for n in node.input]
+            self.values[node.output[0]] = Const(np.concatenate(parts, int(self.attrs(node)["axis"])))
+            return
+        xs = [self.get(node, n, Act, Pending) for n in node.input]
+        for n, x in zip(node.input, xs):
+            if isinstance(x, Pending) and (x.op not in ("conv", "dense") or np.isfinite(x.lo) or np.isfinite(x.hi)):
+                raise self.err(node, f"input {n!r} is a float {x.op} result with no QuantizeLinear after it",
+                               hint="only Conv/Gemm results may reach a Concat unquantized")
+        rank = 1 if isinstance(xs[0], Pending) and xs[0].op == "dense" else len(self.act_shape(
+            xs[0].inputs[0] if isinstance(xs[0], Pending) else xs[0]))
         axis = int(self.attrs(node)["axis"])
         axis = axis + rank + 1 if axis < 0 else axis
         if axis == 0:
@@ -335,11 +356,18 @@ class _Frontend(GraphBuilder):
             raise BuildError("the float input is never quantized (no QuantizeLinear on it)", where=self.where,
                              hint="the HLS backend builds quantized models only: run a quantize pass or quantize_static")
         output_layer = None
+        softmax, output_dequant = None, None
+        if isinstance(value, SoftmaxOut):
+            softmax = ir.HostSoftmax(value.axis, value.scale, value.zero_point, value.dtype)
+            value = value.act
         if isinstance(value, Act):
             t = self.tensors[value.tensor]
             out = ir.Tensor(t.name, t.shape, t.dtype, float(_F32(value.scale)), value.zero_point)
         elif isinstance(value, QAct):
             out = self.tensors[value.tensor]
+        elif isinstance(value, Pending) and value.op == "concat":
+            tensor, output_dequant = self.float_concat(value, output_name)
+            out = self.tensors[tensor]
         elif isinstance(value, Pending):
             out = self.tensors[self.finalize(value, output_name, 1.0, 0, None)]
             output_layer = self.layers[-1]
@@ -347,7 +375,8 @@ class _Frontend(GraphBuilder):
             raise BuildError(f"graph output {output_name!r} is not a quantized tensor or a Conv/Gemm result", where=self.where)
         return ir.Graph(name=c_name(Path(self.where).stem), input_name=self.input_name, output_name=output_name,
                         input_float_shape=self.input_float_shape, input=self.tensors[self.input_tensor], output=out,
-                        tensors=self.tensors, layers=self.layers, output_layer=output_layer)
+                        tensors=self.tensors, layers=self.layers, output_layer=output_layer, softmax=softmax,
+                        output_dequant=output_dequant)
 
 
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:

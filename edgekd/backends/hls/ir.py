@@ -178,6 +178,7 @@ class Concat(Layer):
     zero_point: int = 0
     lo: int = -128
     hi: int = 127
+    raw: bool = False  # copy the inputs' codes unchanged into an int32 float graph output (Graph.output_dequant)
 
     kind = "concat"
 
@@ -205,6 +206,78 @@ class Reshape(Layer):
 
 
 @dataclass
+class Gather(Layer):
+    """A copy through per-axis index tables: ``y[c, h, w] = x[index[0][c], index[1][h], index[2][w]]`` on the
+    input viewed as rank 3 (leading axes of size 1 added). Slice, each Split output and nearest Resize are this;
+    the values and their quantization are unchanged."""
+
+    index: tuple[np.ndarray, np.ndarray, np.ndarray] = ()  # type: ignore[assignment]  # int32, one per axis
+
+    kind = "gather"
+
+
+@dataclass
+class Lookup(Layer):
+    """An elementwise function of one int8/uint8 input as a table (hls4ml's way with activations): ``y = table[x - lo]``
+    with ``lo`` the input type's minimum; the table holds what ONNX Runtime computes for every input code."""
+
+    table: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # output codes, 256 entries
+    function: str = ""  # Sigmoid | HardSigmoid | HardSwish
+
+    kind = "lut"
+
+
+@dataclass
+class ConvTranspose(Layer):
+    """Transposed convolution (1-D is H = 1): ``y[o] += (x[i] - zp) * w`` for every input tap that reaches ``o``.
+    ``weights`` [M, C/groups, KH, KW] (output channel first, as ``Conv``) with the zero point removed."""
+
+    weights: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    bias: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, left, bottom, right
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    requant: Requant | None = None
+
+    kind = "conv_transpose"
+
+    def macs(self, tensors: dict[str, Tensor]) -> int:
+        return tensors[self.inputs[0]].size * self.weights.shape[0] // self.groups * int(np.prod(self.weights.shape[2:]))
+
+
+@dataclass
+class Resize(Layer):
+    """Bilinear resize of [C, H, W] (1-D: H = 1): each output pixel mixes rows ``y0/y1`` and columns ``x0/x1``.
+    ``wy``/``wx`` [n, 2] are ONNX Runtime's float32 weights (float path); ``wy_int``/``wx_int`` the same weights
+    in units of 2**-frac_bits, whose integer sum ``requant`` brings to the output scale (fixed-point path)."""
+
+    y_index: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    x_index: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    wy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    wx: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    wy_int: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    wx_int: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int32))
+    frac_bits: int = 8
+    requant: Requant | None = None
+    in_scale: float = 1.0
+    out_scale: float = 1.0
+
+    kind = "resize"
+
+
+@dataclass(frozen=True)
+class HostSoftmax:
+    """Softmax over ``axis`` (without batch) of the dequantized top-function output, computed in float32 on the
+    host (io.h), then quantized with ``scale``/``zero_point`` when the graph quantizes it (``dtype``), as ORT does."""
+
+    axis: int
+    scale: float | None = None
+    zero_point: int = 0
+    dtype: str | None = None
+
+
+@dataclass
 class Graph:
     """The whole model: input quantization, layers in execution order, output dequantization."""
 
@@ -217,7 +290,21 @@ class Graph:
     tensors: dict[str, Tensor]
     layers: list[Layer]
     output_layer: Layer | None = None  # set when the output is raw int32 accumulators
+    # per output element (C order) float = (q - zero_point) * scale + bias, when a Concat mixes quantized tensors
+    # and raw accumulators with different scales into the float graph output (None: one scale / output_layer)
+    output_dequant: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    softmax: HostSoftmax | None = None  # a Softmax after the top function, on the host
 
     @property
     def float_output(self) -> bool:
         return self.output.dtype == "int32"
+
+
+def as_rank3(shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """A tensor shape (without batch) as [C, H, W]: 1-D tensors are [C, 1, L], flat ones [1, 1, N]."""
+    dims = (1,) * (3 - len(shape)) + tuple(shape)
+    if len(shape) == 2:
+        dims = (shape[0], 1, shape[1])
+    if len(dims) != 3:
+        raise ValueError(f"tensors of rank {len(shape)} (without batch) are not supported, got {list(shape)}")
+    return dims[0], dims[1], dims[2]

@@ -20,6 +20,7 @@ from edgekd.backends.hls.values import Act, Pending, QConst
 from edgekd.errors import BuildError
 
 _F32 = np.float32
+RESIZE_FRAC_BITS = 8  # bilinear weights in 1/256: exact for the 2x and 4x upsampling weights (1/4, 3/4, 1/8, ...)
 
 
 def c_name(name: str) -> str:
@@ -89,6 +90,11 @@ class GraphBuilder:
 
     def finalize(self, p: Pending, out_name: str, s: float, z: int, dtype: str | None) -> str:
         """Turn a pending float op into an integer layer writing a new tensor (dtype None: int32 accumulators)."""
+        if p.op == "concat" and dtype is not None and any(isinstance(a, Pending) for a in p.inputs):
+            # ORT: Conv/Gemm in float, Concat, one Q = each part quantized with the Q's parameters, then concatenated
+            parts = [Act(self.finalize(a, f"{out_name}_part{i}", s, z, dtype), s, z) if isinstance(a, Pending) else a
+                     for i, a in enumerate(p.inputs)]
+            p = Pending(p.op, p.node, parts, p.attrs, p.lo, p.hi)
         lo, hi = clamp_range(p, s, z, dtype)
         out = _Output(self.layer_name(p.node), out_name, s, z, dtype, lo, hi)
         if p.op in ("conv", "dense"):
@@ -98,7 +104,109 @@ class GraphBuilder:
                              hint="only Conv/Gemm may feed a float output directly")
         if p.op == "avgpool":
             return self._lower_avgpool(p, out)
+        if p.op == "conv_transpose":
+            return self._lower_conv_transpose(p, out)
+        if p.op == "lut":
+            return self._lower_lut(p, out)
+        if p.op == "resize":
+            return self._lower_resize(p, out)
         return self._lower_rescaled(p, out)
+
+    def float_concat(self, p: Pending, out_name: str) -> tuple[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """A Concat as the float graph output with no Q after it (ORT concatenates dequantized values): each part keeps
+        its codes -- int8 ones with their scale and zero point, raw int32 accumulators of a Conv/Gemm with its
+        per-channel scale and float bias -- copied into one int32 output; the host dequantizes per element."""
+        tensors, scales, zps, biases = [], [], [], []
+        for i, part in enumerate(p.inputs):
+            if isinstance(part, Pending):
+                tensor = self.finalize(part, f"{out_name}_part{i}", 1.0, 0, None)
+                layer = self.layers[-1]
+                shape = self.tensors[tensor].shape
+                per_channel = (-1,) + (1,) * (len(shape) - 1)
+                scale = np.broadcast_to(np.asarray(layer.out_scale, _F32).reshape(per_channel), shape)
+                bias = layer.out_bias if layer.out_bias is not None else np.zeros(shape[0], _F32)
+                bias = np.broadcast_to(np.asarray(bias, _F32).reshape(per_channel), shape)
+                zp = np.zeros(shape, np.int32)
+            else:
+                tensor, shape = part.tensor, self.act_shape(part)
+                scale, zp, bias = np.full(shape, _F32(part.scale)), np.full(shape, part.zero_point, np.int32), np.zeros(shape, _F32)
+            tensors.append(tensor)
+            scales.append(scale)
+            zps.append(zp)
+            biases.append(bias)
+        axis = p.attrs["axis"]
+        shapes = [self.tensors[t].shape for t in tensors]
+        if len({len(sh) for sh in shapes}) != 1 or any(sh[:axis] + sh[axis + 1:] != shapes[0][:axis] + shapes[0][axis + 1:]
+                                                        for sh in shapes):
+            raise BuildError(f"Concat inputs {[list(sh) for sh in shapes]} differ off axis {axis + 1}",
+                             where=f"{self.where} {p.node}")
+        dequant = tuple(np.concatenate(arrays, axis).reshape(-1) for arrays in (scales, zps, biases))
+        out_shape = list(shapes[0])
+        out_shape[axis] = sum(sh[axis] for sh in shapes)
+        tensor = self.new_tensor(out_name, tuple(out_shape), "int32", 1.0, 0)
+        identity = tuple(ir.Rescale(1.0, 0, 1) for _ in tensors)
+        self.layers.append(ir.Concat(self.layer_name(p.node), tensors, tensor, axis=axis, rescale=identity, raw=True,
+                                     lo=ir.INT_RANGES["int32"][0], hi=ir.INT_RANGES["int32"][1]))
+        return tensor, (dequant[0].astype(_F32), dequant[1].astype(np.int32), dequant[2].astype(_F32))
+
+    def _lower_conv_transpose(self, p: Pending, out: _Output) -> str:
+        """ORT runs DQ -> float ConvTranspose -> Q: the integer sum is exact, only ORT's float sum may differ (<= 1 LSB)."""
+        x, w, groups = p.inputs[0], p.attrs["w"], p.attrs["groups"]
+        wc = w.centered()  # [C_in, C_out/groups, kh, kw]
+        cin = wc.shape[0]
+        xs = self.act_shape(x)
+        if cin != xs[0] or cin % groups:
+            raise BuildError(f"ConvTranspose weights {list(w.q.shape)} do not fit input {list(xs)} with group={groups}",
+                             where=f"{self.where} {p.node}")
+        icg = cin // groups
+        wt = np.concatenate([wc[g * icg:(g + 1) * icg].transpose(1, 0, *range(2, wc.ndim)) for g in range(groups)])
+        one_d = p.attrs["kdims"] == 1
+        n_out = wt.shape[0]
+        weights = wt.reshape(n_out, icg, 1 if one_d else wt.shape[2], wt.shape[-1])
+        sw = np.broadcast_to(w.scale.astype(_F32), (n_out,))
+        acc_scale = (_F32(x.scale) * sw).astype(_F32)
+        bias = int_bias(p.attrs.get("bias"), acc_scale, n_out)[0]
+        requant = ir.Requant.from_scale(acc_scale / _F32(out.scale), out.zero_point, out.lo, out.hi)
+        _, h, wdim = ir.as_rank3(xs)
+        (pt, pl, pb, pr), (sh, sw_), (dh, dw) = p.attrs["pads"], p.attrs["stride"], p.attrs["dilation"]
+        (oph, opw), (kh, kw) = p.attrs["output_padding"], weights.shape[2:]
+        oh = (h - 1) * sh - pt - pb + dh * (kh - 1) + oph + 1
+        ow = (wdim - 1) * sw_ - pl - pr + dw * (kw - 1) + opw + 1
+        wdt = np.int8 if weights.min() >= -128 and weights.max() <= 127 else np.int16
+        tensor = self._output_tensor(out, (n_out, ow) if one_d else (n_out, oh, ow))
+        self.layers.append(ir.ConvTranspose(out.layer, [x.tensor], tensor, weights=weights.astype(wdt), bias=bias,
+                                            stride=(sh, sw_), pads=(pt, pl, pb, pr), dilation=(dh, dw), groups=groups,
+                                            requant=requant))
+        return tensor
+
+    def _lower_lut(self, p: Pending, out: _Output) -> str:
+        """Sigmoid/HardSigmoid/HardSwish: ORT's float32 result for every input code, quantized as its Q does."""
+        x = p.inputs[0]
+        lo, hi = ir.INT_RANGES[self.tensors[x.tensor].dtype]
+        v = (np.arange(lo, hi + 1) - x.zero_point).astype(_F32) * _F32(x.scale)  # DequantizeLinear
+        q = np.rint(activation(p.attrs, v) / _F32(out.scale)) + out.zero_point  # QuantizeLinear, half to even
+        table = np.clip(q, out.lo, out.hi).astype(np.int32)
+        tensor = self._output_tensor(out, self.act_shape(x))
+        self.layers.append(ir.Lookup(out.layer, [x.tensor], tensor, table=table, function=p.attrs["function"]))
+        return tensor
+
+    def _lower_resize(self, p: Pending, out: _Output) -> str:
+        """Bilinear Resize, which ORT runs in float (DQ -> Resize -> Q): float32 weights as ORT's, or integer
+        weights in 2**-frac units (the fixed-point path, within 1 LSB)."""
+        x, frac = p.inputs[0], RESIZE_FRAC_BITS
+
+        def ints(w: np.ndarray) -> np.ndarray:
+            first = np.rint(w[:, 0].astype(np.float64) * 2**frac).astype(np.int32)
+            return np.stack([first, 2**frac - first], 1).astype(np.int32)
+
+        ratio = _F32(_F32(x.scale) / _F32(out.scale))
+        requant = ir.Requant.from_scale(np.array([ratio / _F32(2.0 ** (2 * frac))], _F32), out.zero_point, out.lo, out.hi)
+        tensor = self._output_tensor(out, p.attrs["out_shape"])
+        self.layers.append(ir.Resize(out.layer, [x.tensor], tensor, y_index=p.attrs["y_index"], x_index=p.attrs["x_index"],
+                                     wy=p.attrs["wy"], wx=p.attrs["wx"], wy_int=ints(p.attrs["wy"]),
+                                     wx_int=ints(p.attrs["wx"]), frac_bits=frac, requant=requant,
+                                     in_scale=float(_F32(x.scale)), out_scale=float(_F32(out.scale))))
+        return tensor
 
     def _lower_weighted(self, p: Pending, out: _Output) -> str:
         """Conv / Gemm / MatMul: zero-point-centered integer weights and an int32 bias in accumulator units."""
@@ -234,10 +342,23 @@ def int_bias(b: QConst | np.ndarray | None, acc_scale: np.ndarray, n_out: int) -
     return np.rint(fb.astype(np.float64) / acc_scale).astype(np.int32), fb
 
 
+def activation(attrs: dict[str, Any], v: np.ndarray) -> np.ndarray:
+    """What ORT's float kernels compute, in float32 (HardSwish runs as x * HardSigmoid(x, 1/6, 1/2) there)."""
+    zero, one = _F32(0), _F32(1)
+    fn = attrs["function"]
+    if fn == "Sigmoid":
+        return (1.0 / (1.0 + np.exp(-v.astype(np.float64)))).astype(_F32)
+    alpha, beta = (_F32(1 / 6), _F32(0.5)) if fn == "HardSwish" else (_F32(attrs["alpha"]), _F32(attrs["beta"]))
+    hard = np.maximum(zero, np.minimum(one, (alpha * v + beta).astype(_F32)))
+    return (v * hard).astype(_F32) if fn == "HardSwish" else hard
+
+
 def pool_shape(shape: tuple[int, ...], attrs: dict[str, Any]) -> tuple[int, ...]:
-    c, h, w = shape
+    """The pooled shape; a 1-D [C, L] input (pooled as [C, 1, L]) stays 1-D."""
+    c, h, w = ir.as_rank3(shape)
     (kh, kw), (sh, sw), (pt, pl, pb, pr) = attrs["kernel"], attrs["stride"], attrs["pads"]
-    return (c, (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1)
+    oh, ow = (h + pt + pb - kh) // sh + 1, (w + pl + pr - kw) // sw + 1
+    return (c, ow) if len(shape) == 2 else (c, oh, ow)
 
 
 def rescales(inputs: list[Act], out_scale: float) -> tuple[tuple[ir.Rescale, ...], int]:

@@ -7,6 +7,7 @@ The walk is a small abstract interpretation: each ONNX value is known as one of
   QAct      a quantized activation tensor (output of Q)
   Act       the float view DQ(q) of a quantized activation
   Pending   a float result (Conv, Gemm, Add, pooling, ...) waiting for its QuantizeLinear
+  SoftmaxOut  a final Softmax, computed on the host
 """
 
 from __future__ import annotations
@@ -55,12 +56,23 @@ class Act:
 
 @dataclass
 class Pending:
-    op: str  # conv | dense | add | avgpool | concat | identity
+    op: str  # conv | dense | add | avgpool | concat | identity | conv_transpose | lut | resize
     node: str
-    inputs: list[Act]
+    inputs: list[Any]  # Act; a concat may also hold pending Conv/Gemm results (lowered at its Q or the output)
     attrs: dict[str, Any] = field(default_factory=dict)
     lo: float = -np.inf  # float clamp from Relu/Clip
     hi: float = np.inf
+
+
+@dataclass
+class SoftmaxOut:
+    """Softmax of a dequantized activation, left to the host: only the graph output (or its Q/DQ) may follow it."""
+
+    act: Act
+    axis: int
+    scale: float | None = None  # the QuantizeLinear after it, if any
+    zero_point: int = 0
+    dtype: str | None = None
 
 
 KIND_WORDS = {
@@ -70,4 +82,5 @@ KIND_WORDS = {
     QAct: "a quantized tensor (QuantizeLinear output)",
     Act: "a dequantized activation (DequantizeLinear output)",
     Pending: "a float result with no QuantizeLinear after it",
+    SoftmaxOut: "a Softmax result (computed on the host: only the graph output may follow it)",
 }

@@ -189,11 +189,111 @@ ConcatLoop:
 #pragma HLS PIPELINE II = 1
             const int32_t d = (int32_t)x[o * CFG::inner + i] - CFG::in_zp;
 #if EDGEKD_REQUANT_FLOAT
-            const int32_t v = finish_float((float)d * CFG::in_scale, CFG::out_scale, CFG::out_zp, CFG::lo, CFG::hi);
+            int32_t v = finish_float((float)d * CFG::in_scale, CFG::out_scale, CFG::out_zp, CFG::lo, CFG::hi);
 #else
-            const int32_t v = clamp_i32(rshift_rne((int64_t)d * CFG::mult, CFG::shift) + CFG::out_zp, CFG::lo, CFG::hi);
+            int32_t v = clamp_i32(rshift_rne((int64_t)d * CFG::mult, CFG::shift) + CFG::out_zp, CFG::lo, CFG::hi);
 #endif
+            if (CFG::raw) v = (int32_t)x[o * CFG::inner + i];  // float graph output: the codes, dequantized on the host
             y[o * CFG::out_inner + CFG::offset + i] = (out_t)v;
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Slice / Split / nearest Resize
+// A copy through per-axis index tables on the [C, H, W] view: int8 codes move, nothing is computed.
+template <class CFG, typename in_t, typename out_t>
+void gather(const in_t x[CFG::in_c * CFG::in_h * CFG::in_w], out_t y[CFG::out_c * CFG::out_h * CFG::out_w],
+            const int32_t ic[CFG::out_c], const int32_t ih[CFG::out_h], const int32_t iw[CFG::out_w]) {
+GatherLoop:
+    for (int c = 0; c < CFG::out_c; c++) {
+        for (int h = 0; h < CFG::out_h; h++) {
+            for (int w = 0; w < CFG::out_w; w++) {
+#pragma HLS PIPELINE II = 1
+                y[(c * CFG::out_h + h) * CFG::out_w + w] = (out_t)x[(ic[c] * CFG::in_h + ih[h]) * CFG::in_w + iw[w]];
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- Sigmoid / HardSigmoid / HardSwish
+// One ROM read per element: the table holds the quantized result for every input code.
+template <class CFG, typename in_t, typename out_t>
+void lookup(const in_t x[CFG::n], out_t y[CFG::n], const int16_t table[]) {
+LookupLoop:
+    for (int i = 0; i < CFG::n; i++) {
+#pragma HLS UNROLL factor = CFG::unroll
+        y[i] = (out_t)table[(int32_t)x[i] - CFG::in_lo];
+    }
+}
+
+// ---------------------------------------------------------------- ConvTranspose (1D is H = 1)
+// Each output gathers the input taps that reach it: oh = ih * s_h - p_t + kh * d_h.
+template <class CFG, typename in_t, typename out_t, typename w_t>
+void conv_transpose2d(const in_t x[CFG::in_c * CFG::in_h * CFG::in_w], out_t y[CFG::out_c * CFG::out_h * CFG::out_w],
+                      const w_t w[CFG::out_c * (CFG::in_c / CFG::groups) * CFG::k_h * CFG::k_w],
+                      const int32_t b[CFG::out_c], const float mf[], const int32_t m[], const int8_t s[]) {
+    const int icg = CFG::in_c / CFG::groups;
+    const int ocg = CFG::out_c / CFG::groups;
+ConvTPixel:
+    for (int oh = 0; oh < CFG::out_h; oh++) {
+        for (int ow = 0; ow < CFG::out_w; ow++) {
+#pragma HLS PIPELINE II = CFG::reuse
+#pragma HLS ALLOCATION operation instances = mul limit = CFG::n_mult
+        ConvTOut:
+            for (int oc = 0; oc < CFG::out_c; oc++) {
+                accum_t acc = b[oc];
+                const int g = oc / ocg;
+            ConvTTap:
+                for (int ic = 0; ic < icg; ic++) {
+                    for (int kh = 0; kh < CFG::k_h; kh++) {
+                        const int th = oh + CFG::p_t - kh * CFG::d_h;
+                        if (th < 0 || th % CFG::s_h != 0 || th / CFG::s_h >= CFG::in_h) continue;
+                        for (int kw = 0; kw < CFG::k_w; kw++) {
+                            const int tw = ow + CFG::p_l - kw * CFG::d_w;
+                            if (tw < 0 || tw % CFG::s_w != 0 || tw / CFG::s_w >= CFG::in_w) continue;
+                            const int xi = ((g * icg + ic) * CFG::in_h + th / CFG::s_h) * CFG::in_w + tw / CFG::s_w;
+                            const int wi = ((oc * icg + ic) * CFG::k_h + kh) * CFG::k_w + kw;
+                            acc += (accum_t)((int32_t)x[xi] - CFG::in_zp) * (accum_t)w[wi];
+                        }
+                    }
+                }
+                y[(oc * CFG::out_h + oh) * CFG::out_w + ow] = (out_t)requant<CFG>(acc, oc, mf, m, s);
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- bilinear Resize
+// float32: ONNX Runtime's DQ -> Resize -> Q step by step (its weights, its summation order);
+// fixed point: the same taps with integer weights in 2^-frac units, one requantization.
+template <class CFG, typename in_t, typename out_t>
+void resize_bilinear(const in_t x[CFG::in_c * CFG::in_h * CFG::in_w], out_t y[CFG::out_c * CFG::out_h * CFG::out_w],
+                     const int32_t yi[], const int32_t xi[], const float wyf[], const float wxf[], const int32_t wyi[],
+                     const int32_t wxi[], const float mf[], const int32_t m[], const int8_t s[]) {
+ResizePixel:
+    for (int c = 0; c < CFG::out_c; c++) {
+        for (int oh = 0; oh < CFG::out_h; oh++) {
+            for (int ow = 0; ow < CFG::out_w; ow++) {
+#pragma HLS PIPELINE II = CFG::reuse
+                const int base = c * CFG::in_h * CFG::in_w;
+                const int r1 = base + yi[2 * oh] * CFG::in_w, r2 = base + yi[2 * oh + 1] * CFG::in_w;
+                const int c1 = xi[2 * ow], c2 = xi[2 * ow + 1];
+                const int32_t d11 = (int32_t)x[r1 + c1] - CFG::in_zp, d21 = (int32_t)x[r1 + c2] - CFG::in_zp;
+                const int32_t d12 = (int32_t)x[r2 + c1] - CFG::in_zp, d22 = (int32_t)x[r2 + c2] - CFG::in_zp;
+                const int yo = (c * CFG::out_h + oh) * CFG::out_w + ow;
+#if EDGEKD_REQUANT_FLOAT
+                (void)wyi; (void)wxi;
+                const float wy1 = wyf[2 * oh], wy2 = wyf[2 * oh + 1], wx1 = wxf[2 * ow], wx2 = wxf[2 * ow + 1];
+                const float v = wx1 * wy1 * ((float)d11 * CFG::in_scale) + wx2 * wy1 * ((float)d21 * CFG::in_scale) +
+                                wx1 * wy2 * ((float)d12 * CFG::in_scale) + wx2 * wy2 * ((float)d22 * CFG::in_scale);
+                y[yo] = (out_t)finish_float(v, CFG::out_scale, CFG::out_zp, CFG::lo, CFG::hi);
+#else
+                (void)wyf; (void)wxf; (void)mf;
+                const int64_t acc = (int64_t)wyi[2 * oh] * (wxi[2 * ow] * d11 + wxi[2 * ow + 1] * d21) +
+                                    (int64_t)wyi[2 * oh + 1] * (wxi[2 * ow] * d12 + wxi[2 * ow + 1] * d22);
+                y[yo] = (out_t)clamp_i32(rshift_rne(acc * (int64_t)m[0], s[0]) + CFG::out_zp, CFG::lo, CFG::hi);
+#endif
+            }
         }
     }
 }
