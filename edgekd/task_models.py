@@ -25,19 +25,20 @@ def _conv(cin: int, cout: int, k: int = 3, stride: int = 1) -> list[nn.Module]:
 
 
 class TinyUNet(nn.Module):
-    """Segmentation: a 2-level U-Net (conv encoder, ConvTranspose decoder, skip concatenations), N x C x H x W
-    logits at the input's resolution (H, W divisible by 4)."""
+    """Segmentation: a 2-level U-Net (conv encoder, two convs at 1/4 resolution where the digit's identity is
+    decided, ConvTranspose decoder with skip concatenations, 1x1 conv at full resolution), N x C x H x W logits at
+    the input's resolution (H, W divisible by 4)."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 11, width: int = 16) -> None:
         super().__init__()
         w = width
         self.enc1 = nn.Sequential(*_conv(in_channels, w), *_conv(w, w))
         self.enc2 = nn.Sequential(nn.MaxPool2d(2), *_conv(w, 2 * w))
-        self.bottom = nn.Sequential(nn.MaxPool2d(2), *_conv(2 * w, 4 * w))
+        self.bottom = nn.Sequential(nn.MaxPool2d(2), *_conv(2 * w, 4 * w), *_conv(4 * w, 4 * w))
         self.up2 = nn.ConvTranspose2d(4 * w, 2 * w, 2, stride=2)
         self.dec2 = nn.Sequential(*_conv(4 * w, 2 * w))
         self.up1 = nn.ConvTranspose2d(2 * w, w, 2, stride=2)
-        self.dec1 = nn.Sequential(*_conv(2 * w, w))
+        self.dec1 = nn.Sequential(*_conv(2 * w, w, k=1))
         self.head = nn.Conv2d(w, num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

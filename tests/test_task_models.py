@@ -3,6 +3,7 @@ exports to ONNX with the same outputs, and the teacher costs 4-10x the student's
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -27,9 +28,13 @@ OUTPUTS = {
 }
 
 
-def samples(name: str, n: int = 3) -> torch.Tensor:
-    data = task_data.TASK_DATASETS[name](SourceSpec(f"builtin:{name}", "builtin", name, {}))
-    return torch.from_numpy(np.ascontiguousarray(data.x_test[:n]))
+@functools.cache
+def _test_inputs(name: str) -> np.ndarray:
+    return task_data.TASK_DATASETS[name](SourceSpec(f"builtin:{name}", "builtin", name, {})).x_test[:3]
+
+
+def samples(name: str) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(_test_inputs(name)))
 
 
 def shapes(out) -> object:
