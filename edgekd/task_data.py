@@ -1,9 +1,9 @@
 """Built-in task datasets made from data that ships with installed packages (no downloads), one per edge task.
 
 ``TASK_DATASETS`` maps a name to a loader ``(SourceSpec) -> DataSplits``; ``edgekd.data`` serves them as
-``builtin:NAME``. Every loader is seeded (``?seed=``, default 0) and deterministic, and small enough to train a tiny
-model in seconds on two cores. Labels are numpy arrays of any shape, or a dict of arrays keyed by output name for
-multi-output tasks. docs/tasks.md describes each dataset; the summary:
+``builtin:NAME``. Every composed or synthetic loader is seeded (``?seed=``, default 0); all are deterministic and
+small enough to train a tiny model in seconds on two cores. Labels are numpy arrays of any shape, or a dict of
+arrays keyed by output name for multi-output tasks. docs/tasks.md describes each dataset; the summary:
 
 | name | x | y | task |
 |---|---|---|---|
