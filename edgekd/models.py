@@ -138,13 +138,49 @@ def cache_dir() -> Path:
     return path
 
 
+#: the task each built-in task dataset trains its teacher for (the pairs: edgekd/task_models.TASK_PAIRS)
+TASK_OF_DATASET = {"mnist-seg": "segmentation", "mnist-det": "detection", "digits-keypoints": "keypoints",
+                   "digits-anomaly": "reconstruction", "signal-synth": "classification",
+                   "tokens-synth": "token-classification", "tokens-seq": "sequence-classification"}
+
+
+def _task_builtins() -> dict[str, tuple[str, bool]]:
+    """``builtin:seg-teacher`` ...: name -> (dataset, trained?) for every built-in task pair."""
+    from edgekd.task_models import TASK_PAIRS
+
+    names: dict[str, tuple[str, bool]] = {}
+    for dataset, (teacher, student, _shape, _dtype) in TASK_PAIRS.items():
+        names[teacher], names[student] = (dataset, True), (dataset, False)
+    return names
+
+
+def _load_task_builtin(spec: SourceSpec, dataset: str, trained: bool) -> LoadedModel:
+    from edgekd.task_models import TASK_PAIRS, build_arch
+
+    spec.check_params(("seed", "epochs") if trained else ("seed",))
+    seed = spec.int_param("seed", 0)
+    torch.manual_seed(seed)
+    module = build_arch(spec.arg)
+    if trained:  # trained once for its task on its dataset, cached like the digits teacher
+        from edgekd.train.teachers import load_or_train
+
+        load_or_train(spec.arg, module, dataset, seed, spec.int_param("epochs", 15), task=TASK_OF_DATASET[dataset])
+    module.eval()
+    shape = TASK_PAIRS[dataset][2]
+    return LoadedModel(module, spec.arg, spec.text, shape)
+
+
 def _load_builtin(spec: SourceSpec) -> LoadedModel:
+    tasks = _task_builtins()
+    if spec.arg in tasks:
+        return _load_task_builtin(spec, *tasks[spec.arg])
     if spec.arg not in BUILTIN_MODELS:
         import difflib
 
-        close = difflib.get_close_matches(spec.arg, list(BUILTIN_MODELS), n=3)
+        known = [*BUILTIN_MODELS, *tasks]
+        close = difflib.get_close_matches(spec.arg, known, n=3)
         raise SourceError(
-            f"unknown builtin model {spec.arg!r}; known: {', '.join(BUILTIN_MODELS)}",
+            f"unknown builtin model {spec.arg!r}; known: {', '.join(known)}",
             where=spec.text, hint=f"did you mean {', '.join(close)}?" if close else None,
         )
     arch, dataset, trained = BUILTIN_MODELS[spec.arg]
