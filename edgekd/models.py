@@ -569,6 +569,16 @@ def check_fits_data(student: LoadedModel, teacher: LoadedModel | None, x: Any, n
         try:
             with torch.no_grad():
                 out = loaded.module(sample)
+        except TypeError as exc:
+            if "required positional argument" in str(exc):  # forward(img, meta): several inputs
+                raise SourceError(f"{role} {loaded.name} takes several inputs ({str(exc).splitlines()[0]}); edgekd "
+                                  "compresses single-input models today", where=where,
+                                  hint="wrap the model so forward() takes one tensor (e.g. concatenate the inputs "
+                                       "along dim 1 and split them inside), and pass the wrapper; nothing was trained"
+                                  ) from None
+            raise SourceError(f"{role} {loaded.name} cannot run on the data's samples of shape "
+                              f"{list(sample.shape[1:])}: TypeError: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              where=where, hint=_fit_hint(loaded, tuple(sample.shape[1:]))) from None
         except Exception as exc:
             raise SourceError(f"{role} {loaded.name} cannot run on the data's samples of shape "
                               f"{list(sample.shape[1:])}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
