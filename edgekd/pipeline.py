@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekd import __version__
+from edgekd import __version__, onnx_source
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
@@ -484,7 +484,7 @@ def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries:
     )
 
 
-def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: list[str | Target] | None = None,
+def compress(model: str, *, data: str | None = None, recipe: str | Recipe = "fp32", targets: list[str | Target] | None = None,
              teacher: str | None = None, out: str | Path = "out", arch: str | None = None,
              options: CompressOptions | None = None, teacher_arch: str | None = None,
              profile: str | Recipe | None = None, eval_data: str | None = None) -> dict[str, Any]:
@@ -498,6 +498,9 @@ def compress(model: str, *, data: str, recipe: str | Recipe = "fp32", targets: l
         warnings.warn("compress(profile=...) is deprecated; use recipe=...", DeprecationWarning, stacklevel=2)
         recipe = profile
     options = options or CompressOptions()
+    if onnx_source.handles(model, recipe, data):  # an ONNX file: built as it is or quantized by ONNX Runtime
+        return onnx_source.compress_onnx(model, data=data, recipe=recipe, targets=targets, out=out, options=options,
+                                         teacher=teacher, arch=arch, eval_data=eval_data)
     started = time.perf_counter()
     inputs = _load_inputs(model, data, recipe, targets, teacher, arch, teacher_arch, eval_data, options)
     config = {"sources": {"model": model, "teacher": teacher, "data": data, "arch": arch, "teacher_arch": teacher_arch,

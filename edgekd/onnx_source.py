@@ -1,0 +1,580 @@
+"""Models that arrive as ONNX files (a vendor export, a model zoo, ONNX Runtime's or NNCF's quantizer).
+
+Two paths, each named in report.json (``onnx_source.path``) and report.md:
+
+- **as-is QDQ**: an already-quantized file (QuantizeLinear/DequantizeLinear or integer kernels) is built for
+  every target as it is. A recipe with passes is refused before anything runs: quantizing twice is not a thing.
+- **onnx-ptq via onnxruntime.quantization**: a float file with a PTQ-only recipe (``ptq``) is quantized by
+  ONNX Runtime's ``quantize_static`` (QDQ, per-channel symmetric int8 weights, calibrated on ``--data``'s
+  training split), once per numerics group of the targets (symmetric int8 activations where a backend's
+  ``Numerics`` asks for them, asymmetric uint8 otherwise).
+
+A float file with the ``fp32`` recipe is built as it is. Training recipes (distillation, sparsity, pruning, QAT)
+need a PyTorch module: with the optional ``onnx2torch`` installed, ``models.load_model`` converts the file and
+the ordinary pipeline runs (``handles`` says which way a call goes); without it they are refused, saying why.
+
+After that, the pipeline's own steps: per-target Q/DQ variants (the flavor rewrites of
+``quant/onnx_export.py`` that apply to this file), golden.npz with ONNX Runtime's outputs of every file a target
+builds from, each target's build, parity and budgets, and the bundle. Without ``--data`` the golden inputs are
+generated from the file's input spec (``random:``, stated in the report and the manifest).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import importlib.util
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from edgekd.artifact import Artifact, IOSpec
+from edgekd.backends import BACKENDS
+from edgekd.backends.base import Numerics, QDQFlavor, is_power_of_two, numerics_of
+from edgekd.backends.flavors import flavor_of
+from edgekd.backends.onnxruntime import INT8_KERNEL_OPS
+from edgekd.config import Recipe, Target, load_recipe, load_target, unique_targets
+from edgekd.data import DataContext, DataSplits, layout_hint, load_data
+from edgekd.errors import ConfigError, ExportError, SourceError
+from edgekd.onnxgraph import OnnxGraph, opset
+from edgekd.progress import log
+
+AS_IS = "as-is QDQ"
+AS_IS_FLOAT = "as-is float"
+ONNX_PTQ = "onnx-ptq via onnxruntime.quantization"
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+#: the quantize pass settings ONNX Runtime's quantizer has no counterpart for (reported as not applied)
+_NOT_APPLIED = {"bias_correction": "ONNX Runtime's quantize_static has no bias correction",
+                "sensitivity": "no per-layer sensitivity search at the ONNX level; exclude = [node names] keeps layers float"}
+
+
+# ---------------------------------------------------------------- reading the file
+
+
+@dataclass(frozen=True)
+class OnnxSource:
+    """A user's ONNX file, read and classified."""
+
+    path: Path
+    model: Any  # onnx.ModelProto (external data loaded)
+    inputs: tuple[IOSpec, ...]
+    outputs: tuple[IOSpec, ...]
+    opset: int
+    quant_nodes: int  # QuantizeLinear/DequantizeLinear/integer-kernel nodes
+
+    @property
+    def quantized(self) -> bool:
+        return self.quant_nodes > 0
+
+    @property
+    def params(self) -> int:
+        return sum(int(np.prod(t.dims)) for t in self.model.graph.initializer)
+
+
+def is_onnx_file(source: str | Path) -> bool:
+    """True when a model source names an ONNX file (``model.onnx`` or ``file:model.onnx``)."""
+    text = str(source)
+    text = text[len("file:"):] if text.startswith("file:") else text
+    return text.lower().endswith(".onnx")
+
+
+def _file_of(source: str | Path) -> Path:
+    text = str(source)
+    return Path(text[len("file:"):] if text.startswith("file:") else text)
+
+
+def read_source(source: str | Path) -> OnnxSource:
+    """Read a user's ONNX file (``onnx_files.read_onnx``: a bad file says what it really is) and classify it."""
+    import onnx
+
+    from edgekd.export import _io_specs
+    from edgekd.onnx_files import read_onnx
+
+    path = _file_of(source)
+    model = read_onnx(path, error=SourceError, what="an ONNX model file")
+    try:
+        onnx.checker.check_model(model, full_check=False)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(f"is not a valid ONNX model: {first}", where=str(path),
+                          hint="export it again; `python -m onnx.checker` or `edgekd inspect` show the same") from None
+    inputs, outputs = _io_specs(model)
+    quant = sum(1 for n in model.graph.node if n.op_type in QDQ_OPS or n.op_type in INT8_KERNEL_OPS)
+    return OnnxSource(path, model, inputs, outputs, opset(model), quant)
+
+
+def check_io(src: OnnxSource) -> None:
+    """edgekd's golden files, parity and `edgekd check` carry one float input and one output per model."""
+    names = lambda specs: ", ".join(f"{s.name} {list(s.shape)}" for s in specs)  # noqa: E731
+    if len(src.inputs) != 1 or len(src.outputs) != 1:
+        raise SourceError(f"the model has {len(src.inputs)} input(s) ({names(src.inputs)}) and {len(src.outputs)} "
+                          f"output(s) ({names(src.outputs)}); edgekd builds ONNX models with one input and one output",
+                          where=str(src.path), hint="cut the graph to one input and one output (onnx.utils.extract_model), "
+                          "or concatenate the heads into one output before exporting")
+    spec = src.inputs[0]
+    if not spec.dtype.startswith("float"):
+        raise SourceError(f"input {spec.name!r} is {spec.dtype}; edgekd's data sources feed float32 samples",
+                          where=str(src.path), hint="export the model with a float input (the preprocessing inside)")
+
+
+def sample_shape(spec: IOSpec) -> tuple[int | None, ...]:
+    """The input's dims after the batch (None where dynamic)."""
+    return tuple(d if isinstance(d, int) else None for d in spec.shape[1:])
+
+
+# ---------------------------------------------------------------- which path runs
+
+
+def _training_passes(recipe: Recipe) -> list[str]:
+    return [p.name for p in recipe.passes if p.name != "quantize" or getattr(p.config, "mode", "ptq") != "ptq"]
+
+
+def converter_available() -> bool:
+    """onnx2torch (the optional ``edgekd[onnx]`` extra) converts a float ONNX graph to a trainable module."""
+    return importlib.util.find_spec("onnx2torch") is not None
+
+
+def handles(model: str | Path, recipe: str | Recipe, data: str | None = None) -> bool:
+    """Whether ``compress`` of ``model`` runs here (True) or in the ordinary pipeline: any other model, or the
+    module onnx2torch converts a float file to for a training recipe (when onnx2torch is installed). Only an
+    ONNX file may come without ``data`` (its golden inputs are generated from the input spec)."""
+    if not is_onnx_file(model):
+        if data is None:
+            raise ConfigError("--data is required for this model", where="--data",
+                              hint="pass a data source (builtin:digits, npz:PATH, imagefolder:DIR, random:3x224x224 ...); "
+                                   "only an .onnx model may come without data")
+        return False
+    prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if not _training_passes(prof) or not converter_available() or read_source(model).quantized:
+        return True  # a quantized file with a training recipe is refused here, with the reason
+    if data is None:
+        raise ConfigError(f"recipe {prof.name!r} trains the model and needs --data", where="--data",
+                          hint="pass the training data (npz:PATH, imagefolder:DIR, ...)")
+    return False
+
+
+def choose_path(src: OnnxSource, recipe: Recipe) -> str:
+    """AS_IS, AS_IS_FLOAT or ONNX_PTQ; every recipe that cannot run on this file is refused before anything runs."""
+    where = recipe.source or f"recipe {recipe.name}"
+    if src.quantized:
+        if recipe.passes:
+            raise ConfigError(
+                f"{src.path.name} is already quantized ({src.quant_nodes} Q/DQ or integer-kernel nodes) but recipe "
+                f"{recipe.name!r} has passes ({', '.join(p.name for p in recipe.passes)}); edgekd builds a quantized "
+                "ONNX file as it is", where=where,
+                hint="use --recipe fp32 (no passes) to build this file as it is, or pass the float ONNX file it was "
+                     "quantized from to run the recipe")
+        return AS_IS
+    training = _training_passes(recipe)
+    if training:
+        raise ConfigError(
+            f"recipe {recipe.name!r} trains the model ({', '.join(training)}), which needs a PyTorch module; "
+            f"{src.path.name} is an ONNX graph and onnx2torch (the converter) is not installed", where=where,
+            hint="pip install 'edgekd[onnx]' (onnx2torch) to convert the graph, use --recipe ptq (ONNX-level INT8 "
+                 "PTQ, no training), or pass the PyTorch model (.pt / py: factory) the file was exported from")
+    if not recipe.passes:
+        return AS_IS_FLOAT
+    config = recipe.passes[0].config
+    if len(recipe.passes) != 1 or getattr(config, "weight_bits", 8) != 8:
+        raise ConfigError(f"ONNX-level PTQ writes 8-bit weights; recipe {recipe.name!r} asks for "
+                          f"{getattr(config, 'weight_bits', '?')}-bit", where=where,
+                          hint="use weight_bits = 8 (--set quantize.weight_bits=8) or the ptq recipe")
+    return ONNX_PTQ
+
+
+def _check_quantized_targets(path: str, targets: list[Target]) -> None:
+    """An integer-only backend (the FPGA) cannot build a float file with no quantize pass."""
+    for target in targets:
+        if getattr(BACKENDS.get(target.backend), "requires_quantized", False):
+            raise ConfigError(f"target {target.name} ({target.backend}) needs a quantized model, but the file is "
+                              "float and the recipe has no quantize pass", where=target.source,
+                              hint="use --recipe ptq (ONNX-level INT8 PTQ) or pass a QDQ file")
+
+
+# ---------------------------------------------------------------- data
+
+
+def golden_data(src: OnnxSource, data: str | None, eval_data: str | None, seed: int, n_golden: int,
+                needs_calibration: bool) -> tuple[DataSplits, str]:
+    """The splits every step uses, and where the golden inputs come from (a sentence for report and manifest)."""
+    from edgekd.pipeline import with_eval_set
+
+    shape = sample_shape(src.inputs[0])
+    if data is None:
+        if needs_calibration:
+            raise ConfigError("ONNX-level PTQ calibrates on --data, and none was given", where="--data",
+                              hint="pass representative samples (npz:PATH, imagefolder:DIR ...); random:"
+                                   + "x".join(str(d or "?") for d in shape) + " runs, but its ranges mean nothing")
+        if any(d is None for d in shape):
+            raise ConfigError(f"input {src.inputs[0].name!r} has dynamic dimensions {list(src.inputs[0].shape)} "
+                              "besides the batch: golden inputs cannot be generated from it", where=str(src.path),
+                              hint="pass --data with samples of the size to build for")
+        random = f"random:{'x'.join(map(str, shape))}?n={2 * n_golden}&seed={seed}"
+        splits = load_data(random, DataContext(seed=seed))
+        how = (f"generated from the input spec {src.inputs[0].name} {list(src.inputs[0].shape)} ({random}: "
+               "standard-normal noise, no --data given): parity only, no accuracy")
+    else:
+        splits = load_data(data, DataContext(input_shape=tuple(d for d in shape if d is not None), seed=seed))
+        how = f"the first test samples of --data {data}"
+    if eval_data:
+        splits = with_eval_set(splits, eval_data, seed)
+    fits = len(splits.input_shape) == len(shape) and all(d is None or d == s for d, s in zip(shape, splits.input_shape))
+    if not fits:
+        expected = tuple(d if d is not None else 0 for d in shape)
+        raise SourceError(f"data samples have shape {splits.input_shape} but {src.path.name} takes "
+                          f"{list(src.inputs[0].shape)} ({src.inputs[0].name})", where=data or "--data",
+                          hint=layout_hint(splits.input_shape, expected) or "use samples of the model's input shape")
+    batch = src.inputs[0].shape[0] if src.inputs[0].shape else None
+    if isinstance(batch, int) and batch > 1:  # a fixed batch: every run is whole batches of it
+        keep = len(splits.x_test) // batch * batch
+        splits = dataclasses.replace(splits, x_test=splits.x_test[:keep],
+                                     y_test=None if splits.y_test is None else splits.y_test[:keep])
+    return splits, how
+
+
+def fix_dims(model: Any, spec: IOSpec, sample: tuple[int, ...]) -> list[str]:
+    """Fix the input's dynamic dimensions after the batch to the data's; the batch axis stays as it is."""
+    fixed = []
+    value = next(v for v in model.graph.input if v.name == spec.name)
+    for i, dim in enumerate(value.type.tensor_type.shape.dim[1:]):
+        if not dim.HasField("dim_value"):
+            fixed.append(f"{spec.name} dim {i + 1} ({dim.dim_param or '?'}) = {sample[i]}")
+            dim.Clear()
+            dim.dim_value = int(sample[i])
+    return fixed
+
+
+# ---------------------------------------------------------------- PTQ with ONNX Runtime
+
+
+def ort_ptq(float_path: Path, out_path: Path, calib: np.ndarray, input_name: str, config: Any,
+            numerics: Numerics, where: str = "") -> dict[str, Any]:
+    """``quantize_static`` (QDQ) with the numerics the targets' backends declare; returns the report section."""
+    import contextlib
+    import io
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    symmetric = bool(config.symmetric_activations if config.symmetric_activations is not None
+                     else numerics.symmetric_activations)
+    samples = calib[: config.calibration_samples]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            # equal batches: ORT's histogram calibrators stack them (a short last batch is dropped)
+            step = min(config.calibration_batch, len(samples))
+            self.batches = iter([{input_name: samples[i : i + step]} for i in range(0, len(samples) - step + 1, step)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    method = CalibrationMethod.Percentile if config.calibration == "percentile" else CalibrationMethod.MinMax
+    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+             **({"CalibPercentile": config.percentile} if config.calibration == "percentile" else {})}
+    names = [n.name for n in _load(float_path).graph.node]
+    exclude = sorted({n for n in names for pattern in config.exclude if fnmatch.fnmatchcase(n, pattern)})
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static's pre-processing advice
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print progress
+            quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=config.granularity == "per_channel", calibrate_method=method,
+                            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude, extra_options=extra)
+    except Exception as exc:  # ORT's quantizer raises its own types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ExportError(f"ONNX Runtime's quantize_static failed on this model: {type(exc).__name__}: {first}",
+                          where=where or str(float_path), hint="try calibration = \"minmax\" (--set quantize.calibration=minmax), "
+                          "or quantize the file yourself and pass the QDQ file with --recipe fp32") from None
+    finally:
+        logging.getLogger().setLevel(level)
+    notes = [f"{key}: not applied ({why})" for key, why in _NOT_APPLIED.items() if getattr(config, key, None) not in
+             (False, "off", None)]
+    if numerics.power_of_two_scales:
+        notes.append("power-of-two scales: not applied (quantize_static writes float scales); the FPGA backend "
+                     "requantizes with an integer multiplier and shift")
+    return {"path": ONNX_PTQ, "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
+            "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
+            "weights": "int8 symmetric " + config.granularity.replace("_", "-"),
+            "calibration": f"{config.calibration} on {len(samples)} training samples",
+            "excluded": exclude, "notes": notes}
+
+
+def _load(path: Path) -> Any:
+    import onnx
+
+    return onnx.load(str(path))
+
+
+# ---------------------------------------------------------------- per-target Q/DQ variants
+
+
+def flavor_variant(model: Any, flavor: QDQFlavor) -> tuple[Any, list[str]]:
+    """A copy of a quantized model with ``flavor``'s post-processing, and what changed / does not apply."""
+    import onnx
+
+    from edgekd.quant.onnx_export import REWRITES, _unshare_weight_dq_params
+
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    changes = []
+    if _unshare_weight_dq_params(copy):
+        changes.append("private weight scale/zero-point initializers")
+    for name in flavor.rewrites:
+        count = REWRITES[name](copy) if name in REWRITES else 0
+        changes.append(f"{name}: {count} rewritten" if count else f"{name}: does not apply to this file")
+    if flavor.postprocess is not None:
+        flavor.postprocess(copy)
+        changes.append("the flavor's own postprocess")
+    return copy, changes + _flavor_rule_notes(copy, flavor)
+
+
+def _flavor_rule_notes(model: Any, flavor: QDQFlavor) -> list[str]:
+    """The flavor's storage rules this file does not follow (built as it is; the backend's build decides)."""
+    g = OnnxGraph(model)
+    zero_points, scales = [], []
+    for node in g.nodes:
+        if node.op_type == "QuantizeLinear":
+            scales.append(g.constant(node.input[1]))
+            zero_points.append(g.constant(node.input[2]) if len(node.input) > 2 else np.zeros((), np.uint8))
+    zps = [z for z in zero_points if z is not None]
+    notes = []
+    if flavor.activations == "int8" and any(z.dtype != np.int8 or np.any(z != 0) for z in zps):
+        notes.append(f"{flavor.runtime} reads symmetric int8 activations (zero point 0); this file has uint8 or "
+                     "nonzero zero points: built as it is" + (f" ({flavor.hint})" if flavor.hint else ""))
+    elif flavor.zero_point_zero and any(np.any(z != 0) for z in zps):
+        notes.append(f"the {flavor.name} flavor prefers zero point 0; this file has nonzero activation zero points")
+    if flavor.power_of_two_scales and not all(s is not None and is_power_of_two(s) for s in scales):
+        notes.append(f"the {flavor.name} flavor prefers power-of-two scales; this file's are not (requantized with "
+                     "a multiplier and shift)")
+    return notes
+
+
+def target_sources(groups: list[list[Target]], group_files: list[Path], writer: Any) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The file each target builds from: its group's quantized file, or a flavor variant of it where the flavor's
+    post-processing changes the graph. Returns (target -> file, flavor notes for the report)."""
+    import onnx
+
+    sources: dict[str, Path] = {}
+    notes: dict[str, Any] = {}
+    made: dict[tuple[int, str], Path] = {}
+    for gi, (group, path) in enumerate(zip(groups, group_files, strict=True)):
+        model = _load(path)
+        for target in group:
+            flavor = flavor_of(BACKENDS.get(target.backend))
+            key = (gi, flavor.name)
+            if key not in made:
+                variant, changes = flavor_variant(model, flavor)
+                changed = variant.SerializeToString() != model.SerializeToString()
+                dest = path
+                if changed:
+                    dest = writer.variant_path(f"model.{flavor.name}{'' if gi == 0 else f'-{gi}'}.onnx")
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    onnx.save(variant, str(dest))
+                made[key] = dest
+                notes[flavor.name if gi == 0 else f"{flavor.name}@{gi}"] = {"file": writer.relpath(dest), "changes": changes}
+            sources[target.name] = made[key]
+    return sources, notes
+
+
+# ---------------------------------------------------------------- a torch view of an ONNX file
+
+
+class OnnxRuntimeModule(torch.nn.Module):
+    """An ONNX file as a frozen, inference-only module: ``forward`` runs ONNX Runtime (no gradients). What
+    ``models.load_model`` returns for a ``.onnx`` source when no converter is installed: a teacher for
+    distillation, an evaluation reference."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = Path(path)
+        self._runner: Any = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
+
+        if self._runner is None:
+            self._runner = OnnxRuntimeRunner(self.path, OnnxRuntimeOptions())
+        name = self._runner.inputs[0].name
+        out = self._runner.infer_unchecked({name: x.detach().cpu().float().numpy()})[0]
+        return torch.from_numpy(np.asarray(out)).to(x.device)
+
+
+def load_onnx_model(path: Path, source: str) -> Any:
+    """``models.load_model`` for ``.onnx``: the graph converted by onnx2torch when installed (a float file:
+    trainable), else the file run by ONNX Runtime (frozen)."""
+    from edgekd.models import LoadedModel
+
+    src = read_source(path)
+    check_io(src)
+    module: torch.nn.Module = OnnxRuntimeModule(path)
+    if converter_available() and not src.quantized:
+        module = convert_to_torch(src)
+    shape = sample_shape(src.inputs[0])
+    out = src.outputs[0].shape
+    classes = out[1] if len(out) == 2 and isinstance(out[1], int) else None
+    static = all(d is not None for d in shape)
+    return LoadedModel(module.eval(), path.stem, source, tuple(shape) if static else None, classes, shape_required=static)
+
+
+def convert_to_torch(src: OnnxSource) -> torch.nn.Module:
+    """onnx2torch's conversion; an op it cannot convert is named."""
+    from onnx2torch import convert
+
+    try:
+        return convert(src.model)
+    except NotImplementedError as exc:
+        raise SourceError(f"onnx2torch cannot convert this graph: {str(exc).splitlines()[0]}", where=str(src.path),
+                          hint="use an ONNX-level recipe (--recipe ptq / fp32) on this file, or train the PyTorch "
+                               "model it was exported from") from None
+
+
+# ---------------------------------------------------------------- compress
+
+
+@dataclass
+class OnnxRun:
+    """What the ONNX flow decided, for the report and the manifest."""
+
+    path: str
+    golden_inputs: str
+    fixed_dims: list[str] = field(default_factory=list)
+    flavors: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self, src: OnnxSource) -> dict[str, Any]:
+        return {"file": str(src.path), "path": self.path, "opset": src.opset, "quant_nodes": src.quant_nodes,
+                "inputs": [s.to_dict() for s in src.inputs], "outputs": [s.to_dict() for s in src.outputs],
+                "golden_inputs": self.golden_inputs,
+                "dims": self.fixed_dims or ["batch axis as in the file; no other dynamic dimension"],
+                "flavors": self.flavors}
+
+
+def _quantize_groups(float_path: Path, groups: list[list[Target]], recipe: Recipe, splits: DataSplits,
+                     src: OnnxSource, model_path: Path, variant_path: Callable[[str], Path]) -> tuple[list[Path], dict]:
+    """One quantize_static run per numerics group; group 0 writes model.onnx."""
+    files, sections = [], {}
+    for gi, group in enumerate(groups):
+        numerics = numerics_of(BACKENDS.get(group[0].backend), group[0])
+        dest = model_path if gi == 0 else variant_path(f"model.ptq-{gi}.onnx")
+        log(f"onnx-ptq (onnxruntime.quantization) for {', '.join(t.name for t in group)}")
+        started = time.perf_counter()
+        section = ort_ptq(float_path, dest, splits.x_train, src.inputs[0].name, recipe.passes[0].config, numerics,
+                          where=str(src.path))
+        section["seconds"] = round(time.perf_counter() - started, 3)
+        section["targets"] = [t.name for t in group]
+        sections["onnx-ptq" if gi == 0 else f"onnx-ptq@{','.join(t.name for t in group)}"] = section
+        files.append(dest)
+    return files, sections
+
+
+def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets: list[str | Target] | None,
+                  out: str | Path, options: Any, teacher: str | None = None, arch: str | None = None,
+                  eval_data: str | None = None) -> dict[str, Any]:
+    """``pipeline.compress`` for an ONNX file (see the module docstring); returns the report."""
+    from edgekd import pipeline
+    from edgekd.bundle import BundleWriter
+    from edgekd.export import finalize_onnx
+    from edgekd.models import LoadedModel
+
+    started = time.perf_counter()
+    prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
+    if arch:
+        raise ConfigError("--arch applies to a .pt state_dict file; an ONNX file holds its architecture",
+                          where="--arch", hint="leave out --arch")
+    src = read_source(model)
+    check_io(src)
+    path = choose_path(src, prof)
+    tgts = pipeline._check_targets(unique_targets([t if isinstance(t, Target) else load_target(t)
+                                                  for t in (targets or ["cpu"])]), options.skip_unavailable)
+    if path == AS_IS_FLOAT:
+        _check_quantized_targets(model, tgts)
+    n_golden = options.golden_samples
+    splits, how = golden_data(src, data, eval_data, options.seed, n_golden, path == ONNX_PTQ)
+    run = OnnxRun(path, how, fix_dims(src.model, src.inputs[0], splits.input_shape))
+    loaded = LoadedModel(OnnxRuntimeModule(src.path), src.path.stem, model, splits.input_shape,
+                         splits.num_classes)
+    inputs = pipeline.Inputs(prof, tgts, loaded, None, splits)
+    sources_cfg = {"model": model, "teacher": teacher, "data": data, "arch": None, "teacher_arch": None,
+                   "eval_data": eval_data}
+    config = {"sources": sources_cfg, "recipe": prof.to_dict(), "seed": options.seed}
+    report = pipeline._start_report(inputs, sources_cfg, eval_data)
+    if teacher:
+        report["notes"] = [f"--teacher {teacher} is not used: recipe {prof.name!r} does not distill"]
+    with tempfile.TemporaryDirectory(prefix="edgekd-onnx-") as scratch, BundleWriter(Path(out)) as writer:
+        import onnx
+
+        loaded_file = Path(scratch) / "loaded.onnx"
+        onnx.save(src.model, str(loaded_file), save_as_external_data=False)
+        finalize_onnx(loaded_file)  # shape inference over the fixed dims, one self-contained file
+        loaded.module.path = loaded_file
+        float_acc = _accuracy(loaded_file, splits)
+        report["params"] = {"student_before": src.params}
+        groups = pipeline.target_groups(tgts) if path == ONNX_PTQ else [tgts]
+        if path == ONNX_PTQ:
+            group_files, report["passes"] = _quantize_groups(loaded_file, groups, prof, splits, src, writer.model_path,
+                                                             writer.variant_path)
+        else:
+            writer.model_path.write_bytes(loaded_file.read_bytes())
+            group_files, report["passes"] = [writer.model_path], {}
+        io_in, io_out = finalize_onnx(writer.model_path)
+        sources, run.flavors = (target_sources(groups, group_files, writer) if path != AS_IS_FLOAT
+                                else ({t.name: writer.model_path for t in tgts}, {}))
+        report["onnx_source"] = run.to_dict(src)
+        stage = "loaded (ONNX float, ONNX Runtime)" if path != AS_IS else "loaded (already quantized: no float model)"
+        report["stages"] = [{"stage": stage, "accuracy": float_acc, "params": src.params}]
+        fp32 = {"stage": stage, "accuracy": float_acc}
+        report["fp32_reference"] = {**fp32, "data": f"test split ({len(splits.x_test)} samples)",
+                                    "why": "the accuracy budget is a drop against the file as loaded"
+                                    + (" (quantized already: the drop is the runtime's own)" if path == AS_IS else "")}
+        report["accuracy"] = {"student_before": float_acc} if splits.labelled else {}
+        report["export"] = {"exporter": f"none ({path})", "opset": src.opset, "parity_vs_torch": None,
+                            "size_mb": writer.model_path.stat().st_size / 1e6,
+                            "variants": sorted({writer.relpath(p) for p in sources.values()})}
+        n_golden = min(n_golden, len(splits.x_test))
+        golden, references = pipeline._golden_and_references(writer, writer.model_path, sources, splits, n_golden)
+        if splits.labelled:
+            report["accuracy"]["onnx_reference"] = references[writer.model_path][2]
+            report["accuracy"]["fp32_reference"] = float_acc
+        report["targets"] = pipeline._build_all(inputs, sources, golden, references, fp32, writer, options)
+        history = (f"load:{model}", path if path != ONNX_PTQ else "onnx-ptq:onnxruntime.quantization")
+        onnx_art = Artifact(kind="onnx", payload=writer.model_path, inputs=io_in, outputs=io_out, history=history)
+        config["onnx_source"] = {k: report["onnx_source"][k] for k in ("path", "golden_inputs", "dims", "opset")}
+        manifest = pipeline._manifest(inputs, onnx_art, onnx_art, report["targets"], fp32, config, n_golden)
+        if data is None:
+            manifest = dataclasses.replace(manifest, preprocessing={**manifest.preprocessing, "golden_inputs": how})
+        report["duration_s"] = round(time.perf_counter() - started, 2)
+        report["versions"] = dict(manifest.versions)
+        writer.write_report(report, markdown=write_report_md)
+        writer.finish(manifest)
+    return report
+
+
+def _accuracy(path: Path, splits: DataSplits) -> float | None:
+    from edgekd.export import onnx_outputs
+    from edgekd.pipeline import accuracy
+
+    return accuracy(onnx_outputs(path, splits.x_test), splits.y_test) if splits.labelled else None
+
+
+def write_report_md(report: Mapping[str, Any], path: Path) -> None:
+    """The pipeline's report.md with an "ONNX source" section saying which path ran."""
+    from edgekd.compress_report import write_report_md as pipeline_md
+
+    pipeline_md(dict(report), path)
+    run = report.get("onnx_source") or {}
+    lines = ["", "## ONNX source", "", f"- file `{run.get('file')}`, opset {run.get('opset')}, "
+             f"{run.get('quant_nodes')} Q/DQ or integer-kernel nodes",
+             f"- path that ran: **{run.get('path')}**", f"- golden inputs: {run.get('golden_inputs')}",
+             *[f"- dims: {d}" for d in run.get("dims", [])]]
+    for name, info in (run.get("flavors") or {}).items():
+        lines.append(f"- flavor {name}: {info['file']}; " + "; ".join(info["changes"] or ["nothing to change"]))
+    lines += [f"- note: {n}" for n in report.get("notes", [])]
+    path.write_text(path.read_text() + "\n".join(lines) + "\n")
