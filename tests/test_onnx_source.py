@@ -12,6 +12,7 @@ import pytest
 
 from edgekd.cli import main
 from edgekd.config import load_target
+from edgekd.errors import ConfigError
 from edgekd.onnx_source import AS_IS, AS_IS_FLOAT, ONNX_PTQ, converter_available
 from edgekd.pipeline import CompressOptions, compress
 
@@ -180,3 +181,32 @@ def test_bad_inputs_are_refused_before_anything_runs(files: dict[str, Path], tmp
     if not converter_available():
         _refused([*compress_, str(files["float"]), "--data", "builtin:digits", "--recipe", "kd"], tmp_path / "g",
                  capsys, "trains the model (distill)", "onnx2torch", "--recipe ptq")
+
+
+def test_edgekd_toml_with_an_onnx_model_and_external_data(files: dict[str, Path], tmp_path: Path) -> None:
+    """An .onnx in edgekd.toml: no data needed for a QDQ file; the cache key covers external-data files."""
+    import onnx
+
+    from edgekd.buildfile import build, cache_key, load_buildfile
+
+    app = tmp_path / "app"
+    app.mkdir()
+    model = onnx.load(str(files["float"]))
+    onnx.save(model, str(app / "float.onnx"), save_as_external_data=True, location="float.onnx.data", size_threshold=0)
+    (app / "edgekd.toml").write_text('model = "float.onnx"\nrecipe = "ptq"\ndata = "builtin:digits"\nout = "build/ptq"\n'
+                                     'targets = ["cpu"]\nmeasure = false\n[cache]\ndir = ".cache"\n')
+    bf = load_buildfile(app)
+    _, material = cache_key(bf)
+    assert list(material["model"]["external_data"]) == ["float.onnx.data"]
+    first = build(bf)
+    assert first.report["targets"]["cpu"]["status"] == "passed" and not list((app / "build/ptq").rglob("*.data"))
+    assert build(bf).up_to_date  # unchanged inputs: served from the cache
+    (app / "float.onnx.data").write_bytes((app / "float.onnx.data").read_bytes()[:-4] + b"\0\0\0\0")
+    assert cache_key(bf)[0] != first.key  # the weights changed, the key with them
+    (app / "edgekd.toml").write_text('model = "builtin:digits-student"\nout = "build/x"\n')
+    with pytest.raises(ConfigError, match="missing required key"):
+        load_buildfile(app)
+    (app / "student.qdq.onnx").write_bytes(files["qdq"].read_bytes())
+    (app / "edgekd.toml").write_text('model = "student.qdq.onnx"\nout = "build/qdq"\nmeasure = false\n[cache]\nenabled = false\n')
+    outcome = build(load_buildfile(app))
+    assert outcome.report["onnx_source"]["golden_inputs"].startswith("generated from the input spec")
