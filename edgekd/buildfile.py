@@ -47,7 +47,7 @@ KEY_SCHEMA = "edgekd.build-key/1"
 #: distributions whose versions change what a build produces
 VERSIONED = ("torch", "torchvision", "numpy", "onnx", "onnxscript", "onnxruntime", "openvino", "brevitas",
              "torch-pruning", "timm", "scikit-learn", "mlxtend", "nncf", "tensorrt")
-_MODEL_PATH_SCHEMES = ("file",)
+_MODEL_PATH_SCHEMES = ("file", "onnx2torch")
 _DATA_PATH_SCHEMES = ("npz", "imagefolder")
 _NAMED_SCHEMES = ("builtin", "torchvision", "timm", "random", "synthetic")
 

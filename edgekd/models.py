@@ -1,6 +1,7 @@
 """Model sources: ``builtin:NAME``, ``torchvision:NAME``, ``timm:NAME``, ``py:pkg.mod:factory``,
 and saved files (``.pt`` checkpoints loaded with ``weights_only=True``, ``.pt2`` torch.export programs, ``.onnx``
-files: see ``edgekd.onnx_source``).
+files run by ONNX Runtime) and ``onnx2torch:model.onnx`` (a float ONNX graph converted to a trainable module; see
+``edgekd.onnx_source``).
 
 Security: a ``.pt``/``.pt2`` file never runs code (``weights_only=True`` / torch.export), and the architecture a
 checkpoint names for itself is used only when it is a ``builtin:``/``torchvision:``/``timm:`` name (shown in the log).
@@ -487,6 +488,7 @@ MODEL_SOURCES: Registry[ModelSource] = Registry("model source scheme", group="ed
 for _scheme, _loader in (("builtin", _load_builtin), ("torchvision", _load_torchvision), ("timm", _load_timm),
                          ("py", _load_py)):
     MODEL_SOURCES.add(_scheme, _loader)
+MODEL_SOURCES.add_lazy("onnx2torch", "edgekd.onnx_source:load_converted")  # a float .onnx as a trainable module
 
 
 def load_model(source: str, *, arch: str | None = None) -> LoadedModel:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import fnmatch
 import importlib.util
+import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -48,7 +49,11 @@ from edgekd.progress import log
 AS_IS = "as-is QDQ"
 AS_IS_FLOAT = "as-is float"
 ONNX_PTQ = "onnx-ptq via onnxruntime.quantization"
+ONNX2TORCH = "onnx2torch conversion, then the recipe's PyTorch passes"
+#: the model source scheme of a float ONNX file converted to a trainable module (``onnx2torch:model.onnx``)
+CONVERTED_SCHEME = "onnx2torch"
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+_WEIGHT_TYPES = frozenset({1, 2, 3, 10, 11, 16})  # TensorProto FLOAT, UINT8, INT8, FLOAT16, DOUBLE, BFLOAT16
 #: the quantize pass settings ONNX Runtime's quantizer has no counterpart for (reported as not applied)
 _NOT_APPLIED = {"bias_correction": "ONNX Runtime's quantize_static has no bias correction",
                 "sensitivity": "no per-layer sensitivity search at the ONNX level; exclude = [node names] keeps layers float"}
@@ -78,10 +83,11 @@ class OnnxSource:
 
 
 def is_onnx_file(source: str | Path) -> bool:
-    """True when a model source names an ONNX file (``model.onnx`` or ``file:model.onnx``)."""
+    """True when a model source is a plain path to an ONNX file (``model.onnx`` or ``file:model.onnx``)."""
     text = str(source)
     text = text[len("file:"):] if text.startswith("file:") else text
-    return text.lower().endswith(".onnx")
+    scheme, colon, _ = text.partition(":")
+    return text.lower().endswith(".onnx") and not (colon and len(scheme) > 1 and "/" not in scheme)
 
 
 def _file_of(source: str | Path) -> Path:
@@ -141,21 +147,14 @@ def converter_available() -> bool:
 
 
 def handles(model: str | Path, recipe: str | Recipe, data: str | None = None) -> bool:
-    """Whether ``compress`` of ``model`` runs here (True) or in the ordinary pipeline: any other model, or the
-    module onnx2torch converts a float file to for a training recipe (when onnx2torch is installed). Only an
-    ONNX file may come without ``data`` (its golden inputs are generated from the input spec)."""
-    if not is_onnx_file(model):
-        if data is None:
-            raise ConfigError("--data is required for this model", where="--data",
-                              hint="pass a data source (builtin:digits, npz:PATH, imagefolder:DIR, random:3x224x224 ...); "
-                                   "only an .onnx model may come without data")
-        return False
-    prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
-    if not _training_passes(prof) or not converter_available() or read_source(model).quantized:
-        return True  # a quantized file with a training recipe is refused here, with the reason
+    """Whether ``compress`` of ``model`` runs here (an ONNX file) or in the ordinary pipeline (any other model).
+    Only an ONNX file may come without ``data`` (its golden inputs are generated from the input spec)."""
+    if is_onnx_file(model):
+        return True
     if data is None:
-        raise ConfigError(f"recipe {prof.name!r} trains the model and needs --data", where="--data",
-                          hint="pass the training data (npz:PATH, imagefolder:DIR, ...)")
+        raise ConfigError("--data is required for this model", where="--data",
+                          hint="pass a data source (builtin:digits, npz:PATH, imagefolder:DIR, random:3x224x224 ...); "
+                               "only an .onnx model may come without data")
     return False
 
 
@@ -172,6 +171,8 @@ def choose_path(src: OnnxSource, recipe: Recipe) -> str:
                      "quantized from to run the recipe")
         return AS_IS
     training = _training_passes(recipe)
+    if training and converter_available():
+        return ONNX2TORCH
     if training:
         raise ConfigError(
             f"recipe {recipe.name!r} trains the model ({', '.join(training)}), which needs a PyTorch module; "
@@ -393,10 +394,17 @@ class OnnxRuntimeModule(torch.nn.Module):
     ``models.load_model`` returns for a ``.onnx`` source when no converter is installed: a teacher for
     distillation, an evaluation reference."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, initializers: Any = ()) -> None:
         super().__init__()
         self.path = Path(path)
         self._runner: Any = None
+        # the file's weights as frozen parameters: what parameter counts and device lookups
+        # (next(teacher.parameters()).device) read; forward never uses them
+        from onnx import numpy_helper
+
+        self.weights = torch.nn.ParameterList(
+            torch.nn.Parameter(torch.from_numpy(numpy_helper.to_array(t).astype(np.float32)), requires_grad=False)
+            for t in initializers if t.data_type in _WEIGHT_TYPES)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
@@ -409,20 +417,35 @@ class OnnxRuntimeModule(torch.nn.Module):
 
 
 def load_onnx_model(path: Path, source: str) -> Any:
-    """``models.load_model`` for ``.onnx``: the graph converted by onnx2torch when installed (a float file:
-    trainable), else the file run by ONNX Runtime (frozen)."""
-    from edgekd.models import LoadedModel
-
+    """``models.load_model`` for ``.onnx``: the file run by ONNX Runtime (frozen: a teacher, a reference)."""
     src = read_source(path)
     check_io(src)
-    module: torch.nn.Module = OnnxRuntimeModule(path)
-    if converter_available() and not src.quantized:
-        module = convert_to_torch(src)
+    return _loaded(src, OnnxRuntimeModule(path, src.model.graph.initializer), source)
+
+
+def load_converted(spec: Any) -> Any:
+    """The ``onnx2torch:model.onnx`` model source: a float ONNX graph converted to a trainable module."""
+    if not converter_available():
+        raise SourceError("onnx2torch is not installed", where=spec.text, hint="pip install 'edgekd[onnx]'")
+    src = read_source(spec.arg)
+    check_io(src)
+    if src.quantized:
+        raise SourceError(f"{src.path.name} is already quantized ({src.quant_nodes} Q/DQ or integer-kernel nodes); "
+                          "edgekd trains float models only", where=spec.text,
+                          hint="pass the float ONNX file, or build this one as it is (--model FILE --recipe fp32)")
+    log(f"{src.path.name}: converted to PyTorch by onnx2torch (the recipe's passes train the converted module)")
+    return _loaded(src, convert_to_torch(src), spec.text)
+
+
+def _loaded(src: OnnxSource, module: torch.nn.Module, source: str) -> Any:
+    from edgekd.models import LoadedModel
+
     shape = sample_shape(src.inputs[0])
     out = src.outputs[0].shape
     classes = out[1] if len(out) == 2 and isinstance(out[1], int) else None
     static = all(d is not None for d in shape)
-    return LoadedModel(module.eval(), path.stem, source, tuple(shape) if static else None, classes, shape_required=static)
+    return LoadedModel(module.eval(), src.path.stem, source, tuple(shape) if static else None, classes,
+                       shape_required=static)
 
 
 def convert_to_torch(src: OnnxSource) -> torch.nn.Module:
@@ -432,8 +455,12 @@ def convert_to_torch(src: OnnxSource) -> torch.nn.Module:
     try:
         return convert(src.model)
     except NotImplementedError as exc:
-        raise SourceError(f"onnx2torch cannot convert this graph: {str(exc).splitlines()[0]}", where=str(src.path),
-                          hint="use an ONNX-level recipe (--recipe ptq / fp32) on this file, or train the PyTorch "
+        found = re.search(r"operation_type='(\w+)', version=(\d+)", str(exc))
+        what = f"op {found.group(1)} (opset {found.group(2)})" if found else str(exc).splitlines()[0]
+        nodes = [n.name or "?" for n in src.model.graph.node if found and n.op_type == found.group(1)]
+        raise SourceError(f"onnx2torch cannot convert {what}" + (f", e.g. node {nodes[0]}" if nodes else "")
+                          + "; the recipe's training passes need the graph as a PyTorch module", where=str(src.path),
+                          hint="use an ONNX-level recipe on this file (--recipe ptq or fp32), or train the PyTorch "
                                "model it was exported from") from None
 
 
@@ -492,6 +519,12 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
     src = read_source(model)
     check_io(src)
     path = choose_path(src, prof)
+    if path == ONNX2TORCH:  # the ordinary pipeline on the converted module; the report names the source so
+        if data is None:
+            raise ConfigError(f"recipe {prof.name!r} trains the model and needs --data", where="--data",
+                              hint="pass the training data (npz:PATH, imagefolder:DIR, ...)")
+        return pipeline.compress(f"{CONVERTED_SCHEME}:{src.path}", data=data, recipe=prof, targets=targets, out=out,
+                                 teacher=teacher, options=options, eval_data=eval_data)
     tgts = pipeline._check_targets(unique_targets([t if isinstance(t, Target) else load_target(t)
                                                   for t in (targets or ["cpu"])]), options.skip_unavailable)
     if path == AS_IS_FLOAT:
@@ -499,7 +532,7 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
     n_golden = options.golden_samples
     splits, how = golden_data(src, data, eval_data, options.seed, n_golden, path == ONNX_PTQ)
     run = OnnxRun(path, how, fix_dims(src.model, src.inputs[0], splits.input_shape))
-    loaded = LoadedModel(OnnxRuntimeModule(src.path), src.path.stem, model, splits.input_shape,
+    loaded = LoadedModel(OnnxRuntimeModule(src.path, src.model.graph.initializer), src.path.stem, model, splits.input_shape,
                          splits.num_classes)
     inputs = pipeline.Inputs(prof, tgts, loaded, None, splits)
     sources_cfg = {"model": model, "teacher": teacher, "data": data, "arch": None, "teacher_arch": None,

@@ -178,9 +178,50 @@ def test_bad_inputs_are_refused_before_anything_runs(files: dict[str, Path], tmp
     _refused([*compress_, str(files["float"]), "--recipe", "ptq"], tmp_path / "d", capsys, "calibrates on --data")
     _refused([*compress_, "builtin:digits-student"], tmp_path / "e", capsys, "--data is required")
     _refused([*compress_, str(files["float"]), "--data", "random:3x8x8"], tmp_path / "f", capsys, "(3, 8, 8)", "takes")
-    if not converter_available():
-        _refused([*compress_, str(files["float"]), "--data", "builtin:digits", "--recipe", "kd"], tmp_path / "g",
-                 capsys, "trains the model (distill)", "onnx2torch", "--recipe ptq")
+    hardmax = _graph_with(tmp_path / "hardmax.onnx", "Hardmax")
+    if converter_available():
+        _refused([*compress_, str(hardmax), "--data", "random:64", "--recipe", "kd"], tmp_path / "g", capsys,
+                 "onnx2torch cannot convert op Hardmax", "--recipe ptq")
+        _refused([*compress_, str(files["qdq"]), "--data", "builtin:digits", "--recipe", "kd"], tmp_path / "h", capsys,
+                 "already quantized")
+
+
+def test_training_recipe_without_the_converter(files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Where onnx2torch is not installed, a training recipe on an ONNX model says what, why and what to do."""
+    monkeypatch.setattr("edgekd.onnx_source.converter_available", lambda: False)
+    _refused(["compress", "--model", str(files["float"]), "--data", "builtin:digits", "--recipe", "kd"], tmp_path / "g",
+             capsys, "trains the model (distill)", "onnx2torch", "is not installed", "--recipe ptq")
+
+
+def _graph_with(path: Path, op: str) -> Path:
+    """input [batch, 64] -> Gemm -> ``op`` -> logits: a float model with one op onnx2torch may not know."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w")
+    nodes = [helper.make_node("Gemm", ["input", "w"], ["h"], name="fc"), helper.make_node(op, ["h"], ["logits"], name="head")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], [w])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_training_recipe_converts_the_graph_with_an_onnx_teacher(files: dict[str, Path], tmp_path: Path) -> None:
+    """A float ONNX model with a distillation recipe: onnx2torch converts it, the ONNX file itself teaches (run
+    by ONNX Runtime), and the report names the path that ran."""
+    pytest.importorskip("onnx2torch")
+    from edgekd.config import load_recipe
+
+    recipe = load_recipe("kd", ["distill.epochs=1"])
+    report = compress(str(files["float"]), data="builtin:digits", recipe=recipe, teacher=str(files["float"]),
+                      targets=["cpu"], out=tmp_path / "b", options=NO_MEASURE)
+    assert report["sources"]["model"] == f"onnx2torch:{files['float']}"
+    assert [row["stage"] for row in report["stages"]] == ["loaded", "after distill"]
+    assert report["params"]["teacher"] == report["params"]["student_before"] > 3000
+    assert report["accuracy"]["teacher"] == report["stages"][0]["accuracy"]  # the same weights, two runtimes
+    assert report["targets"]["cpu"]["status"] == "passed"
 
 
 def test_edgekd_toml_with_an_onnx_model_and_external_data(files: dict[str, Path], tmp_path: Path) -> None:
