@@ -254,7 +254,7 @@ def fix_dims(model: Any, spec: IOSpec, sample: tuple[int, ...]) -> list[str]:
 # ---------------------------------------------------------------- PTQ with ONNX Runtime
 
 
-def ort_ptq(float_path: Path, out_path: Path, calib: np.ndarray, input_name: str, config: Any,
+def ort_ptq(float_path: Path, out_path: Path, calib: np.ndarray, input_spec: IOSpec, config: Any,
             numerics: Numerics, where: str = "") -> dict[str, Any]:
     """``quantize_static`` (QDQ) with the numerics the targets' backends declare; returns the report section."""
     import contextlib
@@ -266,11 +266,13 @@ def ort_ptq(float_path: Path, out_path: Path, calib: np.ndarray, input_name: str
     symmetric = bool(config.symmetric_activations if config.symmetric_activations is not None
                      else numerics.symmetric_activations)
     samples = calib[: config.calibration_samples]
+    input_name = input_spec.name
+    fixed_batch = input_spec.shape[0] if input_spec.shape and isinstance(input_spec.shape[0], int) else None
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             # equal batches: ORT's histogram calibrators stack them (a short last batch is dropped)
-            step = min(config.calibration_batch, len(samples))
+            step = fixed_batch or min(config.calibration_batch, len(samples))
             self.batches = iter([{input_name: samples[i : i + step]} for i in range(0, len(samples) - step + 1, step)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
@@ -493,7 +495,7 @@ def _quantize_groups(float_path: Path, groups: list[list[Target]], recipe: Recip
         dest = model_path if gi == 0 else variant_path(f"model.ptq-{gi}.onnx")
         log(f"onnx-ptq (onnxruntime.quantization) for {', '.join(t.name for t in group)}")
         started = time.perf_counter()
-        section = ort_ptq(float_path, dest, splits.x_train, src.inputs[0].name, recipe.passes[0].config, numerics,
+        section = ort_ptq(float_path, dest, splits.x_train, src.inputs[0], recipe.passes[0].config, numerics,
                           where=str(src.path))
         section["seconds"] = round(time.perf_counter() - started, 3)
         section["targets"] = [t.name for t in group]

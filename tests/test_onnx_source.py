@@ -178,6 +178,9 @@ def test_bad_inputs_are_refused_before_anything_runs(files: dict[str, Path], tmp
     _refused([*compress_, str(files["float"]), "--recipe", "ptq"], tmp_path / "d", capsys, "calibrates on --data")
     _refused([*compress_, "builtin:digits-student"], tmp_path / "e", capsys, "--data is required")
     _refused([*compress_, str(files["float"]), "--data", "random:3x8x8"], tmp_path / "f", capsys, "(3, 8, 8)", "takes")
+    two_heads = _graph_with(tmp_path / "two.onnx", "Relu", extra_output=True)
+    _refused([*compress_, str(two_heads)], tmp_path / "i", capsys, "1 input(s) (input ['batch', 64]) and 2 output(s)",
+             "extract_model")
     hardmax = _graph_with(tmp_path / "hardmax.onnx", "Hardmax")
     if converter_available():
         _refused([*compress_, str(hardmax), "--data", "random:64", "--recipe", "kd"], tmp_path / "g", capsys,
@@ -194,8 +197,8 @@ def test_training_recipe_without_the_converter(files: dict[str, Path], tmp_path:
              capsys, "trains the model (distill)", "onnx2torch", "is not installed", "--recipe ptq")
 
 
-def _graph_with(path: Path, op: str) -> Path:
-    """input [batch, 64] -> Gemm -> ``op`` -> logits: a float model with one op onnx2torch may not know."""
+def _graph_with(path: Path, op: str, extra_output: bool = False) -> Path:
+    """input [batch, 64] -> Gemm -> ``op`` -> logits (and the Gemm's output ``h`` as a second graph output)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -203,7 +206,8 @@ def _graph_with(path: Path, op: str) -> Path:
     w = numpy_helper.from_array(rng.standard_normal((64, 10)).astype(np.float32), "w")
     nodes = [helper.make_node("Gemm", ["input", "w"], ["h"], name="fc"), helper.make_node(op, ["h"], ["logits"], name="head")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], [w])
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", 10])
+                               for name in ("logits", "h")[: 1 + extra_output]], [w])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
@@ -251,3 +255,51 @@ def test_edgekd_toml_with_an_onnx_model_and_external_data(files: dict[str, Path]
     (app / "edgekd.toml").write_text('model = "student.qdq.onnx"\nout = "build/qdq"\nmeasure = false\n[cache]\nenabled = false\n')
     outcome = build(load_buildfile(app))
     assert outcome.report["onnx_source"]["golden_inputs"].startswith("generated from the input spec")
+
+
+def _export(module: object, path: Path, opset: int, axes: dict | None) -> Path:
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module.eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["logits"], dynamic_axes=axes)
+    return path
+
+
+@pytest.mark.parametrize("opset", [13, 21])
+def test_opsets_13_to_21(opset: int, tmp_path: Path) -> None:
+    """The oldest opset with per-channel Q/DQ and the newest ONNX Runtime runs, through ONNX-level PTQ."""
+    import onnx
+    from onnx import version_converter
+
+    from edgekd.testing import make_module
+
+    path = _export(make_module("student"), tmp_path / "op13.onnx", 13, {"input": {0: "batch"}, "logits": {0: "batch"}})
+    if opset != 13:
+        path = tmp_path / f"op{opset}.onnx"
+        onnx.save(version_converter.convert_version(onnx.load(str(tmp_path / "op13.onnx")), opset), str(path))
+    report = compress(str(path), data="builtin:digits", recipe="ptq", targets=["cpu", "fpga-zcu104"],
+                      out=tmp_path / "b", options=NO_MEASURE)
+    assert report["onnx_source"]["opset"] == opset
+    assert all(e["status"] == "passed" for e in report["targets"].values()), report["targets"]
+
+
+def test_dynamic_and_fixed_input_dims(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Dynamic height/width are fixed to the data's (stated); a fixed batch of 1 runs sample by sample."""
+    from edgekd.testing import make_module
+
+    module = make_module("residual")
+    dynamic = _export(module, tmp_path / "dyn.onnx", 17, {"input": {0: "batch", 2: "h", 3: "w"}, "logits": {0: "batch"}})
+    report = compress(str(dynamic), data="builtin:digits", targets=["cpu"], out=tmp_path / "b1", options=NO_MEASURE)
+    assert report["onnx_source"]["dims"] == ["input dim 2 (h) = 8", "input dim 3 (w) = 8"]
+    manifest = json.loads((tmp_path / "b1" / "manifest.json").read_text())
+    assert manifest["model"]["inputs"][0]["shape"] == ["batch", 1, 8, 8]
+    _refused(["compress", "--model", str(dynamic)], tmp_path / "b2", capsys, "dynamic dimensions", "--data")
+    fixed = _export(module, tmp_path / "b1.onnx", 17, None)
+    report = compress(str(fixed), data="builtin:digits", recipe="ptq", targets=["cpu"], out=tmp_path / "b3",
+                      options=NO_MEASURE)
+    assert report["onnx_source"]["inputs"][0]["shape"] == [1, 1, 8, 8]
+    assert report["targets"]["cpu"]["status"] == "passed" and report["targets"]["cpu"]["build"]["precision"] == "int8"
