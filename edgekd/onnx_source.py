@@ -44,6 +44,7 @@ from edgekd.config import Recipe, Target, load_recipe, load_target, unique_targe
 from edgekd.data import DataContext, DataSplits, layout_hint, load_data
 from edgekd.errors import ConfigError, ExportError, SourceError
 from edgekd.onnxgraph import OnnxGraph, opset
+from edgekd.preflight import check_onnx_file
 from edgekd.progress import log
 
 AS_IS = "as-is QDQ"
@@ -257,58 +258,78 @@ def fix_dims(model: Any, spec: IOSpec, sample: tuple[int, ...]) -> list[str]:
 def ort_ptq(float_path: Path, out_path: Path, calib: np.ndarray, input_spec: IOSpec, config: Any,
             numerics: Numerics, where: str = "") -> dict[str, Any]:
     """``quantize_static`` (QDQ) with the numerics the targets' backends declare; returns the report section."""
-    import contextlib
-    import io
-    import logging
-
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
-
     symmetric = bool(config.symmetric_activations if config.symmetric_activations is not None
                      else numerics.symmetric_activations)
     samples = calib[: config.calibration_samples]
-    input_name = input_spec.name
     fixed_batch = input_spec.shape[0] if input_spec.shape and isinstance(input_spec.shape[0], int) else None
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            # equal batches: ORT's histogram calibrators stack them (a short last batch is dropped)
-            step = fixed_batch or min(config.calibration_batch, len(samples))
-            self.batches = iter([{input_name: samples[i : i + step]} for i in range(0, len(samples) - step + 1, step)])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.batches, None)
-
-    method = CalibrationMethod.Percentile if config.calibration == "percentile" else CalibrationMethod.MinMax
-    extra = {"ActivationSymmetric": symmetric, "WeightSymmetric": True,
-             **({"CalibPercentile": config.percentile} if config.calibration == "percentile" else {})}
+    # equal batches: ORT's histogram calibrators stack them (a short last batch is dropped)
+    step = fixed_batch or min(config.calibration_batch, len(samples))
+    batches = [{input_spec.name: samples[i : i + step]} for i in range(0, len(samples) - step + 1, step)]
     names = [n.name for n in _load(float_path).graph.node]
     exclude = sorted({n for n in names for pattern in config.exclude if fnmatch.fnmatchcase(n, pattern)})
-    level = logging.getLogger().level
-    logging.getLogger().setLevel(logging.ERROR)  # quantize_static's pre-processing advice
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print progress
-            quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
-                            per_channel=config.granularity == "per_channel", calibrate_method=method,
-                            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-                            weight_type=QuantType.QInt8, nodes_to_exclude=exclude, extra_options=extra)
-    except Exception as exc:  # ORT's quantizer raises its own types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ExportError(f"ONNX Runtime's quantize_static failed on this model: {type(exc).__name__}: {first}",
-                          where=where or str(float_path), hint="try calibration = \"minmax\" (--set quantize.calibration=minmax), "
-                          "or quantize the file yourself and pass the QDQ file with --recipe fp32") from None
-    finally:
-        logging.getLogger().setLevel(level)
+    settings = {"per_channel": config.granularity == "per_channel", "symmetric": symmetric, "exclude": exclude,
+                "percentile": config.percentile}
     notes = [f"{key}: not applied ({why})" for key, why in _NOT_APPLIED.items() if getattr(config, key, None) not in
              (False, "off", None)]
+    calibration = config.calibration
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _quantize_static(float_path, out_path, batches, calibration, settings)
+    except ValueError as exc:
+        if calibration != "percentile" or "bins" not in str(exc):
+            raise _ptq_error(exc, where or str(float_path)) from None
+        # ORT's histogram cannot bin a tensor whose range is degenerate (a constant or all-zero activation)
+        notes.append(f"percentile calibration failed in ONNX Runtime ({exc}); calibrated with minmax instead")
+        calibration = "minmax"
+        _quantize_static(float_path, out_path, batches, calibration, settings)
+    except Exception as exc:  # ORT's quantizer raises its own types
+        raise _ptq_error(exc, where or str(float_path)) from None
     if numerics.power_of_two_scales:
         notes.append("power-of-two scales: not applied (quantize_static writes float scales); the FPGA backend "
                      "requantizes with an integer multiplier and shift")
     return {"path": ONNX_PTQ, "tool": "onnxruntime.quantization.quantize_static", "format": "QDQ",
             "activations": "int8 symmetric" if symmetric else "uint8 asymmetric",
             "weights": "int8 symmetric " + config.granularity.replace("_", "-"),
-            "calibration": f"{config.calibration} on {len(samples)} training samples",
+            "calibration": f"{calibration} on {len(batches) * step} training samples",
             "excluded": exclude, "notes": notes}
+
+
+def _quantize_static(float_path: Path, out_path: Path, batches: list[dict[str, np.ndarray]], calibration: str,
+                     settings: dict[str, Any]) -> None:
+    import contextlib
+    import io
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.batches, None)
+
+    percentile = calibration == "percentile"
+    extra = {"ActivationSymmetric": settings["symmetric"], "WeightSymmetric": True,
+             **({"CalibPercentile": settings["percentile"]} if percentile else {})}
+    level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static's pre-processing advice
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print progress
+            quantize_static(str(float_path), str(out_path), Reader(), quant_format=QuantFormat.QDQ,
+                            per_channel=settings["per_channel"],
+                            calibrate_method=CalibrationMethod.Percentile if percentile else CalibrationMethod.MinMax,
+                            activation_type=QuantType.QInt8 if settings["symmetric"] else QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, nodes_to_exclude=settings["exclude"], extra_options=extra)
+    finally:
+        logging.getLogger().setLevel(level)
+
+
+def _ptq_error(exc: Exception, where: str) -> ExportError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ExportError(f"ONNX Runtime's quantize_static failed on this model: {type(exc).__name__}: {first}",
+                       where=where, hint="try calibration = \"minmax\" (--set quantize.calibration=minmax), or "
+                       "quantize the file yourself and pass the QDQ file with --recipe fp32")
 
 
 def _load(path: Path) -> Any:
@@ -549,6 +570,7 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
         loaded_file = Path(scratch) / "loaded.onnx"
         onnx.save(src.model, str(loaded_file), save_as_external_data=False)
         finalize_onnx(loaded_file)  # shape inference over the fixed dims, one self-contained file
+        check_onnx_file(tgts, loaded_file)  # an op a backend cannot build: refused before quantizing
         loaded.module.path = loaded_file
         float_acc = _accuracy(loaded_file, splits)
         report["params"] = {"student_before": src.params}
