@@ -235,9 +235,19 @@ def golden_data(src: OnnxSource, data: str | None, eval_data: str | None, seed: 
     batch = src.inputs[0].shape[0] if src.inputs[0].shape else None
     if isinstance(batch, int) and batch > 1:  # a fixed batch: every run is whole batches of it
         keep = len(splits.x_test) // batch * batch
+        if keep == 0:
+            raise SourceError(f"the data's test split has {len(splits.x_test)} samples, fewer than the file's fixed "
+                              f"batch of {batch}", where=data or "--data",
+                              hint="pass more data, or export the model with a dynamic batch axis")
         splits = dataclasses.replace(splits, x_test=splits.x_test[:keep],
                                      y_test=None if splits.y_test is None else splits.y_test[:keep])
     return splits, how
+
+
+def fixed_batch_multiple(n: int, spec: IOSpec) -> int:
+    """``n`` samples rounded down to whole batches of a fixed batch dimension (at least one batch)."""
+    batch = spec.shape[0] if spec.shape else None
+    return max(batch, n // batch * batch) if isinstance(batch, int) and batch > 1 else n
 
 
 def fix_dims(model: Any, spec: IOSpec, sample: tuple[int, ...]) -> list[str]:
@@ -595,7 +605,7 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
         report["export"] = {"exporter": f"none ({path})", "opset": src.opset, "parity_vs_torch": None,
                             "size_mb": writer.model_path.stat().st_size / 1e6,
                             "variants": sorted({writer.relpath(p) for p in sources.values()})}
-        n_golden = min(n_golden, len(splits.x_test))
+        n_golden = fixed_batch_multiple(min(n_golden, len(splits.x_test)), src.inputs[0])
         golden, references = pipeline._golden_and_references(writer, writer.model_path, sources, splits, n_golden)
         if splits.labelled:
             report["accuracy"]["onnx_reference"] = references[writer.model_path][2]

@@ -260,14 +260,14 @@ def test_edgekd_toml_with_an_onnx_model_and_external_data(files: dict[str, Path]
     assert outcome.report["onnx_source"]["golden_inputs"].startswith("generated from the input spec")
 
 
-def _export(module: object, path: Path, opset: int, axes: dict | None) -> Path:
+def _export(module: object, path: Path, opset: int, axes: dict | None, batch: int = 1) -> Path:
     import warnings
 
     import torch
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module.eval(), (torch.zeros(1, 1, 8, 8),), str(path), dynamo=False, opset_version=opset,
+        torch.onnx.export(module.eval(), (torch.zeros(batch, 1, 8, 8),), str(path), dynamo=False, opset_version=opset,
                           input_names=["input"], output_names=["logits"], dynamic_axes=axes)
     return path
 
@@ -301,6 +301,11 @@ def test_dynamic_and_fixed_input_dims(tmp_path: Path, capsys: pytest.CaptureFixt
     manifest = json.loads((tmp_path / "b1" / "manifest.json").read_text())
     assert manifest["model"]["inputs"][0]["shape"] == ["batch", 1, 8, 8]
     _refused(["compress", "--model", str(dynamic)], tmp_path / "b2", capsys, "dynamic dimensions", "--data")
+    batch4 = _export(module, tmp_path / "b4.onnx", 17, None, batch=4)
+    report = compress(str(batch4), data="builtin:digits", targets=["cpu"], out=tmp_path / "b4",
+                      options=CompressOptions(measure=False, golden_samples=30))
+    golden = np.load(tmp_path / "b4" / "golden.npz")
+    assert report["targets"]["cpu"]["status"] == "passed" and golden["input"].shape == (28, 1, 8, 8)
     fixed = _export(module, tmp_path / "b1.onnx", 17, None)
     report = compress(str(fixed), data="builtin:digits", recipe="ptq", targets=["cpu"], out=tmp_path / "b3",
                       options=NO_MEASURE)
