@@ -26,7 +26,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     from edgekd.testing import ort_qdq
 
     work = tmp_path_factory.mktemp("onnx-source")
-    qdq, _ = ort_qdq("student", work, epochs=3)
+    qdq, _ = ort_qdq("student", work, epochs=2)
     return {"qdq": qdq, "float": work / "student.onnx", "work": work}
 
 
@@ -65,7 +65,7 @@ def test_ort_qdq_file_is_built_as_it_is(files: dict[str, Path], tmp_path: Path) 
     agreement = fpga["build"]["details"]["agreement"]
     assert fpga["status"] == "passed" and agreement["exact"] == agreement["elements"] == 320, agreement  # bit-exact
     _openvino_ok(report["targets"]["openvino-cpu"])
-    assert report["accuracy"]["onnx_reference"] == cpu["accuracy"] > 30  # 3 epochs on digits: well above chance
+    assert report["accuracy"]["onnx_reference"] == cpu["accuracy"] > 30  # 2 epochs on digits: above chance (10 %)
     assert "path that ran: **as-is QDQ**" in (out / "report.md").read_text()
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["onnx_source"]["path"] == AS_IS
