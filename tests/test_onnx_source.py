@@ -311,3 +311,20 @@ def test_dynamic_and_fixed_input_dims(tmp_path: Path, capsys: pytest.CaptureFixt
                       options=NO_MEASURE)
     assert report["onnx_source"]["inputs"][0]["shape"] == [1, 1, 8, 8]
     assert report["targets"]["cpu"]["status"] == "passed" and report["targets"]["cpu"]["build"]["precision"] == "int8"
+
+
+def test_tensorrt_gets_its_own_variant_where_the_file_allows(files: dict[str, Path], tmp_path: Path) -> None:
+    """PTQ: TensorRT's symmetric group gets the tensorrt flavor's rewrite (float logits); an asymmetric QDQ file is
+    built as it is, and TensorRT's lint fails that target with the reason while the others ship."""
+    report = compress(str(files["float"]), data="builtin:digits", recipe="ptq", targets=["cpu", "tensorrt-orin-nano"],
+                      out=tmp_path / "b1", options=NO_MEASURE)
+    trt = report["targets"]["tensorrt-orin-nano"]
+    assert trt["source"] == "variants/model.tensorrt-1.onnx" and trt["status"] in ("passed", "prepared, not run here")
+    assert report["onnx_source"]["flavors"]["tensorrt@1"]["changes"] == ["drop_output_qdq: 1 rewritten"]
+    assert trt["build"]["notes"][0].startswith("lint: 0 error(s)")
+    report = compress(str(files["qdq"]), data="builtin:digits", targets=["cpu", "tensorrt-orin-nano"],
+                      out=tmp_path / "b2", options=NO_MEASURE)
+    assert report["targets"]["cpu"]["status"] == "passed"
+    assert report["targets"]["tensorrt-orin-nano"]["status"] == "failed"
+    assert "qdq-symmetric" in report["targets"]["tensorrt-orin-nano"]["reasons"][0]
+    assert any("TensorRT reads symmetric int8" in c for c in report["onnx_source"]["flavors"]["tensorrt"]["changes"])
