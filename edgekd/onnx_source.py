@@ -186,7 +186,7 @@ def choose_path(src: OnnxSource, recipe: Recipe) -> str:
     return ONNX_PTQ
 
 
-def _check_quantized_targets(path: str, targets: list[Target]) -> None:
+def _check_quantized_targets(targets: list[Target]) -> None:
     """An integer-only backend (the FPGA) cannot build a float file with no quantize pass."""
     for target in targets:
         if getattr(BACKENDS.get(target.backend), "requires_quantized", False):
@@ -356,6 +356,7 @@ class OnnxRun:
     golden_inputs: str
     fixed_dims: list[str] = field(default_factory=list)
     flavors: dict[str, Any] = field(default_factory=dict)
+    loaded_file: Path = Path()  # the user's file with its dims fixed, self-contained (scratch space)
 
     def to_dict(self, src: OnnxSource) -> dict[str, Any]:
         return {"file": str(src.path), "path": self.path, "opset": src.opset, "quant_nodes": src.quant_nodes,
@@ -389,8 +390,6 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
     """``pipeline.compress`` for an ONNX file (see the module docstring); returns the report."""
     from edgekd import pipeline
     from edgekd.bundle import BundleWriter
-    from edgekd.export import finalize_onnx
-    from edgekd.models import LoadedModel
 
     started = time.perf_counter()
     prof = recipe if isinstance(recipe, Recipe) else load_recipe(recipe)
@@ -406,72 +405,100 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
                               hint="pass the training data (npz:PATH, imagefolder:DIR, ...)")
         return pipeline.compress(f"{CONVERTED_SCHEME}:{src.path}", data=data, recipe=prof, targets=targets, out=out,
                                  teacher=teacher, options=options, eval_data=eval_data)
+    with tempfile.TemporaryDirectory(prefix="edgekd-onnx-") as scratch:
+        inputs, run = _prepare(src, path, prof, targets, data, eval_data, options, Path(scratch) / "loaded.onnx")
+        sources_cfg = {"model": model, "teacher": teacher, "data": data, "arch": None, "teacher_arch": None,
+                       "eval_data": eval_data}
+        config = {"sources": sources_cfg, "recipe": prof.to_dict(), "seed": options.seed}
+        report = pipeline._start_report(inputs, sources_cfg, eval_data)
+        if teacher:
+            report["notes"] = [f"--teacher {teacher} is not used: recipe {prof.name!r} does not distill"]
+        with BundleWriter(Path(out)) as writer:
+            sources, onnx_art = _write_models(src, run, inputs, writer, report)
+            fp32 = _reference_sections(src, run, inputs.splits, report)
+            splits = inputs.splits
+            n_golden = fixed_batch_multiple(min(options.golden_samples, len(splits.x_test)), src.inputs[0])
+            golden, references = pipeline._golden_and_references(writer, writer.model_path, sources, splits, n_golden)
+            if splits.labelled:
+                report["accuracy"]["onnx_reference"] = references[writer.model_path][2]
+            report["targets"] = pipeline._build_all(inputs, sources, golden, references, fp32, writer, options)
+            config["onnx_source"] = {k: report["onnx_source"][k] for k in ("path", "golden_inputs", "dims", "opset")}
+            manifest = pipeline._manifest(inputs, onnx_art, onnx_art, report["targets"], fp32, config, n_golden)
+            if data is None:
+                manifest = dataclasses.replace(manifest, preprocessing={**manifest.preprocessing,
+                                                                        "golden_inputs": run.golden_inputs})
+            report["duration_s"] = round(time.perf_counter() - started, 2)
+            report["versions"] = dict(manifest.versions)
+            writer.write_report(report, markdown=write_report_md)
+            writer.finish(manifest)
+    return report
+
+
+def _prepare(src: OnnxSource, path: str, prof: Recipe, targets: list[str | Target] | None, data: str | None,
+             eval_data: str | None, options: Any, loaded_file: Path) -> tuple[Any, OnnxRun]:
+    """Targets, data, the file with its dims fixed (``loaded_file``, self-contained), every backend's preflight:
+    everything that can refuse the run, before a bundle folder is opened."""
+    import onnx
+
+    from edgekd import pipeline
+    from edgekd.export import finalize_onnx
+    from edgekd.models import LoadedModel
+
     tgts = pipeline._check_targets(unique_targets([t if isinstance(t, Target) else load_target(t)
                                                   for t in (targets or ["cpu"])]), options.skip_unavailable)
     if path == AS_IS_FLOAT:
-        _check_quantized_targets(model, tgts)
-    n_golden = options.golden_samples
-    splits, how = golden_data(src, data, eval_data, options.seed, n_golden, path == ONNX_PTQ)
-    run = OnnxRun(path, how, fix_dims(src.model, src.inputs[0], splits.input_shape))
+        _check_quantized_targets(tgts)
+    splits, how = golden_data(src, data, eval_data, options.seed, options.golden_samples, path == ONNX_PTQ)
+    run = OnnxRun(path, how, fix_dims(src.model, src.inputs[0], splits.input_shape), loaded_file=loaded_file)
     tgts, batch_note = _fixed_batch_profiling(tgts, src.inputs[0])
     run.fixed_dims += batch_note
-    loaded = LoadedModel(OnnxRuntimeModule(src.path, src.model.graph.initializer), src.path.stem, model, splits.input_shape,
+    onnx.save(src.model, str(loaded_file), save_as_external_data=False)
+    finalize_onnx(loaded_file)  # shape inference over the fixed dims, one self-contained file
+    check_onnx_file(tgts, loaded_file)  # an op a backend cannot build: refused before quantizing
+    # the pipeline's steps read the model's name and shape here (its parameters are counted from the file)
+    loaded = LoadedModel(OnnxRuntimeModule(loaded_file), src.path.stem, str(src.path), splits.input_shape,
                          splits.num_classes)
-    inputs = pipeline.Inputs(prof, tgts, loaded, None, splits)
-    sources_cfg = {"model": model, "teacher": teacher, "data": data, "arch": None, "teacher_arch": None,
-                   "eval_data": eval_data}
-    config = {"sources": sources_cfg, "recipe": prof.to_dict(), "seed": options.seed}
-    report = pipeline._start_report(inputs, sources_cfg, eval_data)
-    if teacher:
-        report["notes"] = [f"--teacher {teacher} is not used: recipe {prof.name!r} does not distill"]
-    with tempfile.TemporaryDirectory(prefix="edgekd-onnx-") as scratch, BundleWriter(Path(out)) as writer:
-        import onnx
+    return pipeline.Inputs(prof, tgts, loaded, None, splits), run
 
-        loaded_file = Path(scratch) / "loaded.onnx"
-        onnx.save(src.model, str(loaded_file), save_as_external_data=False)
-        finalize_onnx(loaded_file)  # shape inference over the fixed dims, one self-contained file
-        check_onnx_file(tgts, loaded_file)  # an op a backend cannot build: refused before quantizing
-        loaded.module.path = loaded_file
-        float_acc = _accuracy(loaded_file, splits)
-        report["params"] = {"student_before": src.params}
-        groups = pipeline.target_groups(tgts) if path == ONNX_PTQ else [tgts]
-        if path == ONNX_PTQ:
-            group_files, report["passes"] = _quantize_groups(loaded_file, groups, prof, splits, src, writer.model_path,
-                                                             writer.variant_path)
-        else:
-            writer.model_path.write_bytes(loaded_file.read_bytes())
-            group_files, report["passes"] = [writer.model_path], {}
-        io_in, io_out = finalize_onnx(writer.model_path)
-        sources, run.flavors = (target_sources(groups, group_files, writer) if path != AS_IS_FLOAT
-                                else ({t.name: writer.model_path for t in tgts}, {}))
-        report["onnx_source"] = run.to_dict(src)
-        stage = "loaded (ONNX float, ONNX Runtime)" if path != AS_IS else "loaded (already quantized: no float model)"
-        report["stages"] = [{"stage": stage, "accuracy": float_acc, "params": src.params}]
-        fp32 = {"stage": stage, "accuracy": float_acc}
-        report["fp32_reference"] = {**fp32, "data": f"test split ({len(splits.x_test)} samples)",
-                                    "why": "the accuracy budget is a drop against the file as loaded"
-                                    + (" (quantized already: the drop is the runtime's own)" if path == AS_IS else "")}
-        report["accuracy"] = {"student_before": float_acc} if splits.labelled else {}
-        report["export"] = {"exporter": f"none ({path})", "opset": src.opset, "parity_vs_torch": None,
-                            "size_mb": writer.model_path.stat().st_size / 1e6,
-                            "variants": sorted({writer.relpath(p) for p in sources.values()})}
-        n_golden = fixed_batch_multiple(min(n_golden, len(splits.x_test)), src.inputs[0])
-        golden, references = pipeline._golden_and_references(writer, writer.model_path, sources, splits, n_golden)
-        if splits.labelled:
-            report["accuracy"]["onnx_reference"] = references[writer.model_path][2]
-            report["accuracy"]["fp32_reference"] = float_acc
-        report["targets"] = pipeline._build_all(inputs, sources, golden, references, fp32, writer, options)
-        history = (f"load:{model}", path if path != ONNX_PTQ else "onnx-ptq:onnxruntime.quantization")
-        onnx_art = Artifact(kind="onnx", payload=writer.model_path, inputs=io_in, outputs=io_out, history=history)
-        config["onnx_source"] = {k: report["onnx_source"][k] for k in ("path", "golden_inputs", "dims", "opset")}
-        manifest = pipeline._manifest(inputs, onnx_art, onnx_art, report["targets"], fp32, config, n_golden)
-        if data is None:
-            manifest = dataclasses.replace(manifest, preprocessing={**manifest.preprocessing, "golden_inputs": how})
-        report["duration_s"] = round(time.perf_counter() - started, 2)
-        report["versions"] = dict(manifest.versions)
-        writer.write_report(report, markdown=write_report_md)
-        writer.finish(manifest)
-    return report
+
+def _write_models(src: OnnxSource, run: OnnxRun, inputs: Any, writer: Any, report: dict[str, Any]
+                  ) -> tuple[dict[str, Path], Artifact]:
+    """model.onnx (the file as it is, or group 0's PTQ), the other groups' and flavors' variants; returns the file
+    each target builds from and model.onnx as an Artifact."""
+    from edgekd import pipeline
+    from edgekd.export import finalize_onnx
+
+    loaded_file, tgts = run.loaded_file, inputs.targets
+    groups = pipeline.target_groups(tgts) if run.path == ONNX_PTQ else [tgts]
+    if run.path == ONNX_PTQ:
+        group_files, report["passes"] = _quantize_groups(loaded_file, groups, inputs.recipe, inputs.splits, src,
+                                                         writer.model_path, writer.variant_path)
+    else:
+        writer.model_path.write_bytes(loaded_file.read_bytes())
+        group_files, report["passes"] = [writer.model_path], {}
+    io_in, io_out = finalize_onnx(writer.model_path)
+    sources, run.flavors = (target_sources(groups, group_files, writer) if run.path != AS_IS_FLOAT
+                            else ({t.name: writer.model_path for t in tgts}, {}))
+    report["onnx_source"] = run.to_dict(src)
+    report["export"] = {"exporter": f"none ({run.path})", "opset": src.opset, "parity_vs_torch": None,
+                        "size_mb": writer.model_path.stat().st_size / 1e6,
+                        "variants": sorted({writer.relpath(p) for p in sources.values()})}
+    history = (f"load:{src.path}", run.path if run.path != ONNX_PTQ else "onnx-ptq:onnxruntime.quantization")
+    return sources, Artifact(kind="onnx", payload=writer.model_path, inputs=io_in, outputs=io_out, history=history)
+
+
+def _reference_sections(src: OnnxSource, run: OnnxRun, splits: DataSplits, report: dict[str, Any]) -> dict[str, Any]:
+    """The loaded file's accuracy (ONNX Runtime) as the one stage and the FP32 reference budgets are judged against."""
+    accuracy = _accuracy(run.loaded_file, splits)
+    stage = "loaded (already quantized: no float model)" if run.path == AS_IS else "loaded (ONNX float, ONNX Runtime)"
+    report["params"] = {"student_before": src.params}
+    report["stages"] = [{"stage": stage, "accuracy": accuracy, "params": src.params}]
+    fp32 = {"stage": stage, "accuracy": accuracy}
+    report["fp32_reference"] = {**fp32, "data": f"test split ({len(splits.x_test)} samples)",
+                                "why": "the accuracy budget is a drop against the file as loaded"
+                                + (" (quantized already: the drop is the runtime's own)" if run.path == AS_IS else "")}
+    report["accuracy"] = {"student_before": accuracy, "fp32_reference": accuracy} if splits.labelled else {}
+    return fp32
 
 
 def _accuracy(path: Path, splits: DataSplits) -> float | None:
