@@ -10,8 +10,9 @@ Two paths, each named in report.json (``onnx_source.path``) and report.md:
   ``Numerics`` asks for them, asymmetric uint8 otherwise).
 
 A float file with the ``fp32`` recipe is built as it is. Training recipes (distillation, sparsity, pruning, QAT)
-need a PyTorch module: with the optional ``onnx2torch`` installed, ``models.load_model`` converts the file and
-the ordinary pipeline runs (``handles`` says which way a call goes); without it they are refused, saying why.
+need a PyTorch module: with the optional ``onnx2torch`` installed, the ordinary pipeline runs on the model source
+``onnx2torch:FILE`` (``load_converted``), and the report names that source; without it they are refused, saying
+why. As a teacher (``models.load_model``), an ``.onnx`` file is run by ONNX Runtime (``OnnxRuntimeModule``).
 
 After that, the pipeline's own steps: per-target Q/DQ variants (the flavor rewrites of
 ``quant/onnx_export.py`` that apply to this file), golden.npz with ONNX Runtime's outputs of every file a target
@@ -143,7 +144,7 @@ def converter_available() -> bool:
     return importlib.util.find_spec("onnx2torch") is not None
 
 
-def handles(model: str | Path, recipe: str | Recipe, data: str | None = None) -> bool:
+def handles(model: str | Path, data: str | None = None) -> bool:
     """Whether ``compress`` of ``model`` runs here (an ONNX file) or in the ordinary pipeline (any other model).
     Only an ONNX file may come without ``data`` (its golden inputs are generated from the input spec)."""
     if is_onnx_file(model):

@@ -498,7 +498,7 @@ def compress(model: str, *, data: str | None = None, recipe: str | Recipe = "fp3
         warnings.warn("compress(profile=...) is deprecated; use recipe=...", DeprecationWarning, stacklevel=2)
         recipe = profile
     options = options or CompressOptions()
-    if onnx_source.handles(model, recipe, data):  # an ONNX file: built as it is or quantized by ONNX Runtime
+    if onnx_source.handles(model, data):  # an ONNX file: built as it is or quantized by ONNX Runtime
         return onnx_source.compress_onnx(model, data=data, recipe=recipe, targets=targets, out=out, options=options,
                                          teacher=teacher, arch=arch, eval_data=eval_data)
     started = time.perf_counter()
