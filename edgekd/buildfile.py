@@ -1,9 +1,9 @@
 """App builds: an ``edgekd.toml`` in the app's repository and a content-addressed build cache.
 
     # edgekd.toml -- paths are relative to this file
-    model = "builtin:digits-student"        # or "model.pt", "py:app/model.py:build", "torchvision:resnet18"
+    model = "builtin:digits-student"        # or "model.pt", "model.onnx", "py:app/model.py:build", "torchvision:resnet18"
     teacher = "builtin:digits-teacher"      # optional
-    data = "builtin:digits"                 # or "npz:data/train.npz", "imagefolder:data/images"
+    data = "builtin:digits"                 # or "npz:data/train.npz", "imagefolder:data/images"; optional for .onnx
     recipe = "int8-kd"                      # name or path.toml
     targets = ["cpu", "openvino-cpu"]       # names or paths
     out = "build/model"
@@ -11,9 +11,9 @@
     [cache]
     dir = ".edgekd-cache"                   # default: $EDGEKD_CACHE_DIR/builds or ~/.cache/edgekd/builds
 
-``build()`` hashes every input -- the model's weights or source files, the data files, the
-recipe and target files, edgekd's own source code and the installed runtime versions -- into
-one key. A cached bundle with that key is copied into ``out`` (or left alone when ``out``
+``build()`` hashes every input -- the model's weights or source files (an .onnx with its
+external-data files), the data files, the recipe and target files, edgekd's own source code and
+the installed runtime versions -- into one key. A cached bundle with that key is copied into ``out`` (or left alone when ``out``
 already holds it) without importing torch; otherwise the pipeline runs and its bundle is
 stored under the key. Bundles are deterministic (no timestamps in model.onnx or
 manifest.json), so a cache hit and a fresh build give the same bytes.
@@ -47,7 +47,7 @@ KEY_SCHEMA = "edgekd.build-key/1"
 #: distributions whose versions change what a build produces
 VERSIONED = ("torch", "torchvision", "numpy", "onnx", "onnxscript", "onnxruntime", "openvino", "brevitas",
              "torch-pruning", "timm", "scikit-learn", "mlxtend", "nncf", "tensorrt")
-_MODEL_PATH_SCHEMES = ("file",)
+_MODEL_PATH_SCHEMES = ("file", "onnx2torch")
 _DATA_PATH_SCHEMES = ("npz", "imagefolder")
 _NAMED_SCHEMES = ("builtin", "torchvision", "timm", "random", "synthetic")
 
@@ -63,8 +63,8 @@ class BuildFile:
     """One ``edgekd.toml``. Relative paths in it are relative to the file's folder (``root``)."""
 
     model: str
-    data: str
     out: str
+    data: str | None = None  # required unless the model is an .onnx file (golden inputs from its input spec)
     recipe: str = "fp32"
     targets: tuple[str, ...] = ("cpu",)
     teacher: str | None = None
@@ -120,6 +120,9 @@ def load_buildfile(path: str | Path = DEFAULT_FILE) -> BuildFile:
     if isinstance(data.get("targets"), str):
         data["targets"] = [data["targets"]]
     bf = from_mapping(BuildFile, {**data, "root": str(path.parent.resolve())}, where=str(path))
+    if bf.data is None and not bf.model.partition("?")[0].lower().endswith(".onnx"):
+        raise ConfigError("missing required key(s): data (only an .onnx model may leave it out)", where=str(path),
+                          hint='add data = "builtin:digits" (or npz:PATH, imagefolder:DIR, ...)')
     out = Path(os.path.abspath(bf.out_path))
     if not bf.out.strip() or out == bf.root_path or out in bf.root_path.parents:
         raise ConfigError(f"out = {bf.out!r} is the folder of {path.name} (or holds it); the bundle folder is "
@@ -201,10 +204,25 @@ def source_digest(text: str, kind: str, root: Path) -> dict[str, Any]:
         out["code"] = _python_module_digest(arg, root, where)
     elif scheme == "path" or scheme in (_MODEL_PATH_SCHEMES if kind != "data" else _DATA_PATH_SCHEMES):
         out["sha256"] = _sha_path(root / arg, where)
+        if arg.lower().endswith(".onnx"):
+            out["external_data"] = _onnx_external_data(root / arg)
     else:  # a scheme this module does not know (e.g. a plugin's): be safe and never cache it
         raise SourceError(f"cannot hash a {kind} source with scheme {scheme!r} for the build cache", where=where,
                           hint="set [cache] enabled = false in edgekd.toml, or use a file/npz/py source")
     return out
+
+
+def _onnx_external_data(path: Path) -> dict[str, str]:
+    """The files an ONNX model keeps its weights in (save_as_external_data), by name: they change the model too."""
+    import onnx
+    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return {}  # not readable as ONNX: the build itself says what the file is
+    names = sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
+    return {name: _sha_path(path.parent / name, f"external data {name} of {path.name}") for name in names}
 
 
 def edgekd_code_digest() -> str:
@@ -234,7 +252,7 @@ def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
         "teacher": source_digest(bf.teacher, "teacher", root) if bf.teacher else None,
         "arch": source_digest(bf.arch, "arch", root) if bf.arch else None,
         "teacher_arch": source_digest(bf.teacher_arch, "teacher_arch", root) if bf.teacher_arch else None,
-        "data": source_digest(bf.data, "data", root),
+        "data": source_digest(bf.data, "data", root) if bf.data else None,
         "recipe": {"ref": bf.recipe, "sha256": _sha_file(root / recipe_path)},
         "targets": [{"ref": t, "sha256": _sha_file(root / p)} for t, p in zip(bf.targets, target_paths)],
         "settings": {"seed": bf.seed, "golden_samples": bf.golden_samples, "measure": bf.measure,

@@ -1,5 +1,7 @@
 """Model sources: ``builtin:NAME``, ``torchvision:NAME``, ``timm:NAME``, ``py:pkg.mod:factory``,
-and saved files (``.pt`` checkpoints loaded with ``weights_only=True``, ``.pt2`` torch.export programs).
+and saved files (``.pt`` checkpoints loaded with ``weights_only=True``, ``.pt2`` torch.export programs, ``.onnx``
+files run by ONNX Runtime) and ``onnx2torch:model.onnx`` (a float ONNX graph converted to a trainable module; see
+``edgekd.onnx_source``).
 
 Security: a ``.pt``/``.pt2`` file never runs code (``weights_only=True`` / torch.export), and the architecture a
 checkpoint names for itself is used only when it is a ``builtin:``/``torchvision:``/``timm:`` name (shown in the log).
@@ -426,9 +428,17 @@ def _load_file(spec: SourceSpec, arch: str | None) -> LoadedModel:
                           hint="pass the .pt/.pth/.pt2 file inside it")
     if not path.is_file():
         raise SourceError("model file not found", where=str(path), hint="check the path")
+    if path.suffix.lower() == ".onnx":  # the ONNX flow: edgekd/onnx_source.py
+        if arch:
+            raise SourceError("--arch applies to a .pt state_dict file; an ONNX file holds its architecture",
+                              where=str(path), hint="leave out --arch")
+        from edgekd.onnx_source import load_onnx_model
+
+        return load_onnx_model(path, spec.text)
     if path.suffix not in (".pt", ".pth", ".ckpt", ".pt2"):
         raise SourceError(f"unsupported model file type {path.suffix!r}", where=str(path),
-                          hint="use .pt/.pth/.ckpt (state_dict, edgekd or Lightning checkpoint) or .pt2 (torch.export)")
+                          hint="use .pt/.pth/.ckpt (state_dict, edgekd or Lightning checkpoint), .pt2 (torch.export) "
+                               "or .onnx")
     kind = _sniff(path)
     if kind == "export" or (path.suffix == ".pt2" and kind == "unknown"):
         return _load_program(path, spec)
@@ -514,6 +524,7 @@ MODEL_SOURCES: Registry[ModelSource] = Registry("model source scheme", group="ed
 for _scheme, _loader in (("builtin", _load_builtin), ("torchvision", _load_torchvision), ("timm", _load_timm),
                          ("py", _load_py)):
     MODEL_SOURCES.add(_scheme, _loader)
+MODEL_SOURCES.add_lazy("onnx2torch", "edgekd.onnx_source:load_converted")  # a float .onnx as a trainable module
 
 
 def load_model(source: str | nn.Module | Any, *, arch: str | None = None) -> LoadedModel:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from edgekd import __version__
+from edgekd import __version__, onnx_source
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
@@ -300,13 +300,13 @@ def _parity(golden: dict[str, np.ndarray], cand: dict[str, np.ndarray], target: 
     there are several), and each output's result by name."""
     specs = data.task.outputs if data.task is not None else ()
     axes = {o.name: o.class_axis for o in specs}
+    if len(cand) != len(golden):
+        return compare_outputs(np.zeros(len(golden)), np.zeros(len(cand)), target.parity), {}
     results = {}
-    for name, ref in golden.items():
-        if name not in cand:
-            results[name] = compare_outputs(ref, np.empty((0,)), target.parity)
-            continue
+    # paired by position: the artifact's outputs are the graph's, in the order the export wrote them
+    for k, ((name, ref), got) in enumerate(zip(golden.items(), cand.values(), strict=True)):
         # the output step is the model's first output's (quantized_output_step); others get none
-        results[name] = compare_outputs(ref, cand[name], target.parity, output_step=step if not results else 0.0,
+        results[name] = compare_outputs(ref, got, target.parity, output_step=step if k == 0 else 0.0,
                                         class_axis=axes.get(name, 1))
     first = next(iter(results.values()))
     if len(results) > 1:
@@ -589,7 +589,7 @@ def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries:
     )
 
 
-def compress(model: str | torch.nn.Module, *, data: str | DataSplits, recipe: str | Recipe = "fp32",
+def compress(model: str | torch.nn.Module, *, data: str | DataSplits | None = None, recipe: str | Recipe = "fp32",
              targets: list[str | Target] | None = None, teacher: str | torch.nn.Module | None = None,
              out: str | Path = "out", arch: str | None = None,
              options: CompressOptions | None = None, teacher_arch: str | None = None,
@@ -606,6 +606,9 @@ def compress(model: str | torch.nn.Module, *, data: str | DataSplits, recipe: st
         warnings.warn("compress(profile=...) is deprecated; use recipe=...", DeprecationWarning, stacklevel=2)
         recipe = profile
     options = options or CompressOptions()
+    if onnx_source.handles(model, data):  # an ONNX file: built as it is or quantized by ONNX Runtime
+        return onnx_source.compress_onnx(model, data=data, recipe=recipe, targets=targets, out=out, options=options,
+                                         teacher=teacher, arch=arch, eval_data=eval_data)
     started = time.perf_counter()
     inputs = _load_inputs(model, data, recipe, targets, teacher, arch, teacher_arch, eval_data, options, task)
     model, teacher = source_label(model), source_label(teacher)

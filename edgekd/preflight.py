@@ -29,16 +29,31 @@ def check_before_training(recipe: Any, targets: list[Any], module: Any, example:
         backend = BACKENDS.get(target.backend)
         if getattr(backend, "requires_quantized", False):
             problems += [f"target {target.name}: {p}" for p in _integer_only_problems(recipe, module, target)]
-    asking = [t for t in targets if callable(getattr(BACKENDS.get(t.backend), "preflight", None))]
-    if asking:
+    if any(callable(getattr(BACKENDS.get(t.backend), "preflight", None)) for t in targets):
         with tempfile.TemporaryDirectory(prefix="edgekd-preflight-") as tmp:
             float_onnx = _float_export(module, example, Path(tmp))
-            for target in asking if float_onnx is not None else ():
-                problems += [f"target {target.name}: {p}" for p in BACKENDS.get(target.backend).preflight(float_onnx, target)]
+            if float_onnx is not None:
+                problems += backend_problems(targets, float_onnx)
+    _refuse(problems, targets, "before any training", "nothing was trained")
+
+
+def backend_problems(targets: list[Any], onnx_path: Path) -> list[str]:
+    """What each target's backend says it cannot build in ``onnx_path`` (``Backend.preflight``)."""
+    return [f"target {target.name}: {p}" for target in targets
+            if callable(getattr(BACKENDS.get(target.backend), "preflight", None))
+            for p in BACKENDS.get(target.backend).preflight(onnx_path, target)]
+
+
+def check_onnx_file(targets: list[Any], onnx_path: Path) -> None:
+    """The backends' questions for a model that arrives as ONNX (``edgekd.onnx_source``), before quantizing it."""
+    _refuse(backend_problems(targets, onnx_path), targets, "before anything was built", "nothing was built")
+
+
+def _refuse(problems: list[str], targets: list[Any], when: str, nothing: str) -> None:
     if problems:
-        raise ConfigError("the model cannot be built for every target (checked before any training):\n  - "
+        raise ConfigError(f"the model cannot be built for every target (checked {when}):\n  - "
                           + "\n  - ".join(problems), where=", ".join(t.source or t.name for t in targets),
-                          hint="drop the target, change the model, or change the recipe; nothing was trained")
+                          hint=f"drop the target, change the model, or change the recipe; {nothing}")
 
 
 def _integer_only_problems(recipe: Any, module: Any, target: Any) -> list[str]:

@@ -11,10 +11,13 @@ export ONNX, build it for each target, check parity with the ONNX reference, mea
 and write a bundle (model.onnx, <target>/, manifest.json, golden.npz, report.json, report.md).
 
 Sources:
-  --model    builtin:digits-student | torchvision:resnet18 | timm:NAME | py:pkg.mod:factory | path.pt | path.pt2
+  --model    builtin:digits-student | torchvision:resnet18 | timm:NAME | py:pkg.mod:factory | path.pt | path.pt2 |
+             path.onnx (a QDQ file is built as it is with --recipe fp32; a float one takes fp32 or ptq, the INT8
+             PTQ of ONNX Runtime's quantizer; see docs/onnx-models.md)
   --teacher  same forms (a trained model; builtin:digits-teacher trains once and is cached)
   --data     builtin:digits | builtin:mnist5k | npz:PATH | imagefolder:DIR | py:pkg.mod:fn | random:3x224x224 |
-             synthetic:bn (data-free, synthesized from the teacher's BatchNorm statistics)
+             synthetic:bn (data-free, synthesized from the teacher's BatchNorm statistics); optional for an .onnx
+             model built as it is (golden inputs are then generated from its input spec, as the report says)
 
 Tasks (--task, or [task] in the recipe; docs/tasks.md): classification (default for N x C logits and class-id
 labels), sequence-classification, segmentation, token-classification, keypoints, regression, reconstruction,
@@ -26,6 +29,8 @@ Examples:
   edgekd compress --model builtin:digits-student --teacher builtin:digits-teacher \\
       --data builtin:digits --recipe int8-kd --target cpu --target openvino-cpu --out out/digits
   edgekd compress --model torchvision:resnet18 --data random:3x224x224 --recipe fp32 --target cpu --out out/r18
+  edgekd compress --model model.qdq.onnx --data npz:val.npz --target cpu --target fpga-zcu104 --out out/qdq
+  edgekd compress --model model.onnx --data npz:calib.npz --recipe ptq --target cpu --target openvino-cpu --out out/ptq
 
 A .pt file is loaded with weights_only=True (it never runs code). A checkpoint may name its own architecture
 only as builtin:/torchvision:/timm: (shown in the log); a py: architecture is taken only from --arch /
@@ -42,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arch", help="architecture source for a plain state_dict .pt file")
     p.add_argument("--teacher", help="teacher model source (needed by distillation passes)")
     p.add_argument("--teacher-arch", help="architecture source for a teacher given as a plain state_dict .pt file")
-    p.add_argument("--data", required=True, help="data source (see above)")
+    p.add_argument("--data", help="data source (see above); required unless --model is an .onnx file")
     p.add_argument("--eval-data", metavar="SRC", help="labelled data source every stage and target is evaluated on "
                    "(its test split), e.g. with data-free --data synthetic:bn")
     p.add_argument("--task", metavar="NAME", help="what the outputs mean (see Tasks above) [classification when "
