@@ -70,6 +70,8 @@ class BuildFile:
     teacher: str | None = None
     arch: str | None = None
     teacher_arch: str | None = None
+    #: a task preset (segmentation, keypoints ... edgekd/tasks.py); None = the recipe's [task] or classification
+    task: str | None = None
     seed: int = 0
     golden_samples: int = 32
     measure: bool = True  # latency during the build: goes to report.json only (never hashed)
@@ -255,7 +257,7 @@ def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
         "data": source_digest(bf.data, "data", root) if bf.data else None,
         "recipe": {"ref": bf.recipe, "sha256": _sha_file(root / recipe_path)},
         "targets": [{"ref": t, "sha256": _sha_file(root / p)} for t, p in zip(bf.targets, target_paths)],
-        "settings": {"seed": bf.seed, "golden_samples": bf.golden_samples, "measure": bf.measure,
+        "settings": {"task": bf.task, "seed": bf.seed, "golden_samples": bf.golden_samples, "measure": bf.measure,
                      "skip_unavailable": bf.skip_unavailable},
         "edgekd": {"version": __version__, "code_sha256": edgekd_code_digest()},
         "versions": runtime_versions(),
@@ -349,7 +351,7 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
     try:
         with contextlib.chdir(root):
             report = compress(bf.model, data=bf.data, recipe=bf.recipe, targets=list(bf.targets), teacher=bf.teacher,
-                              out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch,
+                              out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch, task=bf.task,
                               options=CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples,
                                                       skip_unavailable=bf.skip_unavailable, measure=bf.measure))
     finally:
