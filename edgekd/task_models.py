@@ -175,8 +175,8 @@ class TokenTransformer(nn.Module):
 TASK_ARCHS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "seg-teacher": (TinyUNet, {"num_classes": 11, "width": 10}),
     "seg-student": (TinyUNet, {"num_classes": 11, "width": 4}),
-    "det-teacher": (GridDetector, {"num_classes": 11, "width": 16}),
-    "det-student": (GridDetector, {"num_classes": 11, "width": 6}),
+    "det-teacher": (GridDetector, {"num_classes": 11, "width": 20}),
+    "det-student": (GridDetector, {"num_classes": 11, "width": 8}),
     "keypoints-teacher": (KeypointNet, {"width": 16, "hidden": 128}),
     "keypoints-student": (KeypointNet, {"width": 6, "hidden": 32}),
     "ae-teacher": (ConvAutoencoder, {"width": 32, "code": 16}),
