@@ -17,7 +17,7 @@ measured value into "how much worse" in that metric's direction (a drop of an er
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +154,60 @@ def token_f1(logits: Any, labels: Any, class_axis: int = 1, ignore_index: int | 
     fp = int(np.sum(~hit & (pred != background)))
     fn = int(np.sum(~hit & (labels != background)))
     return 1.0 if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+
+
+def _bio_types(tags: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per tag id: (entity type id, 0 for "O"; whether it is a B- tag). Types are numbered from 1 in order of first
+    appearance."""
+    types: dict[str, int] = {}
+    type_of, begins = np.zeros(len(tags), dtype=np.int64), np.zeros(len(tags), dtype=bool)
+    for i, tag in enumerate(tags):
+        if tag == "O":
+            continue
+        prefix, dash, name = tag.partition("-")
+        if not dash or prefix not in ("B", "I") or not name:
+            raise MetricError(f"tag {tag!r} is not BIO", hint='tags must be "O", "B-TYPE" or "I-TYPE"')
+        type_of[i], begins[i] = types.setdefault(name, len(types) + 1), prefix == "B"
+    return type_of, begins
+
+
+def _spans(tag_ids: np.ndarray, type_of: np.ndarray, begins: np.ndarray) -> np.ndarray:
+    """Every entity span of N x L tag ids as one integer code of (row, first, last, type)."""
+    n, length = tag_ids.shape
+    kind = type_of[tag_ids]
+    prev = np.pad(kind[:, :-1], ((0, 0), (1, 0)))
+    starts = (kind > 0) & (begins[tag_ids] | (prev != kind))
+    first = np.maximum.accumulate(np.where(starts, np.arange(length)[None], -1), axis=1)  # inside a span: its start
+    rows, cols = np.nonzero(kind > 0)
+    key = rows * length + first[rows, cols]
+    last = np.full(n * length, -1, dtype=np.int64)
+    np.maximum.at(last, key, cols)
+    begin_keys = np.flatnonzero(starts.ravel())
+    width = int(type_of.max()) + 1
+    return (begin_keys * length + last[begin_keys]) * width + kind.ravel()[begin_keys]
+
+
+def span_f1(logits: Any, labels: Any, tags: Sequence[str], class_axis: int = 1,
+            ignore_index: int | None = IGNORE_INDEX) -> float:
+    """Entity-level micro F1 of BIO tags (the conlleval / seqeval default): ``tags[i]`` names class i as "O",
+    "B-TYPE" or "I-TYPE". A span starts at a B- tag, or at an I- tag that does not continue a span of its type,
+    and runs over the following I- tags of its type. A predicted span counts only when its first and last token
+    and its type all equal a true span's. F1 = 2 |pred & true| / (|pred| + |true|); 1.0 when both are empty.
+    Labels N x L (one sequence per row); positions holding ``ignore_index`` are "O" in both."""
+    pred, labels, num_classes = _class_predictions(logits, labels, class_axis)
+    if labels.ndim != 2:
+        raise MetricError(f"span_f1 needs labels of shape N x L (one sequence per row), got {labels.shape}")
+    if len(tags) != num_classes:
+        raise MetricError(f"{len(tags)} tag names for {num_classes} classes", hint="name every class, in class order")
+    valid = _valid(labels, ignore_index, num_classes)
+    outside = tags.index("O") if "O" in tags else None
+    if outside is None:
+        raise MetricError('span_f1 needs an "O" tag among the tag names')
+    type_of, begins = _bio_types(tags)
+    truth = _spans(np.where(valid, labels, outside), type_of, begins)
+    found = _spans(np.where(valid, pred, outside), type_of, begins)
+    total = len(truth) + len(found)
+    return 1.0 if total == 0 else 2 * len(np.intersect1d(truth, found)) / total
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -457,6 +511,7 @@ METRICS: dict[str, MetricInfo] = {info.name: info for info in (
     MetricInfo("pixel_accuracy", pixel_accuracy, True, "fraction", "correct pixels / counted pixels"),
     MetricInfo("miou", miou, True, "fraction", "mean IoU over classes present in labels or predictions"),
     MetricInfo("token_f1", token_f1, True, "fraction", "micro F1 over non-background token tags"),
+    MetricInfo("span_f1", span_f1, True, "fraction", "entity-level micro F1 of BIO tags (exact span and type)"),
     MetricInfo("mae", mae, False, "target unit", "mean absolute error over every element"),
     MetricInfo("rmse", rmse, False, "target unit", "root mean squared error over every element"),
     MetricInfo("pck", pck, True, "fraction", "keypoints within a distance threshold"),

@@ -432,9 +432,9 @@ def sentiment(x: np.ndarray) -> np.ndarray:
 
 def tokens_seq(spec: SourceSpec) -> DataSplits:
     """Sequence classification (sentiment-like): N x 16 int64 ids as in tokens-synth; y = ``sentiment`` (3
-    classes). Negation makes it a context task: "not good" is negative."""
+    classes), 8000 rows. Negation makes it a context task: "not good" is negative."""
     seed = _seed(spec)
-    x = _token_rows(np.random.default_rng([seed, 5]), 3000)
+    x = _token_rows(np.random.default_rng([seed, 5]), 8000)
     x_tr, y_tr, x_te, y_te = _split(x, sentiment(x), 0.2, seed=seed)
     return DataSplits("tokens-seq", x_tr, y_tr, x_te, y_te, len(SENTIMENTS), SENTIMENTS,
                       _token_preprocessing("sequence-classification", seed))

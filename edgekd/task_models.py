@@ -7,7 +7,7 @@ by ``count_macs``; tests/test_task_data.py checks the ratio). Outputs follow the
 ``(cls_logits N x (C+1) x G x G, boxes N x 4 x G x G)`` with boxes as (x1, y1, x2, y2) normalised to 0..1.
 
 Students use only Conv / BatchNorm / ReLU / pooling / Linear / ConvTranspose (ops every backend quantizes); the
-token teachers use a TransformerEncoder layer (a teacher only runs in PyTorch).
+token-classification teacher uses a TransformerEncoder layer (a teacher only runs in PyTorch).
 """
 
 from __future__ import annotations
@@ -175,8 +175,8 @@ class TokenTransformer(nn.Module):
 TASK_ARCHS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "seg-teacher": (TinyUNet, {"num_classes": 11, "width": 10}),
     "seg-student": (TinyUNet, {"num_classes": 11, "width": 4}),
-    "det-teacher": (GridDetector, {"num_classes": 11, "width": 16}),
-    "det-student": (GridDetector, {"num_classes": 11, "width": 6}),
+    "det-teacher": (GridDetector, {"num_classes": 11, "width": 20}),
+    "det-student": (GridDetector, {"num_classes": 11, "width": 8}),
     "keypoints-teacher": (KeypointNet, {"width": 16, "hidden": 128}),
     "keypoints-student": (KeypointNet, {"width": 6, "hidden": 32}),
     "ae-teacher": (ConvAutoencoder, {"width": 32, "code": 16}),
@@ -185,8 +185,8 @@ TASK_ARCHS: dict[str, tuple[Callable[..., nn.Module], dict[str, Any]]] = {
     "signal-student": (SignalCNN, {"num_classes": 4, "width": 8}),
     "tokens-teacher": (TokenTransformer, {"num_classes": 5, "dim": 64, "per_token": True}),
     "tokens-student": (TokenConvNet, {"num_classes": 5, "dim": 16, "per_token": True}),
-    "tokens-seq-teacher": (TokenTransformer, {"num_classes": 3, "dim": 64, "per_token": False}),
-    "tokens-seq-student": (TokenConvNet, {"num_classes": 3, "dim": 16, "per_token": False}),
+    "tokens-seq-teacher": (TokenConvNet, {"num_classes": 3, "dim": 24, "per_token": False}),
+    "tokens-seq-student": (TokenConvNet, {"num_classes": 3, "dim": 8, "per_token": False}),
 }
 
 #: built-in dataset -> (teacher arch, student arch, sample shape, sample dtype); UCR series take the signal pair

@@ -117,6 +117,37 @@ def test_token_f1_all_background_is_one_like_sklearn_zero_division_one():
     assert m.token_f1(one_hot_logits(pred, 3), labels) == 0.0
 
 
+BIO = ("O", "B-NUM", "I-NUM", "B-PRICE", "I-PRICE")
+
+
+def test_span_f1_by_hand():
+    labels = np.array([[0, 1, 2, 0, 3, 4, 4, 0]])  # spans: NUM 1..2, PRICE 4..6
+    pred = np.array([[0, 1, 2, 0, 3, 4, 0, 0]])  # NUM 1..2 exact, PRICE 4..5 too short: 1 of 2 found, 1 of 2 right
+    assert m.span_f1(one_hot_logits(pred, 5), labels, BIO) == pytest.approx(0.5)
+    assert m.token_f1(one_hot_logits(pred, 5), labels) == pytest.approx(2 * 4 / (2 * 4 + 0 + 1))  # tokens forgive
+
+
+def test_span_f1_conlleval_starts_rows_and_padding():
+    # an I- tag after O starts a span (conlleval); a type change starts a new span
+    labels = np.array([[0, 1, 2, 0], [1, 4, 0, 0]])
+    pred = np.array([[0, 2, 2, 0], [1, 4, 0, 0]])  # I-NUM I-NUM == B-NUM I-NUM as a span; NUM 0..0 + PRICE 1..1
+    assert m.span_f1(one_hot_logits(pred, 5), labels, BIO) == 1.0
+    # a span never runs from the end of one row into the next
+    labels = np.array([[0, 1], [2, 0]])
+    assert m.span_f1(one_hot_logits(np.array([[0, 1], [0, 0]]), 5), labels, BIO) == pytest.approx(2 / 3)
+    # ignored positions are "O" in the prediction too: a span predicted into the padding still matches
+    labels = np.array([[1, 2, -100]])
+    assert m.span_f1(one_hot_logits(np.array([[1, 2, 2]]), 5), labels, BIO) == 1.0
+    assert m.span_f1(one_hot_logits(np.zeros((1, 3), int), 5), np.zeros((1, 3), int), BIO) == 1.0  # nothing, none
+
+
+def test_span_f1_refuses_tags_that_are_not_bio():
+    with pytest.raises(MetricError, match="is not BIO"):
+        m.span_f1(np.zeros((1, 2, 3)), np.zeros((1, 3), int), ("O", "NUM"))
+    with pytest.raises(MetricError, match="3 tag names for 5 classes"):
+        m.span_f1(np.zeros((1, 5, 3)), np.zeros((1, 3), int), BIO[:3])
+
+
 # --- regression, keypoints -------------------------------------------------------------------------------------
 
 

@@ -176,6 +176,7 @@ def test_token_tags_follow_the_documented_rule():
     assert set(np.unique(data.y_train)) == {-100, 0, 1, 2, 3, 4}
     logits = np.moveaxis(np.eye(5)[np.where(data.y_test < 0, 0, data.y_test)], -1, 1)
     assert metrics.token_f1(logits, data.y_test) == 1.0
+    assert metrics.span_f1(logits, data.y_test, task_data.TAGS) == 1.0
 
 
 def test_sentiment_follows_the_documented_rule():
