@@ -139,7 +139,7 @@ def _is_path(text: str) -> bool:
 
 
 def _label_free(task: TaskSpec | None) -> bool:
-    return task is not None and task.metric == "reconstruction_mse"
+    return task is not None and task.metric == "reconstruction_error"
 
 
 def _npz_labelled(path: Path, task: TaskSpec | None = None) -> tuple[np.ndarray, Any]:

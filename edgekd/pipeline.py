@@ -75,7 +75,7 @@ def _metric_of(data: DataSplits, outputs: np.ndarray | dict[str, np.ndarray]) ->
 
 def _scored(data: DataSplits) -> bool:
     """Whether the test split can be scored: labelled, or a task whose metric needs no labels (reconstruction)."""
-    return data.labelled or (data.task is not None and data.task.metric == "reconstruction_mse")
+    return data.labelled or (data.task is not None and data.task.metric == "reconstruction_error")
 
 
 def runtime_versions() -> dict[str, str]:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgekd.errors import ConfigError
+from edgekd.metrics import METRICS
 
 #: output kinds and the losses that fit them
 KINDS = ("class_logits", "regression", "boxes", "reconstruction")
@@ -127,17 +128,16 @@ PRESETS: dict[str, _Preset] = {
                                                              "loss": "ce"},), integer_input=True),
     "keypoints": _Preset("mae", False, "px", ({"kind": "regression", "kd": "mse", "loss": "smooth_l1"},)),
     "regression": _Preset("mae", False, "", ({"kind": "regression", "kd": "mse", "loss": "mse"},)),
-    "reconstruction": _Preset("reconstruction_mse", False, "", ({"kind": "reconstruction", "kd": "mse", "loss": "mse",
+    "reconstruction": _Preset("reconstruction_error", False, "", ({"kind": "reconstruction", "kd": "mse", "loss": "mse",
                                                                  "target": INPUT_TARGET},)),
     "detection": _Preset("map50", True, "%", (
         {"name": "cls", "kind": "class_logits", "class_axis": 1, "kd": "kl", "loss": "ce"},
         {"name": "box", "kind": "boxes", "kd": "smooth_l1", "loss": "smooth_l1", "mask_by": "cls"})),
 }
 TASKS = tuple(PRESETS)
-#: metrics by name: (higher is better, unit)
-METRIC_DIRECTIONS = {"top1": (True, "%"), "miou": (True, "%"), "pixel_accuracy": (True, "%"), "token_f1": (True, "%"),
-                     "map50": (True, "%"), "auroc": (True, "%"), "pck": (True, "%"), "mae": (False, ""),
-                     "rmse": (False, ""), "reconstruction_mse": (False, "")}
+#: metrics by name: (higher is better, unit in reports), from the one table of metric definitions
+METRIC_DIRECTIONS = {name: (info.higher_is_better, "%" if info.unit == "fraction" else "")
+                     for name, info in METRICS.items()}
 _OUTPUT_FIELDS = ("name", "kind", "class_axis", "kd", "loss", "weight", "target", "ignore_index", "mask_by")
 _OUTPUT_KEYS = ("kind", "class_axis", "kd", "loss", "weight", "target", "ignore_index", "mask_by")
 _TASK_KEYS = ("name", "metric", "outputs", "metric_params")
@@ -172,10 +172,13 @@ def resolve(declared: Mapping[str, Any] | str | None, *, output_shapes: Sequence
     metric = table.get("metric") or preset.metric
     if metric not in METRIC_DIRECTIONS:
         raise ConfigError(f"unknown metric {metric!r}", where=f"{where} metric", hint=f"metrics: {', '.join(METRIC_DIRECTIONS)}")
-    if metric == "reconstruction_mse" and labels is not None and not isinstance(labels, dict):
+    if metric == "reconstruction_error" and labels is not None and not isinstance(labels, dict):
         metric = "auroc"  # anomaly labels (1 = anomaly) given: rank samples by reconstruction error
+    if metric == "span_f1" and "tags" not in (table.get("metric_params") or {}):
+        raise ConfigError("metric span_f1 needs the BIO name of each class", where=f"{where} metric_params",
+                          hint='set [task] metric_params = { tags = ["O", "B-NUM", "I-NUM", ...] }')
     higher, unit = METRIC_DIRECTIONS[metric]
-    if metric == "mae" and preset.unit:
+    if metric in ("mae", "keypoint_distance") and preset.unit:
         unit = preset.unit
     spec = TaskSpec(name, outputs, metric, higher, unit, dict(table.get("metric_params") or {}), origin)
     _check_labels(spec, labels, output_shapes, where)
@@ -364,7 +367,7 @@ def task_metric(spec: TaskSpec, outputs: Mapping[str, np.ndarray], labels: Any, 
     first = spec.outputs[0]
     out = np.asarray(outputs[first.name])
     name = spec.metric
-    if name == "reconstruction_mse":
+    if name == "reconstruction_error":
         return None if x is None else float(metrics.reconstruction_error(out, x))
     if labels is None:
         return None
@@ -387,11 +390,16 @@ def task_metric(spec: TaskSpec, outputs: Mapping[str, np.ndarray], labels: Any, 
     if name == "miou":
         return 100.0 * float(metrics.miou(out, label, num_classes=out.shape[axis], class_axis=axis,
                                           ignore_index=first.ignore_index))
+    if name == "span_f1":
+        return 100.0 * float(metrics.span_f1(out, label, class_axis=axis, ignore_index=first.ignore_index,
+                                             **dict(spec.metric_params)))
     if name == "token_f1":
         return 100.0 * float(metrics.token_f1(out, label, class_axis=axis, ignore_index=first.ignore_index,
                                               **dict(spec.metric_params)))
     if name == "mae":
         return float(metrics.mae(out, label))
+    if name == "keypoint_distance":
+        return float(metrics.mean_keypoint_distance(out, label))
     if name == "rmse":
         return float(metrics.rmse(out, label))
     if name == "pck":

@@ -157,10 +157,12 @@ def test_reconstruction_with_anomaly_labels_scores_auroc(tmp_path: Path) -> None
     from edgekd.pipeline import compress
 
     torch.manual_seed(0)
-    report = compress(_AE(), data="builtin:digits-anomaly", recipe=load_recipe("kd", ["distill.epochs=3",
+    report = compress(_AE(), data="builtin:digits-anomaly", recipe=load_recipe("kd", ["distill.epochs=6",
                       "distill.loss=\"ce\""]), task="reconstruction", out=tmp_path / "ae", options=_opts())
     assert report["task"]["metric"] == "auroc"
-    assert report["targets"]["cpu"]["status"] == "passed" and report["targets"]["cpu"]["accuracy"] > 60
+    cpu = report["targets"]["cpu"]
+    # AUROC (%) of the reconstruction error as anomaly score: training on normal digits must raise it
+    assert cpu["status"] == "passed" and cpu["accuracy"] > report["accuracy"]["student_before"] + 2
     assert _check(tmp_path / "ae")["accuracy"].status == "passed"
 
 

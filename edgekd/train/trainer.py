@@ -179,7 +179,7 @@ def evaluate(model: nn.Module, x: np.ndarray, y: Any, batch: int = 512, *, task:
     device = next(model.parameters()).device
     if task is None:
         task = task_for(model, SimpleNamespace(y_train=y), torch.from_numpy(_input_array(x[:2])).to(device))
-    if y is None and task.metric != "reconstruction_mse":
+    if y is None and task.metric != "reconstruction_error":
         return None
     parts = [outputs_by_name(model(torch.from_numpy(_input_array(x[i : i + batch])).to(device)), task, "student")
              for i in range(0, len(x), batch)]
