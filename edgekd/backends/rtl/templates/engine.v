@@ -1,0 +1,222 @@
+// edgekd folded int8 engine: P multiply-accumulate lanes, weights in block RAM, a pipelined
+// round-half-to-even requantizer. The layer table (edgekd_layers.vh) and the sizes
+// (edgekd_config.vh) are generated per model; this file is the same for every model.
+//
+// Each layer reads one activation buffer and writes the other (ping-pong, both block RAM).
+// MAC layers (Conv, Dense = 1x1 Conv on a 1x1 plane) are output stationary: for each group of
+// P output channels and each output pixel, every tap reads one activation byte (broadcast) and
+// one P-wide weight word; lane l accumulates output channel g*P + l. MaxPool uses lane 0 as a
+// running maximum. Finished accumulators move to a drain register bank (double buffering) and
+// leave one per cycle through the requantizer while the next pixel accumulates.
+`default_nettype none
+`include "edgekd_config.vh"
+
+module ekd_ram #(parameter W = 8, parameter AW = 10, parameter DEPTH = 1024) (
+    input wire clk, input wire we, input wire [AW-1:0] waddr, input wire [W-1:0] wdata,
+    input wire [AW-1:0] raddr, output reg [W-1:0] rdata);
+    reg [W-1:0] mem [0:DEPTH-1];
+    always @(posedge clk) begin
+        if (we) mem[waddr] <= wdata;
+        rdata <= mem[raddr];
+    end
+endmodule
+
+module ekd_rom #(parameter W = 64, parameter AW = 9, parameter DEPTH = 512, parameter FILE = "weights.hex") (
+    input wire clk, input wire [AW-1:0] addr, output reg [W-1:0] data);
+    reg [W-1:0] mem [0:DEPTH-1];
+    initial $readmemh(FILE, mem);
+    always @(posedge clk) data <= mem[addr];
+endmodule
+
+module edgekd_engine (
+    input wire clk, input wire rst, input wire start, output reg done,
+    input wire host_we, input wire [`EKD_AW-1:0] host_addr, input wire [7:0] host_wdata,
+    output wire [7:0] host_rdata);
+    localparam AW = `EKD_AW;
+    localparam P = `EKD_P;
+    localparam ACC_W = `EKD_ACC_W;
+    localparam CW = `EKD_CW;            // counters and table fields (signed)
+    localparam WAW = `EKD_WAW;          // weight ROM address bits
+    localparam CAW = `EKD_CAW;          // channel (bias, shift) ROM address bits
+    localparam LIW = `EKD_LIW;          // layer index bits
+    localparam PW = 18;                 // 10-bit activation x 8-bit weight
+    localparam T_W = ACC_W + 2;
+    localparam FLUSH = P + 10;          // cycles from the last issued tap to the last write
+
+    localparam S_IDLE = 2'd0, S_LOAD = 2'd1, S_RUN = 2'd2, S_FLUSH = 2'd3;
+    reg [1:0] state;
+    reg [LIW-1:0] li;
+    reg [7:0] flush_cnt;
+
+    // ---------------------------------------------------------------- layer table (constants per li)
+    reg t_pool, t_src, t_in_signed, t_last;
+    reg signed [CW-1:0] t_ngrp, t_lanes_last, t_icn, t_kh, t_kw, t_h, t_w, t_hw, t_oh, t_ow, t_ohw;
+    reg signed [CW-1:0] t_sh, t_sw, t_shw, t_ih0, t_iw0, t_ihw0, t_taps, t_slots, t_wbase, t_gout, t_gch;
+    reg signed [CW-1:0] t_chbase, t_zp, t_lo, t_hi;
+`include "edgekd_layers.vh"
+
+    // ---------------------------------------------------------------- issue: address generation
+    reg signed [CW-1:0] grp, oh, ow, ic, kh, kw, slot, ih0, iw0, ihw0, khw, ic_ch, grp_ch, pix, gout, wgrp, chgrp;
+    wire signed [CW-1:0] ih = ih0 + kh;
+    wire signed [CW-1:0] iw = iw0 + kw;
+    wire in_bounds = (ih >= 0) && (ih < t_h) && (iw >= 0) && (iw < t_w);
+    wire signed [CW-1:0] addr = grp_ch + ic_ch + ihw0 + khw + iw;
+    wire running = state == S_RUN;
+    wire tap_valid = running && (slot < t_taps);
+    wire end_pix = slot == t_slots - 1;
+    wire last_ow = ow == t_ow - 1;
+    wire last_oh = oh == t_oh - 1;
+    wire last_grp = grp == t_ngrp - 1;
+    wire end_layer = running && end_pix && last_ow && last_oh && last_grp;
+
+    // stage 0: registered addresses into the memories, and the tap's flags
+    reg s0_valid, s0_in, s0_first, s0_last;
+    reg [AW-1:0] s0_addr;
+    reg [WAW-1:0] s0_waddr;
+    reg signed [CW-1:0] s0_dst, s0_ch, s0_lanes;
+    reg s1_valid, s1_in, s1_first, s1_last;
+    reg signed [CW-1:0] s1_dst, s1_ch, s1_lanes;
+    reg s2_valid, s2_first, s2_last;
+    reg signed [CW-1:0] s2_dst, s2_ch, s2_lanes;
+
+    always @(posedge clk) begin
+        s0_valid <= tap_valid;
+        s0_in <= in_bounds;
+        s0_first <= slot == 0;
+        s0_last <= slot == t_taps - 1;
+        s0_addr <= addr[AW-1:0];
+        s0_waddr <= wgrp[WAW-1:0] + slot[WAW-1:0];
+        s0_dst <= gout + pix;
+        s0_ch <= chgrp;
+        s0_lanes <= last_grp ? t_lanes_last : (t_pool ? 1 : P);
+        {s1_valid, s1_in, s1_first, s1_last, s1_dst, s1_ch, s1_lanes} <=
+            {s0_valid, s0_in, s0_first, s0_last, s0_dst, s0_ch, s0_lanes};
+        {s2_valid, s2_first, s2_last, s2_dst, s2_ch, s2_lanes} <= {s1_valid, s1_first, s1_last, s1_dst, s1_ch, s1_lanes};
+    end
+
+    always @(posedge clk) begin
+        if (rst) begin
+            state <= S_IDLE;
+            done <= 1'b0;
+            li <= 0;
+        end else begin
+            case (state)
+                S_IDLE: if (start) begin li <= 0; done <= 1'b0; state <= S_LOAD; end
+                S_LOAD: begin
+                    {grp, oh, ow, ic, kh, kw, slot, khw, ic_ch, grp_ch, pix, gout} <= 0;
+                    ih0 <= t_ih0; iw0 <= t_iw0; ihw0 <= t_ihw0; wgrp <= t_wbase; chgrp <= t_chbase;
+                    state <= S_RUN;
+                end
+                S_RUN: begin
+                    if (tap_valid) begin  // kw fastest, then kh, then input channel
+                        if (kw != t_kw - 1) kw <= kw + 1;
+                        else begin
+                            kw <= 0;
+                            if (kh != t_kh - 1) begin kh <= kh + 1; khw <= khw + t_w; end
+                            else begin
+                                kh <= 0; khw <= 0;
+                                if (ic != t_icn - 1) begin ic <= ic + 1; ic_ch <= ic_ch + t_hw; end
+                                else begin ic <= 0; ic_ch <= 0; end
+                            end
+                        end
+                    end
+                    if (!end_pix) slot <= slot + 1;
+                    else begin  // next pixel, row, group
+                        slot <= 0;
+                        pix <= pix + 1;
+                        if (!last_ow) begin ow <= ow + 1; iw0 <= iw0 + t_sw; end
+                        else begin
+                            ow <= 0; iw0 <= t_iw0;
+                            if (!last_oh) begin oh <= oh + 1; ih0 <= ih0 + t_sh; ihw0 <= ihw0 + t_shw; end
+                            else begin
+                                oh <= 0; ih0 <= t_ih0; ihw0 <= t_ihw0; pix <= 0;
+                                grp <= grp + 1; gout <= gout + t_gout; grp_ch <= grp_ch + t_gch;
+                                wgrp <= wgrp + t_taps; chgrp <= chgrp + P;
+                            end
+                        end
+                    end
+                    if (end_layer) begin state <= S_FLUSH; flush_cnt <= FLUSH; end
+                end
+                S_FLUSH: begin
+                    if (flush_cnt != 0) flush_cnt <= flush_cnt - 1;
+                    else if (t_last) begin state <= S_IDLE; done <= 1'b1; end
+                    else begin li <= li + 1; state <= S_LOAD; end
+                end
+            endcase
+        end
+    end
+
+    // ---------------------------------------------------------------- memories
+    wire idle = state == S_IDLE;
+    wire [7:0] buf0_q, buf1_q;
+    wire [P*8-1:0] w_q;
+    wire [CAW-1:0] ch_addr;
+    wire [ACC_W+5:0] ch_q;
+    reg r4_valid;
+    reg [AW-1:0] r4_dst;
+    wire [7:0] y_code;
+    ekd_ram #(.W(8), .AW(AW), .DEPTH(`EKD_BUF0)) buf0 (
+        .clk(clk), .we(idle ? host_we : (r4_valid && t_src)), .waddr(idle ? host_addr : r4_dst),
+        .wdata(idle ? host_wdata : y_code), .raddr(idle ? host_addr : s0_addr), .rdata(buf0_q));
+    ekd_ram #(.W(8), .AW(AW), .DEPTH(`EKD_BUF1)) buf1 (
+        .clk(clk), .we(!idle && r4_valid && !t_src), .waddr(r4_dst), .wdata(y_code),
+        .raddr(idle ? host_addr : s0_addr), .rdata(buf1_q));
+    ekd_rom #(.W(P*8), .AW(WAW), .DEPTH(`EKD_WDEPTH), .FILE("weights.hex")) wrom (.clk(clk), .addr(s0_waddr), .data(w_q));
+    ekd_rom #(.W(ACC_W+6), .AW(CAW), .DEPTH(`EKD_CDEPTH), .FILE("channels.hex")) crom (.clk(clk), .addr(ch_addr), .data(ch_q));
+    assign host_rdata = `EKD_OUT_BUF ? buf1_q : buf0_q;
+    wire [7:0] act_q = t_src ? buf1_q : buf0_q;
+
+    // ---------------------------------------------------------------- stage 2: products; stage 3: accumulate
+    wire signed [9:0] x_ext = t_in_signed ? {{2{act_q[7]}}, act_q} : {2'b00, act_q};
+    wire signed [9:0] d = s1_in ? x_ext : (t_pool ? -10'sd256 : 10'sd0);  // padding: 0 for MAC, below any code for max
+    reg [P*PW-1:0] prod;
+    reg signed [9:0] pd;
+    reg [P*ACC_W-1:0] acc, accnext, drain;
+    reg signed [CW-1:0] drain_cnt, drain_dst, drain_ch;
+    integer i;
+    always @(posedge clk) begin
+        for (i = 0; i < P; i = i + 1) prod[i*PW +: PW] <= $signed(d) * $signed(w_q[8*i +: 8]);
+        pd <= d;
+    end
+    always @* begin
+        for (i = 0; i < P; i = i + 1)
+            accnext[i*ACC_W +: ACC_W] = s2_first ? $signed(prod[i*PW +: PW])
+                                                 : $signed(acc[i*ACC_W +: ACC_W]) + $signed(prod[i*PW +: PW]);
+        if (t_pool) accnext[ACC_W-1:0] = (s2_first || $signed(pd) > $signed(acc[ACC_W-1:0])) ? {{(ACC_W-10){pd[9]}}, pd}
+                                                                                          : acc[ACC_W-1:0];
+    end
+    always @(posedge clk) begin
+        if (rst) drain_cnt <= 0;
+        else if (s2_valid && s2_last) begin  // hand the finished pixel to the drain bank
+            drain <= accnext; drain_cnt <= s2_lanes; drain_dst <= s2_dst; drain_ch <= s2_ch;
+        end else if (drain_cnt != 0) begin
+            drain <= drain >> ACC_W; drain_cnt <= drain_cnt - 1; drain_dst <= drain_dst + t_ohw; drain_ch <= drain_ch + 1;
+        end
+        if (s2_valid) acc <= accnext;
+    end
+
+    // ---------------------------------------------------------------- requantizer: 4 registered stages
+    // y = clamp(rne((acc + bias) / 2^s) + zp, lo, hi); round half to even as ONNX Runtime
+    assign ch_addr = drain_ch[CAW-1:0];
+    reg r1_valid, r2_valid, r3_valid;
+    reg signed [ACC_W-1:0] r1_v;
+    reg signed [ACC_W:0] r2_sum;
+    reg signed [T_W-1:0] r3_t, r4_r;
+    reg [5:0] r2_s, r3_s;
+    reg [AW-1:0] r1_dst, r2_dst, r3_dst;
+    wire signed [ACC_W-1:0] bias = t_pool ? {ACC_W{1'b0}} : ch_q[ACC_W-1:0];
+    wire [5:0] shift = t_pool ? 6'd0 : ch_q[ACC_W+5:ACC_W];
+    wire [ACC_W:0] half_m1 = (r2_s == 0) ? {(ACC_W+1){1'b0}} : (({{ACC_W{1'b0}}, 1'b1} << (r2_s - 1)) - 1);
+    wire odd = (r2_s == 0) ? 1'b0 : r2_sum[r2_s];
+    wire signed [T_W-1:0] y_wide = r4_r + t_zp;
+    wire signed [T_W-1:0] y_clamped = (y_wide < t_lo) ? t_lo : ((y_wide > t_hi) ? t_hi : y_wide);
+    assign y_code = y_clamped[7:0];
+    always @(posedge clk) begin
+        r1_valid <= !rst && drain_cnt != 0; r1_v <= drain[ACC_W-1:0]; r1_dst <= drain_dst[AW-1:0];
+        r2_valid <= r1_valid; r2_sum <= r1_v + bias; r2_s <= shift; r2_dst <= r1_dst;
+        r3_valid <= r2_valid; r3_t <= $signed(r2_sum) + $signed({1'b0, half_m1}) + $signed({1'b0, odd}); r3_s <= r2_s;
+        r3_dst <= r2_dst;
+        r4_valid <= r3_valid; r4_r <= r3_t >>> r3_s; r4_dst <= r3_dst;
+    end
+endmodule
+`default_nettype wire
