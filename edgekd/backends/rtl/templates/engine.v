@@ -41,54 +41,62 @@ module edgekd_engine (
     localparam LIW = `EKD_LIW;          // layer index bits
     localparam PW = 18;                 // 10-bit activation x 8-bit weight
     localparam T_W = ACC_W + 2;
-    localparam FLUSH = P + 10;          // cycles from the last issued tap to the last write
+    localparam FLUSH = P + 12;          // cycles from the last issued tap to the last write (edgekd codegen FLUSH_EXTRA)
 
-    localparam S_IDLE = 2'd0, S_LOAD = 2'd1, S_RUN = 2'd2, S_FLUSH = 2'd3;
-    reg [1:0] state;
+    localparam S_IDLE = 3'd0, S_TABLE = 3'd1, S_LOAD = 3'd2, S_RUN = 3'd3, S_FLUSH = 3'd4;
+    reg [2:0] state;
     reg [LIW-1:0] li;
     reg [7:0] flush_cnt;
 
-    // ---------------------------------------------------------------- layer table (constants per li)
+    // ---------------------------------------------------------------- layer table: registers loaded in S_TABLE
+    // (*_m1: the bound minus one, so the loop ends are equality tests on registers)
     reg t_pool, t_src, t_in_signed, t_last;
-    reg signed [CW-1:0] t_ngrp, t_lanes_last, t_icn, t_kh, t_kw, t_h, t_w, t_hw, t_oh, t_ow, t_ohw;
-    reg signed [CW-1:0] t_sh, t_sw, t_shw, t_ih0, t_iw0, t_ihw0, t_taps, t_slots, t_wbase, t_gout, t_gch;
-    reg signed [CW-1:0] t_chbase, t_zp, t_lo, t_hi;
+    reg signed [CW-1:0] t_ngrp_m1, t_lanes, t_lanes_last, t_icn_m1, t_kh_m1, t_kw_m1, t_h, t_w, t_hw, t_oh_m1, t_ow_m1;
+    reg signed [CW-1:0] t_ohw, t_sh, t_sw, t_shw, t_ih0, t_iw0, t_ihw0, t_taps, t_taps_m1, t_slots_m1, t_wbase, t_gout;
+    reg signed [CW-1:0] t_gch, t_chbase, t_lo, t_hi;
 `include "edgekd_layers.vh"
 
-    // ---------------------------------------------------------------- issue: address generation
+    // ---------------------------------------------------------------- issue: loop counters
     reg signed [CW-1:0] grp, oh, ow, ic, kh, kw, slot, ih0, iw0, ihw0, khw, ic_ch, grp_ch, pix, gout, wgrp, chgrp;
-    wire signed [CW-1:0] ih = ih0 + kh;
-    wire signed [CW-1:0] iw = iw0 + kw;
-    wire in_bounds = (ih >= 0) && (ih < t_h) && (iw >= 0) && (iw < t_w);
-    wire signed [CW-1:0] addr = grp_ch + ic_ch + ihw0 + khw + iw;
+    reg tap_on;  // the current pixel still has taps to issue
     wire running = state == S_RUN;
-    wire tap_valid = running && (slot < t_taps);
-    wire end_pix = slot == t_slots - 1;
-    wire last_ow = ow == t_ow - 1;
-    wire last_oh = oh == t_oh - 1;
-    wire last_grp = grp == t_ngrp - 1;
+    wire tap_valid = running && tap_on;
+    wire end_pix = slot == t_slots_m1;
+    wire last_ow = ow == t_ow_m1;
+    wire last_oh = oh == t_oh_m1;
+    wire last_grp = grp == t_ngrp_m1;
     wire end_layer = running && end_pix && last_ow && last_oh && last_grp;
 
-    // stage 0: registered addresses into the memories, and the tap's flags
-    reg s0_valid, s0_in, s0_first, s0_last;
+    // stage a: partial addresses; stage 0: addresses into the memories; stages 1-2: memory data, products
+    reg a_valid, a_first, a_last, s0_valid, s0_in, s0_first, s0_last;
+    reg signed [CW-1:0] a_p1, a_p2, a_ih, a_iw;
+    reg [WAW-1:0] a_waddr, s0_waddr;
     reg [AW-1:0] s0_addr;
-    reg [WAW-1:0] s0_waddr;
-    reg signed [CW-1:0] s0_dst, s0_ch, s0_lanes;
+    reg signed [CW-1:0] a_dst, a_ch, a_lanes, s0_dst, s0_ch, s0_lanes;
     reg s1_valid, s1_in, s1_first, s1_last;
     reg signed [CW-1:0] s1_dst, s1_ch, s1_lanes;
     reg s2_valid, s2_first, s2_last;
     reg signed [CW-1:0] s2_dst, s2_ch, s2_lanes;
 
     always @(posedge clk) begin
-        s0_valid <= tap_valid;
-        s0_in <= in_bounds;
-        s0_first <= slot == 0;
-        s0_last <= slot == t_taps - 1;
-        s0_addr <= addr[AW-1:0];
-        s0_waddr <= wgrp[WAW-1:0] + slot[WAW-1:0];
-        s0_dst <= gout + pix;
-        s0_ch <= chgrp;
-        s0_lanes <= last_grp ? t_lanes_last : (t_pool ? 1 : P);
+        a_valid <= tap_valid;
+        a_first <= slot == 0;
+        a_last <= slot == t_taps_m1;
+        a_p1 <= grp_ch + ic_ch;
+        a_p2 <= ihw0 + khw;
+        a_ih <= ih0 + kh;
+        a_iw <= iw0 + kw;
+        a_waddr <= wgrp[WAW-1:0] + slot[WAW-1:0];
+        a_dst <= gout + pix;
+        a_ch <= chgrp;
+        a_lanes <= last_grp ? t_lanes_last : t_lanes;
+        s0_valid <= a_valid;
+        s0_in <= (a_ih >= 0) && (a_ih < t_h) && (a_iw >= 0) && (a_iw < t_w);
+        s0_first <= a_first;
+        s0_last <= a_last;
+        s0_addr <= a_p1[AW-1:0] + a_p2[AW-1:0] + a_iw[AW-1:0];
+        s0_waddr <= a_waddr;
+        {s0_dst, s0_ch, s0_lanes} <= {a_dst, a_ch, a_lanes};
         {s1_valid, s1_in, s1_first, s1_last, s1_dst, s1_ch, s1_lanes} <=
             {s0_valid, s0_in, s0_first, s0_last, s0_dst, s0_ch, s0_lanes};
         {s2_valid, s2_first, s2_last, s2_dst, s2_ch, s2_lanes} <= {s1_valid, s1_first, s1_last, s1_dst, s1_ch, s1_lanes};
@@ -101,21 +109,23 @@ module edgekd_engine (
             li <= 0;
         end else begin
             case (state)
-                S_IDLE: if (start) begin li <= 0; done <= 1'b0; state <= S_LOAD; end
+                S_IDLE: if (start) begin li <= 0; done <= 1'b0; state <= S_TABLE; end
+                S_TABLE: state <= S_LOAD;
                 S_LOAD: begin
                     {grp, oh, ow, ic, kh, kw, slot, khw, ic_ch, grp_ch, pix, gout} <= 0;
-                    ih0 <= t_ih0; iw0 <= t_iw0; ihw0 <= t_ihw0; wgrp <= t_wbase; chgrp <= t_chbase;
+                    ih0 <= t_ih0; iw0 <= t_iw0; ihw0 <= t_ihw0; wgrp <= t_wbase; chgrp <= t_chbase; tap_on <= 1'b1;
                     state <= S_RUN;
                 end
                 S_RUN: begin
                     if (tap_valid) begin  // kw fastest, then kh, then input channel
-                        if (kw != t_kw - 1) kw <= kw + 1;
+                        if (slot == t_taps_m1) tap_on <= 1'b0;
+                        if (kw != t_kw_m1) kw <= kw + 1;
                         else begin
                             kw <= 0;
-                            if (kh != t_kh - 1) begin kh <= kh + 1; khw <= khw + t_w; end
+                            if (kh != t_kh_m1) begin kh <= kh + 1; khw <= khw + t_w; end
                             else begin
                                 kh <= 0; khw <= 0;
-                                if (ic != t_icn - 1) begin ic <= ic + 1; ic_ch <= ic_ch + t_hw; end
+                                if (ic != t_icn_m1) begin ic <= ic + 1; ic_ch <= ic_ch + t_hw; end
                                 else begin ic <= 0; ic_ch <= 0; end
                             end
                         end
@@ -123,6 +133,7 @@ module edgekd_engine (
                     if (!end_pix) slot <= slot + 1;
                     else begin  // next pixel, row, group
                         slot <= 0;
+                        tap_on <= 1'b1;
                         pix <= pix + 1;
                         if (!last_ow) begin ow <= ow + 1; iw0 <= iw0 + t_sw; end
                         else begin
@@ -140,8 +151,9 @@ module edgekd_engine (
                 S_FLUSH: begin
                     if (flush_cnt != 0) flush_cnt <= flush_cnt - 1;
                     else if (t_last) begin state <= S_IDLE; done <= 1'b1; end
-                    else begin li <= li + 1; state <= S_LOAD; end
+                    else begin li <= li + 1; state <= S_TABLE; end
                 end
+                default: state <= S_IDLE;
             endcase
         end
     end
@@ -150,73 +162,81 @@ module edgekd_engine (
     wire idle = state == S_IDLE;
     wire [7:0] buf0_q, buf1_q;
     wire [P*8-1:0] w_q;
-    wire [CAW-1:0] ch_addr;
     wire [ACC_W+5:0] ch_q;
-    reg r4_valid;
-    reg [AW-1:0] r4_dst;
-    wire [7:0] y_code;
+    reg r5_valid;
+    reg [AW-1:0] r5_dst;
+    reg [7:0] r5_y;
+    reg signed [CW-1:0] drain_cnt, drain_dst, drain_ch;
     ekd_ram #(.W(8), .AW(AW), .DEPTH(`EKD_BUF0)) buf0 (
-        .clk(clk), .we(idle ? host_we : (r4_valid && t_src)), .waddr(idle ? host_addr : r4_dst),
-        .wdata(idle ? host_wdata : y_code), .raddr(idle ? host_addr : s0_addr), .rdata(buf0_q));
+        .clk(clk), .we(idle ? host_we : (r5_valid && t_src)), .waddr(idle ? host_addr : r5_dst),
+        .wdata(idle ? host_wdata : r5_y), .raddr(idle ? host_addr : s0_addr), .rdata(buf0_q));
     ekd_ram #(.W(8), .AW(AW), .DEPTH(`EKD_BUF1)) buf1 (
-        .clk(clk), .we(!idle && r4_valid && !t_src), .waddr(r4_dst), .wdata(y_code),
+        .clk(clk), .we(!idle && r5_valid && !t_src), .waddr(r5_dst), .wdata(r5_y),
         .raddr(idle ? host_addr : s0_addr), .rdata(buf1_q));
     ekd_rom #(.W(P*8), .AW(WAW), .DEPTH(`EKD_WDEPTH), .FILE("weights.hex")) wrom (.clk(clk), .addr(s0_waddr), .data(w_q));
-    ekd_rom #(.W(ACC_W+6), .AW(CAW), .DEPTH(`EKD_CDEPTH), .FILE("channels.hex")) crom (.clk(clk), .addr(ch_addr), .data(ch_q));
+    ekd_rom #(.W(ACC_W+6), .AW(CAW), .DEPTH(`EKD_CDEPTH), .FILE("channels.hex")) crom (
+        .clk(clk), .addr(drain_ch[CAW-1:0]), .data(ch_q));
     assign host_rdata = `EKD_OUT_BUF ? buf1_q : buf0_q;
     wire [7:0] act_q = t_src ? buf1_q : buf0_q;
 
-    // ---------------------------------------------------------------- stage 2: products; stage 3: accumulate
+    // ---------------------------------------------------------------- lanes: product, accumulate, drain bank
     wire signed [9:0] x_ext = t_in_signed ? {{2{act_q[7]}}, act_q} : {2'b00, act_q};
     wire signed [9:0] d = s1_in ? x_ext : (t_pool ? -10'sd256 : 10'sd0);  // padding: 0 for MAC, below any code for max
-    reg [P*PW-1:0] prod;
-    reg signed [9:0] pd;
-    reg [P*ACC_W-1:0] acc, accnext, drain;
-    reg signed [CW-1:0] drain_cnt, drain_dst, drain_ch;
-    integer i;
-    always @(posedge clk) begin
-        for (i = 0; i < P; i = i + 1) prod[i*PW +: PW] <= $signed(d) * $signed(w_q[8*i +: 8]);
-        pd <= d;
-    end
-    always @* begin
-        for (i = 0; i < P; i = i + 1)
-            accnext[i*ACC_W +: ACC_W] = s2_first ? $signed(prod[i*PW +: PW])
-                                                 : $signed(acc[i*ACC_W +: ACC_W]) + $signed(prod[i*PW +: PW]);
-        if (t_pool) accnext[ACC_W-1:0] = (s2_first || $signed(pd) > $signed(acc[ACC_W-1:0])) ? {{(ACC_W-10){pd[9]}}, pd}
-                                                                                          : acc[ACC_W-1:0];
-    end
+    wire capture = s2_valid && s2_last;  // the pixel's last tap: its sums go to the drain bank
+    wire drain_go = drain_cnt != 0;
+    wire [(P+1)*ACC_W-1:0] drain_bus;
+    assign drain_bus[P*ACC_W +: ACC_W] = {ACC_W{1'b0}};
+    genvar l;
+    generate
+        for (l = 0; l < P; l = l + 1) begin : lane
+            reg signed [PW-1:0] prod;
+            reg signed [ACC_W-1:0] acc, dr;
+            wire signed [ACC_W-1:0] sum = s2_first ? prod : acc + prod;
+            wire signed [ACC_W-1:0] mx;
+            if (l == 0) begin : pool  // MaxPool: lane 0 keeps the running maximum
+                reg signed [9:0] pd;
+                always @(posedge clk) pd <= d;
+                assign mx = (s2_first || pd > acc) ? pd : acc;
+            end else begin : nopool
+                assign mx = sum;
+            end
+            wire signed [ACC_W-1:0] next = t_pool ? mx : sum;
+            assign drain_bus[l*ACC_W +: ACC_W] = dr;
+            always @(posedge clk) begin
+                prod <= d * $signed(w_q[8*l +: 8]);
+                if (s2_valid) acc <= next;
+                if (capture) dr <= next;
+                else if (drain_go) dr <= drain_bus[(l+1)*ACC_W +: ACC_W];
+            end
+        end
+    endgenerate
     always @(posedge clk) begin
         if (rst) drain_cnt <= 0;
-        else if (s2_valid && s2_last) begin  // hand the finished pixel to the drain bank
-            drain <= accnext; drain_cnt <= s2_lanes; drain_dst <= s2_dst; drain_ch <= s2_ch;
-        end else if (drain_cnt != 0) begin
-            drain <= drain >> ACC_W; drain_cnt <= drain_cnt - 1; drain_dst <= drain_dst + t_ohw; drain_ch <= drain_ch + 1;
-        end
-        if (s2_valid) acc <= accnext;
+        else if (capture) begin drain_cnt <= s2_lanes; drain_dst <= s2_dst; drain_ch <= s2_ch; end
+        else if (drain_go) begin drain_cnt <= drain_cnt - 1; drain_dst <= drain_dst + t_ohw; drain_ch <= drain_ch + 1; end
     end
 
-    // ---------------------------------------------------------------- requantizer: 4 registered stages
-    // y = clamp(rne((acc + bias) / 2^s) + zp, lo, hi); round half to even as ONNX Runtime
-    assign ch_addr = drain_ch[CAW-1:0];
-    reg r1_valid, r2_valid, r3_valid;
+    // ---------------------------------------------------------------- requantizer: 5 registered stages
+    // y = clamp(rne((acc + bias) / 2^s), lo, hi): round half to even, as ONNX Runtime (zero point 0)
+    reg r1_valid, r2_valid, r3_valid, r4_valid;
     reg signed [ACC_W-1:0] r1_v;
     reg signed [ACC_W:0] r2_sum;
+    reg [ACC_W:0] r2_half_m1;
     reg signed [T_W-1:0] r3_t, r4_r;
     reg [5:0] r2_s, r3_s;
-    reg [AW-1:0] r1_dst, r2_dst, r3_dst;
+    reg [AW-1:0] r1_dst, r2_dst, r3_dst, r4_dst;
     wire signed [ACC_W-1:0] bias = t_pool ? {ACC_W{1'b0}} : ch_q[ACC_W-1:0];
     wire [5:0] shift = t_pool ? 6'd0 : ch_q[ACC_W+5:ACC_W];
-    wire [ACC_W:0] half_m1 = (r2_s == 0) ? {(ACC_W+1){1'b0}} : (({{ACC_W{1'b0}}, 1'b1} << (r2_s - 1)) - 1);
     wire odd = (r2_s == 0) ? 1'b0 : r2_sum[r2_s];
-    wire signed [T_W-1:0] y_wide = r4_r + t_zp;
-    wire signed [T_W-1:0] y_clamped = (y_wide < t_lo) ? t_lo : ((y_wide > t_hi) ? t_hi : y_wide);
-    assign y_code = y_clamped[7:0];
     always @(posedge clk) begin
-        r1_valid <= !rst && drain_cnt != 0; r1_v <= drain[ACC_W-1:0]; r1_dst <= drain_dst[AW-1:0];
+        r1_valid <= !rst && drain_go; r1_v <= drain_bus[ACC_W-1:0]; r1_dst <= drain_dst[AW-1:0];
         r2_valid <= r1_valid; r2_sum <= r1_v + bias; r2_s <= shift; r2_dst <= r1_dst;
-        r3_valid <= r2_valid; r3_t <= $signed(r2_sum) + $signed({1'b0, half_m1}) + $signed({1'b0, odd}); r3_s <= r2_s;
+        r2_half_m1 <= {(ACC_W+1){1'b1}} >> (ACC_W + 2 - shift);  // 2^(s-1) - 1, 0 for s = 0
+        r3_valid <= r2_valid; r3_t <= r2_sum + $signed({1'b0, r2_half_m1}) + $signed({1'b0, odd}); r3_s <= r2_s;
         r3_dst <= r2_dst;
         r4_valid <= r3_valid; r4_r <= r3_t >>> r3_s; r4_dst <= r3_dst;
+        r5_valid <= r4_valid; r5_dst <= r4_dst;
+        r5_y <= (r4_r < t_lo) ? t_lo[7:0] : ((r4_r > t_hi) ? t_hi[7:0] : r4_r[7:0]);
     end
 endmodule
 `default_nettype wire
