@@ -85,6 +85,13 @@ def _options(target: Any) -> RTLOptions:
     return options if isinstance(options, RTLOptions) else RTLOptions()
 
 
+def _tool_outputs(rtl_dir: Path) -> list[str]:
+    """The tools' scripts, logs, reports and results worth keeping (the gate-level simulation binary is recompiled)."""
+    (rtl_dir / "build" / "netlist.vvp").unlink(missing_ok=True)
+    keep = ("*.ys", "*.log", "stat_*.json", "pnr_report.json", "engine.asc", "engine_ice40.json", "netlist_ice40.v")
+    return sorted(f"{RTL_DIR}/build/{p.name}" for pattern in keep for p in (rtl_dir / "build").glob(pattern))
+
+
 class RTLRunner:
     """Runs the compiled RTL simulation: float32 inputs in, dequantized float32 outputs back."""
 
@@ -187,7 +194,7 @@ class RTLBackend(BackendBase):
         (out_dir / META).write_text(json.dumps(meta, indent=2) + "\n")
         (out_dir / "measured.json").write_text(json.dumps(est, indent=2) + "\n")
         (out_dir / "README.md").write_text(readme(graph.name, plan, options, est, agreement))
-        files += [META, "measured.json", "README.md"]
+        files += [META, "measured.json", "README.md", *_tool_outputs(rtl_dir)]
         return BuildResult(backend=self.name, artifact=f"{RTL_DIR}/{codegen.ENGINE}", files=sorted(set(files)),
                            precision="int8", notes=notes, details=details, runnable=True,
                            estimate=Estimate.from_dict(est), agreement=agreement)
