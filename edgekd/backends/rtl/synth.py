@@ -65,7 +65,8 @@ def _run(cmd: list[str], cwd: Path, timeout_s: float, what: str, log: Path) -> f
 def _cells(stat_file: Path) -> dict[str, int]:
     data = json.loads(stat_file.read_text())
     module = data.get("design") or next(iter(data.get("modules", {}).values()), {})
-    return {str(k): int(v) for k, v in (module.get("num_cells_by_type") or {}).items()}
+    cells = module.get("num_cells_by_type") or {}
+    return {str(k): int(v) for k, v in cells.items() if not str(k).startswith("$")}  # newer yosys adds $scopeinfo
 
 
 def _ice40_resources(cells: dict[str, int]) -> dict[str, int]:
