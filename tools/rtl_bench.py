@@ -2,7 +2,7 @@
 numbers the open tools measure (yosys cells, nextpnr logic cells/BRAM/DSP/fmax with the seed, simulated cycles).
 
     .venv/bin/python tools/rtl_bench.py [--models student mlp] [--targets fpga-ice40-up5k fpga-xc7-rtl]
-                                        [--golden 360] [--json out.json]
+                                        [--golden 500] [--json out.json]
 
 Prints a markdown table (docs/BENCHMARKS.md, section "RTL backend"). Each model goes through ``edgekd compress``
 with a PTQ-only recipe (the quantize pass gives power-of-two scales and zero point 0 for an rtl target); the
@@ -81,7 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["student", "mlp"])
     parser.add_argument("--targets", nargs="+", default=["fpga-ice40-up5k"])
-    parser.add_argument("--golden", type=int, default=360, help="golden inputs simulated (digits has 360 test images)")
+    parser.add_argument("--golden", type=int, default=500, help="golden inputs simulated (digits has 500 test images)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rows = []
