@@ -171,8 +171,10 @@ class RTLBackend(BackendBase):
         rtl_dir = out_dir / RTL_DIR
         files = [f"{RTL_DIR}/{f}" for f in codegen.write_rtl(plan, rtl_dir)]
         simulator, compile_s = sim.compile_sim(rtl_dir, options.simulator, options.timeout_s)
+        pnr = options.family == "ice40" and options.place_and_route
         notes = [DESCRIPTION + ": outputs are the generated Verilog run by " + simulator,
-                 "cycles are measured in simulation, resources by yosys, fmax by nextpnr (seed stated): not estimates"]
+                 "cycles are measured in simulation, resources by yosys" + (", fmax by nextpnr (seed stated)" if pnr else
+                 " (synthesis only: no place and route, no fmax)") + ": not estimates"]
         details: dict[str, Any] = {"simulator": simulator, "sim_compile_s": round(compile_s, 2), "lanes": options.lanes,
                                    "layers": len(plan.rows), "accumulator_bits": plan.acc_bits}
         agreement, codes = None, None
