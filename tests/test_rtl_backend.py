@@ -94,16 +94,34 @@ def test_refusals_name_the_layer_and_the_fix(tmp_path: Path) -> None:
     from edgekd.backends.hls.frontend import load_graph
     from edgekd.testing import export_float, make_module, ort_qdq
 
-    # ONNX Runtime's own quantizer (symmetric): zero points 0, but scales that are not powers of two
-    path, data = ort_qdq("mlp", tmp_path, epochs=1, extra={"ActivationSymmetric": True})
-    with pytest.raises(BuildError, match="not a power of two") as err:
+    path, data = ort_qdq("mlp", tmp_path, epochs=1)  # ONNX Runtime's default: asymmetric activations
+    with pytest.raises(BuildError, match="zero point 0") as err:
         codegen.plan_engine(load_graph(path), 8, "fpga-ice40-up5k")
-    assert "net_1_Gemm (dense)" in str(err.value) and "quantize for an rtl target" in str(err.value)
+    assert "quantize for an rtl target" in str(err.value)
     target = load_target("fpga-ice40-up5k")
     assert RTLBackend().preflight(tmp_path / "mlp.onnx", target) == []
     residual = export_float(make_module("residual"), tmp_path / "residual.onnx", data.x_test)
     problems = RTLBackend().preflight(residual, target)
     assert any(p.startswith("op Add") and "no RTL implementation" in p for p in problems), problems
+
+
+def test_scales_that_are_not_powers_of_two_use_a_multiplier(tmp_path: Path) -> None:
+    """ONNX Runtime's symmetric quantizer (zero point 0, arbitrary scales): the requantizer multiplies by the IR's
+    31-bit fixed-point factor and stays within 1 LSB of ORT's float32 rounding."""
+    from edgekd.backends.hls.frontend import load_graph
+    from edgekd.export import onnx_outputs
+    from edgekd.testing import ort_qdq
+
+    path, data = ort_qdq("mlp", tmp_path, epochs=1, extra={"ActivationSymmetric": True})
+    graph = load_graph(path)
+    plan = codegen.plan_engine(graph, 8, "test")
+    assert plan.mult_bits == codegen.MULT_BITS
+    codegen.write_rtl(plan, tmp_path / "rtl")
+    simulator, _ = sim.compile_sim(tmp_path / "rtl")
+    x = data.x_test[:100]
+    result = sim.run_sim(tmp_path / "rtl", simulator, sim.quantize(x, graph.input), graph.output.size, graph.output.dtype)
+    lsb = np.abs(sim.dequantize(result.codes, graph.output) - onnx_outputs(path, x)) / graph.output.scale
+    assert lsb.max() <= 1.0 + 1e-6 and (lsb == 0).mean() > 0.95, (lsb.max(), (lsb == 0).mean())
 
 
 def test_missing_tools_say_what_to_install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

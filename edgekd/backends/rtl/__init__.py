@@ -182,12 +182,17 @@ class RTLBackend(BackendBase):
             notes.append("no golden inputs were passed: the RTL was not compared with ONNX Runtime; cycles come from "
                          "the layer table only")
         else:
+            tolerance = 0 if plan.mult_bits == 0 else 1
             agreement, codes, cycles = self._check(onnx_path, graph, rtl_dir, simulator, np.asarray(golden, np.float32),
-                                                   options)
+                                                   options, tolerance)
             details["cycles_per_image"] = cycles
             if not agreement.ok:
-                notes.append(f"RTL simulation DISAGREES with ONNX Runtime: {agreement.facts['exact']}/"
-                             f"{agreement.facts['elements']} values identical")
+                notes.append(f"RTL simulation DISAGREES with ONNX Runtime beyond {tolerance} LSB: "
+                             f"{agreement.facts['exact']}/{agreement.facts['elements']} values identical")
+        if plan.mult_bits:
+            notes.append("scales are not powers of two: the requantizer multiplies (31-bit fixed point, within 1 LSB of "
+                         "ONNX Runtime) and needs a multiplier more than the lanes; quantize for an rtl target for "
+                         "pure shifts, exact")
         measured = self._implement(rtl_dir, options, golden, codes, graph, details)
         est = estimate(plan, options, measured, details.get("cycles_per_image"))
         meta = {"input": {"name": graph.input_name, "shape": list(graph.input_float_shape), "tensor": asdict(graph.input)},
@@ -203,8 +208,9 @@ class RTLBackend(BackendBase):
 
     @staticmethod
     def _check(onnx_path: Path, graph: Any, rtl_dir: Path, simulator: str, x: np.ndarray,
-               options: RTLOptions) -> tuple[Agreement, np.ndarray, int]:
-        """Every golden input through the RTL simulation and through ONNX Runtime; exact means every value identical."""
+               options: RTLOptions, tolerance: int) -> tuple[Agreement, np.ndarray, int]:
+        """Every golden input through the RTL simulation and through ONNX Runtime; ok when no value differs by more
+        than ``tolerance`` LSB (0 with power-of-two scales: every value identical)."""
         from edgekd.backends.rtl import sim
         from edgekd.export import onnx_outputs
 
@@ -216,11 +222,11 @@ class RTLBackend(BackendBase):
         exact = int((y == reference).sum())
         facts = {"elements": int(reference.size), "exact": exact, "max_lsb": float(lsb.max()) if lsb.size else 0.0,
                  "top1_agree": int((y.argmax(1) == reference.argmax(1)).sum()), "simulator": simulator,
-                 "sim_s": round(result.seconds, 2), "tolerance_lsb": 0}
+                 "sim_s": round(result.seconds, 2), "tolerance_lsb": tolerance}
         if len(set(result.cycles.tolist())) != 1:
             raise BuildError(f"cycles per image vary ({sorted(set(result.cycles.tolist()))}): the engine should not stall",
                              where=str(rtl_dir))
-        agreement = Agreement(exact == reference.size, len(x), "ONNX Runtime CPU executing the same QDQ ONNX", facts)
+        agreement = Agreement(facts["max_lsb"] <= tolerance, len(x), "ONNX Runtime CPU executing the same QDQ ONNX", facts)
         return agreement, result.codes, int(result.cycles[0])
 
     @staticmethod
@@ -233,8 +239,13 @@ class RTLBackend(BackendBase):
         synth_result = synth.synthesize(rtl_dir, options.family, options.timeout_s)
         measured["synthesis"] = synth_result.to_dict()
         if options.family == "ice40" and options.place_and_route:
-            measured["place_and_route"] = synth.place_and_route(rtl_dir, options.device, options.package, options.seed,
-                                                                 options.clock_mhz, options.timeout_s).to_dict()
+            try:
+                measured["place_and_route"] = synth.place_and_route(rtl_dir, options.device, options.package, options.seed,
+                                                                     options.clock_mhz, options.timeout_s).to_dict()
+            except BuildError as exc:  # e.g. more DSPs than the part has: the design does not fit, the simulation stands
+                log = rtl_dir / "build" / "nextpnr.log"
+                errors = [ln for ln in log.read_text().splitlines() if ln.startswith("ERROR")] if log.is_file() else []
+                measured["place_and_route_failed"] = "; ".join(errors) or str(exc).splitlines()[0]
         if options.family == "ice40" and golden is not None and codes is not None and options.netlist_check_samples > 0:
             n = min(options.netlist_check_samples, len(golden))
             problem = synth.compile_netlist_sim(rtl_dir, options.timeout_s)

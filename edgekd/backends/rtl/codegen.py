@@ -22,11 +22,12 @@ from edgekd.errors import BuildError
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 ENGINE = "engine.v"
 TESTBENCH = "tb.v"
-FLUSH_EXTRA = 12  # engine.v: FLUSH = P + 12 cycles between a layer's last tap and its last write
+FLUSH_EXTRA = 13  # engine.v: FLUSH = P + 13 cycles between a layer's last tap and its last write
+MULT_BITS = 32  # requantization multiplier width when a scale is not a power of two (the IR's 31-bit fixed point)
 HINT_NUMERICS = "quantize for an rtl target (power-of-two scales, zero point 0: the rtl backend asks the quantize pass for them)"
 
 #: the table's fields, in the order edgekd_layers.vh assigns them (1-bit flags first)
-FLAGS = ("pool", "src", "in_signed", "last")
+FLAGS = ("pool", "src", "in_signed", "last", "rq")
 FIELDS = ("ngrp_m1", "lanes", "lanes_last", "icn_m1", "kh_m1", "kw_m1", "h", "w", "hw", "oh_m1", "ow_m1", "ohw", "sh", "sw",
           "shw", "ih0", "iw0", "ihw0", "taps", "taps_m1", "slots_m1", "wbase", "gout", "gch", "chbase", "lo", "hi")
 _MINUS_ONE = ("ngrp", "icn", "kh", "kw", "oh", "ow", "taps", "slots")
@@ -58,6 +59,7 @@ class EnginePlan:
     in_size: int = 0
     out_size: int = 0
     out_buffer: int = 0
+    mult_bits: int = 0  # 0: every scale a power of two (pure shifts, exact vs ORT); else multiplier + shift
     input: ir.Tensor | None = None
     output: ir.Tensor | None = None
 
@@ -95,16 +97,24 @@ def _check_tensor(t: ir.Tensor, where: str) -> None:
                          "activations with zero point 0", where=where, hint=HINT_NUMERICS)
 
 
-def _shifts(rq: ir.Requant, n_out: int, acc_bits: int, where: str) -> np.ndarray:
-    """Right shifts s with scale = 2^-s per output channel (a shift >= acc_bits always gives 0: clamped there)."""
-    if not rq.power_of_two or rq.zero_point != 0:
-        raise BuildError(f"requantization scale {float(rq.scale.max()):.6g} (zero point {rq.zero_point}) is not a power "
-                         "of two with zero point 0", where=where, hint=HINT_NUMERICS)
+def power_of_two_shifts(rq: ir.Requant, where: str) -> np.ndarray | None:
+    """Right shifts s with scale = 2^-s per output channel, or None when a scale is not a power of two."""
+    if not rq.power_of_two:
+        return None
     shifts = -np.round(np.log2(rq.scale.astype(np.float64))).astype(np.int64)
     if shifts.min() < 0:
         raise BuildError(f"requantization scale {float(rq.scale.max()):g} > 1 (a left shift) is not implemented",
                          where=where, hint="this happens only when an output scale is finer than acc scale; recalibrate")
-    return np.broadcast_to(np.minimum(shifts, acc_bits), (n_out,))
+    return shifts
+
+
+def _requant_words(rq: ir.Requant, n_out: int, acc_bits: int, multiply: bool, where: str) -> tuple[np.ndarray, np.ndarray]:
+    """(multiplier, right shift) per output channel: (1, s) for power-of-two scales (a shift >= acc_bits always
+    gives 0, so it is clamped there), else the IR's 31-bit fixed-point pair (within 1 LSB of ORT's float32)."""
+    shifts = power_of_two_shifts(rq, where)
+    if not multiply and shifts is not None:
+        return np.ones(n_out, np.int64), np.broadcast_to(np.minimum(shifts, acc_bits), (n_out,))
+    return np.broadcast_to(rq.multiplier, (n_out,)), np.broadcast_to(rq.shift, (n_out,))
 
 
 def accumulator_bits(graph: ir.Graph) -> int:
@@ -127,6 +137,10 @@ class _Planner:
 
     def run(self) -> EnginePlan:
         g, plan = self.graph, self.plan
+        requants = [la.requant for la in g.layers if isinstance(la, (ir.Conv, ir.Dense)) and la.requant is not None]
+        factors = [int(la.rescale[0].multiplier) for la in g.layers if isinstance(la, ir.Elementwise) and la.rescale]
+        if any(power_of_two_shifts(rq, self.where) is None for rq in requants) or any(f <= 0 or f & (f - 1) for f in factors):
+            plan.mult_bits = MULT_BITS
         if g.float_output:
             raise BuildError("the graph output is raw int32 accumulators (no QuantizeLinear on the output)", where=self.where,
                              hint="quantize the output too (the edgekd quantize pass does)")
@@ -147,8 +161,8 @@ class _Planner:
             _check_tensor(out, where)
             values, macs = self._row(layer, where)
             values.update(src=buf, in_signed=int(g.tensors[layer.inputs[0]].dtype == "int8"), last=0)
-            plan.rows.append(LayerRow(layer.name, "dense" if isinstance(layer, ir.Dense) else layer.kind if not
-                                      isinstance(layer, ir.Pool) else "maxpool", values, macs))
+            kind = {ir.Dense: "dense", ir.Pool: "maxpool", ir.Elementwise: "rescale"}.get(type(layer), layer.kind)
+            plan.rows.append(LayerRow(layer.name, kind, values, macs))
             buf ^= 1
             plan.buffer_depth[buf] = max(plan.buffer_depth[buf], out.size)
         if not plan.rows:
@@ -162,6 +176,8 @@ class _Planner:
     def _row(self, layer: ir.Layer, where: str) -> tuple[dict[str, int], int]:
         if isinstance(layer, ir.Pool):
             return self._pool_row(layer, where), 0
+        if isinstance(layer, ir.Elementwise):
+            return self._rescale_row(layer, where), 0
         if isinstance(layer, (ir.Conv, ir.Dense)):
             return self._mac_row(layer, where), layer.macs(self.graph.tensors)
         raise BuildError(f"{layer.kind} layers are not implemented in the rtl engine", where=where,
@@ -186,8 +202,27 @@ class _Planner:
         c = v.pop("c")
         lo, hi = ir.INT_RANGES[y.dtype]
         taps = v["kh"] * v["kw"]
-        return {**v, "pool": 1, "ngrp": c, "lanes": 1, "lanes_last": 1, "icn": 1, "taps": taps, "slots": max(taps, 2),
-                "wbase": 0, "gout": v["ohw"], "gch": v["hw"], "chbase": 0, "lo": lo, "hi": hi}
+        return {**v, "pool": 1, "rq": 0, "ngrp": c, "lanes": 1, "lanes_last": 1, "icn": 1, "taps": taps,
+                "slots": max(taps, 2), "wbase": 0, "gout": v["ohw"], "gch": v["hw"], "chbase": 0, "lo": lo, "hi": hi}
+
+    def _rescale_row(self, layer: ir.Elementwise, where: str) -> dict[str, int]:
+        """A separate Relu/Clip between Q/DQ pairs: every element rescaled (x * m / 2^s) and clamped. Runs as a 1x1
+        pool row over the flat tensor whose one channel-table entry holds m and s (bias 0)."""
+        plan = self.plan
+        if len(layer.rescale) != 1 or layer.rescale[0].in_zero_point != 0 or layer.zero_point != 0:
+            raise BuildError("the rescale needs one input with zero point 0", where=where, hint=HINT_NUMERICS)
+        mult, shift = int(layer.rescale[0].multiplier), int(layer.shift)
+        if plan.mult_bits == 0:  # pure shifts: the factor must be 2^-k
+            if mult <= 0 or mult & (mult - 1) or shift < mult.bit_length() - 1:
+                raise BuildError(f"rescale factor {mult} / 2^{shift} is not 2^-k", where=where, hint=HINT_NUMERICS)
+            mult, shift = 1, min(shift - (mult.bit_length() - 1), plan.acc_bits)
+        chbase = len(plan.channel_words)
+        plan.channel_words.append(((mult << 6) | shift) << plan.acc_bits)
+        size = self.graph.tensors[layer.output].size
+        v = {"kh": 1, "kw": 1, "h": 1, "w": size, "hw": size, "oh": 1, "ow": size, "ohw": size, "sh": 1, "sw": 1, "shw": size,
+             "ih0": 0, "iw0": 0, "ihw0": 0}
+        return {**v, "pool": 1, "rq": 1, "ngrp": 1, "lanes": 1, "lanes_last": 1, "icn": 1, "taps": 1, "slots": 2, "wbase": 0,
+                "gout": size, "gch": size, "chbase": chbase, "lo": layer.lo, "hi": layer.hi}
 
     def _mac_row(self, layer: ir.Conv | ir.Dense, where: str) -> dict[str, int]:
         plan, p = self.plan, self.plan.lanes
@@ -205,7 +240,7 @@ class _Planner:
             raise BuildError("the rtl engine needs int8 weights and a quantized output", where=where, hint=HINT_NUMERICS)
         n_out, c = weights.shape[0], v.pop("c")
         ngrp, taps = math.ceil(n_out / p), c * v["kh"] * v["kw"]
-        shifts = _shifts(layer.requant, n_out, plan.acc_bits, where)
+        mults, shifts = _requant_words(layer.requant, n_out, plan.acc_bits, plan.mult_bits > 0, where)
         wbase, chbase = len(plan.weight_words), len(plan.channel_words)
         flat = weights.reshape(n_out, taps).astype(np.int64) & 0xFF
         padded = np.zeros((ngrp * p, taps), np.int64)
@@ -215,10 +250,10 @@ class _Planner:
         plan.weight_words.extend(int(w) for w in words.reshape(-1))
         mask = (1 << plan.acc_bits) - 1
         for oc in range(ngrp * p):
-            bias, shift = (int(layer.bias[oc]), int(shifts[oc])) if oc < n_out else (0, 0)
-            plan.channel_words.append((shift << plan.acc_bits) | (bias & mask))
+            bias, shift, mult = (int(layer.bias[oc]), int(shifts[oc]), int(mults[oc])) if oc < n_out else (0, 0, 0)
+            plan.channel_words.append((((mult << 6) | shift) << plan.acc_bits) | (bias & mask))
         rq = layer.requant
-        return {**v, "pool": 0, "ngrp": ngrp, "lanes": p, "lanes_last": n_out - (ngrp - 1) * p, "icn": c, "taps": taps,
+        return {**v, "pool": 0, "rq": 1, "ngrp": ngrp, "lanes": p, "lanes_last": n_out - (ngrp - 1) * p, "icn": c, "taps": taps,
                 "slots": max(taps, p + 1), "wbase": wbase, "gout": p * v["ohw"], "gch": 0, "chbase": chbase,
                 "lo": rq.lo, "hi": rq.hi}
 
@@ -241,12 +276,13 @@ def write_rtl(plan: EnginePlan, out: Path) -> list[str]:
     bits = plan.bits()
     defines = {"P": plan.lanes, "ACC_W": plan.acc_bits, **bits, "BUF0": plan.buffer_depth[0], "BUF1": plan.buffer_depth[1],
                "WDEPTH": max(1, len(plan.weight_words)), "CDEPTH": max(1, len(plan.channel_words)),
-               "OUT_BUF": plan.out_buffer, "IN_SIZE": plan.in_size, "OUT_SIZE": plan.out_size, "NL": len(plan.rows)}
+               "OUT_BUF": plan.out_buffer, "MULT_W": plan.mult_bits, "IN_SIZE": plan.in_size, "OUT_SIZE": plan.out_size,
+               "NL": len(plan.rows)}
     config = "`ifndef EKD_CONFIG_VH\n`define EKD_CONFIG_VH\n" + "".join(f"`define EKD_{k} {v}\n" for k, v in defines.items())
     (out / "edgekd_config.vh").write_text("// generated by edgekd: engine sizes\n" + config + "`endif\n")
     (out / "edgekd_layers.vh").write_text(_layer_table(plan))
     (out / "weights.hex").write_text(_hex_lines(plan.weight_words, 8 * plan.lanes))
-    (out / "channels.hex").write_text(_hex_lines(plan.channel_words, plan.acc_bits + 6))
+    (out / "channels.hex").write_text(_hex_lines(plan.channel_words, plan.acc_bits + 6 + plan.mult_bits))
     for name in (ENGINE, TESTBENCH):
         shutil.copyfile(TEMPLATES / name, out / name)
     return [ENGINE, TESTBENCH, "edgekd_config.vh", "edgekd_layers.vh", "weights.hex", "channels.hex"]

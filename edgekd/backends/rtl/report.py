@@ -17,7 +17,7 @@ def analytical(plan: EnginePlan, family: str) -> dict[str, Any]:
     memory bits (weight ROM words x lane width, activation buffers, channel table)."""
     weight_bits = len(plan.weight_words) * 8 * plan.lanes
     act_bits = 8 * sum(plan.buffer_depth)
-    chan_bits = len(plan.channel_words) * (plan.acc_bits + 6)
+    chan_bits = len(plan.channel_words) * (plan.acc_bits + 6 + plan.mult_bits)
     block = BRAM_BITS.get(family, XILINX_BRAM_BITS)
     return {"cycles": plan.cycles(), "dsp": plan.lanes, "weight_rom_bits": weight_bits, "activation_bits": act_bits,
             "channel_table_bits": chan_bits, "bram_lower_bound": -(-(weight_bits + act_bits + chan_bits) // block)}
@@ -41,6 +41,9 @@ def _fit_checks(options: Any, measured: dict[str, Any]) -> dict[str, dict[str, A
     if pnr:
         checks["fmax_mhz"] = {"used": pnr["fmax_mhz"], "required": pnr["constraint_mhz"],
                               "ok": pnr["fmax_mhz"] >= pnr["constraint_mhz"]}
+    if "place_and_route_failed" in measured:
+        checks["place_and_route"] = {"used": "failed", "required": "routed", "ok": False,
+                                     "detail": measured["place_and_route_failed"]}
     return checks
 
 

@@ -40,8 +40,11 @@ module edgekd_engine (
     localparam CAW = `EKD_CAW;          // channel (bias, shift) ROM address bits
     localparam LIW = `EKD_LIW;          // layer index bits
     localparam PW = 18;                 // 10-bit activation x 8-bit weight
-    localparam T_W = ACC_W + 2;
-    localparam FLUSH = P + 12;          // cycles from the last issued tap to the last write (edgekd codegen FLUSH_EXTRA)
+    localparam MW = `EKD_MULT_W;        // requantization multiplier bits; 0: power-of-two scales, a pure shift
+    localparam CHW = ACC_W + 6 + MW;    // channel ROM word: {multiplier, shift, bias}
+    localparam PROD_W = ACC_W + MW + 2;
+    localparam T_W = PROD_W + 2;
+    localparam FLUSH = P + 13;          // cycles from the last issued tap to the last write (edgekd codegen FLUSH_EXTRA)
 
     localparam S_IDLE = 3'd0, S_TABLE = 3'd1, S_LOAD = 3'd2, S_RUN = 3'd3, S_FLUSH = 3'd4;
     reg [2:0] state;
@@ -50,7 +53,7 @@ module edgekd_engine (
 
     // ---------------------------------------------------------------- layer table: registers loaded in S_TABLE
     // (*_m1: the bound minus one, so the loop ends are equality tests on registers)
-    reg t_pool, t_src, t_in_signed, t_last;
+    reg t_pool, t_src, t_in_signed, t_last, t_rq;  // t_rq: a pool row that requantizes (Relu/Clip rescale)
     reg signed [CW-1:0] t_ngrp_m1, t_lanes, t_lanes_last, t_icn_m1, t_kh_m1, t_kw_m1, t_h, t_w, t_hw, t_oh_m1, t_ow_m1;
     reg signed [CW-1:0] t_ohw, t_sh, t_sw, t_shw, t_ih0, t_iw0, t_ihw0, t_taps, t_taps_m1, t_slots_m1, t_wbase, t_gout;
     reg signed [CW-1:0] t_gch, t_chbase, t_lo, t_hi;
@@ -162,7 +165,7 @@ module edgekd_engine (
     wire idle = state == S_IDLE;
     wire [7:0] buf0_q, buf1_q;
     wire [P*8-1:0] w_q;
-    wire [ACC_W+5:0] ch_q;
+    wire [CHW-1:0] ch_q;
     reg r5_valid;
     reg [AW-1:0] r5_dst;
     reg [7:0] r5_y;
@@ -174,7 +177,7 @@ module edgekd_engine (
         .clk(clk), .we(!idle && r5_valid && !t_src), .waddr(r5_dst), .wdata(r5_y),
         .raddr(idle ? host_addr : s0_addr), .rdata(buf1_q));
     ekd_rom #(.W(P*8), .AW(WAW), .DEPTH(`EKD_WDEPTH), .FILE("weights.hex")) wrom (.clk(clk), .addr(s0_waddr), .data(w_q));
-    ekd_rom #(.W(ACC_W+6), .AW(CAW), .DEPTH(`EKD_CDEPTH), .FILE("channels.hex")) crom (
+    ekd_rom #(.W(CHW), .AW(CAW), .DEPTH(`EKD_CDEPTH), .FILE("channels.hex")) crom (
         .clk(clk), .addr(drain_ch[CAW-1:0]), .data(ch_q));
     assign host_rdata = `EKD_OUT_BUF ? buf1_q : buf0_q;
     wire [7:0] act_q = t_src ? buf1_q : buf0_q;
@@ -216,24 +219,38 @@ module edgekd_engine (
         else if (drain_go) begin drain_cnt <= drain_cnt - 1; drain_dst <= drain_dst + t_ohw; drain_ch <= drain_ch + 1; end
     end
 
-    // ---------------------------------------------------------------- requantizer: 5 registered stages
-    // y = clamp(rne((acc + bias) / 2^s), lo, hi): round half to even, as ONNX Runtime (zero point 0)
-    reg r1_valid, r2_valid, r3_valid, r4_valid;
+    // ---------------------------------------------------------------- requantizer: 6 registered stages
+    // y = clamp(rne((acc + bias) * m / 2^s), lo, hi): round half to even, as ONNX Runtime (zero point 0);
+    // with power-of-two scales m = 1 (MW = 0) and the product stage is a plain register
+    reg r1_valid, r2_valid, rp_valid, r3_valid, r4_valid;
     reg signed [ACC_W-1:0] r1_v;
     reg signed [ACC_W:0] r2_sum;
-    reg [ACC_W:0] r2_half_m1;
+    reg signed [PROD_W-1:0] rp_p;
+    reg [PROD_W:0] rp_half_m1;
     reg signed [T_W-1:0] r3_t, r4_r;
-    reg [5:0] r2_s, r3_s;
-    reg [AW-1:0] r1_dst, r2_dst, r3_dst, r4_dst;
+    reg [5:0] r2_s, rp_s, r3_s;
+    reg [AW-1:0] r1_dst, r2_dst, rp_dst, r3_dst, r4_dst;
     wire signed [ACC_W-1:0] bias = t_pool ? {ACC_W{1'b0}} : ch_q[ACC_W-1:0];
-    wire [5:0] shift = t_pool ? 6'd0 : ch_q[ACC_W+5:ACC_W];
-    wire odd = (r2_s == 0) ? 1'b0 : r2_sum[r2_s];
+    wire [5:0] shift = (t_pool && !t_rq) ? 6'd0 : ch_q[ACC_W+5:ACC_W];
+    wire odd = (rp_s == 0) ? 1'b0 : rp_p[rp_s];
+    generate
+        if (MW == 0) begin : shift_only
+            always @(posedge clk) rp_p <= r2_sum;
+        end else begin : multiply
+            reg [MW-1:0] r2_m;
+            always @(posedge clk) begin
+                r2_m <= (t_pool && !t_rq) ? {{(MW-1){1'b0}}, 1'b1} : ch_q[ACC_W+6 +: MW];
+                rp_p <= r2_sum * $signed({1'b0, r2_m});
+            end
+        end
+    endgenerate
     always @(posedge clk) begin
         r1_valid <= !rst && drain_go; r1_v <= drain_bus[ACC_W-1:0]; r1_dst <= drain_dst[AW-1:0];
         r2_valid <= r1_valid; r2_sum <= r1_v + bias; r2_s <= shift; r2_dst <= r1_dst;
-        r2_half_m1 <= {(ACC_W+1){1'b1}} >> (ACC_W + 2 - shift);  // 2^(s-1) - 1, 0 for s = 0
-        r3_valid <= r2_valid; r3_t <= r2_sum + $signed({1'b0, r2_half_m1}) + $signed({1'b0, odd}); r3_s <= r2_s;
-        r3_dst <= r2_dst;
+        rp_valid <= r2_valid; rp_s <= r2_s; rp_dst <= r2_dst;
+        rp_half_m1 <= {(PROD_W+1){1'b1}} >> (PROD_W + 2 - r2_s);  // 2^(s-1) - 1, 0 for s = 0
+        r3_valid <= rp_valid; r3_t <= rp_p + $signed({1'b0, rp_half_m1}) + $signed({1'b0, odd}); r3_s <= rp_s;
+        r3_dst <= rp_dst;
         r4_valid <= r3_valid; r4_r <= r3_t >>> r3_s; r4_dst <= r3_dst;
         r5_valid <= r4_valid; r5_dst <= r4_dst;
         r5_y <= (r4_r < t_lo) ? t_lo[7:0] : ((r4_r > t_hi) ? t_hi[7:0] : r4_r[7:0]);
