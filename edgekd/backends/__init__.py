@@ -16,6 +16,7 @@ _BUILTIN = {
     "openvino": "edgekd.backends.openvino:OpenVINOBackend",
     "tensorrt": "edgekd.backends.tensorrt:TensorRTBackend",
     "hls": "edgekd.backends.hls:HLSBackend",
+    "rtl": "edgekd.backends.rtl:RTLBackend",
 }
 
 

@@ -18,6 +18,8 @@ from edgekd.backends.hls.codegen import n_mult
 
 BRAM18_BITS = 18 * 1024
 LUTRAM_MAX_BITS = 1024  # smaller arrays are assumed to become LUTRAM / registers
+PARTITION_THRESHOLD = 4096  # build_prj.tcl: config_array_partition -complete_threshold 4096 (smaller arrays: registers)
+LUT_MULT_MAX_BITS = 8  # hls4ml's rule: a product of operands narrower than 9 bits is built in LUTs, no DSP
 REQUANT_DSP = {"fixed_point": 4, "float32": 3}  # 32x31-bit integer multiply vs float32 multiply
 
 
@@ -45,6 +47,18 @@ def _weight_bram(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> int:
     return banks * _bram(math.ceil(size / banks), bits)
 
 
+def _operand_bits(layer: ir.Layer, tensors: dict[str, ir.Tensor]) -> tuple[int, int]:
+    """Widths of one product's operands as the C++ computes them: (x - zero point), weight."""
+    x = tensors[layer.inputs[0]]
+    x_bits = 8 if x.dtype == "int8" and x.zero_point == 0 else 9  # uint8, or any zero point: a 9-bit signed difference
+    return x_bits, 8 if layer.weights.dtype == np.int8 else 16
+
+
+def _activation_bram(y: ir.Tensor, bits: int) -> int:
+    """Ping-pong buffers between DATAFLOW processes; arrays below the partition threshold become registers."""
+    return 0 if y.size < PARTITION_THRESHOLD else 2 * _bram(y.size, bits)
+
+
 def _pipeline_depth(taps: int) -> int:
     return math.ceil(math.log2(max(taps, 1))) + 4  # adder tree + load, multiply, requantize, store
 
@@ -60,11 +74,14 @@ def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str,
         cycles = iterations * r + _pipeline_depth(taps)
         rq = layer.requant
         rq_units = 0 if rq is None or rq.power_of_two else math.ceil(per_iter_outputs / r)
-        dsp = math.ceil(mults * dsp_per_mult) + rq_units * REQUANT_DSP[requant]
+        rq_dsp = rq_units * REQUANT_DSP[requant]
+        dsp = math.ceil(mults * dsp_per_mult) + rq_dsp
+        in_luts = max(_operand_bits(layer, tensors)) <= LUT_MULT_MAX_BITS
+        dsp_rules = {"dsp_one_per_product": mults + rq_dsp, "dsp_hls4ml_rule": (0 if in_luts else mults) + rq_dsp}
         ii = iterations * r
     elif isinstance(layer, ir.Pool):
         taps = layer.kernel[0] * layer.kernel[1]
-        ii = y.size * r
+        ii = y.size  # pool2d is pipelined at II = 1 (no multipliers to share)
         cycles = ii + _pipeline_depth(taps)
         dsp = 0 if layer.mode == "max" or (layer.requant and layer.requant.power_of_two) else REQUANT_DSP[requant]
     elif isinstance(layer, ir.Add):
@@ -84,12 +101,15 @@ def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str,
         ii, cycles, dsp = r, r + 2, 0
     else:  # reshape: wires
         ii, cycles, dsp = 1, 1, 0
+    if not isinstance(layer, (ir.Conv, ir.Dense)):
+        dsp_rules = {"dsp_one_per_product": dsp, "dsp_hls4ml_rule": dsp}
     act_bits = 32 if y.dtype == "int32" else 8
     return {
         "layer": layer.name, "kind": layer.kind, "output_shape": list(y.shape), "reuse_factor": r,
-        "macs": layer.macs(tensors), "multipliers": mults, "dsp": dsp,
+        "macs": layer.macs(tensors), "multipliers": mults, "dsp": dsp, **dsp_rules,
         "bram_18k_weights": _weight_bram(layer, tensors),
-        "bram_18k_activations": 2 * _bram(y.size, act_bits),  # ping-pong buffer between DATAFLOW processes
+        "bram_18k_activations": _activation_bram(y, act_bits),
+        "activation_register_bits": y.size * act_bits if y.size < PARTITION_THRESHOLD else 0,
         "cycles": cycles, "ii_cycles": ii,
     }
 
@@ -112,6 +132,9 @@ def estimate(graph: ir.Graph, *, clock_period_ns: float, io_type: str, requant: 
             "macs": sum(layer["macs"] for layer in layers),
             "multipliers": sum(layer["multipliers"] for layer in layers),
             "dsp": dsp, "bram_18k": bram,
+            "dsp_one_per_product": sum(layer["dsp_one_per_product"] for layer in layers),
+            "dsp_hls4ml_rule": sum(layer["dsp_hls4ml_rule"] for layer in layers),
+            "activation_register_bits": sum(layer["activation_register_bits"] for layer in layers),
             "latency_cycles": cycles, "latency_us": cycles * clock_period_ns / 1000.0,
             "ii_cycles": ii, "throughput_per_s": 1e9 / (ii * clock_period_ns),
         },
@@ -120,6 +143,14 @@ def estimate(graph: ir.Graph, *, clock_period_ns: float, io_type: str, requant: 
         "fits": all(fits.values()),
         "over": [k for k, ok in fits.items() if not ok],
         "not_estimated": ["LUT", "FF"],
+        "dsp_basis": {
+            "dsp": f"{dsp_per_multiplier:g} DSP per multiplier (the target's dsp_per_multiplier"
+                   + ("; two int8 products per DSP48E2: BEST CASE, WP486 packing" if dsp_per_multiplier < 1 else "") + ")",
+            "dsp_one_per_product": "one DSP per multiplier (no packing)",
+            "dsp_hls4ml_rule": "hls4ml's rule: products of operands < 9 bits are built in LUTs (0 DSP)",
+        },
+        "activation_storage": f"arrays under {PARTITION_THRESHOLD} elements are registers (build_prj.tcl "
+                              "config_array_partition -complete_threshold); larger ones ping-pong BRAM",
     }
 
 
@@ -136,6 +167,7 @@ def format_table(est: dict[str, Any]) -> str:
     lines += ["", f"Total: {t['macs']} MACs, {t['multipliers']} multipliers, DSP {t['dsp']} / {p['dsp']} "
                   f"({100 * est['utilization']['dsp']:.1f} %), BRAM18 {t['bram_18k']} / {p['bram_18k']} "
                   f"({100 * est['utilization']['bram_18k']:.1f} %); latency {t['latency_cycles']} cycles = "
-                  f"{t['latency_us']:.2f} us; II {t['ii_cycles']} cycles. "
+                  f"{t['latency_us']:.2f} us; II {t['ii_cycles']} cycles. DSP by rule: one per product "
+                  f"{t['dsp_one_per_product']}, hls4ml (< 9-bit products in LUTs) {t['dsp_hls4ml_rule']}. "
                   + ("Fits the part." if est["fits"] else f"DOES NOT FIT the part: {', '.join(est['over'])} over budget.")]
     return "\n".join(lines)

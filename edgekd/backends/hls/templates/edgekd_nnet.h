@@ -114,7 +114,8 @@ PoolPixel:
     for (int c = 0; c < CFG::c; c++) {
         for (int oh = 0; oh < CFG::out_h; oh++) {
             for (int ow = 0; ow < CFG::out_w; ow++) {
-#pragma HLS PIPELINE II = CFG::reuse
+#pragma HLS PIPELINE II = 1
+                // no multipliers to share (max) or one per output (average): one output per cycle
                 int32_t best = -2147483647 - 1;
                 accum_t sum = 0;
                 float fsum = 0.0f;
