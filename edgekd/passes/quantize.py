@@ -32,6 +32,7 @@ from edgekd.backends.flavors import REFERENCE_FLAVOR
 from edgekd.errors import PassError
 from edgekd.export import check_single_output
 from edgekd.passes import PassContext, register_pass
+from edgekd.quant.calibrate import model_input
 from edgekd.train import FinetuneConfig
 
 
@@ -291,15 +292,15 @@ def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
     from edgekd.quant.recipe import quant_layers
     from edgekd.quant.sensitivity import outputs
 
-    x = np.ascontiguousarray(x_eval[:32], dtype=np.float32)
-    twin = build_twin(model, torch.from_numpy(x[:1]), REFERENCE_FLAVOR)
+    x = model_input(x_eval[:32]).numpy()
+    twin = build_twin(model, model_input(x[:1]), REFERENCE_FLAVOR)
     ref, got = outputs(model, x), outputs(twin, x)
     err = float(np.abs(ref - got).max()) if ref.size else 0.0
     span = float(ref.max() - ref.min()) if ref.size else 0.0
     result: dict[str, Any] = {"max_abs_error": err, "samples": len(x), "first_differing": None}
     if err <= 1e-4 * span + 1e-6:
         return result
-    layer = _first_divergence(model, twin, torch.from_numpy(x), 1e-6)
+    layer = _first_divergence(model, twin, model_input(x), 1e-6)
     result["first_differing"] = layer
     if err > 0.05 * span + 1e-6:
         hint = 'set quantizer = "layerwise" in the quantize pass (every layer gets its own input quantizer)'
@@ -322,7 +323,7 @@ def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> 
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "quantized.ort.onnx"
-        example = torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32))
+        example = model_input(x_eval[:1])
         # static batch: every shape is inferable, so every layer's MACs are counted
         brevitas_qdq_export(model, path, example, ExportSettings(dynamic_batch=False), REFERENCE_FLAVOR)
         macs = int8_mac_report(path)
@@ -426,7 +427,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     float_model.eval()
     data = _splits(ctx, config)
     x_cal, x_eval = data.x_cal, data.x_eval
-    check_single_output(float_model, torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32)),
+    check_single_output(float_model, model_input(x_eval[:1]),
                         error=PassError, where="quantize")
     recipe, why = _recipe(config, ctx)
     label = recipe.describe()
@@ -437,7 +438,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
         model = quantize_model(float_model, recipe, mode=config.quantizer, exclude=(*exclude, *extra_float),
                                attention_scores=config.attention_scores == "int8")
-        _check_runs(model, torch.from_numpy(np.ascontiguousarray(x_cal[:2], dtype=np.float32)), config.quantizer)
+        _check_runs(model, model_input(x_cal[:2]), config.quantizer)
         calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
         if config.bias_correction:
             try:
@@ -477,7 +478,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     }
     model = _judge_and_keep(model, ev, config, budget, build, report)
     report["higher_precision"], report["higher_precision_mac_fraction"] = _higher_precision(
-        float_model, torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32)), tuple(config.exclude),
+        float_model, model_input(x_eval[:1]), tuple(config.exclude),
         left_float, report.get("kept_higher_precision", []))
     if config.mode == "qat":
         report["qat"] = _qat(model, artifact, config, ctx, label)

@@ -15,9 +15,15 @@ from torch import nn
 from edgekd.progress import task
 
 
+def model_input(x: np.ndarray) -> torch.Tensor:
+    """A batch as the model takes it: integer arrays (token ids for an Embedding) stay int64, all else float32."""
+    dtype = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
+
+
 def _batches(x: np.ndarray, samples: int, batch: int) -> list[torch.Tensor]:
     x = x[:samples]
-    return [torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32)) for i in range(0, len(x), batch)]
+    return [model_input(x[i : i + batch]) for i in range(0, len(x), batch)]
 
 
 def _run_in_mode(mode: Any, model: nn.Module, x: np.ndarray, samples: int, batch: int, description: str) -> int:
