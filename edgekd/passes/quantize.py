@@ -156,24 +156,28 @@ def _splits(ctx: PassContext, config: QuantizeConfig) -> _Splits:
 
 
 def _higher_precision(float_model: nn.Module, example: torch.Tensor, exclude: tuple[str, ...],
-                      unsupported: list[str], kept: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float | None]:
-    """Every layer that does not run at the recipe's weight bit width: excluded, unsupported, or kept by the
-    sensitivity pass; each with its precision, why, and MACs. Returns (rows, their share of the weighted MACs)."""
+                      unsupported: dict[str, str | None],
+                      kept: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float | None]:
+    """Every layer that does not run at the recipe's weight bit width: excluded, unsupported (name -> why, None:
+    the exporter cannot write its type), or kept by the sensitivity pass; each with its precision, why, and MACs.
+    Returns (rows, their share of the weighted MACs)."""
     import fnmatch
 
     from edgekd.quant.sensitivity import torch_layer_macs
 
     macs = torch_layer_macs(float_model, example)
     rows: list[dict[str, Any]] = []
+    for name, why in unsupported.items():  # a kept module's MACs include its children's (attention's out_proj)
+        inside = [v for k, v in macs.items() if k == name or k.startswith(name + ".")]
+        why = why or f"the QDQ exporter cannot write a {type(float_model.get_submodule(name)).__name__} (unsupported = \"float\")"
+        rows.append({"layer": name, "precision": "FP32", "why": why, "macs": sum(inside) if inside else None})
     for name in macs:
-        if name in unsupported:
-            why = f"the QDQ exporter cannot write a {type(float_model.get_submodule(name)).__name__} (unsupported = \"float\")"
-        else:
-            pattern = next((pat for pat in exclude if fnmatch.fnmatch(name, pat)), None)
-            if pattern is None:
-                continue
-            why = f"exclude = [\"{pattern}\"] in the recipe"
-        rows.append({"layer": name, "precision": "FP32", "why": why, "macs": macs[name]})
+        if any(name == u or name.startswith(u + ".") for u in unsupported):
+            continue
+        pattern = next((pat for pat in exclude if fnmatch.fnmatch(name, pat)), None)
+        if pattern is not None:
+            rows.append({"layer": name, "precision": "FP32", "why": f"exclude = [\"{pattern}\"] in the recipe",
+                         "macs": macs[name]})
     listed = {r["layer"] for r in rows}
     rows += [{"layer": k["layer"], "precision": k["precision"], "why": k["why"], "macs": macs.get(k["layer"])}
              for k in kept if k["layer"] not in listed]
@@ -361,7 +365,35 @@ def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
     return failed[0] if failed else None
 
 
-def _check_runs(model: nn.Module, example: torch.Tensor, mode: str) -> None:
+class _DoesNotRun(PassError):
+    """The fake-quant model raises; ``layer`` is the innermost layer of the float model that was running."""
+
+    def __init__(self, message: str, *, where: str, hint: str, layer: str | None) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.layer = layer
+
+
+def _failing_layer(model: nn.Module, example: torch.Tensor, names: set[str]) -> str | None:
+    """The innermost module named in ``names`` (the float model's layer names) that raises on ``example``."""
+    stack: list[str] = []
+    failed: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name in names:
+            handles.append(module.register_forward_pre_hook(lambda _m, _i, name=name: stack.append(name)))
+            handles.append(module.register_forward_hook(lambda _m, _i, _o: stack.pop()))
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception:
+        failed = stack[-1:]
+    finally:
+        for h in handles:
+            h.remove()
+    return failed[0] if failed else None
+
+
+def _check_runs(model: nn.Module, example: torch.Tensor, mode: str, names: set[str] | None = None) -> None:
     """One forward of the fake-quant model (QuantTensors flowing): an op brevitas's QuantTensor does not
     support (e.g. ``chunk`` in ShuffleNet) is a PassError naming the node, not a traceback mid-calibration."""
     try:
@@ -369,12 +401,51 @@ def _check_runs(model: nn.Module, example: torch.Tensor, mode: str) -> None:
             model.eval()(example)
     except Exception as exc:
         node = _failing_node(model, example) if mode == "graph" else None
+        layer = _failing_layer(model, example, names or set())
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PassError(f"the {mode}-mode brevitas model does not run: {type(exc).__name__}: {first}",
-                        where=f"quantize node {node}" if node else "quantize",
-                        hint='set quantizer = "layerwise" in the quantize pass (only Conv/Linear layers get '
-                             'quantized, every other op sees float tensors)' if mode == "graph" else
-                             "exclude the layer named above (exclude = [...]) or report the model") from exc
+        raise _DoesNotRun(f"the {mode}-mode brevitas model does not run: {type(exc).__name__}: {first}",
+                          where=f"quantize node {node}" if node else f"quantize layer {layer}" if layer else "quantize",
+                          hint='set unsupported = "float" in the quantize pass (keeps the layer FP32) or quantizer = '
+                               '"layerwise" (only Conv/Linear layers get quantized, every other op sees float tensors)'
+                               if mode == "graph" else 'set unsupported = "float" in the quantize pass, or exclude the '
+                               'layer named above (exclude = [...])', layer=layer) from exc
+
+
+@dataclass
+class _Fallback:
+    """What ``unsupported = "float"`` changed to get a model that runs: layers kept FP32 (name -> why) and the
+    quantizer mode finally used."""
+
+    mode: str
+    layers: dict[str, str]
+    notes: list[str]
+
+
+def _runnable(make: Any, example: torch.Tensor, config: QuantizeConfig, fallback: _Fallback,
+              names: set[str]) -> nn.Module:
+    """``make(mode, float_layers)`` -> a brevitas model that runs on ``example``. With ``unsupported = "float"`` a
+    layer that breaks it is kept FP32 and the model rebuilt; an op that is no layer (graph mode) or a model FX cannot
+    trace switches to layerwise mode. Otherwise the first failure is the error."""
+    for _ in range(len(names) + 2):
+        try:
+            model = make(fallback.mode, tuple(fallback.layers))
+            _check_runs(model, example, fallback.mode, names)
+            return model
+        except PassError as exc:
+            if config.unsupported != "float":
+                raise
+            layer = getattr(exc, "layer", None)
+            first = str(exc).splitlines()[0]
+            if layer is not None and layer not in fallback.layers:
+                fallback.layers[layer] = f"brevitas cannot run it quantized ({first}; unsupported = \"float\")"
+            elif fallback.mode == "graph":
+                fallback.mode = "layerwise"
+                fallback.notes.append(f"graph-mode quantization failed ({first}); unsupported = \"float\" switched "
+                                      "to layerwise mode: only Conv/Linear/Embedding layers are quantized")
+            else:
+                raise
+    raise PassError("no runnable quantized model after keeping every failing layer FP32", where="quantize",
+                    hint="exclude the layers named in the quantize report's notes, or report the model")
 
 
 def _judge_and_keep(model: nn.Module, ev: Any, config: QuantizeConfig, budget: float | None,
@@ -434,11 +505,15 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     left_float = check_layers(float_model, config.exclude, config.unsupported)
     exclude = (*config.exclude, *left_float)
     torch.manual_seed(ctx.seed)
+    fallback = _Fallback(config.quantizer, {}, [])
+    names = {n for n, _ in float_model.named_modules() if n}
 
     def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
-        model = quantize_model(float_model, recipe, mode=config.quantizer, exclude=(*exclude, *extra_float),
-                               attention_scores=config.attention_scores == "int8")
-        _check_runs(model, model_input(x_cal[:2]), config.quantizer)
+        def make(mode: str, failing: tuple[str, ...]) -> nn.Module:
+            return quantize_model(float_model, recipe, mode=mode, exclude=(*exclude, *failing, *extra_float),
+                                  attention_scores=config.attention_scores == "int8")
+
+        model = _runnable(make, model_input(x_cal[:2]), config, fallback, names)
         calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
         if config.bias_correction:
             try:
@@ -459,6 +534,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     ev = EvalSet(x_eval, data.y_eval, outputs(float_model, x_eval))
     budget, budget_source = _budget(config, ctx)
     notes = [data.note] if data.note else []
+    notes += fallback.notes
     if data.note:
         print(f"edgekd: warning: quantize: {data.note}", file=sys.stderr)
     if len(x_cal) < config.calibration_samples:
@@ -473,13 +549,14 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         "percentile": config.percentile if config.calibration == "percentile" else None,
         "calibration_samples": min(config.calibration_samples, len(x_cal)), "bias_correction": config.bias_correction,
         "decisions": why, "quantized_layers": len(layers), "float_layers_requested": list(exclude),
+        "quantizer": fallback.mode,
         "eval": {"samples": len(x_eval), "split": data.split, "fp32_accuracy": ev.reference_accuracy},
         "budget": {"points": budget, "source": budget_source}, "notes": notes,
     }
     model = _judge_and_keep(model, ev, config, budget, build, report)
     report["higher_precision"], report["higher_precision_mac_fraction"] = _higher_precision(
         float_model, model_input(x_eval[:1]), tuple(config.exclude),
-        left_float, report.get("kept_higher_precision", []))
+        {**dict.fromkeys(left_float, None), **fallback.layers}, report.get("kept_higher_precision", []))
     if config.mode == "qat":
         report["qat"] = _qat(model, artifact, config, ctx, label)
         report["eval"]["qat"] = score(outputs(model, x_eval), ev)

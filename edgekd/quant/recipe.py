@@ -20,7 +20,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from edgekd.errors import PassError
@@ -103,7 +102,7 @@ def check_layers(model: nn.Module, exclude: tuple[str, ...], unsupported: str) -
         first = bad[0]
         raise PassError(
             f"cannot quantize layer {first[0]!r} ({first[1]}): edgekd's QDQ export supports "
-            f"{', '.join(t.__name__ for t in SUPPORTED_LAYERS)}"
+            f"{', '.join(t.__name__ for t in SUPPORTED_LAYERS)}, Embedding, MultiheadAttention, TransformerEncoder(Layer)"
             + (f" ({len(bad) - 1} more: {', '.join(n for n, _ in bad[1:4])}...)" if len(bad) > 1 else ""),
             where=f"layer {first[0]}",
             hint="add the layer to the quantize pass's exclude = [...] or set unsupported = \"float\" to keep it FP32",
@@ -155,13 +154,10 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["grap
         except Exception as exc:  # FX tracing failures come in many types
             raise PassError(f"brevitas could not trace the model with torch.fx: {exc}", where="quantize quantizer",
                             hint='set quantizer = "layerwise" in the quantize pass (no tracing needed)') from exc
-        excluded = {n for n, _ in graph.named_modules() if n and _excluded(n, exclude)}
-        if excluded:
-            # brevitas has no name blacklist in graph mode: hide excluded layers behind a type it ignores
-            for name in excluded:
-                module = graph.get_submodule(name)
-                if isinstance(module, SUPPORTED_LAYERS):
-                    _wrap_float(graph, name, module)
+        called = {n.target for n in graph.graph.nodes if n.op == "call_module"}
+        # brevitas has no name blacklist in graph mode: hide excluded layers behind a type it ignores
+        for name in sorted(n for n in called if _excluded(n, exclude)):
+            _wrap_float(graph, name, graph.get_submodule(name))
         quantized = quantize(graph, quant_identity_map=identity, compute_layer_map=compute, quant_act_map=acts,
                              unsigned_act_tuple=unsigned_acts)
         _drop_index_quantizers(quantized)
@@ -190,14 +186,16 @@ def _drop_index_quantizers(graph: Any) -> None:
 
 
 class FloatLayer(nn.Module):
-    """Keeps a layer in floating point through brevitas's graph quantization (type not in its maps)."""
+    """Keeps a layer in floating point through brevitas's graph quantization (type not in its maps); quantized
+    inputs reach it as their float values."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.inner(x)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        args = tuple(getattr(a, "value", a) for a in args)
+        return self.inner(*args, **{k: getattr(v, "value", v) for k, v in kwargs.items()})
 
 
 def _wrap_float(graph: nn.Module, name: str, module: nn.Module) -> None:
