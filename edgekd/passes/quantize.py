@@ -338,14 +338,15 @@ def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> 
             "ort_optimized_ops": macs["optimized_ops"], "parity_vs_brevitas": parity.to_dict()}
 
 
-def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
-    """The FX node of a graph-mode brevitas model whose forward raises (None when not found)."""
+def _failing_node(model: nn.Module, example: torch.Tensor) -> tuple[str | None, str | None]:
+    """(the FX node of a graph-mode brevitas model whose forward raises, the module to keep FP32 for it: the node's
+    own module, or the module whose quantized output the failing op cannot take); (None, None) when not found."""
     from brevitas.backport.fx.graph_module import GraphModule
     from brevitas.backport.fx.interpreter import Interpreter
 
     if not isinstance(model, GraphModule):
-        return None
-    failed: list[str] = []
+        return None, None
+    failed: list[tuple[str, str | None]] = []
 
     class Finder(Interpreter):
         def run_node(self, n: Any) -> Any:
@@ -354,7 +355,9 @@ def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
             except Exception:
                 if not failed:
                     target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
-                    failed.append(f"{n.name} ({n.op} {target})")
+                    source = n if n.op == "call_module" else next(
+                        (a for a in n.args if getattr(a, "op", None) == "call_module"), None)
+                    failed.append((f"{n.name} ({n.op} {target})", source.target if source is not None else None))
                 raise
 
     try:
@@ -362,7 +365,7 @@ def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
             Finder(model).run(example)
     except Exception:
         pass
-    return failed[0] if failed else None
+    return failed[0] if failed else (None, None)
 
 
 class _DoesNotRun(PassError):
@@ -400,8 +403,8 @@ def _check_runs(model: nn.Module, example: torch.Tensor, mode: str, names: set[s
         with torch.no_grad():
             model.eval()(example)
     except Exception as exc:
-        node = _failing_node(model, example) if mode == "graph" else None
-        layer = _failing_layer(model, example, names or set())
+        node, layer = _failing_node(model, example) if mode == "graph" else (None, None)
+        layer = layer if layer in (names or set()) else _failing_layer(model, example, names or set())
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _DoesNotRun(f"the {mode}-mode brevitas model does not run: {type(exc).__name__}: {first}",
                           where=f"quantize node {node}" if node else f"quantize layer {layer}" if layer else "quantize",
@@ -437,7 +440,8 @@ def _runnable(make: Any, example: torch.Tensor, config: QuantizeConfig, fallback
             layer = getattr(exc, "layer", None)
             first = str(exc).splitlines()[0]
             if layer is not None and layer not in fallback.layers:
-                fallback.layers[layer] = f"brevitas cannot run it quantized ({first}; unsupported = \"float\")"
+                fallback.layers[layer] = (f"brevitas cannot run it, or the op its output feeds, quantized ({first}; "
+                                          'unsupported = "float")')
             elif fallback.mode == "graph":
                 fallback.mode = "layerwise"
                 fallback.notes.append(f"graph-mode quantization failed ({first}); unsupported = \"float\" switched "
