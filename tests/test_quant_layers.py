@@ -252,6 +252,10 @@ def test_recurrent_layer_kept_float_is_counted_float(rnn, gates, conv_first, mod
     _ort_parity(out.payload, rep)
     got, layers = _openvino(out.payload, x, tmp_path)
     assert _int8(layers, "FullyConnected") and set(_int8(layers, "FullyConnected")) <= {"u8", "i8"}
+    assert _int8(layers, "RNNSeq") == ["f32"]  # OpenVINO's recurrent kernel is float too: the target says "mixed"
+    from edgekd.backends.openvino import summarize_precision
+
+    assert summarize_precision([{"type": t, "precision": p, "kernel": ""} for t, p in layers])[0] == "mixed"
     _ov_agrees(outputs(out.payload, x), got)
 
 

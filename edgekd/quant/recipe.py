@@ -155,9 +155,13 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["grap
             raise PassError(f"brevitas could not trace the model with torch.fx: {exc}", where="quantize quantizer",
                             hint='set quantizer = "layerwise" in the quantize pass (no tracing needed)') from exc
         called = {n.target for n in graph.graph.nodes if n.op == "call_module"}
-        # brevitas has no name blacklist in graph mode: hide excluded layers behind a type it ignores
+        # brevitas has no name blacklist in graph mode: hide excluded layers it would quantize behind a type it ignores
         for name in sorted(n for n in called if _excluded(n, exclude)):
-            _wrap_float(graph, name, graph.get_submodule(name))
+            module = graph.get_submodule(name)
+            if type(module) in compute or type(module) in acts:
+                _wrap_float(graph, name, module)
+            else:  # a type brevitas leaves alone (LSTM, Conv3d, ...): it only must not receive QuantTensors
+                module.register_forward_pre_hook(_float_inputs)
         quantized = quantize(graph, quant_identity_map=identity, compute_layer_map=compute, quant_act_map=acts,
                              unsigned_act_tuple=unsigned_acts)
         _drop_index_quantizers(quantized)
@@ -194,8 +198,11 @@ class FloatLayer(nn.Module):
         self.inner = inner
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        args = tuple(getattr(a, "value", a) for a in args)
-        return self.inner(*args, **{k: getattr(v, "value", v) for k, v in kwargs.items()})
+        return self.inner(*_float_inputs(self, args), **{k: getattr(v, "value", v) for k, v in kwargs.items()})
+
+
+def _float_inputs(_module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(getattr(a, "value", a) for a in args)
 
 
 def _wrap_float(graph: nn.Module, name: str, module: nn.Module) -> None:
