@@ -43,7 +43,14 @@ def calibrate(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch: int
     """Collect activation statistics (brevitas ``calibration_mode``); returns the samples used."""
     from brevitas.graph.calibrate import calibration_mode
 
-    return _run_in_mode(calibration_mode, model, x, samples, batch, "calibrating activations")
+    used = _run_in_mode(calibration_mode, model, x, samples, batch, "calibrating activations")
+    # brevitas's calibration_mode saves each proxy's observer_only flag before setting it; a quantizer shared by
+    # several proxies (concat alignment: a U-Net skip, a Fire module) is saved again after it was set, so it is
+    # "restored" to observer-only and passes values through unquantized while declaring its scale
+    for module in model.modules():
+        if getattr(module, "observer_only", False):
+            module.observer_only = False
+    return used
 
 
 def correct_bias(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch: int = 64) -> int:
