@@ -283,6 +283,46 @@ def _first_divergence(model: nn.Module, twin: nn.Module, x: torch.Tensor, tol: f
     return None
 
 
+def _check_unsigned_inputs(model: nn.Module, x: torch.Tensor) -> None:
+    """An unsigned quantizer with no ReLU in front that receives negative values clips them to 0 (seen after
+    brevitas's concat alignment: the signed model input concatenated with a ReLU branch is given the branch's
+    unsigned quantizer): a PassError naming it, not a silently clipped model."""
+    from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
+
+    lows: dict[str, float] = {}
+    proxies: dict[str, Any] = {}
+    handles = []
+    for name, proxy in model.named_modules():
+        if not isinstance(proxy, ActQuantProxyFromInjectorBase) or not proxy.is_quant_enabled or proxy.is_signed:
+            continue
+        fused = getattr(proxy, "fused_activation_quant_proxy", None)
+        act = getattr(fused, "activation_impl", None)
+        if act is not None and not isinstance(act, nn.Identity):
+            continue  # a ReLU/Sigmoid in front: negative inputs are expected
+
+        def hook(_mod: nn.Module, args: Any, name: str = name) -> None:
+            value = getattr(args[0], "value", args[0]) if args else None
+            if isinstance(value, torch.Tensor) and value.numel():
+                lows[name] = min(float(value.min()), lows.get(name, 0.0))
+        proxies[name] = proxy
+        handles.append(proxy.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        clipped = [(name, low) for name, low in lows.items() if low < -2 * float(proxies[name].scale())]
+    if clipped:
+        name, low = clipped[0]
+        layer = name.removesuffix(".act_quant").removesuffix(".input_quant").removesuffix(".output_quant")
+        raise PassError(f"the INT8 export does not reproduce the brevitas model as calibrated: quantizer {layer} is "
+                        f"unsigned (brevitas's concat alignment) but its input goes down to {low:.4g}, which int8 "
+                        "clips to 0", where=f"quantize layer {layer}",
+                        hint='set quantizer = "layerwise" in the quantize pass (every layer gets its own input quantizer)')
+
+
 def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
     """Compare the deploy twin (what gets exported) with the brevitas model on up to 32 eval samples.
 
@@ -297,6 +337,7 @@ def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
     from edgekd.quant.sensitivity import outputs
 
     x = model_input(x_eval[:32]).numpy()
+    _check_unsigned_inputs(model, model_input(x))
     twin = build_twin(model, model_input(x[:1]), REFERENCE_FLAVOR)
     ref, got = outputs(model, x), outputs(twin, x)
     err = float(np.abs(ref - got).max()) if ref.size else 0.0
