@@ -26,6 +26,10 @@ INT8_KERNEL_OPS = frozenset(
      "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSigmoid", "QLinearLeakyRelu",
      "QLinearSoftmax", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"}
 )
+#: compute ops that run in floating point after ORT's optimizations (ConvTranspose and the recurrent ops have no
+#: QDQ integer kernel on the CPU provider)
+FLOAT_COMPUTE_OPS = frozenset({"Conv", "FusedConv", "NchwcConv", "ConvTranspose", "Gemm", "FusedGemm", "MatMul",
+                               "FusedMatMul", "LSTM", "GRU", "RNN"})
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
            "all": "ORT_ENABLE_ALL"}
@@ -149,7 +153,7 @@ class OnnxRuntimeBackend(BackendBase):
         files = copy_onnx(source_path(source), dest)
         ops = optimized_op_histogram(dest, options)
         int8_ops = {op: n for op, n in ops.items() if op in INT8_KERNEL_OPS}
-        float_compute = {op: n for op, n in ops.items() if op in {"Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul"}}
+        float_compute = {op: n for op, n in ops.items() if op in FLOAT_COMPUTE_OPS}
         if int8_ops and not float_compute:
             precision = "int8"
         elif int8_ops:

@@ -34,7 +34,8 @@ from edgekd.errors import BuildError, ConfigError
 
 #: layer types that carry the model's arithmetic; their runtime precision is "the" precision
 COMPUTE_LAYERS = frozenset({"Convolution", "GroupConvolution", "Deconvolution", "FullyConnected", "MatMul",
-                            "GroupConvolutionBackpropData", "ConvolutionBackpropData", "FullyConnectedCompressed"})
+                            "GroupConvolutionBackpropData", "ConvolutionBackpropData", "FullyConnectedCompressed",
+                            "RNNSeq", "RNNCell"})  # RNNSeq/RNNCell: LSTM/GRU/RNN (f32: no int8 recurrent kernel)
 _PRECISION_NAMES = {"u8": "int8", "i8": "int8", "f32": "fp32", "bf16": "bf16", "f16": "fp16", "i32": "int32",
                     "u4": "int4", "i4": "int4"}
 

@@ -32,6 +32,7 @@ from edgekd.backends.flavors import REFERENCE_FLAVOR
 from edgekd.errors import PassError
 from edgekd.export import check_single_output
 from edgekd.passes import PassContext, register_pass
+from edgekd.quant.calibrate import model_input
 from edgekd.train import FinetuneConfig
 
 
@@ -155,24 +156,28 @@ def _splits(ctx: PassContext, config: QuantizeConfig) -> _Splits:
 
 
 def _higher_precision(float_model: nn.Module, example: torch.Tensor, exclude: tuple[str, ...],
-                      unsupported: list[str], kept: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float | None]:
-    """Every layer that does not run at the recipe's weight bit width: excluded, unsupported, or kept by the
-    sensitivity pass; each with its precision, why, and MACs. Returns (rows, their share of the weighted MACs)."""
+                      unsupported: dict[str, str | None],
+                      kept: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float | None]:
+    """Every layer that does not run at the recipe's weight bit width: excluded, unsupported (name -> why, None:
+    the exporter cannot write its type), or kept by the sensitivity pass; each with its precision, why, and MACs.
+    Returns (rows, their share of the weighted MACs)."""
     import fnmatch
 
     from edgekd.quant.sensitivity import torch_layer_macs
 
     macs = torch_layer_macs(float_model, example)
     rows: list[dict[str, Any]] = []
+    for name, why in unsupported.items():  # a kept module's MACs include its children's (attention's out_proj)
+        inside = [v for k, v in macs.items() if k == name or k.startswith(name + ".")]
+        why = why or f"the QDQ exporter cannot write a {type(float_model.get_submodule(name)).__name__} (unsupported = \"float\")"
+        rows.append({"layer": name, "precision": "FP32", "why": why, "macs": sum(inside) if inside else None})
     for name in macs:
-        if name in unsupported:
-            why = f"the QDQ exporter cannot write a {type(float_model.get_submodule(name)).__name__} (unsupported = \"float\")"
-        else:
-            pattern = next((pat for pat in exclude if fnmatch.fnmatch(name, pat)), None)
-            if pattern is None:
-                continue
-            why = f"exclude = [\"{pattern}\"] in the recipe"
-        rows.append({"layer": name, "precision": "FP32", "why": why, "macs": macs[name]})
+        if any(name == u or name.startswith(u + ".") for u in unsupported):
+            continue
+        pattern = next((pat for pat in exclude if fnmatch.fnmatch(name, pat)), None)
+        if pattern is not None:
+            rows.append({"layer": name, "precision": "FP32", "why": f"exclude = [\"{pattern}\"] in the recipe",
+                         "macs": macs[name]})
     listed = {r["layer"] for r in rows}
     rows += [{"layer": k["layer"], "precision": k["precision"], "why": k["why"], "macs": macs.get(k["layer"])}
              for k in kept if k["layer"] not in listed]
@@ -278,6 +283,46 @@ def _first_divergence(model: nn.Module, twin: nn.Module, x: torch.Tensor, tol: f
     return None
 
 
+def _check_unsigned_inputs(model: nn.Module, x: torch.Tensor) -> None:
+    """An unsigned quantizer with no ReLU in front that receives negative values clips them to 0 (seen after
+    brevitas's concat alignment: the signed model input concatenated with a ReLU branch is given the branch's
+    unsigned quantizer): a PassError naming it, not a silently clipped model."""
+    from brevitas.proxy.runtime_quant import ActQuantProxyFromInjectorBase
+
+    lows: dict[str, float] = {}
+    proxies: dict[str, Any] = {}
+    handles = []
+    for name, proxy in model.named_modules():
+        if not isinstance(proxy, ActQuantProxyFromInjectorBase) or not proxy.is_quant_enabled or proxy.is_signed:
+            continue
+        fused = getattr(proxy, "fused_activation_quant_proxy", None)
+        act = getattr(fused, "activation_impl", None)
+        if act is not None and not isinstance(act, nn.Identity):
+            continue  # a ReLU/Sigmoid in front: negative inputs are expected
+
+        def hook(_mod: nn.Module, args: Any, name: str = name) -> None:
+            value = getattr(args[0], "value", args[0]) if args else None
+            if isinstance(value, torch.Tensor) and value.numel():
+                lows[name] = min(float(value.min()), lows.get(name, 0.0))
+        proxies[name] = proxy
+        handles.append(proxy.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        clipped = [(name, low) for name, low in lows.items() if low < -2 * float(proxies[name].scale())]
+    if clipped:
+        name, low = clipped[0]
+        layer = name.removesuffix(".act_quant").removesuffix(".input_quant").removesuffix(".output_quant")
+        raise PassError(f"the INT8 export does not reproduce the brevitas model as calibrated: quantizer {layer} is "
+                        f"unsigned (brevitas's concat alignment) but its input goes down to {low:.4g}, which int8 "
+                        "clips to 0", where=f"quantize layer {layer}",
+                        hint='set quantizer = "layerwise" in the quantize pass (every layer gets its own input quantizer)')
+
+
 def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
     """Compare the deploy twin (what gets exported) with the brevitas model on up to 32 eval samples.
 
@@ -291,15 +336,16 @@ def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
     from edgekd.quant.recipe import quant_layers
     from edgekd.quant.sensitivity import outputs
 
-    x = np.ascontiguousarray(x_eval[:32], dtype=np.float32)
-    twin = build_twin(model, torch.from_numpy(x[:1]), REFERENCE_FLAVOR)
+    x = model_input(x_eval[:32]).numpy()
+    _check_unsigned_inputs(model, model_input(x))
+    twin = build_twin(model, model_input(x[:1]), REFERENCE_FLAVOR)
     ref, got = outputs(model, x), outputs(twin, x)
     err = float(np.abs(ref - got).max()) if ref.size else 0.0
     span = float(ref.max() - ref.min()) if ref.size else 0.0
     result: dict[str, Any] = {"max_abs_error": err, "samples": len(x), "first_differing": None}
     if err <= 1e-4 * span + 1e-6:
         return result
-    layer = _first_divergence(model, twin, torch.from_numpy(x), 1e-6)
+    layer = _first_divergence(model, twin, model_input(x), 1e-6)
     result["first_differing"] = layer
     if err > 0.05 * span + 1e-6:
         hint = 'set quantizer = "layerwise" in the quantize pass (every layer gets its own input quantizer)'
@@ -322,7 +368,7 @@ def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> 
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / "quantized.ort.onnx"
-        example = torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32))
+        example = model_input(x_eval[:1])
         # static batch: every shape is inferable, so every layer's MACs are counted
         brevitas_qdq_export(model, path, example, ExportSettings(dynamic_batch=False), REFERENCE_FLAVOR)
         macs = int8_mac_report(path)
@@ -333,14 +379,15 @@ def export_check(model: nn.Module, x_eval: np.ndarray, workdir: Path | None) -> 
             "ort_optimized_ops": macs["optimized_ops"], "parity_vs_brevitas": parity.to_dict()}
 
 
-def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
-    """The FX node of a graph-mode brevitas model whose forward raises (None when not found)."""
+def _failing_node(model: nn.Module, example: torch.Tensor) -> tuple[str | None, str | None]:
+    """(the FX node of a graph-mode brevitas model whose forward raises, the module to keep FP32 for it: the node's
+    own module, or the module whose quantized output the failing op cannot take); (None, None) when not found."""
     from brevitas.backport.fx.graph_module import GraphModule
     from brevitas.backport.fx.interpreter import Interpreter
 
     if not isinstance(model, GraphModule):
-        return None
-    failed: list[str] = []
+        return None, None
+    failed: list[tuple[str, str | None]] = []
 
     class Finder(Interpreter):
         def run_node(self, n: Any) -> Any:
@@ -349,7 +396,9 @@ def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
             except Exception:
                 if not failed:
                     target = n.target if isinstance(n.target, str) else getattr(n.target, "__name__", str(n.target))
-                    failed.append(f"{n.name} ({n.op} {target})")
+                    source = n if n.op == "call_module" else next(
+                        (a for a in n.args if getattr(a, "op", None) == "call_module"), None)
+                    failed.append((f"{n.name} ({n.op} {target})", source.target if source is not None else None))
                 raise
 
     try:
@@ -357,23 +406,91 @@ def _failing_node(model: nn.Module, example: torch.Tensor) -> str | None:
             Finder(model).run(example)
     except Exception:
         pass
+    return failed[0] if failed else (None, None)
+
+
+class _DoesNotRun(PassError):
+    """The fake-quant model raises; ``layer`` is the innermost layer of the float model that was running."""
+
+    def __init__(self, message: str, *, where: str, hint: str, layer: str | None) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.layer = layer
+
+
+def _failing_layer(model: nn.Module, example: torch.Tensor, names: set[str]) -> str | None:
+    """The innermost module named in ``names`` (the float model's layer names) that raises on ``example``."""
+    stack: list[str] = []
+    failed: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if name in names:
+            handles.append(module.register_forward_pre_hook(lambda _m, _i, name=name: stack.append(name)))
+            handles.append(module.register_forward_hook(lambda _m, _i, _o: stack.pop()))
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception:
+        failed = stack[-1:]
+    finally:
+        for h in handles:
+            h.remove()
     return failed[0] if failed else None
 
 
-def _check_runs(model: nn.Module, example: torch.Tensor, mode: str) -> None:
+def _check_runs(model: nn.Module, example: torch.Tensor, mode: str, names: set[str] | None = None) -> None:
     """One forward of the fake-quant model (QuantTensors flowing): an op brevitas's QuantTensor does not
     support (e.g. ``chunk`` in ShuffleNet) is a PassError naming the node, not a traceback mid-calibration."""
     try:
         with torch.no_grad():
             model.eval()(example)
     except Exception as exc:
-        node = _failing_node(model, example) if mode == "graph" else None
+        node, layer = _failing_node(model, example) if mode == "graph" else (None, None)
+        layer = layer if layer in (names or set()) else _failing_layer(model, example, names or set())
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PassError(f"the {mode}-mode brevitas model does not run: {type(exc).__name__}: {first}",
-                        where=f"quantize node {node}" if node else "quantize",
-                        hint='set quantizer = "layerwise" in the quantize pass (only Conv/Linear layers get '
-                             'quantized, every other op sees float tensors)' if mode == "graph" else
-                             "exclude the layer named above (exclude = [...]) or report the model") from exc
+        raise _DoesNotRun(f"the {mode}-mode brevitas model does not run: {type(exc).__name__}: {first}",
+                          where=f"quantize node {node}" if node else f"quantize layer {layer}" if layer else "quantize",
+                          hint='set unsupported = "float" in the quantize pass (keeps the layer FP32) or quantizer = '
+                               '"layerwise" (only Conv/Linear layers get quantized, every other op sees float tensors)'
+                               if mode == "graph" else 'set unsupported = "float" in the quantize pass, or exclude the '
+                               'layer named above (exclude = [...])', layer=layer) from exc
+
+
+@dataclass
+class _Fallback:
+    """What ``unsupported = "float"`` changed to get a model that runs: layers kept FP32 (name -> why) and the
+    quantizer mode finally used."""
+
+    mode: str
+    layers: dict[str, str]
+    notes: list[str]
+
+
+def _runnable(make: Any, example: torch.Tensor, config: QuantizeConfig, fallback: _Fallback,
+              names: set[str]) -> nn.Module:
+    """``make(mode, float_layers)`` -> a brevitas model that runs on ``example``. With ``unsupported = "float"`` a
+    layer that breaks it is kept FP32 and the model rebuilt; an op that is no layer (graph mode) or a model FX cannot
+    trace switches to layerwise mode. Otherwise the first failure is the error."""
+    for _ in range(len(names) + 2):
+        try:
+            model = make(fallback.mode, tuple(fallback.layers))
+            _check_runs(model, example, fallback.mode, names)
+            return model
+        except PassError as exc:
+            if config.unsupported != "float":
+                raise
+            layer = getattr(exc, "layer", None)
+            first = str(exc).splitlines()[0]
+            if layer is not None and layer not in fallback.layers:
+                fallback.layers[layer] = (f"brevitas cannot run it, or the op its output feeds, quantized ({first}; "
+                                          'unsupported = "float")')
+            elif fallback.mode == "graph":
+                fallback.mode = "layerwise"
+                fallback.notes.append(f"graph-mode quantization failed ({first}); unsupported = \"float\" switched "
+                                      "to layerwise mode: only Conv/Linear/Embedding layers are quantized")
+            else:
+                raise
+    raise PassError("no runnable quantized model after keeping every failing layer FP32", where="quantize",
+                    hint="exclude the layers named in the quantize report's notes, or report the model")
 
 
 def _judge_and_keep(model: nn.Module, ev: Any, config: QuantizeConfig, budget: float | None,
@@ -426,18 +543,22 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     float_model.eval()
     data = _splits(ctx, config)
     x_cal, x_eval = data.x_cal, data.x_eval
-    check_single_output(float_model, torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32)),
+    check_single_output(float_model, model_input(x_eval[:1]),
                         error=PassError, where="quantize")
     recipe, why = _recipe(config, ctx)
     label = recipe.describe()
     left_float = check_layers(float_model, config.exclude, config.unsupported)
     exclude = (*config.exclude, *left_float)
     torch.manual_seed(ctx.seed)
+    fallback = _Fallback(config.quantizer, {}, [])
+    names = {n for n, _ in float_model.named_modules() if n}
 
     def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
-        model = quantize_model(float_model, recipe, mode=config.quantizer, exclude=(*exclude, *extra_float),
-                               attention_scores=config.attention_scores == "int8")
-        _check_runs(model, torch.from_numpy(np.ascontiguousarray(x_cal[:2], dtype=np.float32)), config.quantizer)
+        def make(mode: str, failing: tuple[str, ...]) -> nn.Module:
+            return quantize_model(float_model, recipe, mode=mode, exclude=(*exclude, *failing, *extra_float),
+                                  attention_scores=config.attention_scores == "int8")
+
+        model = _runnable(make, model_input(x_cal[:2]), config, fallback, names)
         calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)
         if config.bias_correction:
             try:
@@ -458,6 +579,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     ev = EvalSet(x_eval, data.y_eval, outputs(float_model, x_eval), getattr(ctx.data, "task", None))
     budget, budget_source = _budget(config, ctx)
     notes = [data.note] if data.note else []
+    notes += fallback.notes
     if data.note:
         print(f"edgekd: warning: quantize: {data.note}", file=sys.stderr)
     if len(x_cal) < config.calibration_samples:
@@ -472,13 +594,14 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
         "percentile": config.percentile if config.calibration == "percentile" else None,
         "calibration_samples": min(config.calibration_samples, len(x_cal)), "bias_correction": config.bias_correction,
         "decisions": why, "quantized_layers": len(layers), "float_layers_requested": list(exclude),
+        "quantizer": fallback.mode,
         "eval": {"samples": len(x_eval), "split": data.split, "fp32_accuracy": ev.reference_accuracy},
         "budget": {"points": budget, "source": budget_source}, "notes": notes,
     }
     model = _judge_and_keep(model, ev, config, budget, build, report)
     report["higher_precision"], report["higher_precision_mac_fraction"] = _higher_precision(
-        float_model, torch.from_numpy(np.ascontiguousarray(x_eval[:1], dtype=np.float32)), tuple(config.exclude),
-        left_float, report.get("kept_higher_precision", []))
+        float_model, model_input(x_eval[:1]), tuple(config.exclude),
+        {**dict.fromkeys(left_float, None), **fallback.layers}, report.get("kept_higher_precision", []))
     if config.mode == "qat":
         report["qat"] = _qat(model, artifact, config, ctx, label)
         report["eval"]["qat"] = score(outputs(model, x_eval), ev)

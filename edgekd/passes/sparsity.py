@@ -164,9 +164,11 @@ def _weight(model: nn.Module, name: str) -> torch.Tensor:
     except AttributeError:
         raise PassError(f"model has no layer {name!r} to apply its sparsity mask to", where=name,
                         hint="layer names changed after sparsify; keep module names when wrapping layers") from None
-    weight = getattr(mod, "weight", None)
+    # a layer the quantize pass keeps FP32 in graph mode (exclude, sensitivity) sits inside a FloatLayer
+    weight = getattr(mod, "weight", getattr(getattr(mod, "inner", None), "weight", None))
     if not isinstance(weight, torch.Tensor):
-        raise PassError("layer has no weight tensor for its sparsity mask", where=name)
+        raise PassError(f"layer {type(mod).__name__} has no weight tensor for its sparsity mask", where=name,
+                        hint="keep the sparsified layer's module (and its .weight) when wrapping or replacing it")
     return weight
 
 

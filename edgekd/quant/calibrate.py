@@ -15,9 +15,15 @@ from torch import nn
 from edgekd.progress import task
 
 
+def model_input(x: np.ndarray) -> torch.Tensor:
+    """A batch as the model takes it: integer arrays (token ids for an Embedding) stay int64, all else float32."""
+    dtype = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
+
+
 def _batches(x: np.ndarray, samples: int, batch: int) -> list[torch.Tensor]:
     x = x[:samples]
-    return [torch.from_numpy(np.ascontiguousarray(x[i : i + batch], dtype=np.float32)) for i in range(0, len(x), batch)]
+    return [model_input(x[i : i + batch]) for i in range(0, len(x), batch)]
 
 
 def _run_in_mode(mode: Any, model: nn.Module, x: np.ndarray, samples: int, batch: int, description: str) -> int:
@@ -37,7 +43,14 @@ def calibrate(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch: int
     """Collect activation statistics (brevitas ``calibration_mode``); returns the samples used."""
     from brevitas.graph.calibrate import calibration_mode
 
-    return _run_in_mode(calibration_mode, model, x, samples, batch, "calibrating activations")
+    used = _run_in_mode(calibration_mode, model, x, samples, batch, "calibrating activations")
+    # brevitas's calibration_mode saves each proxy's observer_only flag before setting it; a quantizer shared by
+    # several proxies (concat alignment: a U-Net skip, a Fire module) is saved again after it was set, so it is
+    # "restored" to observer-only and passes values through unquantized while declaring its scale
+    for module in model.modules():
+        if getattr(module, "observer_only", False):
+            module.observer_only = False
+    return used
 
 
 def correct_bias(model: nn.Module, x: np.ndarray, *, samples: int = 512, batch: int = 64) -> int:

@@ -1,10 +1,11 @@
-"""Proof that INT8 really runs: which Conv/Gemm/MatMul MACs ONNX Runtime executes in integer kernels.
+"""Proof that INT8 really runs: which compute MACs ONNX Runtime executes in integer kernels.
 
-Counts the MACs of every Conv/Gemm/MatMul in the exported graph (shapes from ONNX shape inference,
-batch 1), lets ONNX Runtime optimize the graph exactly as the ``cpu`` target does, and calls a layer
-int8 when an integer kernel (QLinearConv, QGemm, MatMulInteger, ...) consumes its weight initializer.
-MatMuls between two activations (attention scores) have no weight and are counted as float unless
-ONNX Runtime turned every such MatMul into an integer kernel.
+Counts the MACs of every Conv/ConvTranspose/Gemm/MatMul/LSTM/GRU/RNN in the exported graph (shapes from
+ONNX shape inference, batch 1), lets ONNX Runtime optimize the graph exactly as the ``cpu`` target does,
+and calls a layer int8 when an integer kernel (QLinearConv, QGemm, MatMulInteger, ...) consumes its
+weight initializer. A layer kept in float (a float weight, or a recurrent op ORT has no QDQ kernel for)
+is counted as float, so the share is true to what runs. MatMuls between two activations (attention
+scores) have no weight and are counted as float unless an integer kernel now produces their output.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import numpy as np
 
 from edgekd.onnxgraph import OnnxGraph, attribute
 
-_COMPUTE = {"Conv", "Gemm", "MatMul"}
+_COMPUTE = {"Conv", "ConvTranspose", "Gemm", "MatMul", "LSTM", "GRU", "RNN"}
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}  # weight blocks per direction: W is (directions, gates x hidden, input)
 
 
 def _shape(value_info: dict[str, Any], name: str) -> list[int] | None:
@@ -42,7 +44,7 @@ def _weight_source(g: OnnxGraph, name: str) -> tuple[str | None, str | None]:
 
 
 def layer_macs(model: Any) -> list[dict[str, Any]]:
-    """[{node, op, macs, weight}] for every Conv/Gemm/MatMul (batch 1)."""
+    """[{node, op, macs, weight}] for every compute node (``_COMPUTE``, batch 1)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -58,19 +60,36 @@ def layer_macs(model: Any) -> list[dict[str, Any]]:
         # the shape the op reads (a Transpose/Reshape on the way changes it), else the stored constant's
         w_shape = _shape(value_info, node.input[1]) or (list(index.constant_proto(weight).dims) if weight else None)
         a_shape = _shape(value_info, node.input[0])
-        macs = 0
-        if out and w_shape:
-            if node.op_type == "Conv":
-                macs = int(np.prod(out[1:])) * int(np.prod(w_shape[1:]))
-            elif node.op_type == "Gemm":
-                trans_b = attribute(node, "transB", 0)
-                k = w_shape[1] if trans_b else w_shape[0]
-                macs = int(np.prod(out[1:])) * int(k)
-            elif a_shape:
-                macs = int(np.prod(out[1:] if len(out) > 2 else out)) * int(a_shape[-1])
+        macs = _macs(node, out, w_shape, a_shape, index)
         rows.append({"node": node.name, "op": node.op_type, "macs": macs, "weight": weight, "key": key,
                      "output": node.output[0]})
     return rows
+
+
+def _macs(node: Any, out: list[int] | None, w_shape: list[int] | None, a_shape: list[int] | None,
+          index: OnnxGraph) -> int:
+    """MACs of one compute node at batch 1 (0 when a shape is unknown)."""
+    if node.op_type in _GATES:
+        # X (seq, batch, input) or batch-first; W (dirs, gates*H, input), R (dirs, gates*H, H)
+        r_root = index.follow_weight(node.input[2]).root if len(node.input) > 2 else None
+        r_shape = list(index.constant_proto(r_root).dims) if r_root else None
+        if not (a_shape and w_shape and r_shape):
+            return 0
+        seq = a_shape[1] if attribute(node, "layout", 0) else a_shape[0]
+        return int(seq) * int(np.prod(w_shape)) + int(seq) * int(np.prod(r_shape))
+    macs = 0
+    if out and w_shape:
+        if node.op_type == "ConvTranspose":
+            # every input element meets (Cout / groups) x kernel weights
+            macs = int(np.prod(a_shape[1:])) * int(np.prod(w_shape[1:])) if a_shape else 0
+        elif node.op_type == "Conv":
+            macs = int(np.prod(out[1:])) * int(np.prod(w_shape[1:]))
+        elif node.op_type == "Gemm":
+            k = w_shape[1] if attribute(node, "transB", 0) else w_shape[0]
+            macs = int(np.prod(out[1:])) * int(k)
+        elif a_shape:
+            macs = int(np.prod(out[1:] if len(out) > 2 else out)) * int(a_shape[-1])
+    return macs
 
 
 def optimized_graph(path: Path, threads: int = 2) -> Any:
@@ -92,14 +111,14 @@ def int8_mac_report(path: Path) -> dict[str, Any]:
     """Fraction of Conv/Gemm/MatMul MACs that ONNX Runtime runs in integer kernels, per layer."""
     import onnx
 
-    from edgekd.backends.onnxruntime import INT8_KERNEL_OPS
+    from edgekd.backends.onnxruntime import FLOAT_COMPUTE_OPS, INT8_KERNEL_OPS
 
     rows = layer_macs(onnx.load(str(path)))
     optimized = optimized_graph(path)
     int_nodes = [n for n in optimized.graph.node if n.op_type in INT8_KERNEL_OPS]
     int_inputs = {name for n in int_nodes for name in n.input}
     int_outputs = {name for n in int_nodes for name in n.output}
-    float_ops = {"Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "FusedGemm", "NchwcConv"}
+    float_ops = FLOAT_COMPUTE_OPS
     float_weightless = sum(1 for n in optimized.graph.node if n.op_type in float_ops)
     total = int8 = 0
     layers = []

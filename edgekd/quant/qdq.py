@@ -42,6 +42,8 @@ from edgekd.errors import ExportError
 FLAVORS = tuple(KNOWN_FLAVORS)  # the built-in flavor names (a plugin may bring its own QDQFlavor)
 __all__ = ["FLAVORS", "ActQuant", "ActTwin", "FakeQuant", "WeightedTwin", "act_quant_of", "build_twin", "is_power_of_two", "storage"]
 _ZP_DTYPES = {"uint8": torch.uint8, "int8": torch.int8}
+#: the brevitas weighted layers (by their torch base class) the twin writes as DequantizeLinear -> Conv/ConvTranspose/Gemm
+EXPORTABLE_WEIGHTED = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -135,18 +137,33 @@ class ActTwin(nn.Module):
         return self.quant(x) if self.quant is not None else x
 
 
+_CONV_FUNCTIONS = {"conv1d": F.conv1d, "conv2d": F.conv2d, "conv_transpose1d": F.conv_transpose1d,
+                   "conv_transpose2d": F.conv_transpose2d}
+
+
+def weight_channel_axis(layer: nn.Module) -> int:
+    """The weight axis that holds the output channels: 1 for a transposed conv ((Cin, Cout/groups, k...)), else 0."""
+    return 1 if isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d)) else 0
+
+
 class WeightedTwin(nn.Module):
-    """brevitas QuantConv1d/2d / QuantLinear with int8 weights and int32 bias held as integers."""
+    """brevitas QuantConv1d/2d / QuantConvTranspose1d/2d / QuantLinear with int8 weights and int32 bias held as
+    integers."""
 
     def __init__(self, layer: nn.Module, weight: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor,
                  bias: tuple[torch.Tensor, torch.Tensor] | torch.Tensor | None, input_quant: FakeQuant | None,
                  output_quant: FakeQuant | None) -> None:
         super().__init__()
-        self.kind = "linear" if isinstance(layer, nn.Linear) else f"conv{layer.weight.dim() - 2}d"
+        transposed = isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d))
+        self.axis = weight_channel_axis(layer)
+        self.kind = "linear" if isinstance(layer, nn.Linear) else (
+            f"conv{'_transpose' if transposed else ''}{layer.weight.dim() - 2}d")
         if self.kind != "linear":
             if getattr(layer, "padding_mode", "zeros") != "zeros":
                 raise ExportError(f"padding_mode={layer.padding_mode!r} is not supported", where=type(layer).__name__)
-            self.conv_args = (layer.stride, layer.padding, layer.dilation, layer.groups)
+            self.conv_args: tuple[Any, ...] = ((layer.stride, layer.padding, layer.output_padding, layer.groups,
+                                                layer.dilation) if transposed
+                                               else (layer.stride, layer.padding, layer.dilation, layer.groups))
         if isinstance(weight, tuple):
             w_int, w_scale, w_zp = (weight[0], *_per_tensor_as_scalar(weight[1], weight[2]))
             self.register_buffer("w_int", w_int)
@@ -171,7 +188,7 @@ class WeightedTwin(nn.Module):
     def weight(self) -> torch.Tensor:
         if self.w_float is not None:
             return self.w_float
-        return _DQ.apply(self.w_int, self.w_scale, self.w_zp, 0)
+        return _DQ.apply(self.w_int, self.w_scale, self.w_zp, self.axis)
 
     def bias(self) -> torch.Tensor | None:
         if self.has_bias_int:
@@ -184,9 +201,30 @@ class WeightedTwin(nn.Module):
         if self.kind == "linear":
             y = F.linear(x, self.weight(), self.bias())
         else:
-            conv = {"conv1d": F.conv1d, "conv2d": F.conv2d}[self.kind]
-            y = conv(x, self.weight(), self.bias(), *self.conv_args)
+            y = _CONV_FUNCTIONS[self.kind](x, self.weight(), self.bias(), *self.conv_args)
         return self.output_quant(y) if self.output_quant is not None else y
+
+
+class EmbeddingTwin(nn.Module):
+    """brevitas QuantEmbedding: the table held as int8 with its scales; exports as DequantizeLinear -> Gather."""
+
+    def __init__(self, layer: nn.Module, weight: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | torch.Tensor) -> None:
+        super().__init__()
+        if layer.max_norm is not None:
+            raise ExportError("an Embedding with max_norm renormalizes its table at run time: not exportable as int8",
+                              where=type(layer).__name__, hint="exclude it (exclude = [...]) to keep it FP32")
+        self.padding_idx = layer.padding_idx
+        if isinstance(weight, tuple):
+            self.register_buffer("w_int", weight[0])
+            self.register_buffer("w_scale", weight[1])
+            self.register_buffer("w_zp", weight[2])
+            self.w_float: nn.Parameter | None = None
+        else:
+            self.w_float = nn.Parameter(weight.detach().clone(), requires_grad=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        table = self.w_float if self.w_float is not None else _DQ.apply(self.w_int, self.w_scale, self.w_zp, 0)
+        return F.embedding(ids, table, self.padding_idx)
 
 
 # ---------------------------------------------------------------- reading the brevitas model
@@ -303,7 +341,7 @@ def _brevitas_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         if any(name.startswith(prefix + ".") for prefix in replaced):
             continue  # inside a layer that is already replaced as a whole
         if isinstance(module, (QuantWeightBiasInputOutputLayer, QuantNonLinearActLayer)) or (
-            type(module).__name__ == "QuantIdentity"
+            type(module).__name__ in ("QuantIdentity", "QuantEmbedding")
         ):
             replaced.append(name)
             yield name, module
@@ -321,8 +359,10 @@ def build_twin(model: nn.Module, example: torch.Tensor, flavor: QDQFlavor | str 
     twin = copy.deepcopy(model)
     for name, module in _brevitas_modules(model):
         where = f"layer {name}"
-        if isinstance(module, QuantWeightBiasInputOutputLayer):
-            if not isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+        if type(module).__name__ == "QuantEmbedding":
+            new: nn.Module = EmbeddingTwin(module, _weight_of(module, flavor, where))
+        elif isinstance(module, QuantWeightBiasInputOutputLayer):
+            if not isinstance(module, EXPORTABLE_WEIGHTED):
                 raise ExportError(f"cannot export brevitas layer {type(module).__name__}", where=where,
                                   hint="exclude it from quantization (quantize pass: exclude = [...])")
             bias: Any = biases.get(name)
@@ -330,7 +370,7 @@ def build_twin(model: nn.Module, example: torch.Tensor, flavor: QDQFlavor | str 
                 if module.bias_quant.is_quant_enabled:
                     raise ExportError("quantized bias could not be captured (input not quantized?)", where=where)
                 bias = module.bias.detach()
-            new: nn.Module = WeightedTwin(module, _weight_of(module, flavor, where), bias,
+            new = WeightedTwin(module, _weight_of(module, flavor, where), bias,
                                           _fake_quant(act_quant_of(module.input_quant), flavor, where + " input"),
                                           _fake_quant(act_quant_of(module.output_quant), flavor, where + " output"))
         else:

@@ -159,20 +159,21 @@ def judge_drop(result: dict[str, Any], budget: float) -> dict[str, Any]:
 
 
 def torch_layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
-    """MACs per sample of every weighted layer (Conv/Linear and other modules with a >= 2-D weight), from one
-    forward: output positions x weight elements per output channel."""
+    """MACs per sample of every weighted layer (Conv/Linear and other modules with a >= 2-D weight, recurrent
+    layers, attention's in-projection), from one forward: output positions x weight elements per output channel
+    (input positions for a transposed conv; steps x gate weights for LSTM/GRU/RNN)."""
     macs: dict[str, int] = {}
     hooks = []
     for name, module in model.named_modules():
-        weight = getattr(module, "weight", None)
-        if not name or not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        weight = getattr(module, "weight", getattr(module, "in_proj_weight", None))
+        if not name or not (isinstance(module, nn.RNNBase) or (isinstance(weight, torch.Tensor) and weight.dim() >= 2)):
             continue
 
-        def hook(mod: nn.Module, _inp: Any, out: Any, name: str = name) -> None:
-            value = getattr(out, "value", out)
+        def hook(mod: nn.Module, inp: Any, out: Any, name: str = name) -> None:
+            value = getattr(out[0] if isinstance(out, tuple) else out, "value", out[0] if isinstance(out, tuple) else out)
+            x = getattr(inp[0], "value", inp[0]) if inp else None
             if isinstance(value, torch.Tensor) and value.dim() >= 1:
-                w = mod.weight
-                macs[name] = macs.get(name, 0) + int(value[:1].numel() // w.shape[0] * w.numel())
+                macs[name] = macs.get(name, 0) + _module_macs(mod, x, value)
         hooks.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
@@ -181,6 +182,18 @@ def torch_layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
         for h in hooks:
             h.remove()
     return macs
+
+
+def _module_macs(mod: nn.Module, x: Any, out: torch.Tensor) -> int:
+    if isinstance(mod, nn.RNNBase):
+        steps = x.shape[1 if mod.batch_first and x.dim() == 3 else 0] if isinstance(x, torch.Tensor) else 1
+        return int(steps) * sum(p.numel() for n, p in mod.named_parameters() if n.startswith("weight_"))
+    if isinstance(mod, nn.MultiheadAttention):  # q/k/v projections (out_proj is a Linear of its own)
+        return int(out[:1].numel() // mod.embed_dim * mod.in_proj_weight.numel())
+    w = mod.weight
+    if isinstance(mod, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)) and isinstance(x, torch.Tensor):
+        return int(x[:1].numel() // w.shape[0] * w.numel())
+    return int(out[:1].numel() // w.shape[0] * w.numel())
 
 
 def _input_quant(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor) -> dict[str, tuple]:
