@@ -243,3 +243,22 @@ def _opts():  # -> CompressOptions (imported lazily)
     from edgekd.pipeline import CompressOptions
 
     return CompressOptions(measure=False)
+
+
+def test_the_quantize_budget_is_judged_on_the_task_metric(tmp_path: Path) -> None:
+    """A segmenter's PTQ decision is a drop in mIoU with a paired-bootstrap test, never an argmax flip count."""
+    from edgekd.pipeline import compress
+    from edgekd.train import FinetuneConfig, fine_tune
+
+    torch.manual_seed(0)
+    model, data = _Seg(8), _seg_data()
+    data.task = "segmentation"
+    fine_tune(model, None, data, FinetuneConfig(epochs=2, loss="ce", batch_size=32), description="segmenter")
+    data.task = None
+    report = compress(model, data=data, recipe="ptq", task="segmentation", out=tmp_path / "q", options=_opts())
+    quantize = report["passes"]["quantize"]
+    assert quantize["eval"]["ptq"]["metric"] == "miou" and "drop_se" in quantize["eval"]["ptq"]
+    assert "paired bootstrap" in quantize["budget"]["decision"]["test"]
+    cpu = report["targets"]["cpu"]
+    assert cpu["status"] == "passed" and cpu["build"]["precision"].startswith("int8")
+    assert cpu["accuracy_drop"] == pytest.approx(report["accuracy"]["fp32_reference"] - cpu["accuracy"])
