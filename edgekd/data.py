@@ -291,8 +291,9 @@ def _layout(splits: DataSplits, spec: SourceSpec, where: str) -> DataSplits:
     """``?layout=nhwc`` transposes to NCHW (recorded in ``preprocessing``); an array that looks channels-last
     without it is an error, since guessing would hide a layout the app must also feed."""
     layout = (spec.param("layout", "") or "").lower()
-    if layout not in ("", "nchw", "nhwc"):
-        raise SourceError(f"layout={layout!r} must be nchw or nhwc", where=spec.text, hint="e.g. ?layout=nhwc")
+    if layout not in ("", "nchw", "nhwc", "ncl", "nlc"):
+        raise SourceError(f"layout={layout!r} must be nchw, nhwc (images), ncl or nlc (1-D signals)", where=spec.text,
+                          hint="e.g. ?layout=nhwc")
     names = [n for n in ("x_train", "x_val", "x_test") if getattr(splits, n) is not None]
     if layout == "nhwc":
         for name in names:
@@ -341,10 +342,24 @@ def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     else:
         raise SourceError(f"no array named 'x' (found: {', '.join(arrays) or 'none'})", where=str(path),
                           hint="save with np.savez(path, x=inputs, y=labels) or x_train/y_train/x_test/y_test")
-    if splits.x_train.ndim == 3 and splits.x_test.ndim == 3:  # (N, H, W) grayscale -> NCHW
+    layout = (spec.param("layout", "") or "").lower()
+    if layout in ("ncl", "nlc"):  # 1-D signals: N x C x L as is, N x L x C transposed
+        if splits.x_train.ndim != 3:
+            raise SourceError(f"layout={layout} needs 3-D arrays (N, C, L); x has shape {splits.x_train.shape}",
+                              where=str(path))
+        if layout == "nlc":
+            for name in ("x_train", "x_test", "x_val"):
+                if getattr(splits, name) is not None:
+                    setattr(splits, name, np.ascontiguousarray(getattr(splits, name).transpose(0, 2, 1)))
+            splits.preprocessing["transposed_from"] = "NLC"
+        splits.preprocessing["layout"] = "NCL"
+        return splits
+    if splits.x_train.ndim == 3 and splits.x_test.ndim == 3 and not np.issubdtype(splits.x_train.dtype, np.signedinteger):
+        # (N, H, W) grayscale -> NCHW; a signal N x C x L says ?layout=ncl (token ids N x L x ? stay as they are)
         splits.x_train, splits.x_test = splits.x_train[:, None], splits.x_test[:, None]
         if splits.x_val is not None and splits.x_val.ndim == 3:
             splits.x_val = splits.x_val[:, None]
+        splits.preprocessing["channel_axis_added"] = "3-D x read as N x H x W grayscale; add ?layout=ncl for N x C x L signals"
     splits = _layout(splits, spec, str(path))
     if np.issubdtype(splits.x_train.dtype, np.signedinteger):
         splits.preprocessing["input_dtype"] = "int64"  # token ids / indices: kept integer end to end

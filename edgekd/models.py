@@ -565,6 +565,9 @@ def _fit_hint(loaded: LoadedModel, data_shape: tuple[int, ...]) -> str:
         size = "x".join(map(str, nominal[1:]))
         return (f"{loaded.name} is built for {list(nominal)}: resize the data to it (e.g. imagefolder:DIR?size={size}), "
                 "or use a model that takes the data's size")
+    if len(data_shape) == 3 and data_shape[0] == 1:
+        return ("use data of the model's input shape; a 1-D signal N x C x L read from npz needs ?layout=ncl (a 3-D "
+                "array is otherwise read as N x H x W grayscale and given a channel axis)")
     return "use data of the model's input shape (float32, N x C x H x W for images)"
 
 

@@ -262,3 +262,33 @@ def test_the_quantize_budget_is_judged_on_the_task_metric(tmp_path: Path) -> Non
     cpu = report["targets"]["cpu"]
     assert cpu["status"] == "passed" and cpu["build"]["precision"].startswith("int8")
     assert cpu["accuracy_drop"] == pytest.approx(report["accuracy"]["fp32_reference"] - cpu["accuracy"])
+
+
+def test_npz_signals_keep_their_layout(tmp_path: Path) -> None:
+    from edgekd.data import load_data
+    from edgekd.errors import SourceError
+
+    x = np.random.default_rng(0).standard_normal((40, 2, 64)).astype(np.float32)
+    np.savez(tmp_path / "sig.npz", x=x, y=np.arange(40) % 2)
+    assert load_data(f"npz:{tmp_path / 'sig.npz'}?layout=ncl").input_shape == (2, 64)
+    assert load_data(f"npz:{tmp_path / 'sig.npz'}?layout=nlc").input_shape == (64, 2)
+    grey = load_data(f"npz:{tmp_path / 'sig.npz'}")
+    assert grey.input_shape == (1, 2, 64) and "layout=ncl" in grey.preprocessing["channel_axis_added"]
+    with pytest.raises(SourceError, match="ncl or nlc"):
+        load_data(f"npz:{tmp_path / 'sig.npz'}?layout=nlcx")
+
+
+def test_a_model_with_several_inputs_is_refused_before_training(tmp_path: Path) -> None:
+    from edgekd.pipeline import compress
+
+    class TwoInputs(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(64, 10)
+
+        def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+            return self.fc(image.flatten(1)) + meta
+
+    with pytest.raises(EdgekdError, match="takes several inputs"):
+        compress(TwoInputs(), data="builtin:digits", recipe="kd", out=tmp_path / "x", options=_opts())
+    assert not (tmp_path / "x").exists()
