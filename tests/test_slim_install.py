@@ -83,6 +83,9 @@ def test_profile_runs_without_torch_or_scipy(bundle: Path, tmp_path: Path) -> No
     early = single["p90_early_stop"]  # LoadGen early stopping: scipy's betainc before, edgekd.profiler.special now
     assert early["ok"] and early["queries"] >= early["min_queries"] == 64 and early["estimate_ms"] > 0, early
     assert (out / "latency_hist.png").stat().st_size > 0
+    gate = _cli(["profile", "--compare", str(out / "profile.json"), str(out / "profile.json")], tmp_path)
+    assert "RC 0" in gate.stdout and "LOADED []" in gate.stdout, gate.stdout + gate.stderr
+    assert "Mann-Whitney U (distributions differ): p = 1" in gate.stdout  # scipy's mannwhitneyu before
 
 
 def test_runtime_infers_without_torch_or_scipy(bundle: Path, tmp_path: Path) -> None:
