@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml constraints.txt
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev,mnist,rtl]"
+	$(BIN)/pip install -q -c constraints.txt -e ".[train,dev,mnist,rtl]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -11,6 +11,10 @@ import sys
 from edgekd import __version__
 from edgekd.errors import EdgekdError
 
+# what the [train] extra adds to the device-side base install: a command that needs one of them says so
+TRAIN_EXTRA_MODULES = frozenset({"torch", "torchvision", "brevitas", "torch_pruning", "onnxscript", "sklearn", "scipy",
+                                 "tomli_w"})
+
 DESCRIPTION = """\
 edgekd: compress a PyTorch model (distillation, 2:4 sparsity, channel pruning, quantization)
 and ship it to edge devices (ONNX Runtime, OpenVINO, TensorRT, FPGA HLS).
@@ -75,6 +79,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except EdgekdError as exc:
         print(f"edgekd: error: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if missing not in TRAIN_EXTRA_MODULES:
+            raise
+        print(f"edgekd: error: `edgekd {args.command}` needs the [train] extra ({missing} is not installed): "
+              "pip install 'edgekd[train]'\n  hint: on a device, `edgekd check`, `edgekd profile` and edgekd.runtime "
+              "need only the base install (pip install edgekd)", file=sys.stderr)
         return 2
     except Terminated:
         print("edgekd: terminated (SIGTERM); nothing half-written was left in place", file=sys.stderr)
