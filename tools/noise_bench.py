@@ -28,6 +28,7 @@ from edgekd.budgets import parse_fraction
 from edgekd.hil import CheckOptions, HilSession
 from edgekd.profiler import compare, stats
 from edgekd.profiler.env import cpu_info
+from edgekd.profiler.measure import LatencySample
 
 
 class SlowRunner:
@@ -70,6 +71,37 @@ def measure(bundle: Path, options: CheckOptions, extra_s: float = 0.0) -> dict[s
     return session.measured_doc()
 
 
+def measure_interleaved(bundle: Path, options: CheckOptions, rounds: int, extra_s: float = 0.0) -> tuple[dict, dict]:
+    """A and B in alternating rounds (A B A B ...), so a neighbour's burst lands on both; each side's queries are
+    then one profile result, as if measured in one run."""
+    from edgekd.profiler.measure import measure_latency
+
+    sessions = [HilSession(bundle, options), HilSession(bundle, options)]
+    if extra_s:
+        sessions[1]._runner = SlowRunner(sessions[1].runner, extra_s)
+    per_round = max(10, (options.iterations or 300) // rounds)
+    times: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for side, session in enumerate(sessions):
+            spec = session.runner.inputs[0]
+            x = session.golden()["input"][:1]
+            sample = measure_latency(session.runner, {spec.name: x}, warmup=3, iterations=per_round)
+            times[side] += [float(t) for t in sample.times_ms]
+    docs = []
+    for side, session in enumerate(sessions):
+        doc = session.measured_doc()  # provenance + format; its single-stream block is replaced by the rounds
+        ms = np.asarray(times[side])
+        doc["single_stream"] = {**LatencySample(ms / 1e3, 0.0, 1).summary(bootstrap=0), "times_ms": times[side]}
+        docs.append(doc)
+    return docs[0], docs[1]
+
+
+def pair(bundle: Path, options: CheckOptions, rounds: int, extra_s: float = 0.0) -> tuple[dict, dict]:
+    if rounds:
+        return measure_interleaved(bundle, options, rounds, extra_s)
+    return measure(bundle, options), measure(bundle, options, extra_s)
+
+
 def old_rule_fails(base: dict[str, Any], new: dict[str, Any], limit: float) -> bool:
     """The rule before this bench (for the record): estimate over the limit and an i.i.d. bootstrap CI excluding 1."""
     ta, tb = (np.asarray(d["single_stream"]["times_ms"]) for d in (base, new))
@@ -92,6 +124,7 @@ def main() -> int:
     ap.add_argument("--limit", default="10%", help="--max-regression of the gate [10%%]")
     ap.add_argument("--slowdown", type=float, default=0.20, help="real slowdown injected in the last pairs [0.20]")
     ap.add_argument("--slow-pairs", type=int, default=5, help="slowdown pairs [5]")
+    ap.add_argument("--rounds", type=int, default=10, help="interleaved A/B rounds per pair; 0 = A then B [10]")
     args = ap.parse_args()
     os.environ.setdefault("EDGEKD_QUIET", "1")
     limit = parse_fraction(args.limit)
@@ -99,11 +132,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bundle = build_bundle(Path(tmp))
         measure(bundle, options)  # first run: warms the process (imports, allocator, caches)
-        print(f"# noise bench: digits student, ORT cpu, {args.iterations} queries/run, gate +{limit * 100:g}% "
+        how = f"{args.rounds} interleaved A/B rounds" if args.rounds else "A then B"
+        print(f"# noise bench: digits student, ORT cpu, {args.iterations} queries/run ({how}), gate +{limit * 100:g}% "
               f"(p50 and p90), CPU {cpu_info().get('model')}, {platform.node()}")
         false_fail, old_false, p50s = 0, 0, []
         for i in range(args.pairs):
-            a, b = measure(bundle, options), measure(bundle, options)
+            a, b = pair(bundle, options, args.rounds)
             p50s += [a["single_stream"]["p50_ms"], b["single_stream"]["p50_ms"]]
             ok, old_fail, text = judge(a, b, limit)
             false_fail += not ok
@@ -113,7 +147,7 @@ def main() -> int:
         calib = float(np.median(p50s)) / 1e3  # the typical p50: the spin adds `slowdown` of it
         caught = 0
         for i in range(args.slow_pairs):
-            ok, _, text = judge(measure(bundle, options), measure(bundle, options, calib * args.slowdown), limit)
+            ok, _, text = judge(*pair(bundle, options, args.rounds, calib * args.slowdown), limit)
             caught += not ok
             print(f"+{args.slowdown * 100:g}% pair {i + 1}: {'caught' if not ok else 'MISSED'}  {text}")
     print(f"RESULT: {false_fail}/{args.pairs} identical pairs failed (old rule: {old_false}); {caught}/{args.slow_pairs} "
