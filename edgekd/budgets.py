@@ -8,6 +8,7 @@ Every budget is a limit in a target's ``[budgets]`` table, judged against one me
 | ``max_size_mb`` | the target folder's files | value <= limit |
 | ``max_accuracy_drop`` | how much worse the task metric is than the FP32 reference's, on held-out data (*) | value <= limit |
 | ``must_fit`` (default true) | the backend's resource estimate says the design fits the part | fits, or must_fit = false |
+| ``--max-regression`` | ratio new/base of a latency statistic vs a baseline, with its confidence interval | CI low <= 1 + limit |
 
 (*) in the metric's unit: percentage points for top-1, mIoU, F1, mAP; pixels for keypoint MAE; the error itself for
 reconstruction MSE. Reference - value when higher is better, value - reference for an error metric.
@@ -105,6 +106,28 @@ def judge_accuracy(accuracy: float, reference: float, limit: float, *, reference
     reason = "" if ok else (f"{task.metric} {accuracy:.4g}{unit} is {drop:.4g}{unit} {worse} the {reference_label} "
                             f"({reference:.4g}{unit}), over the {limit:g}{unit} budget")
     return Verdict("accuracy_drop", drop, limit, ok, reason)
+
+
+def judge_regression(metric: str, base_ms: float, new_ms: float, ratio_low: float, ratio_high: float,
+                     max_regression: float) -> Verdict:
+    """The one regression rule (``edgekd profile --compare`` and ``edgekd check --baseline``): fail only when even
+    the *lower* bound of the confidence interval of ``new / base`` exceeds ``1 + max_regression`` -- a slow-down
+    that noise cannot explain. A point estimate over the limit whose interval reaches below it passes, and says so.
+
+    >>> judge_regression("p50", 1.0, 1.3, 1.2, 1.4, 0.1).ok, judge_regression("p50", 1.0, 1.15, 1.05, 1.25, 0.1).ok
+    (False, True)
+    """
+    limit = 1 + max_regression
+    ratio = new_ms / base_ms if base_ms > 0 else float("inf")
+    change, allowed = (ratio - 1) * 100, f"+{max_regression * 100:g}%"
+    interval = f"CI x[{ratio_low:.3f}, {ratio_high:.3f}]"
+    if ratio_low > limit:
+        return Verdict("regression", ratio, limit, False, f"{metric} {base_ms:.4f} -> {new_ms:.4f} ms ({change:+.1f}%, "
+                       f"{interval}): over the allowed {allowed} even at the interval's lower bound")
+    if ratio > limit:
+        return Verdict("regression", ratio, limit, True, f"{metric} {change:+.1f}% exceeds {allowed} but the interval "
+                       f"({interval}) reaches below the limit, so noise can explain it: not failing")
+    return Verdict("regression", ratio, limit, True, f"{metric} {change:+.1f}% within {allowed} ({interval})")
 
 
 def judge_fit(fits: bool, must_fit: bool, detail: str = "") -> Verdict:

@@ -36,7 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from edgekd.budgets import judge_accuracy, judge_fit, p90_for_budget
+from edgekd.budgets import judge_accuracy, judge_fit, judge_regression, p90_for_budget
 from edgekd.bundle import MODEL, REPORT_JSON, Bundle, golden_key
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.parity import compare_outputs
@@ -46,7 +46,7 @@ from edgekd.tasks import TaskSpec, task_metric
 
 #: the checks, in the order they run: HilSession methods registered with ``@HIL_CHECKS.register(name)``
 HIL_CHECKS: Registry[Callable[[HilSession], CheckResult]] = Registry("check")
-BASELINE_SCHEMA = "edgekd.hil-baseline/1"
+BASELINE_SCHEMA = "edgekd.profile/1"  # `--save-baseline` writes a profile result: one format for both gates
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ class CheckOptions:
     baseline: Path | None = None  # JSON: a saved baseline, a bundle's report.json, or any {"latency": {...}}
     data: str | None = None  # labelled set instead of the bundle's eval.npz: PATH.npz, npz:PATH or an edgekd data source
     max_regression: float = 0.25  # allowed slow-down vs the baseline, as a fraction
+    allow_other_host: bool = False  # judge against a baseline measured on another CPU model
+    allow_other_model: bool = False  # judge against a baseline of another model file (sha256 differs)
     regression_metric: Literal["p50_ms", "p90_ms"] = "p50_ms"
     warmup: int | None = None  # override the target's [profiling]
     iterations: int | None = None
@@ -96,6 +98,7 @@ class HilReport:
     results: tuple[CheckResult, ...]
     started_at: str
     seconds: float
+    baseline_doc: dict[str, Any] | None = None  # the latency measured, as a profile result (for --save-baseline)
 
     @property
     def passed(self) -> bool:
@@ -186,37 +189,20 @@ def _npz_labelled(path: Path, task: TaskSpec | None = None) -> tuple[np.ndarray,
 
 
 def read_baseline(path: Path, target: str, metric: str) -> tuple[float, dict[str, Any]]:
-    """The baseline latency for ``metric``. Accepts a baseline written by ``edgekd check --save-baseline``,
-    a bundle's report.json (``targets.<name>.latency``), or any JSON with ``latency`` / ``summary`` / the metric."""
-    hint = "create one with `edgekd check BUNDLE --save-baseline PATH` on the device"
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise EdgekdError("baseline file not found", where=str(path), hint=hint) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgekdError(f"baseline is not valid JSON: {exc}", where=str(path), hint=hint) from None
-    except OSError as exc:
-        raise EdgekdError(f"cannot read the baseline: {exc.strerror or exc}", where=str(path), hint=hint) from None
-    candidates: list[Any] = []
-    if isinstance(data, dict):
-        schema = str(data.get("schema") or "")
-        if schema.startswith("edgekd.hil-baseline/") and schema != BASELINE_SCHEMA:
-            raise EdgekdError(f"unsupported baseline schema {schema!r} (this edgekd reads {BASELINE_SCHEMA})",
-                              where=str(path), hint="save a new one with this edgekd: `edgekd check BUNDLE --save-baseline PATH`")
-        if schema == BASELINE_SCHEMA and data.get("target") not in (None, target):
-            raise EdgekdError(f"the baseline was measured for target {data['target']!r}, not {target!r}",
-                              where=str(path), hint="compare a target with its own baseline (one file per target)")
-        if isinstance(data.get("targets"), dict) and target in data["targets"]:
-            candidates.append((data["targets"][target] or {}).get("latency"))
-        candidates += [data.get("latency"), data.get("summary"), data]
-    for cand in candidates:
-        value = cand.get(metric) if isinstance(cand, dict) else None
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not 0 < value < float("inf"):
-                raise EdgekdError(f"baseline {metric} is {value}; a latency must be > 0", where=str(path), hint=hint)
-            return float(value), data if isinstance(data, dict) else {}
-    raise EdgekdError(f"no {metric} found for target {target!r} (looked at targets.{target}.latency, latency, summary, "
-                      "top level)", where=str(path), hint="use a file written by `edgekd check --save-baseline`")
+    """The baseline ``metric`` (ms) and the baseline document, read by the one baseline reader
+    (edgekd.profiler.compare.load_baseline: a profile.json, a ``--save-baseline`` file -- the same format --,
+    an older edgekd.hil-baseline/1 file or a bundle's report.json)."""
+    from edgekd.profiler.compare import load_baseline
+
+    doc = load_baseline(path, target=target)
+    value = (doc.get("single_stream") or {}).get(metric)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise EdgekdError(f"no {metric} in the baseline for target {target!r}", where=str(path),
+                          hint="use a file written by `edgekd profile` or `edgekd check --save-baseline`")
+    if not 0 < value < float("inf"):
+        raise EdgekdError(f"baseline {metric} is {value}; a latency must be > 0", where=str(path),
+                          hint="create one with `edgekd check BUNDLE --save-baseline PATH` on the device")
+    return float(value), doc
 
 
 class HilSession:
@@ -234,6 +220,7 @@ class HilSession:
         self._runner: Any = None
         self._runner_error: EdgekdError | None = None
         self._latency: dict[str, Any] | None = None
+        self._times_ms: list[float] = []
 
     # ------------------------------------------------------------ set-up
 
@@ -322,7 +309,30 @@ class HilSession:
                                      iterations=self.options.iterations or prof.iterations,
                                      description=f"profiling {self.target_name}")
             self._latency = sample.summary()
+            self._times_ms = [float(t) for t in sample.times_ms]
         return self._latency
+
+    def measured_doc(self) -> dict[str, Any]:
+        """The latency measured now as a profile result (edgekd.profile/1, single-stream only) with its provenance:
+        environment (host, CPU, versions) and the sha256 of the file the runtime loaded."""
+        from edgekd.bundle import sha256_file
+        from edgekd.profiler import env as envmod
+
+        lat = self.latency()
+        entry = self.reader.target(self.target_name)
+        model = entry.dir / entry.artifact
+        return {"schema": BASELINE_SCHEMA, "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": "edgekd check --save-baseline", "label": self.target_name,
+                "artifact": {"path": str(self.bundle), "kind": "bundle", "file": str(model),
+                             "size_mb": model.stat().st_size / 1e6 if model.is_file() else None,
+                             "sha256": sha256_file(model) if model.is_file() else None,
+                             "source_sha256": self.reader.file_digest(self.manifest["model"]["file"])},
+                "target": {"name": self.target_name, "backend": self.backend}, "build": None,
+                "runtime": self.runtime_info(), "environment": envmod.capture(), "load_s": None,
+                "settings": {"warmup": lat.get("warmup_calls"), "iterations": lat.get("iterations"),
+                             "batch_size": lat.get("batch_size")},
+                "single_stream": {**lat, "times_ms": self._times_ms}, "offline": None, "layers": None, "fpga": None,
+                "accuracy": None}
 
     # ------------------------------------------------------------ checks
 
@@ -495,18 +505,24 @@ class HilSession:
     def check_regression(self) -> CheckResult:
         if self.options.baseline is None:
             raise CheckSkipped("no baseline given (--baseline PROFILE.json)")
-        metric = self.options.regression_metric
-        base, _ = read_baseline(self.options.baseline, self.target_name, metric)
-        now = float(self.latency()[metric])
-        allowed = base * (1 + self.options.max_regression)
-        ratio = now / base if base > 0 else float("inf")
-        data = {"metric": metric, "value_ms": now, "baseline_ms": base, "ratio": ratio,
-                "max_regression": self.options.max_regression, "baseline": str(self.options.baseline)}
-        value = f"{metric[:-3]} {_ms(now)} = {ratio:.2f}x baseline"
-        limit = f"<= {_ms(allowed)} ({base:.3f} ms +{self.options.max_regression * 100:g}%)"
-        if now > allowed:
-            raise CheckFailed(f"{metric[:-3]} {_ms(now)} is {ratio:.2f}x the baseline {_ms(base)} "
-                              f"(allowed +{self.options.max_regression * 100:g}%)", value=value, limit=limit, **data)
+        from edgekd.profiler.compare import check_origin, compare
+
+        metric, opts = self.options.regression_metric, self.options
+        base, base_doc = read_baseline(opts.baseline, self.target_name, metric)
+        now_doc = self.measured_doc()
+        notes = check_origin(base_doc, now_doc, where=str(opts.baseline), allow_other_host=opts.allow_other_host,
+                             allow_other_model=opts.allow_other_model)
+        row = compare(base_doc, now_doc, metrics=(metric[:-3],)).metrics[0]  # the judge: edgekd.budgets.judge_regression
+        verdict = judge_regression(row.metric, base, row.new_ms, row.ratio.low, row.ratio.high, opts.max_regression)
+        data = {"metric": metric, "value_ms": row.new_ms, "baseline_ms": base, "ratio": row.ratio.estimate,
+                "ratio_ci": row.ratio.to_dict(), "max_regression": opts.max_regression, "baseline": str(opts.baseline),
+                "notes": notes}
+        value = f"{metric[:-3]} {_ms(row.new_ms)} = {row.ratio.estimate:.2f}x baseline " \
+                f"(CI {row.ratio.low:.2f}-{row.ratio.high:.2f})"
+        limit = f"CI low <= {1 + opts.max_regression:.2f}x ({base:.3f} ms +{opts.max_regression * 100:g}%)"
+        if not verdict.ok:
+            raise CheckFailed(f"{metric[:-3]} {_ms(row.new_ms)} is {row.ratio.estimate:.2f}x the baseline {_ms(base)}: "
+                              f"{verdict.reason}" + "".join(f"; {n}" for n in notes), value=value, limit=limit, **data)
         return self._pass("regression", value=value, limit=limit, **data)
 
     @HIL_CHECKS.register("size")
@@ -556,7 +572,8 @@ class HilSession:
     def report(self, results: list[CheckResult], started_at: str, seconds: float) -> HilReport:
         return HilReport(bundle=str(self.bundle), target=self.target_name, backend=self.backend,
                          device=str(self.target.device), runtime=self.runtime_info(), results=tuple(results),
-                         started_at=started_at, seconds=seconds)
+                         started_at=started_at, seconds=seconds,
+                         baseline_doc=self.measured_doc() if self._latency is not None else None)
 
 
 CHECKS = tuple(HIL_CHECKS.names(sort=False))
@@ -645,13 +662,13 @@ def write_junit(reports: HilReport | list[HilReport], path: Path) -> Path:
 
 
 def baseline_dict(report: HilReport) -> dict[str, Any]:
-    """What ``--save-baseline`` stores: the latency measured now, and where it was measured."""
-    lat = report.result("latency_p90").data
-    if "p90_ms" not in lat:
+    """What ``--save-baseline`` stores: the latency measured now as a profile result (edgekd.profile/1, the format
+    ``edgekd profile`` writes) with its provenance. Refused when the bundle failed its integrity check."""
+    integrity = next((r for r in report.results if r.name == "integrity"), None)
+    if integrity is not None and integrity.status != Status.PASSED:
+        raise EdgekdError("the bundle failed its integrity check, so its latency is not saved as a baseline",
+                          where=report.bundle, hint="fix or rebuild the bundle first")
+    if report.baseline_doc is None or "p90_ms" not in report.baseline_doc["single_stream"]:
         raise EdgekdError("no latency was measured, so there is nothing to save as a baseline",
                           hint="fix the errors above first")
-    bundle = Bundle(report.bundle)
-    return {"schema": BASELINE_SCHEMA, "target": report.target, "backend": report.backend, "device": report.device,
-            "host": platform.node(), "machine": platform.machine(), "runtime": report.runtime,
-            "model_sha256": bundle.file_digest(bundle.manifest["model"]["file"]),
-            "measured_at": report.started_at, "latency": lat}
+    return report.baseline_doc

@@ -112,21 +112,22 @@ def test_baseline_regression(bundle: Path, tmp_path: Path, capsys: pytest.Captur
     base = tmp_path / "baseline.json"
     assert main(["check", str(bundle), "--save-baseline", str(base), *FAST]) == 0
     saved = json.loads(base.read_text())
-    assert saved["schema"] == "edgekd.hil-baseline/1" and saved["latency"]["p50_ms"] > 0
-    assert saved["model_sha256"] == read_manifest(bundle)["files"]["model.onnx"]
+    assert saved["schema"] == "edgekd.profile/1" and saved["single_stream"]["p50_ms"] > 0  # one format: a profile
+    assert saved["artifact"]["source_sha256"] == read_manifest(bundle)["files"]["model.onnx"]
     capsys.readouterr()
     # generous tolerance: this machine is shared, only a 100x slow-down must fail here
     assert main(["check", str(bundle), "--baseline", str(base), "--max-regression", "1000%", *FAST]) == 0
     assert "x baseline" in capsys.readouterr().out
 
     # one reader for every relative limit: a bare "10" is 10 % here as in `edgekd profile` (it used to be +1000 %)
-    faster = dict(saved, latency={**saved["latency"], "p50_ms": saved["latency"]["p50_ms"] / 3})
+    faster = dict(saved, single_stream={**saved["single_stream"],
+                                        "times_ms": [t / 3 for t in saved["single_stream"]["times_ms"]]})
     dump_json(faster, base)
     assert main(["check", str(bundle), "--baseline", str(base), "--max-regression", "10", *FAST]) == 1
     assert "allowed +10%" in capsys.readouterr().out
     assert main(["check", str(bundle), "--baseline", str(base), "--max-regression", "lots", *FAST]) == 2
 
-    saved["latency"]["p50_ms"] /= 1000  # pretend the device used to be 1000x faster
+    saved["single_stream"]["times_ms"] = [t / 1000 for t in saved["single_stream"]["times_ms"]]  # 1000x faster
     dump_json(saved, base)
     xml = tmp_path / "hil.xml"
     assert main(["check", str(bundle), "--baseline", str(base), "--junit", str(xml), *FAST]) == 1

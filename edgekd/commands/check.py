@@ -10,7 +10,11 @@ HELP = """\
 Run a bundle's target on this machine and check it against the target's budgets:
 integrity (checksums), golden parity (target [parity] atol/rtol/top-1), accuracy on eval.npz
 or --data (budgets.max_accuracy_drop), latency p90 (budgets.p90_ms), regression against
---baseline, and size (budgets.max_size_mb). Exit 0 only when every check passes (a check with
+--baseline, and size (budgets.max_size_mb). A baseline is a profile result: a profile.json of
+`edgekd profile` or a --save-baseline file (the same format); it is refused when measured on another
+CPU model or another model file (--allow-other-host / --allow-other-model to judge anyway). The
+regression fails only when the lower bound of the 95% CI of now/baseline exceeds 1 + --max-regression.
+Exit 0 only when every check passes (a check with
 no budget or no data is skipped and says why); 1 when one fails; 2 on a usage error.
 
 --target NAME picks the bundle's target (and its stored budgets); --target PATH.toml (or the
@@ -36,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="allowed slow-down vs baseline: 10%% (or 0.1; a bare 10 is 10%%) [25%%]")
     p.add_argument("--regression-metric", choices=("p50_ms", "p90_ms"), default="p50_ms",
                    help="statistic compared with the baseline [p50_ms: steadier than p90 on shared machines]")
+    p.add_argument("--allow-other-host", action="store_true",
+                   help="judge against a baseline measured on another CPU model (refused by default)")
+    p.add_argument("--allow-other-model", action="store_true",
+                   help="judge against a baseline of another model file (sha256 differs; refused by default)")
     p.add_argument("--data", help="labelled data for the accuracy check: PATH.npz (x, y) or an edgekd data source")
     p.add_argument("--warmup", type=int, help="latency warm-up calls [target's profiling.warmup]")
     p.add_argument("--iterations", type=int, help="latency queries [target's profiling.iterations]")
@@ -60,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
                               "in manifest.json)", where=f"{flag} {path}", hint="write it next to the bundle instead")
     options = CheckOptions(target=args.target, baseline=args.baseline, data=args.data,
                            max_regression=parse_fraction(args.max_regression), regression_metric=args.regression_metric,
+                           allow_other_host=args.allow_other_host, allow_other_model=args.allow_other_model,
                            warmup=args.warmup, iterations=args.iterations)
     report = run_checks(args.bundle, options)
     if args.json:

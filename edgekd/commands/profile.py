@@ -22,8 +22,13 @@ Examples:
   edgekd profile model.onnx --target openvino-cpu --iterations 1000 --batches 1,4,16
   edgekd profile out/digits --target openvino-cpu --precision auto      # pick the fastest precision
   edgekd profile --compare base/profile.json new/profile.json --max-regression 10%
+  edgekd profile --compare baselines/cpu.json new/profile.json   # a `check --save-baseline` file reads too
   edgekd profile out/digits --target cpu --check-budget                  # p90 vs the target's budget
   edgekd profile text.onnx --target cpu --shape input_ids=1x128          # an input with a dynamic length
+
+The regression gate fails only when the lower bound of the 95% (moving-block bootstrap) CI of
+NEW/BASE exceeds 1 + --max-regression; profiles from different CPU models are refused
+(--allow-other-host to compare anyway).
 
 Exit status: 0 ok, 1 regression or budget exceeded, 2 error.
 """
@@ -79,6 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--compare", nargs=2, metavar=("BASE.json", "NEW.json"), help="compare two profile results")
     c.add_argument("--metric", action="append", choices=["p50", "p90", "p99"], help="metrics to compare [p50, p90]")
     c.add_argument("--max-regression", metavar="PCT", help="exit 1 when NEW is significantly slower by more than PCT")
+    c.add_argument("--allow-other-host", action="store_true",
+                   help="compare profiles measured on different CPU models (refused by default)")
     c.add_argument("--check-budget", action="store_true", help="exit 1 when p90 exceeds the target's budgets.p90_ms")
     c.add_argument("--scatter", nargs="+", metavar="JSON", help="accuracy-vs-p90 scatter (Pareto front) of these results")
     p.add_argument("--json", action="store_true", help="print the result (or comparison) as JSON")
@@ -176,10 +183,12 @@ def _print_summary(doc: dict) -> None:
 
 def _run_compare(args: argparse.Namespace) -> int:
     from edgekd.profiler import compare as cmp
-    from edgekd.profiler import report
 
-    base, new = report.load(args.compare[0]), report.load(args.compare[1])
+    base, new = cmp.load_baseline(args.compare[0]), cmp.load_baseline(args.compare[1])
+    # two variants of a model are what --compare is for: only another CPU is refused
+    notes = cmp.check_origin(base, new, where=args.compare[0], allow_other_host=args.allow_other_host)
     comp = cmp.compare(base, new, metrics=tuple(args.metric or ("p50", "p90")))
+    comp.env_differences += [n for n in notes if n not in comp.env_differences]
     gate = cmp.gate(comp, cmp.parse_fraction(args.max_regression)) if args.max_regression else None
     if args.json:
         print(json.dumps({**comp.to_dict(), "gate": None if gate is None else {"ok": gate.ok, "messages": gate.messages}},

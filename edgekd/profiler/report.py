@@ -28,6 +28,7 @@ FIELDS: tuple[tuple[str, str, bool, str], ...] = (
     ("artifact.kind", "string", True, "bundle | onnx | openvino-ir | tensorrt-engine | hls-project"),
     ("artifact.file", "string|null", True, "model file actually loaded"),
     ("artifact.size_mb", "number|null", True, "size on disk of the model file(s) the runtime loads (MB = 1e6 bytes)"),
+    ("artifact.sha256", "string|null", False, "sha256 of artifact.file (baseline provenance: which model was measured)"),
     ("target", "object", True, "resolved target: name, backend, device, options, budgets, profiling"),
     ("target.name", "string", True, "target name"),
     ("target.backend", "string", True, "backend registry name"),

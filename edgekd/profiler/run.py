@@ -205,6 +205,13 @@ def _profile_fpga(doc: dict[str, Any], runner: Any, backend: Any, feeds: dict[st
                         "(latency_us) and fpga.csim (functional check)")
 
 
+def _sha256(path: Path | None) -> str | None:
+    """Provenance for baselines: the hash of the model file the runtime loads (a folder or nothing: None)."""
+    from edgekd.bundle import sha256_file
+
+    return sha256_file(path) if path is not None and Path(path).is_file() else None
+
+
 def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: ProfileOptions | None = None, *,
             on_runner: Callable[[Any], None] | None = None) -> dict[str, Any]:
     """Profile ``artifact`` on ``target``; returns the result document (not yet written).
@@ -220,7 +227,7 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
         "command": opts.command or f"edgekd profile {shlex.quote(str(artifact))} --target {res.target.name}",
         "label": opts.label or res.target.name,
         "artifact": {"path": str(res.path), "kind": res.kind, "file": str(res.model_file) if res.model_file else None,
-                     "size_mb": model_size_mb(res)},
+                     "size_mb": model_size_mb(res), "sha256": _sha256(res.model_file)},
         "target": {**res.target.to_dict(), "source": res.target.source},
         "build": res.build.to_dict() if res.build else None,
         "runtime": None,
