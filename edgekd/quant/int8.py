@@ -17,7 +17,7 @@ import numpy as np
 
 from edgekd.onnxgraph import OnnxGraph, attribute
 
-_COMPUTE = {"Conv", "Gemm", "MatMul"}
+_COMPUTE = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 
 
 def _shape(value_info: dict[str, Any], name: str) -> list[int] | None:
@@ -42,7 +42,7 @@ def _weight_source(g: OnnxGraph, name: str) -> tuple[str | None, str | None]:
 
 
 def layer_macs(model: Any) -> list[dict[str, Any]]:
-    """[{node, op, macs, weight}] for every Conv/Gemm/MatMul (batch 1)."""
+    """[{node, op, macs, weight}] for every Conv/ConvTranspose/Gemm/MatMul (batch 1)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
@@ -62,6 +62,8 @@ def layer_macs(model: Any) -> list[dict[str, Any]]:
         if out and w_shape:
             if node.op_type == "Conv":
                 macs = int(np.prod(out[1:])) * int(np.prod(w_shape[1:]))
+            elif node.op_type == "ConvTranspose":  # each input element meets C_out/groups x kernel weights
+                macs = int(np.prod(a_shape[1:])) * int(np.prod(w_shape[1:])) if a_shape else 0
             elif node.op_type == "Gemm":
                 trans_b = attribute(node, "transB", 0)
                 k = w_shape[1] if trans_b else w_shape[0]
@@ -89,7 +91,7 @@ def optimized_graph(path: Path, threads: int = 2) -> Any:
 
 
 def int8_mac_report(path: Path) -> dict[str, Any]:
-    """Fraction of Conv/Gemm/MatMul MACs that ONNX Runtime runs in integer kernels, per layer."""
+    """Fraction of Conv/ConvTranspose/Gemm/MatMul MACs that ONNX Runtime runs in integer kernels, per layer."""
     import onnx
 
     from edgekd.backends.onnxruntime import INT8_KERNEL_OPS
