@@ -303,9 +303,12 @@ def _numbers(results: list[dict[str, Any]], task: str, row: str, target: str) ->
 
 def _cell(results: list[dict[str, Any]], task: str, row: str, target: str) -> str:
     values = _numbers(results, task, row, target)
+    found = [r for res in results if res["task"] == task for r in res["rows"] if r["row"] == row]
     if values:
         text = f"{values[0]:.2f}" if len(values) == 1 else f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-        return text if len(values) == sum(1 for res in results if res["task"] == task) else text + " (some seeds failed)"
+        failed = sum(1 for r in found if f"{target}_parity" in r)
+        text += f" (parity failed, {failed}/{len(found)} seeds)" if failed else ""
+        return text if len(values) == len(found) else text + " (some seeds failed)"
     texts = [str(r.get(target)) for res in results if res["task"] == task for r in res["rows"] if r["row"] == row]
     return texts[0].replace("|", "/")[:240] if texts else "not run"
 
