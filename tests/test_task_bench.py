@@ -61,6 +61,8 @@ def test_one_tiny_task_end_to_end(tmp_path: Path) -> None:
     assert isinstance(int8["cpu"], float) or int8["cpu"].startswith("error: ")
     text = tb.markdown([result], ["header"])
     assert "### reconstruction: auroc (%, higher is better)" in text and "| NNCF PTQ of KD |" in text
-    json.dumps(result)  # the tool writes it as JSON
+    saved = json.loads(json.dumps({"command": "tools/task_bench.py --tasks reconstruction", "seconds": 1.0,
+                                   "epochs_scale": 0.025, "epochs": tb.epochs_summary(0.025), "results": [result]}))
+    assert tb.render_saved([saved]).count("| KD |") == 1  # a saved run renders again, from its JSON alone
     checks = tb.verdicts([result])
     assert {v["aim"] for v in checks} >= {"KD beats no-teacher", "nncf-ptq within 1 % of FP32 KD"}

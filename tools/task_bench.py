@@ -385,6 +385,14 @@ def header_lines(command: str, seconds: float, scale: float, epochs: dict[str, l
             + ". int8-kd and channels50-int8-kd start from the KD student (their distill step dropped)."]
 
 
+def render_saved(saved: list[dict[str, Any]]) -> str:
+    """The markdown of one or more saved runs (their results side by side, each run's command in the header)."""
+    header: list[str] = []
+    for run_json in saved:
+        header += [*header_lines(run_json["command"], run_json["seconds"], run_json["epochs_scale"], run_json["epochs"]), ""]
+    return markdown([r for run_json in saved for r in run_json["results"]], header[:-1])
+
+
 def parse_tasks(text: str, cases: dict[str, TaskCase]) -> list[tuple[TaskCase, tuple[str, ...]]]:
     """``segmentation,detection:teacher+kd`` -> [(case, rows)]; a clear error naming the unknown task or row."""
     picked = []
@@ -420,12 +428,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "bench" / "tasks.md"), help="markdown file to write")
     p.add_argument("--json", default=None, help="JSON file to write (default: --out with .json)")
     p.add_argument("--work", default=None, help="folder for the bundles (default: a temporary folder)")
-    p.add_argument("--from-json", default=None, help="render the markdown of an earlier run's JSON (runs nothing)")
+    p.add_argument("--from-json", nargs="+", default=None, metavar="JSON",
+                   help="render the markdown of earlier runs' JSON files (one run made in parts; runs nothing)")
     args = p.parse_args(argv)
     if args.from_json:
-        saved = json.loads(Path(args.from_json).read_text())
-        print(markdown(saved["results"], header_lines(saved["command"], saved["seconds"], saved["epochs_scale"],
-                                                      saved["epochs"])))
+        print(render_saved([json.loads(Path(f).read_text()) for f in args.from_json]))
         return 0
     picked = parse_tasks(args.tasks, cases)
     settings = Settings(seeds=args.seeds, epochs=args.epochs)
