@@ -389,7 +389,8 @@ def render_saved(saved: list[dict[str, Any]]) -> str:
     """The markdown of one or more saved runs (their results side by side, each run's command in the header)."""
     header: list[str] = []
     for run_json in saved:
-        header += [*header_lines(run_json["command"], run_json["seconds"], run_json["epochs_scale"], run_json["epochs"]), ""]
+        header += header_lines(run_json["command"], run_json["seconds"], run_json["epochs_scale"], run_json["epochs"])
+        header += ["", "**This run was stopped before it finished: the results it had.**", ""] if run_json.get("partial") else [""]
     return markdown([r for run_json in saved for r in run_json["results"]], header[:-1])
 
 
@@ -408,11 +409,15 @@ def parse_tasks(text: str, cases: dict[str, TaskCase]) -> list[tuple[TaskCase, t
     return picked
 
 
-def run(picked: list[tuple[TaskCase, tuple[str, ...]]], settings: Settings) -> list[dict[str, Any]]:
-    results = []
+def run(picked: list[tuple[TaskCase, tuple[str, ...]]], settings: Settings,
+        after_each: Callable[[list[dict[str, Any]]], None] = lambda _results: None) -> list[dict[str, Any]]:
+    """Every task and seed in order; ``after_each`` sees the results so far (the JSON is rewritten after each, so a
+    run that is stopped keeps what it measured)."""
+    results: list[dict[str, Any]] = []
     for case, rows in picked:
         for seed in range(settings.seeds):
             results.append(run_task(case, seed, settings, rows))
+            after_each(results)
     return results
 
 
@@ -440,17 +445,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.work = Path(args.work)
     epochs = epochs_summary(args.epochs)
     started = time.perf_counter()
-    results = run(picked, settings)
-    seconds = time.perf_counter() - started
     command = "PYTHONPATH=$PWD .venv/bin/python tools/task_bench.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    text = markdown(results, header_lines(command, seconds, args.epochs, epochs))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("# Task benchmark (issue 15)\n\n" + text)
     json_path = Path(args.json) if args.json else out.with_suffix(".json")
-    json_path.write_text(json.dumps({"command": command, "seconds": seconds, "epochs_scale": args.epochs,
-                                     "epochs": epochs, "results": results, "verdicts": verdicts(results)},
-                                    indent=1, default=str))
+
+    def save(results: list[dict[str, Any]], partial: bool = True) -> None:
+        json_path.write_text(json.dumps({"command": command, "seconds": time.perf_counter() - started,
+                                         "epochs_scale": args.epochs, "epochs": epochs, "partial": partial,
+                                         "results": results, "verdicts": verdicts(results)}, indent=1, default=str))
+
+    results = run(picked, settings, save)
+    save(results, partial=False)
+    text = markdown(results, header_lines(command, time.perf_counter() - started, args.epochs, epochs))
+    out.write_text("# Task benchmark (issue 15)\n\n" + text)
     print(text)
     return 0
 
