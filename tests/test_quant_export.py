@@ -224,3 +224,18 @@ def test_per_tensor_weights_export_scalar_scales_that_every_runtime_loads(digits
 
     compiled = ov.Core().compile_model(str(tmp_path / "m.openvino.onnx"), "CPU")
     assert compiled([x[:1]])[0].shape == (1, 10)
+
+
+def test_a_float_conv_transpose_counts_against_the_int8_mac_share(tmp_path):
+    # ConvTranspose used to be no compute layer at all: a decoder left in float read as 100 % int8
+    from edgekd.quant.int8 import int8_mac_report, layer_macs
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.ConvTranspose2d(4, 2, 2, stride=2)).eval()
+    path = tmp_path / "up.onnx"
+    torch.onnx.export(model, torch.zeros(1, 1, 8, 8), str(path), opset_version=17, dynamo=False)
+    rows = {r["op"]: r["macs"] for r in layer_macs(onnx.load(str(path)))}
+    assert rows == {"Conv": 8 * 8 * 4 * 9, "ConvTranspose": 4 * 8 * 8 * 2 * 2 * 2}
+    report = int8_mac_report(path)
+    assert report["macs_total"] == sum(rows.values()) and report["int8_mac_fraction"] == 0.0
+    assert len(report["float_layers"]) == 2
