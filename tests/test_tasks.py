@@ -292,3 +292,14 @@ def test_a_model_with_several_inputs_is_refused_before_training(tmp_path: Path) 
     with pytest.raises(EdgekdError, match="takes several inputs"):
         compress(TwoInputs(), data="builtin:digits", recipe="kd", out=tmp_path / "x", options=_opts())
     assert not (tmp_path / "x").exists()
+
+
+def test_box_kd_imitates_the_teacher_on_object_cells_only() -> None:
+    spec = resolve("detection", output_shapes=[("cls", (1, 3, 2, 2)), ("box", (1, 4, 2, 2))],
+                   labels={"cls": np.zeros((1, 2, 2), np.int64), "box": np.zeros((1, 4, 2, 2), np.float32)})
+    student = {"cls": torch.zeros(1, 3, 2, 2), "box": torch.zeros(1, 4, 2, 2)}
+    teacher = {"cls": torch.zeros(1, 3, 2, 2), "box": torch.zeros(1, 4, 2, 2)}
+    teacher["box"][0, :, 1, 1] = 5.0  # the teacher's box in a background cell: not imitated
+    labels = {"cls": torch.tensor([[[1, 0], [0, 0]]]), "box": torch.zeros(1, 4, 2, 2)}
+    loss = objective(spec, student, teacher, labels, torch.zeros(1), logits_kind="hinton", temperature=1.0, alpha=1.0)
+    assert torch.allclose(loss, torch.zeros(()))

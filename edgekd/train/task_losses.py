@@ -67,8 +67,10 @@ def channel_wise_kd(student: torch.Tensor, teacher: torch.Tensor, temperature: f
 
 
 def kd_loss(out: OutputSpec, student: torch.Tensor, teacher: torch.Tensor, temperature: float,
-            logits_kind: str) -> torch.Tensor | None:
-    """The output's KD term; ``logits_kind`` (the recipe's ``loss``) picks hinton or reverse KL for logits outputs."""
+            logits_kind: str, mask: torch.Tensor | None = None) -> torch.Tensor | None:
+    """The output's KD term; ``logits_kind`` (the recipe's ``loss``) picks hinton or reverse KL for logits outputs.
+    ``mask``: a box head imitates the teacher's boxes on object cells only (a background cell's box is noise the
+    teacher was never trained on; matching it swamped the class head: measured mAP 33 % KD vs 55 % without)."""
     kind = out.kd
     if kind == "none":
         return None
@@ -78,7 +80,7 @@ def kd_loss(out: OutputSpec, student: torch.Tensor, teacher: torch.Tensor, tempe
         return fn(_positions_last(student, axis), _positions_last(teacher, axis), temperature)
     if kind == "cwd":
         return channel_wise_kd(student, teacher, temperature)
-    return _regression(kind, student, teacher.to(student.dtype), None)
+    return _regression(kind, student, teacher.to(student.dtype), mask)
 
 
 def _regression(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -87,6 +89,14 @@ def _regression(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch
         return fn(pred, target)
     per = fn(pred, target, reduction="none") * mask
     return per.sum() / mask.sum().clamp_min(1.0)
+
+
+def _object_mask(out: OutputSpec, pred: torch.Tensor, labels: Any) -> torch.Tensor | None:
+    """For a box head (``mask_by``): 1 on cells whose class label is an object, broadcast to the output."""
+    if out.mask_by is None or not isinstance(labels, Mapping) or out.mask_by not in labels:
+        return None
+    fg = (labels[out.mask_by] > 0).to(pred.dtype)  # N x G x G object cells
+    return fg.unsqueeze(1).expand_as(pred) if fg.dim() == pred.dim() - 1 else fg.expand_as(pred)
 
 
 def label_loss(out: OutputSpec, pred: torch.Tensor, labels: Any, x: torch.Tensor) -> torch.Tensor | None:
@@ -98,11 +108,7 @@ def label_loss(out: OutputSpec, pred: torch.Tensor, labels: Any, x: torch.Tensor
     if out.loss == "ce":
         logits = pred.movedim(out.class_axis or 1, 1)
         return F.cross_entropy(logits, target.long(), ignore_index=out.ignore_index)
-    mask = None
-    if out.mask_by is not None and isinstance(labels, Mapping) and out.mask_by in labels:
-        fg = (labels[out.mask_by] > 0).to(pred.dtype)  # N x G x G object cells
-        mask = fg.unsqueeze(1).expand_as(pred) if fg.dim() == pred.dim() - 1 else fg.expand_as(pred)
-    return _regression(out.loss, pred, target.to(pred.dtype), mask)
+    return _regression(out.loss, pred, target.to(pred.dtype), _object_mask(out, pred, labels))
 
 
 def objective(spec: TaskSpec, student: Mapping[str, torch.Tensor], teacher: Mapping[str, torch.Tensor] | None,
@@ -112,7 +118,7 @@ def objective(spec: TaskSpec, student: Mapping[str, torch.Tensor], teacher: Mapp
     total: torch.Tensor | None = None
     for out in spec.outputs:
         pred = student[out.name]
-        soft = kd_loss(out, pred, teacher[out.name], temperature, logits_kind) \
+        soft = kd_loss(out, pred, teacher[out.name], temperature, logits_kind, _object_mask(out, pred, labels)) \
             if teacher is not None and logits_kind != "ce" else None
         hard = label_loss(out, pred, labels, x)
         if soft is None and hard is None:
