@@ -91,11 +91,6 @@ def runtime_versions() -> dict[str, str]:
     return {**versions, **sdk_versions(BACKENDS)}
 
 
-def run_batched(runner: Any, x: np.ndarray, batch: int = 256) -> np.ndarray:
-    """The runner's first output on ``x``, in chunks."""
-    return run_batched_all(runner, x, batch)[runner.outputs[0].name]
-
-
 def run_batched_all(runner: Any, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
     """Every output of the runner on ``x``, by name, in chunks (fixed-batch artifacts one batch at a time)."""
     spec: IOSpec = runner.inputs[0]

@@ -86,9 +86,6 @@ class TaskSpec:
     def is_classification(self) -> bool:
         return self.name in ("classification", "sequence-classification")
 
-    def output(self, name: str) -> OutputSpec:
-        return next(o for o in self.outputs if o.name == name)
-
     def drop(self, reference: float, value: float) -> float:
         """How much worse ``value`` is than ``reference``, in the metric's units (positive = worse)."""
         return reference - value if self.higher_is_better else value - reference
@@ -348,9 +345,6 @@ def output_names(out: Any, task_hint: str | None = None) -> list[str]:
     return ["logits"]
 
 
-def labels_summary(labels: Any) -> str:
-    return _describe_labels(labels)
-
 
 # ---------------------------------------------------------------- the task metric (one judge: edgekd.metrics)
 
@@ -415,8 +409,3 @@ def subset(labels: Any, idx: np.ndarray) -> Any:
         return {k: v[idx] for k, v in labels.items()}
     return labels[idx]
 
-
-def label_count(labels: Any) -> int:
-    if isinstance(labels, dict):
-        return len(next(iter(labels.values())))
-    return len(labels)

@@ -31,20 +31,21 @@ def reverse_kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tempe
 
 def logits_loss(kind: str, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                 labels: torch.Tensor | None, temperature: float, alpha: float) -> torch.Tensor:
-    """The logits part of the objective: alpha * soft + (1 - alpha) * CE, degrading cleanly.
+    """The logits part of the objective: alpha * soft + (1 - alpha) * CE, degrading cleanly — the classification
+    case of ``task_losses.objective`` (the one per-output objective the trainer uses).
 
     kind "ce" or no teacher logits: CE only. No labels: the soft term only.
     """
-    if kind == "ce" or teacher_logits is None:
-        if labels is None:
-            raise ConfigError("cross-entropy training needs labelled data", where="finetune.loss",
-                              hint="use loss = 'hinton' with a teacher for unlabelled or synthetic data")
-        return F.cross_entropy(student_logits, labels)
-    soft_fn = hinton_kd if kind == "hinton" else reverse_kd
-    soft = soft_fn(student_logits, teacher_logits, temperature)
-    if labels is None or alpha >= 1.0:
-        return soft
-    return alpha * soft + (1.0 - alpha) * F.cross_entropy(student_logits, labels)
+    from edgekd.tasks import resolve
+    from edgekd.train.task_losses import objective
+
+    if (kind == "ce" or teacher_logits is None) and labels is None:
+        raise ConfigError("cross-entropy training needs labelled data", where="finetune.loss",
+                          hint="use loss = 'hinton' with a teacher for unlabelled or synthetic data")
+    spec = resolve(None, output_shapes=[("logits", tuple(student_logits.shape))], labels=None)
+    teacher = None if teacher_logits is None else {"logits": teacher_logits}
+    return objective(spec, {"logits": student_logits}, teacher, labels, student_logits, logits_kind=kind,
+                     temperature=temperature, alpha=alpha)
 
 
 # ---------------------------------------------------------------- FitNets hints

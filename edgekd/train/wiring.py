@@ -25,17 +25,6 @@ from edgekd.train.task_losses import outputs_by_name
 Outputs = dict[str, torch.Tensor]
 
 
-def logits_of(out: Any, where: str) -> torch.Tensor:
-    """The logits in a model's output: a tensor, the first of a tuple, or ``.logits`` (Hugging Face)."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        return out[0]
-    if hasattr(out, "logits"):
-        return out.logits
-    raise ConfigError(f"model returned {type(out).__name__}; expected logits (a tensor)", where=where)
-
-
 def _find(model: nn.Module, name: str, where: str) -> nn.Module:
     modules = dict(model.named_modules())
     if name not in modules:
