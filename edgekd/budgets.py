@@ -158,3 +158,58 @@ def judge_target(budgets: Any, *, p90_ms: float | None = None, p90_how: str = "p
     if fits is not None:
         verdicts["fits"] = judge_fit(fits, getattr(budgets, "must_fit", True), fit_detail)
     return verdicts
+
+
+# ------------------------------------------------------------------ edgekd search budgets
+
+#: what ``edgekd search --budget KIND=VALUE`` can limit, and the unit it is written in
+SEARCH_BUDGETS = {"p90_ms": "ms (p90 latency measured on the target, in the deployed precision)",
+                  "macs": "multiply-accumulates per sample (k/M/G suffixes allowed)",
+                  "params": "parameters (k/M/G suffixes allowed)",
+                  "size_mb": "MB of weights in the deployed precision"}
+_SI = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
+
+
+@dataclass(frozen=True)
+class SearchBudget:
+    kind: str
+    limit: float
+
+    @property
+    def measured(self) -> bool:
+        """True when only a measurement on the device can decide it (latency); counts are exact."""
+        return self.kind == "p90_ms"
+
+    def __str__(self) -> str:
+        return f"{self.kind}={self.limit:g}"
+
+
+def parse_search_budget(text: str, *, where: str = "--budget") -> SearchBudget:
+    """``p90_ms=2.5``, ``macs=12M``, ``params=50k``, ``size_mb=0.2`` -> SearchBudget.
+
+    >>> parse_search_budget("macs=12M"), parse_search_budget("p90_ms=0.5").measured
+    (SearchBudget(kind='macs', limit=12000000.0), True)
+    """
+    kinds = ", ".join(SEARCH_BUDGETS)
+    kind, sep, value = str(text).partition("=")
+    kind = kind.strip()
+    if not sep or kind not in SEARCH_BUDGETS:
+        raise ConfigError(f"cannot read budget {text!r}", where=where,
+                          hint=f"write KIND=VALUE with KIND one of {kinds}, e.g. --budget p90_ms=0.5")
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([kKMG]?)\s*", value)
+    if not m or (m.group(2) and kind in ("p90_ms", "size_mb")):
+        raise ConfigError(f"cannot read {value!r} as a {kind} budget", where=where,
+                          hint=f"{kind} is in {SEARCH_BUDGETS[kind]}")
+    limit = float(m.group(1)) * _SI[m.group(2)]
+    if limit <= 0:
+        raise ConfigError(f"budget {kind} must be > 0, got {value!r}", where=where)
+    return SearchBudget(kind, limit)
+
+
+def judge_measured_p90(ci_high_ms: float, p90_ms: float, limit: float) -> Verdict:
+    """The search's gate: a student is accepted only when the upper end of the 95 % confidence interval of its
+    measured p90 is within the budget (a sample p90 just under the line is not enough on a noisy machine)."""
+    ok = ci_high_ms <= limit
+    reason = "" if ok else (f"measured p90 {p90_ms:.4g} ms (95% CI up to {ci_high_ms:.4g} ms) is not safely within "
+                            f"the {limit:g} ms budget")
+    return Verdict("p90_ms", ci_high_ms, limit, ok, reason)
