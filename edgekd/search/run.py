@@ -39,6 +39,7 @@ from edgekd.search.cost import cost_function, counts
 from edgekd.search.netadapt import Evaluator, PathSettings, Point, search_path
 from edgekd.search.proxy import Proxy
 from edgekd.search.space import Candidate, SearchSpace
+from edgekd.status import PASSING
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,8 @@ class SearchOptions:
     seed: int = 0
     final: bool = True
     task: str | None = None
+    #: validation samples the proxy scores each candidate on
+    proxy_samples: int = 512
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -229,7 +232,8 @@ def _final(setup: _Setup, space: SearchSpace, point: Point, budget: SearchBudget
     report = compress(model, data=setup.splits, recipe=setup.recipe, targets=[target],
                       teacher=copy.deepcopy(setup.teacher.module), out=out)
     entry = report["targets"][target.name]
-    result: dict[str, Any] = {"bundle": str(out), "status": entry.get("status"), "metric": entry.get("accuracy"),
+    result: dict[str, Any] = {"bundle": str(out), "status": str(entry.get("status")), "metric": entry.get("accuracy"),
+                              "reasons": list(entry.get("reasons") or []),
                               "fp32_reference": report.get("accuracy", {}).get("fp32_reference")}
     latency = entry.get("latency") or {}
     if budget.kind == "p90_ms" and latency:
@@ -256,7 +260,7 @@ def search(teacher: Any, *, data: Any, target: str | Target, options: SearchOpti
     measurer = _Measurer(setup, out / ".measure") if kind == "p90_ms" else None
     floor = _check_floor(setup, space, options.budgets, cost, measurer)
     proxy = Proxy(setup.teacher.module, setup.splits.x_train, setup.splits.x_val, setup.splits.y_val,
-                  setup.splits.task, seed=options.seed)
+                  setup.splits.task, samples=options.proxy_samples, seed=options.seed)
     evaluator = Evaluator(space, setup.teacher.module, cost, proxy)
     log(f"search: {len(space.groups)} channel groups, {len(space.blocks)} removable blocks, granule {granule}; "
         f"ranking by {proxy.label}")
@@ -308,14 +312,15 @@ def _solve(setup: _Setup, space: SearchSpace, points: list[Point], budget: Searc
             folder = folder.with_name(folder.name + f"-alt{i}")
         final = _final(setup, space, point, budget, folder, options)
         entry.setdefault("tries", []).append({"candidate": point.candidate.to_dict(), **final})
-        if final.get("gate", {"ok": True})["ok"]:
+        gate = final.get("gate", {"ok": True})
+        if gate["ok"] and final["status"] in PASSING:
             entry.update(status="ok", winner=point.candidate.to_dict(), final=final)
             point.extra["winner"] = str(budget)
             return entry
-        log(f"search: the trained winner missed the measured gate ({final['gate']['reason']}); trying the next")
+        final["why"] = gate.get("reason") or "; ".join(final["reasons"]) or f"target status {final['status']}"
+        log(f"search: the trained candidate failed on the target ({final['why']}); trying the next")
     entry["status"] = "failed"
-    entry["reason"] = "the trained finalists missed the measured gate: " + "; ".join(
-        t["gate"]["reason"] for t in entry["tries"])
+    entry["reason"] = "every trained finalist failed on the target: " + "; ".join(t["why"] for t in entry["tries"])
     return entry
 
 

@@ -1,0 +1,127 @@
+"""edgekd search: the teacher-derived space, the path, the gates and the files it writes (tiny seeded models)."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+
+import pytest
+import torch
+from torch import nn
+
+from edgekd.budgets import parse_search_budget
+from edgekd.config import load_recipe
+from edgekd.errors import ConfigError, EdgekdError
+from edgekd.models import DemoTeacher, ResidualCNN
+from edgekd.passes.prune import count_macs_params
+from edgekd.search.outputs import pareto_front
+from edgekd.search.space import Candidate, SearchSpace
+
+
+def _teacher() -> nn.Module:
+    torch.manual_seed(0)
+    return DemoTeacher(1, 10, width=8).eval()
+
+
+def test_space_from_teacher_groups_blocks_and_floor() -> None:
+    model, x = _teacher(), torch.randn(1, 1, 8, 8)
+    space = SearchSpace.from_teacher(model, x, granule=4)
+    names = {g.name: g.channels for g in space.groups}
+    assert names == {"features.0": 8, "features.3": 16, "features.7": 32, "features.10": 32, "classifier.1": 256}
+    assert [b.name for b in space.blocks] == ["features.10"]  # the 32->32 stride-1 conv (+ its BN)
+    floor = space.materialize(model, space.smallest())
+    assert count_macs_params(floor, x)[0] < count_macs_params(model, x)[0] / 5
+    assert floor(x).shape == (1, 10)  # the output layer is never thinned
+    thin = space.materialize(model, Candidate().with_width("features.3", 4))
+    assert thin.features[3].out_channels == 4 and thin.features[7].in_channels == 4
+    assert model.features[3].out_channels == 16  # the teacher is untouched
+
+
+def test_residual_blocks_are_removable_and_widths_keep_the_strongest_channels() -> None:
+    torch.manual_seed(0)
+    model, x = ResidualCNN(1, 10, width=8).eval(), torch.randn(2, 1, 8, 8)
+    space = SearchSpace.from_teacher(model, x, granule=2)
+    group = next(g for g in space.groups if "body.0" in g.members)
+    keep = sorted(range(group.channels), key=lambda i: -group.importance[i])[:2]
+    thin = space.materialize(model, Candidate().with_width(group.name, 2))
+    full_w = model.body[0].weight.detach()
+    assert torch.allclose(thin.body[0].weight, full_w[sorted(keep)])  # inherited, largest L2 importance kept
+
+
+def test_candidate_and_search_file_refusals(tmp_path) -> None:
+    space = SearchSpace.from_teacher(_teacher(), torch.randn(1, 1, 8, 8), granule=4)
+    with pytest.raises(EdgekdError, match="not a channel group"):
+        space.check(Candidate((("nope", 4),)), where="x")
+    with pytest.raises(EdgekdError, match="cannot keep 99"):
+        space.check(Candidate((("features.0", 99),)), where="x")
+    with pytest.raises(EdgekdError, match="not removable"):
+        space.check(Candidate((), ("features.0",)), where="x")
+    with pytest.raises(EdgekdError, match="unknown key"):
+        Candidate.from_dict({"widths": {}, "arch": "py:os:system"}, where="x")
+    from edgekd.search.replay import read_search_file
+
+    bad = tmp_path / "s.toml"
+    bad.write_text('[search]\nmodel = "py:os:system"\n[search.student]\n')
+    with pytest.raises(ConfigError, match="unknown key"):
+        read_search_file(bad)
+
+
+@pytest.mark.parametrize("text, match", [("p90=1", "KIND=VALUE"), ("macs=abc", "cannot read"), ("p90_ms=2k", "cannot"),
+                                         ("params=0", "> 0"), ("size_mb", "KIND=VALUE")])
+def test_budget_parser_refuses_with_the_kinds(text: str, match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        parse_search_budget(text)
+
+
+def test_pareto_front_keeps_only_undominated_points() -> None:
+    pts = [{"predicted_cost": c, "proxy": p} for c, p in ((10, 90), (5, 80), (6, 70), (2, 50), (3, 40))]
+    assert sorted(pareto_front(pts)) == [0, 1, 3]
+
+
+def _options(budget: str, **kw):
+    from edgekd.search.run import SearchOptions
+
+    recipe = load_recipe("int8-kd", ["distill.epochs=1", "quantize.finetune.epochs=1", "quantize.calibration_samples=64"])
+    return SearchOptions(budgets=(parse_search_budget(budget),), recipe=recipe, top_k=2, short_epochs=0,
+                         step_fraction=0.35, proxy_samples=128, **kw)
+
+
+def test_search_macs_budget_end_to_end_and_replay(tmp_path) -> None:
+    from edgekd.search.replay import replay
+    from edgekd.search.run import search
+
+    teacher = "builtin:digits-teacher"
+    macs_teacher = count_macs_params(DemoTeacher(1, 10), torch.randn(1, 1, 8, 8))[0]
+    limit = int(macs_teacher * 0.4)
+    report = search(teacher, data="builtin:digits", target="cpu", options=_options(f"macs={limit}"), out=tmp_path / "s")
+    entry = report["budgets"][0]
+    assert entry["status"] == "ok", entry
+    by = {json.dumps(p["candidate"], sort_keys=True): p for p in report["points"]}
+    winner = by[json.dumps(entry["winner"], sort_keys=True)]
+    assert winner["macs"] <= limit < report["points"][0]["macs"]
+    assert entry["final"]["status"] == "passed" and (tmp_path / "s" / "bundle" / "manifest.json").exists()
+    pareto = json.loads((tmp_path / "s" / "pareto.json").read_text())
+    assert len(pareto["points"]) == len(report["points"]) > 3 and pareto["front"]
+    assert (tmp_path / "s" / "pareto.png").stat().st_size > 10_000
+    table = tomllib.loads((tmp_path / "s" / "search.toml").read_text())["search"]
+    assert table["student"]["widths"] == entry["winner"]["widths"]
+    again = replay(tmp_path / "s" / "search.toml", teacher=teacher, data="builtin:digits", target=None,
+                   out=tmp_path / "r", recipe=_options("macs=1").recipe)
+    assert again["status"] == "passed" and again["candidate"] == entry["winner"]
+
+
+def test_infeasible_budget_is_refused_before_training(tmp_path) -> None:
+    from edgekd.search.run import search
+
+    with pytest.raises(EdgekdError, match="infeasible.*nothing was trained|floor"):
+        search("builtin:digits-teacher", data="builtin:digits", target="cpu", options=_options("macs=10"),
+               out=tmp_path / "s")
+    assert not (tmp_path / "s" / "bundle").exists()
+
+
+def test_latency_budget_on_an_estimating_fpga_target_is_refused(tmp_path) -> None:
+    from edgekd.search.run import search
+
+    with pytest.raises(EdgekdError, match="estimated latency"):
+        search("builtin:digits-teacher", data="builtin:digits", target="fpga-zcu104", options=_options("p90_ms=1"),
+               out=tmp_path / "s")
