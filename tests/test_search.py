@@ -125,3 +125,39 @@ def test_latency_budget_on_an_estimating_fpga_target_is_refused(tmp_path) -> Non
     with pytest.raises(EdgekdError, match="estimated latency"):
         search("builtin:digits-teacher", data="builtin:digits", target="fpga-zcu104", options=_options("p90_ms=1"),
                out=tmp_path / "s")
+
+
+def test_measured_gate_uses_the_upper_ci_end() -> None:
+    from edgekd.budgets import judge_measured_p90
+
+    assert judge_measured_p90(0.99, 0.9, 1.0).ok
+    verdict = judge_measured_p90(1.02, 0.97, 1.0)  # the sample p90 is under the line, its CI is not
+    assert not verdict.ok and "95% CI" in verdict.reason
+
+
+def test_latency_budget_end_to_end_on_ort(tmp_path) -> None:
+    """A p90 budget: the table is calibrated on this teacher's students, finalists and the trained bundle are
+    measured on the target, and the bundle carries the budget for `edgekd check`."""
+    from edgekd.bundle import Bundle
+    from edgekd.search.run import search
+
+    report = search("builtin:digits-teacher", data="builtin:digits", target="cpu",
+                    options=_options("p90_ms=2.0", calibration_models=3), out=tmp_path / "s")
+    entry = report["budgets"][0]
+    assert entry["status"] == "ok", entry
+    measured = entry["final"]["measured"]
+    assert entry["final"]["gate"]["ok"] and entry["final"]["gate"]["value"] <= 2.0
+    assert measured["p90_ci_ms"]["high"] >= measured["p90_ms"] > 0
+    assert report["latency_table"]["calibration"]["models"] == 3 and report["cost"]["measured"] >= 2
+    assert any(p.get("measured") for p in report["points"])
+    target = Bundle(tmp_path / "s" / "bundle").target("cpu").target
+    assert target["budgets"]["p90_ms"] == 2.0
+
+
+def test_latency_budget_below_the_measured_floor_is_infeasible(tmp_path) -> None:
+    from edgekd.search.run import search
+
+    with pytest.raises(EdgekdError, match="infeasible") as info:
+        search("builtin:digits-teacher", data="builtin:digits", target="cpu",
+               options=_options("p90_ms=0.0001", calibration_models=2), out=tmp_path / "s")
+    assert "measured" in str(info.value) and not (tmp_path / "s" / "bundle").exists()

@@ -60,6 +60,8 @@ class SearchOptions:
     task: str | None = None
     #: validation samples the proxy scores each candidate on
     proxy_samples: int = 512
+    #: whole students of the space measured to calibrate the latency table (latency budgets)
+    calibration_models: int = 8
 
     def __post_init__(self) -> None:
         if not self.budgets:
@@ -148,15 +150,30 @@ def _weight_bytes(recipe: Recipe) -> float:
     return 4.0
 
 
-def _latency_predictor(setup: _Setup, granule: int | None) -> tuple[Any, int, dict[str, Any]]:
-    from edgekd.search.latency import detect_granule, load_or_build
+def _latency_table(setup: _Setup) -> Any:
+    from edgekd.search.latency import load_or_build
 
     table = load_or_build(setup.target, precision=setup.precision)
-    if granule is None:
-        found = detect_granule(setup.target, precision=setup.precision)
-        granule = int(found["granule"])
-        setup.notes.append(f"channel granule {granule} detected by measurement on {setup.target.name}")
-    return table.predict_ms, granule, {"table": table}
+    setup.notes.append(f"channel granule {table.granule} ({'given' if 'given' in table.granule_detail else 'measured'}"
+                       f" on {setup.target.name}, {setup.precision})")
+    return table
+
+
+def _calibrate(table: Any, space: SearchSpace, setup: _Setup, n: int, seed: int) -> dict[str, Any]:
+    """Fit the table's a * sum + b on whole students of this teacher's space: the teacher, the floor and random
+    candidates between them, each measured on the target."""
+    rng = np.random.default_rng(seed)
+    cands = [Candidate(), space.smallest()]
+    for _ in range(max(0, n - 2)):
+        cand = Candidate()
+        for group in space.groups:
+            cand = cand.with_width(group.name, int(rng.choice(space.choices(group))))
+        for block in space.blocks:
+            if rng.random() < 0.3:
+                cand = cand.with_removed(block.name)
+        cands.append(cand)
+    models = [space.materialize(setup.teacher.module, c) for c in cands]
+    return table.calibrate(models, setup.example)
 
 
 def _check_floor(setup: _Setup, space: SearchSpace, budgets: tuple[SearchBudget, ...], cost: Any,
@@ -251,14 +268,17 @@ def search(teacher: Any, *, data: Any, target: str | Target, options: SearchOpti
     out = Path(out)
     setup = _prepare(teacher, data, target, options)
     kind = options.budgets[0].kind
-    predictor, granule, extra = (None, options.granule or 8, {})
-    if kind == "p90_ms":
-        predictor, granule, extra = _latency_predictor(setup, options.granule)
+    table = _latency_table(setup) if kind == "p90_ms" else None
+    granule = options.granule or (table.granule if table is not None else 8)
     space = SearchSpace.from_teacher(setup.teacher.module, setup.example, granule=granule, depth=options.depth)
-    cost = cost_function(options.budgets[0], setup.example, weight_bytes=_weight_bytes(setup.recipe), latency=predictor)
+    cost = cost_function(options.budgets[0], setup.example, weight_bytes=_weight_bytes(setup.recipe),
+                         latency=table.predict_ms if table is not None else None)
     out.mkdir(parents=True, exist_ok=True)
     measurer = _Measurer(setup, out / ".measure") if kind == "p90_ms" else None
-    floor = _check_floor(setup, space, options.budgets, cost, measurer)
+    floor = _check_floor(setup, space, options.budgets, cost, measurer)  # the cheapest refusal first
+    if table is not None:
+        cal = _calibrate(table, space, setup, options.calibration_models, options.seed)
+        log(f"latency table calibrated on {cal['models']} students: median error {cal['median_abs_pct_error']:.1f} %")
     proxy = Proxy(setup.teacher.module, setup.splits.x_train, setup.splits.x_val, setup.splits.y_val,
                   setup.splits.task, samples=options.proxy_samples, seed=options.seed)
     evaluator = Evaluator(space, setup.teacher.module, cost, proxy)
@@ -281,8 +301,9 @@ def search(teacher: Any, *, data: Any, target: str | Target, options: SearchOpti
                        "candidates_ranked": len(points), "measured": len(measurer._done) if measurer else 0,
                        **rss_mb()},
               "points": [p.to_dict() | _counts_of(space, setup, p) for p in points]}
-    if extra.get("table") is not None:
-        report["latency_table"] = {k: v for k, v in extra["table"].to_dict().items() if k != "entries"}
+    if table is not None:
+        report["latency_table"] = {**{k: v for k, v in table.to_dict().items() if k != "entries"},
+                                   "entries": len(table.entries), "path": str(table.path)}
     write_outputs(report, out, kind=kind)
     return report
 
