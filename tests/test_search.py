@@ -93,13 +93,14 @@ def test_search_macs_budget_end_to_end_and_replay(tmp_path) -> None:
     teacher = "builtin:digits-teacher"
     macs_teacher = count_macs_params(DemoTeacher(1, 10), torch.randn(1, 1, 8, 8))[0]
     limit = int(macs_teacher * 0.4)
-    report = search(teacher, data="builtin:digits", target="cpu", options=_options(f"macs={limit}"), out=tmp_path / "s")
+    report = search(teacher, data="builtin:digits", target="cpu", options=_options(f"macs={limit}", final=False),
+                    out=tmp_path / "s")
     entry = report["budgets"][0]
-    assert entry["status"] == "ok", entry
+    assert entry["status"] == "ranked", entry
     by = {json.dumps(p["candidate"], sort_keys=True): p for p in report["points"]}
     winner = by[json.dumps(entry["winner"], sort_keys=True)]
     assert winner["macs"] <= limit < report["points"][0]["macs"]
-    assert entry["final"]["status"] == "passed" and (tmp_path / "s" / "bundle" / "manifest.json").exists()
+    assert not (tmp_path / "s" / "bundle").exists()  # --no-final: ranked, nothing trained
     pareto = json.loads((tmp_path / "s" / "pareto.json").read_text())
     assert len(pareto["points"]) == len(report["points"]) > 3 and pareto["front"]
     assert (tmp_path / "s" / "pareto.png").stat().st_size > 10_000
@@ -108,6 +109,7 @@ def test_search_macs_budget_end_to_end_and_replay(tmp_path) -> None:
     again = replay(tmp_path / "s" / "search.toml", teacher=teacher, data="builtin:digits", target=None,
                    out=tmp_path / "r", recipe=load_recipe("fp32"))  # the same student, untrained: fast
     assert again["status"] == "passed" and again["candidate"] == entry["winner"]
+    assert (tmp_path / "r" / "manifest.json").exists()
 
 
 def test_infeasible_budget_is_refused_before_training(tmp_path) -> None:
@@ -161,3 +163,28 @@ def test_latency_budget_below_the_measured_floor_is_infeasible(tmp_path) -> None
         search("builtin:digits-teacher", data="builtin:digits", target="cpu",
                options=_options("p90_ms=0.0001", calibration_models=2), out=tmp_path / "s")
     assert "measured" in str(info.value) and not (tmp_path / "s" / "bundle").exists()
+
+
+def test_float_faster_layers_are_excluded_from_int8() -> None:
+    from edgekd.search.precision import float_faster_layers, layer_names, slower_than_fp32, with_float_layers
+
+    model, x = _teacher(), torch.randn(1, 1, 8, 8)
+    names = layer_names(model, x)
+    assert names == ["features.0", "features.3", "features.7", "features.10", "classifier.1", "classifier.3"]
+
+    class Table:  # entries as the latency table returns them: (block key, ms) per Conv/Linear call
+        def __init__(self, ms):
+            self.ms = ms
+
+        def blocks(self, m, e):
+            return [(None, v) for v in self.ms]
+
+    int8 = Table([1.0, 1.0, 1.0, 1.0, 0.30, 0.10])
+    fp32 = Table([2.0, 2.0, 2.0, 2.0, 0.20, 0.095])  # the thin fc layers run faster in float
+    faster = float_faster_layers(model, x, int8, fp32)
+    assert [lp.layer for lp in faster] == ["classifier.1"]  # 0.095 vs 0.10 is within the 10 % margin
+    recipe = with_float_layers(load_recipe("int8-kd"), ["classifier.1"])
+    quant = next(p for p in recipe.passes if p.name == "quantize")
+    assert quant.config.exclude == ("classifier.1",)
+    assert slower_than_fp32({"p90_ci_ms": [1.2, 1.3]}, {"p90_ci_ms": [0.9, 1.1]})
+    assert not slower_than_fp32({"p90_ci_ms": [1.0, 1.3]}, {"p90_ci_ms": [0.9, 1.1]})

@@ -83,6 +83,8 @@ class _Setup:
     precision: str
     example: torch.Tensor
     notes: list[str] = field(default_factory=list)
+    #: the latency table (latency budgets only)
+    table: Any = None
 
 
 def _deployed_precision(recipe: Recipe) -> str:
@@ -243,22 +245,55 @@ def _final(setup: _Setup, space: SearchSpace, point: Point, budget: SearchBudget
     from edgekd.pipeline import compress
 
     model = space.materialize(setup.teacher.module, point.candidate)
-    target = setup.target
+    target, recipe, result = setup.target, setup.recipe, {}
     if budget.kind == "p90_ms":  # the bundle carries the budget: `edgekd check` judges the same limit later
         target = dataclasses.replace(target, budgets=dataclasses.replace(target.budgets, p90_ms=budget.limit))
-    report = compress(model, data=setup.splits, recipe=setup.recipe, targets=[target],
+        if setup.precision == "int8" and setup.table is not None:
+            recipe, result["float_layers"] = _measured_precision(setup, model)
+    report = compress(model, data=setup.splits, recipe=recipe, targets=[target],
                       teacher=copy.deepcopy(setup.teacher.module), out=out)
     entry = report["targets"][target.name]
-    result: dict[str, Any] = {"bundle": str(out), "status": str(entry.get("status")), "metric": entry.get("accuracy"),
-                              "reasons": list(entry.get("reasons") or []),
-                              "fp32_reference": report.get("accuracy", {}).get("fp32_reference")}
+    result.update({"bundle": str(out), "status": str(entry.get("status")), "metric": entry.get("accuracy"),
+                   "reasons": list(entry.get("reasons") or []),
+                   "fp32_reference": report.get("accuracy", {}).get("fp32_reference")})
     latency = entry.get("latency") or {}
     if budget.kind == "p90_ms" and latency:
         ci = latency.get("p90_ci_ms") or {}
         verdict = judge_measured_p90(float(ci.get("high", latency["p90_ms"])), float(latency["p90_ms"]), budget.limit)
         result["gate"] = verdict.to_dict()
         result["measured"] = {"p50_ms": latency.get("p50_ms"), "p90_ms": latency.get("p90_ms"), "p90_ci_ms": ci}
+        if setup.precision == "int8":
+            _against_fp32_twin(setup, model, result)
     return result
+
+
+def _measured_precision(setup: _Setup, model: nn.Module) -> tuple[Recipe, list[dict[str, Any]]]:
+    """Keep FP32 the layers the target runs faster in float (the INT8 and FP32 tables, same granule)."""
+    from edgekd.search.latency import load_or_build
+    from edgekd.search.precision import float_faster_layers, with_float_layers
+
+    fp32_table = load_or_build(setup.target, precision="fp32", granule=setup.table.granule)
+    layers = float_faster_layers(model, setup.example, setup.table, fp32_table)
+    if layers:
+        log(f"search: {len(layers)} layer(s) run faster in FP32 than INT8 on {setup.target.name}, kept FP32: "
+            f"{', '.join(lp.layer for lp in layers)}")
+    return with_float_layers(setup.recipe, [lp.layer for lp in layers]), [lp.to_dict() for lp in layers]
+
+
+def _against_fp32_twin(setup: _Setup, model: nn.Module, result: dict[str, Any]) -> None:
+    """The shipped INT8 artifact must not be slower than the same student in FP32 on the same target."""
+    from edgekd.search.latency import measure_model
+    from edgekd.search.precision import slower_than_fp32
+
+    twin = measure_model(model, setup.example, setup.target, precision="fp32")
+    ci = result["measured"]["p90_ci_ms"]
+    int8 = {"p90_ci_ms": [ci.get("low", result["measured"]["p90_ms"]), ci.get("high", result["measured"]["p90_ms"])]}
+    result["fp32_twin"] = twin.to_dict()
+    if slower_than_fp32(int8, twin.to_dict()):
+        result["reasons"].append(f"the INT8 artifact (p90 {result['measured']['p90_ms']:.4g} ms) is slower than its FP32 "
+                                 f"twin ({twin.p90_ms:.4g} ms) on {setup.target.name}: ship it in FP32 "
+                                 "(--recipe kd) or search with a tighter budget")
+        result["status"] = "failed"
 
 
 def search(teacher: Any, *, data: Any, target: str | Target, options: SearchOptions,
@@ -268,7 +303,7 @@ def search(teacher: Any, *, data: Any, target: str | Target, options: SearchOpti
     out = Path(out)
     setup = _prepare(teacher, data, target, options)
     kind = options.budgets[0].kind
-    table = _latency_table(setup) if kind == "p90_ms" else None
+    table = setup.table = _latency_table(setup) if kind == "p90_ms" else None
     granule = options.granule or (table.granule if table is not None else 8)
     space = SearchSpace.from_teacher(setup.teacher.module, setup.example, granule=granule, depth=options.depth)
     cost = cost_function(options.budgets[0], setup.example, weight_bytes=_weight_bytes(setup.recipe),
