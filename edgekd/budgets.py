@@ -166,7 +166,9 @@ def judge_target(budgets: Any, *, p90_ms: float | None = None, p90_how: str = "p
 SEARCH_BUDGETS = {"p90_ms": "ms (p90 latency measured on the target, in the deployed precision)",
                   "macs": "multiply-accumulates per sample (k/M/G suffixes allowed)",
                   "params": "parameters (k/M/G suffixes allowed)",
-                  "size_mb": "MB of weights in the deployed precision"}
+                  "size_mb": "MB of weights in the deployed precision",
+                  "cycles": "clock cycles per sample, the FPGA backend's estimate (k/M suffixes allowed)",
+                  "dsp": "DSP slices, the FPGA backend's estimate"}
 _SI = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6, "G": 1e9}
 
 
@@ -179,6 +181,11 @@ class SearchBudget:
     def measured(self) -> bool:
         """True when only a measurement on the device can decide it (latency); counts are exact."""
         return self.kind == "p90_ms"
+
+    @property
+    def estimated(self) -> bool:
+        """True for budgets the target's backend estimates at build time (an FPGA's cycles and DSP)."""
+        return self.kind in ("cycles", "dsp")
 
     def __str__(self) -> str:
         return f"{self.kind}={self.limit:g}"

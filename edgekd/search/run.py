@@ -35,7 +35,7 @@ from edgekd.export import model_input
 from edgekd.models import LoadedModel, load_model, source_label
 from edgekd.profiler.measure import rss_mb
 from edgekd.progress import log
-from edgekd.search.cost import cost_function, counts
+from edgekd.search.cost import Estimator, cost_function, counts
 from edgekd.search.netadapt import Evaluator, PathSettings, Point, search_path
 from edgekd.search.proxy import Proxy
 from edgekd.search.space import Candidate, SearchSpace
@@ -109,6 +109,11 @@ def _prepare(teacher: Any, data: Any, target: str | Target, options: SearchOptio
                           "estimated latency", where="--budget",
                           hint="for FPGA targets search with macs= or params= today (cycles/DSP/LUT budgets are not "
                                "implemented yet); latency budgets need an ONNX Runtime or OpenVINO target")
+    estimated = [b for b in options.budgets if b.estimated]
+    if estimated and not callable(getattr(backend, "estimate", None)):
+        raise EdgekdError(f"a {estimated[0].kind} budget is the FPGA backend's build-time estimate, but {tgt.name} "
+                          f"({tgt.backend}) has no estimate to search with", where="--budget",
+                          hint="use an HLS target (fpga-zcu104, fpga-artix7) for cycles=/dsp=, or p90_ms=/macs= here")
     torch.manual_seed(options.seed)
     loaded = load_model(teacher)
     loaded.module.eval()
@@ -188,6 +193,10 @@ def _check_floor(setup: _Setup, space: SearchSpace, budgets: tuple[SearchBudget,
         floor["measured"] = measurer(space.smallest(), floor_model)
         value = floor["measured"]["p90_ci_ms"][0]  # infeasible only when even its optimistic p90 is over
     tight = min(b.limit for b in budgets)
+    if value == float("inf"):
+        raise EdgekdError(f"even the smallest student of this teacher's space (every group at {space.granule} "
+                          f"channels, every removable block removed) does not fit {setup.target.name}'s part",
+                          where="--target", hint="use a larger part or a smaller teacher; nothing was trained")
     if value > tight:
         kind = budgets[0].kind
         raise EdgekdError(f"budget {kind}={tight:g} is infeasible on {setup.target.name}: the smallest student this "
@@ -257,6 +266,14 @@ def _final(setup: _Setup, space: SearchSpace, point: Point, budget: SearchBudget
                    "reasons": list(entry.get("reasons") or []),
                    "fp32_reference": report.get("accuracy", {}).get("fp32_reference")})
     latency = entry.get("latency") or {}
+    if budget.estimated:
+        total = ((entry.get("build") or {}).get("details", {}).get("estimates") or {}).get("total") or {}
+        key = {"cycles": "latency_cycles", "dsp": "dsp"}[budget.kind]
+        value = total.get(key)
+        ok = value is not None and value <= budget.limit and entry.get("fits_part") is not False
+        result["gate"] = {"name": budget.kind, "value": value, "limit": budget.limit, "ok": ok,
+                          **({} if ok else {"reason": f"the built design's estimated {budget.kind} {value} is over "
+                                            f"{budget.limit:g} or it does not fit the part"})}
     if budget.kind == "p90_ms" and latency:
         ci = latency.get("p90_ci_ms") or {}
         verdict = judge_measured_p90(float(ci.get("high", latency["p90_ms"])), float(latency["p90_ms"]), budget.limit)
@@ -306,9 +323,11 @@ def search(teacher: Any, *, data: Any, target: str | Target, options: SearchOpti
     table = setup.table = _latency_table(setup) if kind == "p90_ms" else None
     granule = options.granule or (table.granule if table is not None else 8)
     space = SearchSpace.from_teacher(setup.teacher.module, setup.example, granule=granule, depth=options.depth)
-    cost = cost_function(options.budgets[0], setup.example, weight_bytes=_weight_bytes(setup.recipe),
-                         latency=table.predict_ms if table is not None else None)
     out.mkdir(parents=True, exist_ok=True)
+    estimator = Estimator(BACKENDS.get(setup.target.backend), setup.target, setup.example, out / ".estimate") \
+        if options.budgets[0].estimated else None
+    cost = cost_function(options.budgets[0], setup.example, weight_bytes=_weight_bytes(setup.recipe),
+                         latency=table.predict_ms if table is not None else None, estimate=estimator)
     measurer = _Measurer(setup, out / ".measure") if kind == "p90_ms" else None
     floor = _check_floor(setup, space, options.budgets, cost, measurer)  # the cheapest refusal first
     if table is not None:
@@ -355,8 +374,9 @@ def _solve(setup: _Setup, space: SearchSpace, points: list[Point], budget: Searc
                              "finalists": [p.candidate.to_dict() for p in ranked]}
     if not ranked:
         entry["status"] = "infeasible"
-        entry["reason"] = ("no candidate the cost model put under the budget passed the measured gate (upper 95% CI "
-                           "of p90 within budget)")
+        entry["reason"] = ("no candidate the path reached was under the budget" + (
+            " and passed the measured gate (upper 95% CI of p90 within budget)" if budget.measured else
+            f" ({budget.kind} as the cost model computes it)"))
         return entry
     if not options.final:
         entry["status"] = "ranked"

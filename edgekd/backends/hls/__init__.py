@@ -153,6 +153,14 @@ class HLSRunner:
                         "see the estimates for FPGA cycles"}
 
 
+def _estimate_graph(graph: Any, options: HLSOptions) -> dict[str, Any]:
+    from edgekd.backends.hls.estimate import Resources, estimate
+
+    return estimate(graph, clock_period_ns=options.clock_period_ns, io_type=options.io_type, requant=options.requant,
+                    part=options.part, resources=Resources(**asdict(options.resources)),
+                    dsp_per_multiplier=options.dsp_per_multiplier)
+
+
 class HLSBackend(BackendBase):
     name = "hls"
     options_type = HLSOptions
@@ -197,7 +205,7 @@ class HLSBackend(BackendBase):
         against ONNX Runtime; without them the project is compiled but not checked."""
         from edgekd.backends.hls import csim
         from edgekd.backends.hls.codegen import CodegenSettings, write_project
-        from edgekd.backends.hls.estimate import Resources, estimate, format_table
+        from edgekd.backends.hls.estimate import format_table
         from edgekd.backends.hls.frontend import load_graph
 
         onnx_path = source_path(source)
@@ -219,9 +227,7 @@ class HLSBackend(BackendBase):
         out_dir.mkdir(parents=True, exist_ok=True)
         settings = CodegenSettings(options.part, options.clock_period_ns, options.io_type, options.accum_bits, options.requant)
         files = write_project(graph, settings, out_dir)
-        est = estimate(graph, clock_period_ns=options.clock_period_ns, io_type=options.io_type, requant=options.requant,
-                       part=options.part, resources=Resources(**asdict(options.resources)),
-                       dsp_per_multiplier=options.dsp_per_multiplier)
+        est = _estimate_graph(graph, options)
         binary, compile_s = csim.compile_project(out_dir, options.cxx, options.cxxflags, timeout_s=options.timeout_s)
         meta = {"input": {"name": graph.input_name, "shape": list(graph.input_float_shape)},
                 "output": {"name": graph.output_name, "shape": list(graph.output.shape)},
@@ -252,6 +258,17 @@ class HLSBackend(BackendBase):
         return BuildResult(backend=self.name, artifact=csim.BINARY, files=sorted(set(files)), precision="int8",
                            notes=notes, details=details, runnable=True, estimate=Estimate.from_dict(est),
                            agreement=agreement)
+
+    def estimate(self, source: BuildSource, target: Any) -> Estimate:
+        """The build's latency/resource estimate alone (no C++ written or compiled): what ``edgekd search`` costs
+        each FPGA candidate with. The same formulas as ``build``."""
+        from edgekd.backends.hls.frontend import load_graph
+
+        options: HLSOptions = target.options if isinstance(target.options, HLSOptions) else HLSOptions()
+        graph = load_graph(source_path(source))
+        _apply_reuse(graph, options, str(getattr(target, "source", None) or getattr(target, "name", "target")))
+        _check_accumulators(graph, options.accum_bits)
+        return Estimate.from_dict(_estimate_graph(graph, options))
 
     @staticmethod
     def _check(onnx_path: Path, out_dir: Path, binary: Path, x: np.ndarray, options: HLSOptions,
