@@ -63,6 +63,22 @@ def test_measure_model_int8_runs_the_qdq_file(target: str, tmp_path: Path) -> No
     assert got.p90_ci_ms[0] <= got.p90_ms <= got.p90_ci_ms[1]
 
 
+def test_int8_convs_with_shared_folded_biases_run_int8(tmp_path: Path) -> None:
+    """Bias-free convs + fresh BatchNorm fold to equal zero biases, which the exporter shares through Identity
+    nodes; ORT's QDQ fusion needs a constant bias, so without the clean-up these convs stayed float ("mixed")."""
+    torch.manual_seed(0)
+    net = nn.Sequential(*[m for _ in range(3) for m in (nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8),
+                                                        nn.ReLU())]).eval()
+    x = torch.randn(1, 8, 12, 12)
+    from edgekd.config import ExportSettings
+    from edgekd.export import torch_export
+
+    torch_export(net, tmp_path / "plain.onnx", x, ExportSettings(dynamic_batch=False), "ort")
+    assert "Identity" in _ops(tmp_path / "plain.onnx"), "the exporter no longer shares biases: test is moot"
+    got = measure_model(net, x, "cpu", settings=FAST, workdir=tmp_path / "deployed")
+    assert got.build_precision == "int8"
+
+
 def test_measure_model_fp32_is_the_plain_export(tmp_path: Path) -> None:
     got = measure_model(tiny_net(), EXAMPLE, "cpu", precision="fp32", settings=FAST, workdir=tmp_path)
     assert not _ops(got.onnx) & {"QuantizeLinear", "DequantizeLinear"}
@@ -218,3 +234,16 @@ def test_cli_tiny_build_and_fpga_refusal(tmp_path: Path) -> None:
     assert table["target"] == "cpu" and table["calibration"]["a"] > 0
     proc = _cli("lut", "build", "--target", "fpga-artix7", cwd=tmp_path)
     assert proc.returncode == 2 and "HLS/RTL estimate" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_pruned_variants_keep_rounded_widths_and_the_classifier() -> None:
+    from edgekd.search.lut_variants import calibration_models, pruned_variant
+
+    net = tiny_net(32)
+    pruned, meta = pruned_variant(net, EXAMPLE, seed=3, max_ratio=0.7, round_to=8, levels=(0.0, 0.5, 0.7))
+    widths = [m.out_channels for m in pruned.modules() if isinstance(m, nn.Conv2d)]
+    assert all(w % 8 == 0 for w in widths) and min(widths) < 32, widths
+    assert pruned[-1].out_features == 10 and meta["round_to"] == 8
+    assert pruned(EXAMPLE).shape == (1, 10)
+    family = calibration_models(net, EXAMPLE, 3, seed=1)
+    assert len(family) == 3 and family[0][0].out_channels == 32
