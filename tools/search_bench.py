@@ -115,13 +115,7 @@ def _random(space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: st
             seed: int) -> nn.Module | None:
     rng = np.random.default_rng(seed)
     for _ in range(40):
-        c = Candidate()
-        for group in space.groups:
-            c = c.with_width(group.name, int(rng.choice(space.choices(group))))
-        for block in space.blocks:
-            if rng.random() < 0.3:
-                c = c.with_removed(block.name)
-        model = space.materialize(teacher, c)
+        model = space.materialize(teacher, space.random_candidate(rng))
         if table.predict_ms(model, ex) > limit:
             continue
         m = measure_model(model, ex, target)

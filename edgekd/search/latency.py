@@ -549,13 +549,20 @@ class LatencyTable:
         return dest
 
 
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return str(value)  # paths, enums: their text
+
+
 def write_json_atomic(dest: Path, data: dict[str, Any]) -> None:
+    """JSON written to a temp file in the same folder, then renamed over ``dest``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=str)
+            json.dump(data, fh, indent=1, default=_jsonable)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from typing import Any
 from torch import nn
 
 from edgekd.progress import log, task
+from edgekd.search.cost import counts
 from edgekd.search.space import Candidate, Group, SearchSpace
 
 
@@ -56,6 +57,8 @@ class Evaluator:
         self.space, self.teacher, self._cost, self._proxy = space, teacher, cost, proxy
         self._costs: dict[Candidate, float] = {}
         self._scores: dict[Candidate, float] = {}
+        #: MACs and parameters of every scored candidate, counted on the model the proxy scored
+        self.counts: dict[Candidate, dict[str, int]] = {}
 
     def cost(self, cand: Candidate) -> float:
         if cand not in self._costs:
@@ -64,7 +67,10 @@ class Evaluator:
 
     def score(self, cand: Candidate) -> float:
         if cand not in self._scores:
-            self._scores[cand] = self._proxy(self.space.materialize(self.teacher, cand))
+            model = self.space.materialize(self.teacher, cand)
+            c = counts(model, self.space.example)
+            self.counts[cand] = {"macs": c.macs, "params": c.params}
+            self._scores[cand] = self._proxy(model)
         return self._scores[cand]
 
     @property

@@ -120,7 +120,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def write_outputs(report: dict[str, Any], out: Path, *, kind: str) -> None:
-    from edgekd.search.run import write_json
+    from edgekd.search.latency import write_json_atomic as write_json
 
     points = report["points"]
     front = pareto_front(points)

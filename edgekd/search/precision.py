@@ -12,19 +12,10 @@ from torch import nn
 
 
 def layer_names(model: nn.Module, example: torch.Tensor) -> list[str]:
-    """Conv2d/Linear module names in call order: the order ``latency.model_blocks`` lists their blocks in."""
-    names = {m: n for n, m in model.named_modules()}
-    order: list[str] = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: order.append(names[mod])
-                                     if inp and torch.is_tensor(inp[0]) else None)
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        with torch.no_grad():
-            model.eval()(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return order
+    """Conv/Linear module names in call order: the order ``latency.model_blocks`` lists their blocks in."""
+    from edgekd.passes.sparsity import execution_order
+
+    return execution_order(model, example)
 
 
 @dataclass(frozen=True)

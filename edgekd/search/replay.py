@@ -9,11 +9,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edgekd.config import Recipe, load_recipe
 from edgekd.errors import ConfigError
-from edgekd.export import model_input
 from edgekd.search.space import Candidate, SearchSpace
 from edgekd.status import PASSING
 
@@ -54,8 +51,7 @@ def replay(path: str | Path, *, teacher: Any, data: Any, target: str | None, out
     budget = parse_search_budget(str(table.get("budget", "macs=1G")), where=f"{path} [search] budget")
     options = SearchOptions(budgets=(budget,), recipe=recipe, seed=seed, task=task)
     setup = _prepare(teacher, data, target or str(table.get("target", "cpu")), options)
-    example = torch.from_numpy(model_input(setup.splits.x_test[:1]))
-    space = SearchSpace.from_teacher(setup.teacher.module, example, granule=int(table.get("granule", 8)))
+    space = SearchSpace.from_teacher(setup.teacher.module, setup.example, granule=int(table.get("granule", 8)))
     space.check(table["candidate"], where=f"{path} [search.student]")
     from edgekd.search.netadapt import Point
     from edgekd.search.run import _final

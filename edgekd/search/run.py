@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +34,7 @@ from edgekd.export import model_input
 from edgekd.models import LoadedModel, load_model, source_label
 from edgekd.profiler.measure import rss_mb
 from edgekd.progress import log
-from edgekd.search.cost import Estimator, cost_function, counts
+from edgekd.search.cost import Estimator, cost_function
 from edgekd.search.netadapt import Evaluator, PathSettings, Point, search_path
 from edgekd.search.proxy import Proxy
 from edgekd.search.space import Candidate, SearchSpace
@@ -170,15 +169,7 @@ def _calibrate(table: Any, space: SearchSpace, setup: _Setup, n: int, seed: int)
     """Fit the table's a * sum + b on whole students of this teacher's space: the teacher, the floor and random
     candidates between them, each measured on the target."""
     rng = np.random.default_rng(seed)
-    cands = [Candidate(), space.smallest()]
-    for _ in range(max(0, n - 2)):
-        cand = Candidate()
-        for group in space.groups:
-            cand = cand.with_width(group.name, int(rng.choice(space.choices(group))))
-        for block in space.blocks:
-            if rng.random() < 0.3:
-                cand = cand.with_removed(block.name)
-        cands.append(cand)
+    cands = [Candidate(), space.smallest(), *(space.random_candidate(rng) for _ in range(max(0, n - 2)))]
     models = [space.materialize(setup.teacher.module, c) for c in cands]
     return table.calibrate(models, setup.example)
 
@@ -354,17 +345,12 @@ def search(teacher: Any, *, data: Any, target: str | Target, options: SearchOpti
               "cost": {"seconds": round(time.perf_counter() - started, 1), "candidates_costed": evaluator.costed,
                        "candidates_ranked": len(points), "measured": len(measurer._done) if measurer else 0,
                        **rss_mb()},
-              "points": [p.to_dict() | _counts_of(space, setup, p) for p in points]}
+              "points": [p.to_dict() | evaluator.counts[p.candidate] for p in points]}
     if table is not None:
         report["latency_table"] = {**{k: v for k, v in table.to_dict().items() if k != "entries"},
                                    "entries": len(table.entries), "path": str(table.path)}
     write_outputs(report, out, kind=kind)
     return report
-
-
-def _counts_of(space: SearchSpace, setup: _Setup, point: Point) -> dict[str, Any]:
-    c = counts(space.materialize(setup.teacher.module, point.candidate), setup.example)
-    return {"macs": c.macs, "params": c.params}
 
 
 def _solve(setup: _Setup, space: SearchSpace, points: list[Point], budget: SearchBudget, options: SearchOptions,
@@ -399,16 +385,3 @@ def _solve(setup: _Setup, space: SearchSpace, points: list[Point], budget: Searc
     entry["reason"] = "every trained finalist failed on the target: " + "; ".join(t["why"] for t in entry["tries"])
     return entry
 
-
-def write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_jsonable))
-    tmp.replace(path)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON: {type(value).__name__}")

@@ -241,6 +241,16 @@ class SearchSpace:
             cand = cand.with_removed(block.name)
         return cand
 
+    def random_candidate(self, rng: Any, *, remove_probability: float = 0.3) -> Candidate:
+        """A uniformly random width per group and each block removed with ``remove_probability``."""
+        cand = Candidate()
+        for group in self.groups:
+            cand = cand.with_width(group.name, int(rng.choice(self.choices(group))))
+        for block in self.blocks:
+            if rng.random() < remove_probability:
+                cand = cand.with_removed(block.name)
+        return cand
+
     def kept_importance(self, cand: Candidate) -> float:
         """Sum over groups of the importance of the channels ``cand`` keeps (largest first), as a fraction."""
         total = kept = 0.0
