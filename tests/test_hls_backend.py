@@ -101,8 +101,11 @@ def test_every_supported_op(workdir: Path) -> None:
     assert {getattr(la, "mode", None) for la in graph.layers} >= {"max", "avg"}
     result = HLSBackend().build(path, _target(requant="float32"), workdir / "allops", golden=data.x_test[:N_TEST])
     agreement = result.agreement.to_dict()
-    # ORT runs this depthwise conv in float (DQ -> Conv -> Q): its summation order cannot be matched exactly
-    assert agreement["max_lsb"] <= 1 and agreement["top1_agree"] >= 0.97 * N_TEST, agreement
+    # ORT runs this depthwise conv in float (DQ -> Conv -> Q): its summation order cannot be matched exactly, and a
+    # 1-LSB flip there can grow to 2 LSB through the layers after it. Measured over seeds 0-3 x 1-2 torch threads
+    # (AMD EPYC): max 2 LSB, 90.0-99.0 % of elements exact, top-1 200/200.
+    assert agreement["max_lsb"] <= 2 and agreement["exact"] >= 0.85 * agreement["elements"], agreement
+    assert agreement["top1_agree"] >= 0.97 * N_TEST, agreement
 
 
 def test_unsupported_ops_listed_before_writing(tmp_path: Path) -> None:
