@@ -30,6 +30,22 @@ def test_top1_and_shape_failures() -> None:
     assert not compare_outputs(ref, ref[:1]).ok
 
 
+def test_rounding_ties_are_not_disagreements() -> None:
+    """Two int8 runtimes may round each logit a step apart: a flip between logits one step apart is rounding."""
+    ref = np.array([[0.5, 0.4, 0.0], [0.9, 0.0, 0.1]])
+    cand = np.array([[0.4, 0.5, 0.0], [0.9, 0.0, 0.1]])  # sample 0 flips across a lead of one 0.1 step
+    loose = ParitySettings(atol=0.15, rtol=0.0, output_steps=1.0, min_top1_agreement=0.99)
+    res = compare_outputs(ref, cand, loose, output_step=0.1)
+    assert res.ok and res.top1_agreement == 0.5 and res.near_tie_flips == 1, res
+    assert "flips across a lead <= 0.2 are rounding ties" in res.rule
+    # a float output has no rounding allowance: the same flip within atol fails top-1
+    res = compare_outputs(ref, cand, loose)
+    assert not res.ok and res.failures == ("top-1 agreement 50.0% < 99%",), res.failures
+    # a flip across a wider lead fails even with every element within atol
+    wide = compare_outputs(np.array([[0.9, 0.6]]), np.array([[0.7, 0.75]]), loose, output_step=0.1)
+    assert not wide.ok and wide.near_tie_flips == 0 and "top-1 agreement 0.0%" in wide.failures[0]
+
+
 def test_quantized_output_step(tmp_path: Path) -> None:
     nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
              helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
