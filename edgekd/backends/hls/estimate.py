@@ -22,6 +22,18 @@ PARTITION_THRESHOLD = 4096  # build_prj.tcl: config_array_partition -complete_th
 LUT_MULT_MAX_BITS = 8  # hls4ml's rule: a product of operands narrower than 9 bits is built in LUTs, no DSP
 REQUANT_DSP = {"fixed_point": 4, "float32": 3}  # 32x31-bit integer multiply vs float32 multiply
 
+# LUT6 coefficients fitted to yosys 0.23 `synth_xilinx -family xcup` counts of the datapath the templates describe
+# (lut_calibration.py; refit and checked on whole layers by tools/hls_lut_bench.py). One accumulator's tree of k
+# products: with the products in DSPs, up to DSP_CASCADE_MAX of them chain through the DSPs' post-adders (a few LUTs
+# each); a longer sum becomes a LUT compressor tree (a slope per product, less a fixed saving). With the products in
+# LUTs (-nodsp) each costs a multiplier plus its adder. yosys has no Booth recoding: its fabric multipliers are
+# larger than Vivado's, so these count what the open flow builds.
+DSP_CASCADE_MAX = 3
+LUT_DSP_CHAIN = (47.0, 17.0)  # (base, per product) while the sum chains through the DSPs
+LUT_DSP_TREE = (-358.0, 104.5)  # (base, per product) for a longer sum
+LUT_FABRIC = {8: (60.0, 215.0), 9: (66.6, 234.6)}  # (base, per product) by the x operand's bits, 8-bit weights
+LUT_PER_REQUANT = {"fixed_point": 181, "power_of_two": 16}  # rounding, zero point, clamp (+ DSP glue)
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -63,6 +75,24 @@ def _pipeline_depth(taps: int) -> int:
     return math.ceil(math.log2(max(taps, 1))) + 4  # adder tree + load, multiply, requantize, store
 
 
+def _tree_luts(k: int, fabric: bool, x_bits: int) -> float:
+    """LUT6 of one accumulator summing ``k`` products (see the coefficients above)."""
+    if fabric:
+        base, slope = LUT_FABRIC.get(x_bits, LUT_FABRIC[9])
+    else:
+        base, slope = LUT_DSP_CHAIN if k <= DSP_CASCADE_MAX else LUT_DSP_TREE
+    return base + slope * k
+
+
+def _luts(products: int, groups: int, x_bits: int, requant_kind: str | None) -> dict[str, Any]:
+    """The datapath's LUT6 count with products in DSPs and (hls4ml's rule) in LUTs, and the terms it used."""
+    k = math.ceil(products / groups)
+    rq = LUT_PER_REQUANT.get(requant_kind or "", 0) * groups
+    return {"lut": round(groups * _tree_luts(k, False, x_bits) + rq),
+            "lut_products_in_fabric": round(groups * _tree_luts(k, True, x_bits) + rq),
+            "lut_terms": {"products": products, "groups": groups, "x_bits": x_bits, "requant": requant_kind}}
+
+
 def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str, dsp_per_mult: float) -> dict[str, Any]:
     y = tensors[layer.output]
     r = layer.reuse
@@ -79,6 +109,8 @@ def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str,
         in_luts = max(_operand_bits(layer, tensors)) <= LUT_MULT_MAX_BITS
         dsp_rules = {"dsp_one_per_product": mults + rq_dsp, "dsp_hls4ml_rule": (0 if in_luts else mults) + rq_dsp}
         ii = iterations * r
+        kind = None if rq is None else "power_of_two" if rq.power_of_two else requant
+        luts = _luts(mults, max(1, math.ceil(per_iter_outputs / r)), _operand_bits(layer, tensors)[0], kind)
     elif isinstance(layer, ir.Pool):
         taps = layer.kernel[0] * layer.kernel[1]
         ii = y.size  # pool2d is pipelined at II = 1 (no multipliers to share)
@@ -101,12 +133,14 @@ def layer_estimate(layer: ir.Layer, tensors: dict[str, ir.Tensor], requant: str,
         ii, cycles, dsp = r, r + 2, 0
     else:  # reshape: wires
         ii, cycles, dsp = 1, 1, 0
+    if not isinstance(layer, (ir.Conv, ir.Dense, ir.ConvTranspose)):
+        luts = {"lut": None, "lut_products_in_fabric": None}  # not modelled: pooling, adds, lookups, wires
     if not isinstance(layer, (ir.Conv, ir.Dense)):
         dsp_rules = {"dsp_one_per_product": dsp, "dsp_hls4ml_rule": dsp}
     act_bits = 32 if y.dtype == "int32" else 8
     return {
         "layer": layer.name, "kind": layer.kind, "output_shape": list(y.shape), "reuse_factor": r,
-        "macs": layer.macs(tensors), "multipliers": mults, "dsp": dsp, **dsp_rules,
+        "macs": layer.macs(tensors), "multipliers": mults, "dsp": dsp, **dsp_rules, **luts,
         "bram_18k_weights": _weight_bram(layer, tensors),
         "bram_18k_activations": _activation_bram(y, act_bits),
         "activation_register_bits": y.size * act_bits if y.size < PARTITION_THRESHOLD else 0,
@@ -134,6 +168,8 @@ def estimate(graph: ir.Graph, *, clock_period_ns: float, io_type: str, requant: 
             "dsp": dsp, "bram_18k": bram,
             "dsp_one_per_product": sum(layer["dsp_one_per_product"] for layer in layers),
             "dsp_hls4ml_rule": sum(layer["dsp_hls4ml_rule"] for layer in layers),
+            "lut_datapath": sum(layer["lut"] or 0 for layer in layers),
+            "lut_datapath_products_in_fabric": sum(layer["lut_products_in_fabric"] or 0 for layer in layers),
             "activation_register_bits": sum(layer["activation_register_bits"] for layer in layers),
             "latency_cycles": cycles, "latency_us": cycles * clock_period_ns / 1000.0,
             "ii_cycles": ii, "throughput_per_s": 1e9 / (ii * clock_period_ns),
@@ -142,7 +178,10 @@ def estimate(graph: ir.Graph, *, clock_period_ns: float, io_type: str, requant: 
         "utilization": {"dsp": dsp / max(resources.dsp, 1), "bram_18k": bram / max(resources.bram_18k, 1)},
         "fits": all(fits.values()),
         "over": [k for k, ok in fits.items() if not ok],
-        "not_estimated": ["LUT", "FF"],
+        "not_estimated": ["FF", "LUT outside the Conv/Dense datapaths (control, address, FIFOs, pooling)"],
+        "lut_basis": "LUT6 of the Conv/Dense datapaths (products, int32 adder trees, accumulators, requantizers), "
+                     "fitted to yosys 0.23 synth_xilinx counts (tools/hls_lut_bench.py); lut: products in DSPs, "
+                     "lut_products_in_fabric: products built in LUTs (hls4ml's rule for < 9-bit operands)",
         "dsp_basis": {
             "dsp": f"{dsp_per_multiplier:g} DSP per multiplier (the target's dsp_per_multiplier"
                    + ("; two int8 products per DSP48E2: BEST CASE, WP486 packing" if dsp_per_multiplier < 1 else "") + ")",

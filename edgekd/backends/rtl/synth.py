@@ -84,8 +84,9 @@ def _xilinx_resources(cells: dict[str, int]) -> dict[str, int]:
             "dsp": sum(v for k, v in cells.items() if k.startswith("DSP48"))}
 
 
-def synthesize(rtl_dir: Path, family: str, timeout_s: float = 900) -> SynthResult:
-    """yosys synth_ice40 -dsp (family "ice40") or synth_xilinx -family <family>; cell counts from ``stat -json``."""
+def synthesize(rtl_dir: Path, family: str, timeout_s: float = 900, options: str = "") -> SynthResult:
+    """yosys synth_ice40 -dsp (family "ice40") or synth_xilinx -family <family> [options, e.g. -nodsp]; cell counts
+    from ``stat -json``."""
     yosys = tools.require("yosys")
     build = rtl_dir / "build"
     build.mkdir(exist_ok=True)
@@ -94,7 +95,7 @@ def synthesize(rtl_dir: Path, family: str, timeout_s: float = 900) -> SynthResul
         steps = [f"synth_ice40 -dsp -top {TOP} -json build/engine_ice40.json", f"tee -q -o {stat} stat -json",
                  f"write_verilog -noattr {NETLIST}"]
     else:
-        steps = [f"synth_xilinx -family {family} -top {TOP}", f"tee -q -o {stat} stat -json"]
+        steps = [f"synth_xilinx -family {family} -top {TOP} {options}".rstrip(), f"tee -q -o {stat} stat -json"]
     script = build / f"synth_{family}.ys"
     script.write_text("\n".join(["read_verilog -I. engine.v", *steps]) + "\n")
     seconds = _run([*yosys.argv, "-q", "-s", str(script.relative_to(rtl_dir))], rtl_dir, timeout_s, f"yosys ({family})",
