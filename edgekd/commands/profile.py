@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 HELP = """\
@@ -32,6 +33,31 @@ NEW/BASE exceeds 1 + --max-regression; profiles from different CPU models are re
 
 Exit status: 0 ok, 1 regression or budget exceeded, 2 error.
 """
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An integer >= ``minimum``: a bad count is a usage error (exit 2) naming the option, not a traceback."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -64,12 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="target name or .toml (for a bundle: one of its targets) [cpu]")
     p.add_argument("--out", help="output folder [BUNDLE/profile/TARGET or ./profile-NAME-TARGET]")
     g = p.add_argument_group("measurement")
-    g.add_argument("--warmup", type=int, help="warm-up calls [target's profiling.warmup]")
-    g.add_argument("--warmup-time", type=float, default=0.0, metavar="S", help="also warm up at least S seconds [0]")
-    g.add_argument("--iterations", type=int, help="measured queries (minimum) [target's profiling.iterations]")
-    g.add_argument("--time", type=float, default=0.0, metavar="S", help="time budget: keep measuring at least S seconds")
-    g.add_argument("--idle-gap", type=float, default=0.0, metavar="MS", help="idle time between queries, in ms [0]")
-    g.add_argument("--batch", type=int, help="single-stream batch size [target's profiling.batch_size]")
+    g.add_argument("--warmup", type=_count(0), help="warm-up calls, >= 0 [target's profiling.warmup]")
+    g.add_argument("--warmup-time", type=_seconds, default=0.0, metavar="S", help="also warm up at least S seconds [0]")
+    g.add_argument("--iterations", type=_count(1), help="measured queries (minimum), >= 1 [target's profiling.iterations]")
+    g.add_argument("--time", type=_seconds, default=0.0, metavar="S", help="time budget: keep measuring at least S seconds")
+    g.add_argument("--idle-gap", type=_seconds, default=0.0, metavar="MS", help="idle time between queries, in ms [0]")
+    g.add_argument("--batch", type=_count(1), help="single-stream batch size, >= 1 [target's profiling.batch_size]")
     g.add_argument("--batches", type=_batches, default=(), metavar="1,2,4,8", help="offline scenario: batch sweep")
     g.add_argument("--shape", type=_shape, action="append", default=[], metavar="NAME=1x3x224x224",
                    help="shape of an input with dynamic dimensions besides the batch (sequence length, H/W); "
@@ -79,7 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "a pre-set OpenVINO InferRequest); plain = runner.infer(feeds) through the Python binding "
                         "every call. The binding's per-call cost is measured and reported either way [bound]")
     g.add_argument("--no-layers", action="store_true", help="skip the per-layer profile")
-    g.add_argument("--layer-runs", type=int, default=20, help="runs averaged in the per-layer profile [20]")
+    g.add_argument("--layer-runs", type=_count(1), default=20, help="runs averaged in the per-layer profile [20]")
     g.add_argument("--no-plots", action="store_true", help="do not write PNGs")
     g.add_argument("--label", help="name of this variant in tables and plots [target name]")
     g.add_argument("--precision", choices=["auto"], help="auto: profile every precision the target supports, pick the "

@@ -273,9 +273,20 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15)
     return "\n".join(lines)
 
 
+#: every file ``write_all`` may write besides the plots (``plots.PROFILE_PLOTS``)
+PROFILE_FILES = ("profile.json", "summary.csv", "latency.csv", "layers.csv", "offline.csv", "profile.md")
+
+
 def write_all(doc: dict[str, Any], out_dir: Path, *, plots: bool = True) -> dict[str, list[str]]:
-    """profile.json, CSVs, PNGs and profile.md into ``out_dir``; returns the written file names."""
+    """profile.json, CSVs, PNGs and profile.md into ``out_dir``; returns the written file names. Files of an
+    earlier profile in the same folder are removed first (only the names this writes): a layers.csv or a plot this
+    run does not produce would otherwise sit next to the new profile.json as if it belonged to it."""
+    from edgekd.profiler.plots import PROFILE_PLOTS
+
+    validate(doc, where=str(out_dir / "profile.json"))  # a bad document leaves the earlier profile in place
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (*PROFILE_FILES, *PROFILE_PLOTS):
+        (out_dir / name).unlink(missing_ok=True)
     write_json(doc, out_dir / "profile.json")
     csvs = write_csv(doc, out_dir)
     pngs: list[Path] = []
