@@ -18,7 +18,7 @@ Reported: medians over rounds with their range, and per-round ratios to benchmar
 
     .venv/bin/python tools/bench_binding.py [--rounds 7] [--threads 2]
 
-Writes docs/bench/binding.md (with the command line).
+Writes docs/bench/binding.md (with the command line) and binding.json (every round's numbers).
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def to_markdown(results: list[dict[str, Any]], args: argparse.Namespace, argv: l
     env = bl.environment()
     lines = ["# Profiler call path vs benchmark_app", "",
              f"Command: `{bl.command_line('tools/bench_binding.py', argv)}`", "",
-             f"CPU (lscpu): {env['cpu'].get('model')}, {env['cpu'].get('logical_cpus')} logical CPUs; "
+             f"CPU: {env['cpu'].get('model')}, {env['cpu'].get('logical_cpus')} logical CPUs; "
              f"openvino {results[0]['ov_version'].split('-')[0] if results else '?'}, onnxruntime "
              f"{onnxruntime.__version__}; FP32 (f32 hint), batch 1, {args.threads} threads, 1 stream, LATENCY hint; "
              f"{args.rounds} interleaved rounds with a rotating start.", "",
@@ -167,10 +167,11 @@ def to_markdown(results: list[dict[str, Any]], args: argparse.Namespace, argv: l
                  ["edgekd OpenVINO bound, OpenVINO's own timing (`runtime_p50_ms`)", _cell(ov_rt, scale), ratio(ov_rt), ""],
                  ["edgekd OpenVINO `--call-path plain`, wall (the old default)", _cell(wall["ov plain"], scale),
                   ratio(wall["ov plain"]), ""],
-                 ["edgekd OpenVINO `binding_overhead_us` (plain - bound)", _cell(wall["ov binding"], scale), "", ""],
+                 ["edgekd OpenVINO binding overhead (plain - bound, the profiler's `binding_overhead()`)",
+                  _cell(wall["ov binding"], scale), "", ""],
                  ["edgekd ONNX Runtime bound (IOBinding), wall", _cell(wall["ort bound"], scale), "", ""],
                  ["edgekd ONNX Runtime plain (`session.run`), wall", _cell(wall["ort plain"], scale), "", ""],
-                 ["edgekd ONNX Runtime `binding_overhead_us` (plain - bound)", _cell(wall["ort binding"], scale), "", ""]]
+                 ["edgekd ONNX Runtime binding overhead (plain - bound, `binding_overhead()`)", _cell(wall["ort binding"], scale), "", ""]]
         lines += [f"## {res['model']} (1x{'x'.join(map(str, res['shape']))}), {res['queries']} queries per call path "
                   f"and round", "",
                   *bl.md_table(["call", f"p50 {unit} [range]", "x benchmark_app [range]", "note"], rows, "lrrl"), "",
@@ -181,8 +182,8 @@ def to_markdown(results: list[dict[str, Any]], args: argparse.Namespace, argv: l
               "the pybind call itself. benchmark_app reports OpenVINO's own timing, so compare it with that row; "
               "`edgekd profile` reports the wall time of the bound call (what a Python application can reach) and "
               "the binding overhead beside it. For a call of milliseconds (resnet18) the binding's few microseconds "
-              "are far inside the round-to-round noise of a shared machine: its `binding_overhead_us` range crosses "
-              "zero.", ""]
+              "are far inside the round-to-round noise of a shared machine: its binding-overhead range crosses "
+              "zero. Raw per-round numbers: the .json next to this file.", ""]
     return "\n".join(lines)
 
 
@@ -209,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     text = to_markdown(results, args, argv, exe)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
+    # every round's numbers, so the table can be checked (or re-read) without re-running
+    Path(args.out).with_suffix(".json").write_text(json.dumps({"command": bl.command_line("tools/bench_binding.py", argv),
+                                                               "models": results}, indent=1, default=str) + "\n")
     print(text)
     return 0
 
