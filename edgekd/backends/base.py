@@ -371,12 +371,13 @@ def layer_table_of(backend: Any, model_file: Path, feeds: dict[str, np.ndarray],
 
 
 def bound_call_of(runner: Any, feeds: Mapping[str, np.ndarray]) -> BoundCall | None:
-    """The runner's bound call on ``feeds`` (``BoundCall``), or None for a runner that offers none."""
+    """The runner's bound call on ``feeds`` (``BoundCall``), or None for a runner that offers none (a wrapper such as
+    ``edgekd.runtime.BundleRunner`` answers None when the runner it wraps has none)."""
     fn = getattr(runner, "bound_call", None)
     if not callable(fn):
         return None
     bound = fn(feeds)
-    if not isinstance(bound, BoundCall):
+    if bound is not None and not isinstance(bound, BoundCall):
         raise TypeError(f"{type(runner).__name__}.bound_call(feeds) must return edgekd.backends.base.BoundCall")
     return bound
 
