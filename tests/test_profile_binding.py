@@ -184,3 +184,22 @@ def test_old_profile_json_without_call_path_still_reads(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     assert report.load(path)["label"] == "old"
     assert "binding overhead: not measured" in report.markdown(doc)
+
+
+def test_compare_names_a_call_path_difference(models: dict[str, Path], tmp_path: Path) -> None:
+    """A baseline timed on the plain call (every profile before the bound default) against a bound run: the
+    comparison says so, since the binding's cost is in one ratio side only."""
+    from edgekd.profiler.compare import call_path, compare
+    from edgekd.profiler.run import ProfileOptions, profile
+
+    cfg = MeasureSettings(warmup=2, iterations=20)
+    docs = {path: profile(models["fp32"], "cpu", tmp_path / path, ProfileOptions(measure=cfg, layers=False,
+                                                                                 call_path=path))
+            for path in ("plain", "bound")}
+    assert [call_path(d) for d in docs.values()] == ["plain", "bound"]
+    diffs = compare(docs["plain"], docs["bound"]).env_differences
+    assert any(d.startswith("timed call: plain vs bound") for d in diffs)
+    assert not any("timed call" in d for d in compare(docs["bound"], docs["bound"]).env_differences)
+    old = {**docs["bound"], "settings": {}, "single_stream": {k: v for k, v in docs["bound"]["single_stream"].items()
+                                                              if k != "call_path"}}
+    assert call_path(old) == "plain"
