@@ -76,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         set_quiet(True)
     _terminate_like_interrupt()
     try:
-        return int(args.handler(args) or 0)
+        code = int(args.handler(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the try, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _reader_went_away()
     except EdgekdError as exc:
         print(f"edgekd: error: {exc}", file=sys.stderr)
         return 2
@@ -94,6 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("edgekd: interrupted", file=sys.stderr)
         return 130
+
+
+def _reader_went_away() -> int:
+    """``edgekd ... | head -1``: the reader closed the pipe. Everything was already written to files; stop quietly
+    with the shell's SIGPIPE status (128 + 13), and point stdout at /dev/null so the exit flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout is not a real file (captured): nothing left to silence
+        pass
+    return 141
 
 
 class Terminated(KeyboardInterrupt):

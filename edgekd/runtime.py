@@ -23,7 +23,7 @@ import numpy as np
 
 from edgekd.artifact import IOSpec
 from edgekd.backends import BACKENDS, BuildResult
-from edgekd.backends.base import dtype_hint
+from edgekd.backends.base import BoundCall, bound_call_of, dtype_hint
 from edgekd.bundle import Bundle, load_npz
 from edgekd.errors import BackendUnavailable, BuildError, ConfigError, EdgekdError
 
@@ -156,6 +156,10 @@ class BundleRunner:
         """The backend's hot path (for latency loops): no validation."""
         call = getattr(self.runner, "infer_unchecked", self.runner.infer)
         return call(feeds)
+
+    def bound_call(self, feeds: Mapping[str, np.ndarray]) -> BoundCall | None:
+        """The backend's bound call (``edgekd.backends.base.BoundCall``) on validated feeds; None when it has none."""
+        return bound_call_of(self.runner, self.validate(feeds))
 
     def predict(self, x: np.ndarray, batch: int = 256) -> np.ndarray:
         """First output for a single-input model, in chunks (fixed-batch artifacts run one batch at a time)."""

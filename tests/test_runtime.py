@@ -175,3 +175,21 @@ def test_shape_hints() -> None:
     assert "fixed batch of 1" in _shape_hint((3, 1, 8, 8), (1, 1, 8, 8))
     assert "x[None]" in _shape_hint((1, 8, 8), ("batch", 1, 8, 8))
     assert "channels-last" in _shape_hint((2, 8, 8, 3), ("batch", 3, 8, 8))
+
+
+def test_bundle_runner_passes_the_bound_call_through(bundle: Path) -> None:
+    """edgekd.runtime's runner (what HIL checks time) offers the backend's bound call on validated feeds: same
+    outputs as infer(), and the profiler's loop times it."""
+    from edgekd.backends.base import bound_call_of
+    from edgekd.profiler.measure import MeasureSettings, measure_latency
+
+    model = runtime.load(bundle, "cpu")
+    x = runtime.load_npz(bundle / "golden.npz")["input"][:2]
+    bound = bound_call_of(model, {"input": x})
+    assert bound is not None and "IOBinding" in bound.path
+    bound.run()
+    np.testing.assert_array_equal(bound.outputs()[0], model.infer({"input": x})["logits"])
+    with pytest.raises(BuildError, match="float32"):
+        bound_call_of(model, {"input": x.astype(np.float64)})  # validated like infer()
+    sample = measure_latency(model, {"input": x[:1]}, settings=MeasureSettings(warmup=2, iterations=10))
+    assert sample.call_path == "bound"

@@ -39,10 +39,11 @@ class Topic:
 
 
 # Order: the cheap topics first, the headline tables last. Full-suite budget (2 quiet cores), about:
-# profiler 0.5, hls 1, hil 1.5, compare 1.5, openvino 1.5, distill 6, structure 3, quant 2, peers 18 minutes.
+# profiler 0.5, binding 5, hls 1, hil 1.5, compare 1.5, openvino 1.5, distill 6, structure 3, quant 2, peers 18 minutes.
 TOPICS: dict[str, Topic] = {
     "profiler": Topic("tools/bench_profiler.py", quick=("--rounds", "3", "--queries", "500"),
                       env={"OMP_NUM_THREADS": "1"}),
+    "binding": Topic("tools/bench_binding.py", quick=("--models", "digits", "--rounds", "2")),
     "hls": Topic("tools/bench_hls.py", quick=("--repeats", "1", "--epochs", "1"), env={"OMP_NUM_THREADS": "1"}),
     "hil": Topic("tools/bench_hil.py", quick=("--repeats", "1"), env={"OMP_NUM_THREADS": "1"}),
     "compare": Topic("tools/bench_compare.py", quick=("--iterations", "30")),

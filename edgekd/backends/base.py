@@ -229,6 +229,20 @@ class Runner(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class BoundCall:
+    """A runner's lowest-overhead call: inputs (and outputs, where the runtime allows) bound once, so each ``run()``
+    is only the runtime's own infer call -- ONNX Runtime's ``run_with_iobinding`` on pre-allocated OrtValues, an
+    OpenVINO InferRequest with its input tensors set once. Runners offer it as ``bound_call(feeds)`` (optional: a
+    runner without one is timed on its plain call). ``keep`` holds the bound arrays alive as long as the call."""
+
+    run: Callable[[], Any]  # the timed call: no arguments, no conversion of inputs or outputs
+    outputs: Callable[[], list[np.ndarray]]  # the last run's outputs, positional (read outside the timed region)
+    path: str  # what is bound, in words (reported as call_path_detail)
+    runtime_latency_s: Callable[[], float] | None = None  # the runtime's own timing of the last run, when it keeps one
+    keep: tuple[Any, ...] = ()
+
+
 #: what ``build`` receives: a file (an ONNX model today) or an ``edgekd.artifact.Artifact``. A backend that consumes
 #: another program form (a torch module, ExecuTorch-style) takes the Artifact and reads ``kind``/``payload``;
 #: ``source_path`` gives file-based backends their path either way.
@@ -354,6 +368,18 @@ def layer_table_of(backend: Any, model_file: Path, feeds: dict[str, np.ndarray],
                    build: BuildResult | None) -> dict[str, Any] | None:
     fn = getattr(backend, "layer_table", None)
     return fn(model_file, feeds, target, runs, build) if callable(fn) else None
+
+
+def bound_call_of(runner: Any, feeds: Mapping[str, np.ndarray]) -> BoundCall | None:
+    """The runner's bound call on ``feeds`` (``BoundCall``), or None for a runner that offers none (a wrapper such as
+    ``edgekd.runtime.BundleRunner`` answers None when the runner it wraps has none)."""
+    fn = getattr(runner, "bound_call", None)
+    if not callable(fn):
+        return None
+    bound = fn(feeds)
+    if bound is not None and not isinstance(bound, BoundCall):
+        raise TypeError(f"{type(runner).__name__}.bound_call(feeds) must return edgekd.backends.base.BoundCall")
+    return bound
 
 
 def latency_of(backend: Any) -> str:

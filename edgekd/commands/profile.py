@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 HELP = """\
@@ -32,6 +33,31 @@ NEW/BASE exceeds 1 + --max-regression; profiles from different CPU models are re
 
 Exit status: 0 ok, 1 regression or budget exceeded, 2 error.
 """
+
+
+def _count(minimum: int) -> Callable[[str], int]:
+    """An integer >= ``minimum``: a bad count is a usage error (exit 2) naming the option, not a traceback."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _batches(text: str) -> tuple[int, ...]:
@@ -64,18 +90,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", help="target name or .toml (for a bundle: one of its targets) [cpu]")
     p.add_argument("--out", help="output folder [BUNDLE/profile/TARGET or ./profile-NAME-TARGET]")
     g = p.add_argument_group("measurement")
-    g.add_argument("--warmup", type=int, help="warm-up calls [target's profiling.warmup]")
-    g.add_argument("--warmup-time", type=float, default=0.0, metavar="S", help="also warm up at least S seconds [0]")
-    g.add_argument("--iterations", type=int, help="measured queries (minimum) [target's profiling.iterations]")
-    g.add_argument("--time", type=float, default=0.0, metavar="S", help="time budget: keep measuring at least S seconds")
-    g.add_argument("--idle-gap", type=float, default=0.0, metavar="MS", help="idle time between queries, in ms [0]")
-    g.add_argument("--batch", type=int, help="single-stream batch size [target's profiling.batch_size]")
+    g.add_argument("--warmup", type=_count(0), help="warm-up calls, >= 0 [target's profiling.warmup]")
+    g.add_argument("--warmup-time", type=_seconds, default=0.0, metavar="S", help="also warm up at least S seconds [0]")
+    g.add_argument("--iterations", type=_count(1), help="measured queries (minimum), >= 1 [target's profiling.iterations]")
+    g.add_argument("--time", type=_seconds, default=0.0, metavar="S", help="time budget: keep measuring at least S seconds")
+    g.add_argument("--idle-gap", type=_seconds, default=0.0, metavar="MS", help="idle time between queries, in ms [0]")
+    g.add_argument("--batch", type=_count(1), help="single-stream batch size, >= 1 [target's profiling.batch_size]")
     g.add_argument("--batches", type=_batches, default=(), metavar="1,2,4,8", help="offline scenario: batch sweep")
     g.add_argument("--shape", type=_shape, action="append", default=[], metavar="NAME=1x3x224x224",
                    help="shape of an input with dynamic dimensions besides the batch (sequence length, H/W); "
                         "batch first, repeatable")
+    g.add_argument("--call-path", choices=["bound", "plain"], default="bound",
+                   help="timed call: bound = the runtime's lowest-overhead call on inputs bound once (ORT IOBinding, "
+                        "a pre-set OpenVINO InferRequest); plain = runner.infer(feeds) through the Python binding "
+                        "every call. The binding's per-call cost is measured and reported either way [bound]")
     g.add_argument("--no-layers", action="store_true", help="skip the per-layer profile")
-    g.add_argument("--layer-runs", type=int, default=20, help="runs averaged in the per-layer profile [20]")
+    g.add_argument("--layer-runs", type=_count(1), default=20, help="runs averaged in the per-layer profile [20]")
     g.add_argument("--no-plots", action="store_true", help="do not write PNGs")
     g.add_argument("--label", help="name of this variant in tables and plots [target name]")
     g.add_argument("--precision", choices=["auto"], help="auto: profile every precision the target supports, pick the "
@@ -132,6 +162,7 @@ def _run_profile(args: argparse.Namespace) -> int:
                                duration_s=args.time, idle_gap_ms=args.idle_gap)
     options = ProfileOptions(measure=settings, batch_size=args.batch, batches=args.batches, layers=not args.no_layers,
                              layer_runs=args.layer_runs, label=args.label, shapes=dict(args.shape),
+                             call_path=args.call_path,
                              command="edgekd profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     if args.precision == "auto":
         from edgekd.profiler.auto import auto_precision, write_auto
@@ -166,6 +197,8 @@ def _run_profile(args: argparse.Namespace) -> int:
 
 
 def _print_summary(doc: dict) -> None:
+    from edgekd.profiler import report
+
     ss = doc.get("single_stream") or {}
     if not ss:
         print("no latency measured: " + "; ".join(doc.get("notes", [])))
@@ -176,6 +209,7 @@ def _print_summary(doc: dict) -> None:
           f"[95% CI {ci.get('low', float('nan')):.4f}-{ci.get('high', float('nan')):.4f}], p99 {ss['p99_ms']:.4f} ms, "
           f"first call {ss['first_call_ms']:.3f} ms, {ss['iterations']} queries"
           + (f"; early-stopping p90 {es['estimate_ms']:.4f} ms" if es.get("ok") else ""))
+    print(f"timed call: {ss.get('call_path', 'plain')}; {report.binding_line(ss)}")
     mix = (doc.get("layers") or {}).get("precision_mix")
     if mix:
         print("layer time by precision: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in mix.items()))

@@ -139,7 +139,18 @@ def env_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     for key in ("batch_size", "idle_gap_ms"):
         if sa.get(key) != sb.get(key):
             out.append(f"setting {key}: {sa.get(key)} vs {sb.get(key)}")
+    pa, pb = call_path(a), call_path(b)
+    if pa != pb:
+        out.append(f"timed call: {pa} vs {pb} -- the plain call includes the runtime binding's per-call cost "
+                   "(binding_overhead_us), so the ratio is not the model's alone; profile both with the same "
+                   "--call-path")
     return out
+
+
+def call_path(doc: dict[str, Any]) -> str:
+    """The call a profile timed; a profile from before edgekd timed the bound call has none recorded: plain."""
+    return str((doc.get("single_stream") or {}).get("call_path") or (doc.get("settings") or {}).get("call_path")
+               or "plain")
 
 
 def compare(base: dict[str, Any], new: dict[str, Any], *, metrics: tuple[str, ...] = ("p50", "p90"),

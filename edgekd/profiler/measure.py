@@ -2,12 +2,17 @@
 (throughput over a batch sweep), after MLPerf LoadGen's scenarios.
 
 Only the runner call sits between the two clock reads; progress updates, idle gaps and
-bookkeeping happen outside the timed region. The harness's own cost per query (a clock
-pair plus the loop around a no-op call) is measured and reported next to the results.
+bookkeeping happen outside the timed region. The timed call is the runner's *bound* call by
+default (``BoundCall``: inputs bound once, ONNX Runtime IOBinding / an OpenVINO request with its
+tensors set): a plain ``infer(feeds)`` through the Python binding converts inputs and outputs on
+every call, which is most of the time of a sub-millisecond model. ``binding_overhead`` measures
+that per-call cost (plain minus bound, interleaved) so it is reported, not hidden; the clock
+pair's own cost (``harness_overhead``) is reported too.
 """
 
 from __future__ import annotations
 
+import functools
 import resource
 import sys
 import time
@@ -17,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd.backends.base import BoundCall, bound_call_of
 from edgekd.errors import ConfigError
 from edgekd.profiler import stats
 from edgekd.progress import task
@@ -55,6 +61,9 @@ class LatencySample:
     wall_s: float = 0.0
     harness_overhead_s: float | None = None
     memory: dict[str, float] = field(default_factory=dict)
+    call_path: str = "plain"
+    call_path_detail: str = ""
+    runtime_times_s: np.ndarray | None = None  # the runtime's own timing of each query, when it keeps one
 
     @property
     def times_ms(self) -> np.ndarray:
@@ -74,8 +83,12 @@ class LatencySample:
             "warmup_calls": self.warmup_calls,
             "wall_s": self.wall_s,
         }
+        out["call_path"] = self.call_path
+        out["call_path_detail"] = self.call_path_detail
         if self.harness_overhead_s is not None:
             out["harness_overhead_us"] = self.harness_overhead_s * 1e6
+        if self.runtime_times_s is not None and self.runtime_times_s.size:
+            out["runtime_p50_ms"] = float(np.median(self.runtime_times_s)) * 1e3
         if bootstrap and ms.size >= 2:
             out["p50_ci_ms"] = stats.bootstrap_ci(ms, 50, n_boot=bootstrap, seed=seed).to_dict()
             out["p90_ci_ms"] = stats.bootstrap_ci(ms, 90, n_boot=bootstrap, seed=seed).to_dict()
@@ -88,6 +101,68 @@ class LatencySample:
 def _call(runner: Any) -> Callable[[Mapping[str, np.ndarray]], Any]:
     # Runners may expose a validation-free hot path; timing should not include our checks.
     return getattr(runner, "infer_unchecked", runner.infer)
+
+
+#: ``--call-path``: "bound" = the runner's ``bound_call`` (the runtime's lowest-overhead call, inputs bound once);
+#: "plain" = ``runner.infer_unchecked(feeds)``, the Python call an application usually writes
+CALL_PATHS = ("bound", "plain")
+PLAIN_DETAIL = "runner.infer_unchecked(feeds): inputs and outputs go through the Python binding on every call"
+
+
+@dataclass(frozen=True)
+class TimedCall:
+    """The zero-argument call the loop times and what it is; ``bound`` keeps a bound call's arrays alive."""
+
+    run: Callable[[], Any]
+    call_path: str
+    detail: str
+    bound: BoundCall | None = None
+
+
+def timed_call(runner: Any, feeds: Mapping[str, np.ndarray], call_path: str = "bound") -> TimedCall:
+    """The call to time on ``feeds``. "bound" falls back to the plain call (so labelled) for a runner without one."""
+    if call_path not in CALL_PATHS:
+        raise ValueError(f"call_path must be one of {', '.join(CALL_PATHS)}, got {call_path!r}")
+    if call_path == "bound":
+        bound = bound_call_of(runner, feeds)
+        if bound is not None:
+            return TimedCall(bound.run, "bound", bound.path, bound)
+        return TimedCall(functools.partial(_call(runner), feeds), "plain",
+                         f"{type(runner).__name__} has no bound call: {PLAIN_DETAIL}")
+    return TimedCall(functools.partial(_call(runner), feeds), "plain", PLAIN_DETAIL)
+
+
+def binding_overhead(runner: Any, feeds: Mapping[str, np.ndarray], *, rounds: int = 7,
+                     budget_s: float = 0.5) -> dict[str, Any] | None:
+    """Per-call cost of the plain path over the bound one: ``rounds`` interleaved rounds (plain, bound, plain, ...)
+    of a few calls each, the median per round of each, and the median of the per-round differences (us). None for
+    a runner without a bound call. About ``budget_s`` seconds, at least 5 calls per side and round."""
+    bound = bound_call_of(runner, feeds)
+    if bound is None:
+        return None
+    plain = functools.partial(_call(runner), feeds)
+    clock = time.perf_counter
+    begin = clock()
+    for _ in range(3):  # warm both paths and estimate the call time
+        plain()
+        bound.run()
+    per_call = max((clock() - begin) / 6, 1e-7)
+    calls = int(min(200, max(5, budget_s / (2 * rounds * per_call))))
+    plain_us: list[float] = []
+    bound_us: list[float] = []
+    for _ in range(rounds):
+        for fn, sink in ((plain, plain_us), (bound.run, bound_us)):
+            times = np.empty(calls)
+            for i in range(calls):
+                t0 = clock()
+                fn()
+                times[i] = clock() - t0
+            sink.append(float(np.median(times)) * 1e6)
+    diffs = np.asarray(plain_us) - np.asarray(bound_us)
+    return {"binding_overhead_us": float(np.median(diffs)), "range_us": [float(diffs.min()), float(diffs.max())],
+            "plain_p50_us": float(np.median(plain_us)), "bound_p50_us": float(np.median(bound_us)),
+            "rounds": rounds, "calls_per_round": calls,
+            "method": "median over interleaved rounds of (median plain call - median bound call)"}
 
 
 def rss_mb() -> dict[str, float]:
@@ -105,43 +180,47 @@ def rss_mb() -> dict[str, float]:
 
 
 def harness_overhead(n: int = 2000) -> float:
-    """Seconds the timed region adds to a query by itself: the loop below around a no-op call."""
+    """Seconds the clock pair adds to a query by itself: the timed region around a zero-argument no-op Python call
+    (the loop's own cost; the runtime binding's per-call cost is ``binding_overhead``'s)."""
     clock = time.perf_counter
-    noop = _NoopRunner().infer_unchecked
-    feeds: dict[str, np.ndarray] = {}
+    noop = _noop
     times = np.empty(n)
     for i in range(n):
         t0 = clock()
-        noop(feeds)
+        noop()
         times[i] = clock() - t0
     return float(np.median(times))
 
 
-class _NoopRunner:
-    def infer_unchecked(self, feeds: Mapping[str, np.ndarray]) -> None:
-        return None
+def _noop() -> None:
+    return None
 
 
 def measure_latency(runner: Any, feeds: Mapping[str, np.ndarray], *, warmup: int = 20, iterations: int = 200,
-                    description: str = "profiling", settings: MeasureSettings | None = None) -> LatencySample:
-    """Single-stream: one query at a time. ``settings`` overrides ``warmup``/``iterations``."""
+                    description: str = "profiling", settings: MeasureSettings | None = None,
+                    call_path: str = "bound") -> LatencySample:
+    """Single-stream: one query at a time. ``settings`` overrides ``warmup``/``iterations``; ``call_path`` picks
+    the timed call (``CALL_PATHS``; the first, cold call is always the plain one, binding nothing yet)."""
     cfg = settings or MeasureSettings(warmup=warmup, iterations=iterations)
-    call = _call(runner)
     clock = time.perf_counter
     sleep = time.sleep
     gap = cfg.idle_gap_ms / 1e3
     begin = clock()
-    call(feeds)
+    _call(runner)(feeds)
     first = clock() - begin
+    timed = timed_call(runner, feeds, call_path)
+    call = timed.run
+    runtime_latency = timed.bound.runtime_latency_s if timed.bound is not None else None
 
     warm_start = clock()
     n_warm = 0
     while n_warm < cfg.warmup or clock() - warm_start < cfg.warmup_s:
-        call(feeds)
+        call()
         n_warm += 1
 
     times: list[float] = []
     append = times.append
+    runtime_times: list[float] = []
     target = max(cfg.iterations, 1)
     with task(description, target if cfg.duration_s <= 0 else None) as bar:
         start = clock()
@@ -150,16 +229,19 @@ def measure_latency(runner: Any, feeds: Mapping[str, np.ndarray], *, warmup: int
             if gap:
                 sleep(gap)
             t0 = clock()
-            call(feeds)
+            call()
             t1 = clock()
             append(t1 - t0)
+            if runtime_latency is not None:  # outside the timed region
+                runtime_times.append(runtime_latency())
             i += 1
             if not i & 63:  # rich redraws cost microseconds: update the bar in chunks, outside the timed region
                 bar.advance(64)
         wall = clock() - start
     batch = feed_batch(feeds)
     return LatencySample(np.asarray(times, dtype=np.float64), first, batch, n_warm, wall, harness_overhead(),
-                         rss_mb())
+                         rss_mb(), timed.call_path, timed.detail,
+                         np.asarray(runtime_times, dtype=np.float64) if runtime_latency is not None else None)
 
 
 def feed_batch(feeds: Mapping[str, np.ndarray]) -> int:
@@ -223,7 +305,7 @@ def make_feeds(inputs: Sequence[Any], batch: int = 1, sample: np.ndarray | None 
 
 def batch_sweep(runner: Any, inputs: Sequence[Any], batches: Sequence[int], cfg: MeasureSettings,
                 sample: np.ndarray | None = None, description: str = "offline",
-                shapes: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, Any]]:
+                shapes: Mapping[str, Sequence[int]] | None = None, call_path: str = "bound") -> list[dict[str, Any]]:
     """Offline scenario: throughput (samples/s) at each batch size. Each point is a short
     single-stream run at that batch; throughput = batch / median query time."""
     points = []
@@ -233,7 +315,8 @@ def batch_sweep(runner: Any, inputs: Sequence[Any], batches: Sequence[int], cfg:
         except ConfigError as exc:
             points.append({"batch_size": b, "skipped": exc.message})
             continue
-        sample_b = measure_latency(runner, feeds, settings=cfg, description=f"{description} batch {b}")
+        sample_b = measure_latency(runner, feeds, settings=cfg, description=f"{description} batch {b}",
+                                   call_path=call_path)
         ms = sample_b.times_ms
         p50 = float(np.median(ms))
         points.append({"batch_size": b, "iterations": int(ms.size), "p50_ms": p50,

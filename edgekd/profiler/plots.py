@@ -141,12 +141,17 @@ def accuracy_scatter(docs: list[dict[str, Any]], path: Path, title: str = "Accur
     return path
 
 
+#: every PNG ``plot_profile`` may write (a reused output folder is cleared of them first: ``report.write_all``)
+PROFILE_PLOTS = ("latency_hist.png", "latency_cdf.png", "layers_top.png")
+
+
 def plot_profile(doc: dict[str, Any], out_dir: Path) -> list[Path]:
+    hist, cdf_png, layers_png = PROFILE_PLOTS
     out = []
     ss = doc.get("single_stream")
     if ss and ss.get("times_ms"):
-        out.append(histogram(doc, out_dir / "latency_hist.png"))
-        out.append(cdf(doc, out_dir / "latency_cdf.png"))
+        out.append(histogram(doc, out_dir / hist))
+        out.append(cdf(doc, out_dir / cdf_png))
     if (doc.get("layers") or {}).get("rows"):
-        out.append(layers_bar(doc, out_dir / "layers_top.png"))
+        out.append(layers_bar(doc, out_dir / layers_png))
     return out

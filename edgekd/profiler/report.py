@@ -37,7 +37,8 @@ FIELDS: tuple[tuple[str, str, bool, str], ...] = (
     ("environment", "object", True, "CPU model and flags, cores, OS, versions (edgekd.profiler.env.capture)"),
     ("environment.cpu.features", "object", True, "avx2/avx512/vnni/bf16/fp16/amx booleans from /proc/cpuinfo"),
     ("environment.versions", "object", True, "python, numpy, torch, onnxruntime, openvino, tensorrt... versions"),
-    ("settings", "object", True, "warmup, warmup_s, iterations, duration_s, idle_gap_ms, batch_size, batches, layer_runs"),
+    ("settings", "object", True, "warmup, warmup_s, iterations, duration_s, idle_gap_ms, batch_size, batches, layer_runs, "
+                                 "call_path"),
     ("load_s", "number|null", True, "seconds to load/compile the artifact into a runner"),
     ("single_stream", "object|null", True, "single-stream scenario (null for FPGA C-sim or when skipped)"),
     ("single_stream.iterations", "integer", False, "measured queries"),
@@ -47,7 +48,18 @@ FIELDS: tuple[tuple[str, str, bool, str], ...] = (
     ("single_stream.p90_ci_ms", "object", False, "bootstrap CI of p90"),
     ("single_stream.p90_early_stop", "object", False, "MLPerf early-stopping p90: ok, estimate_ms, discarded, min_queries"),
     ("single_stream.p99_early_stop", "object", False, "same for p99 (needs >= 662 queries)"),
-    ("single_stream.harness_overhead_us", "number", False, "median cost of the timed region around a no-op call"),
+    ("single_stream.call_path", "string", False, "the timed call: bound (the runtime's lowest-overhead call, inputs "
+                                                 "bound once: ORT IOBinding, a pre-set OpenVINO InferRequest) or plain "
+                                                 "(runner.infer_unchecked(feeds)); --call-path"),
+    ("single_stream.call_path_detail", "string", False, "what the timed call is, in words (the runner's own description)"),
+    ("single_stream.binding_overhead_us", "number|null", False, "per-call cost of the plain call over the bound one "
+                                                                "(median over interleaved rounds); null: no bound call"),
+    ("single_stream.binding", "object|null", False, "how binding_overhead_us was measured: plain_p50_us, bound_p50_us, "
+                                                    "range_us, rounds, calls_per_round, method"),
+    ("single_stream.runtime_p50_ms", "number", False, "median of the runtime's own timing of each query, where it keeps "
+                                                      "one (OpenVINO InferRequest.latency, what benchmark_app reports)"),
+    ("single_stream.harness_overhead_us", "number", False, "median cost of the clock pair around a no-op Python call "
+                                                           "(the loop's own cost, not the binding's: binding_overhead_us)"),
     ("single_stream.peak_rss_mb", "number", False, "process peak RSS (whole process, includes imports)"),
     ("single_stream.times_ms", "array", False, "every warm query's latency in ms, in order"),
     ("offline", "object|null", True, "offline scenario: {points: [{batch_size, p50_ms, throughput_per_s, ...}]}"),
@@ -125,7 +137,8 @@ def write_json(doc: dict[str, Any], path: Path) -> Path:
 
 
 SUMMARY_KEYS = ("iterations", "first_call_ms", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms",
-                "std_ms", "iqr_ms", "throughput_per_s", "harness_overhead_us", "peak_rss_mb")
+                "std_ms", "iqr_ms", "throughput_per_s", "call_path", "binding_overhead_us", "runtime_p50_ms",
+                "harness_overhead_us", "peak_rss_mb")
 
 
 def write_csv(doc: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -173,6 +186,19 @@ def _f(v: Any, d: int = 3) -> str:
     return fmt(v, d)
 
 
+def binding_line(ss: dict[str, Any]) -> str:
+    """One sentence on the Python binding's per-call cost (console and profile.md)."""
+    b = ss.get("binding")
+    runtime = ss.get("runtime_p50_ms")
+    own = f"; the runtime's own timing p50 {_f(runtime * 1e3, 1)} µs" if runtime is not None else ""
+    if not b:
+        return "binding overhead: not measured (the runner has no bound call)" + own
+    lo, hi = b["range_us"]
+    return (f"binding overhead {_f(b['binding_overhead_us'], 1)} µs/query [{_f(lo, 1)}, {_f(hi, 1)}] (plain call "
+            f"{_f(b['plain_p50_us'], 1)} µs - bound call {_f(b['bound_p50_us'], 1)} µs, {b['rounds']} interleaved "
+            f"rounds){own}")
+
+
 def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15) -> str:
     t, env = doc["target"], doc["environment"]
     cpu = env.get("cpu", {})
@@ -205,7 +231,9 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15)
                      else f"not available: {es90.get('queries')} < {es90.get('min_queries')} queries"),
                   "- early-stopping p99: " + (f"{_f(es99.get('estimate_ms'))} ms" if es99.get("ok")
                                                else f"not available: needs {es99.get('min_queries')} queries"),
-                  f"- throughput {_f(ss.get('throughput_per_s'), 1)}/s; harness overhead "
+                  f"- timed call: {ss.get('call_path', 'plain')} ({ss.get('call_path_detail') or 'not recorded'})",
+                  f"- {binding_line(ss)}",
+                  f"- throughput {_f(ss.get('throughput_per_s'), 1)}/s; timer cost (clock pair around a no-op call) "
                   f"{_f(ss.get('harness_overhead_us'), 2)} µs/query; peak RSS {_f(ss.get('peak_rss_mb'), 1)} MB; "
                   f"load {_f(doc.get('load_s'))} s", ""]
     points = (doc.get("offline") or {}).get("points") or []
@@ -245,9 +273,20 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15)
     return "\n".join(lines)
 
 
+#: every file ``write_all`` may write besides the plots (``plots.PROFILE_PLOTS``)
+PROFILE_FILES = ("profile.json", "summary.csv", "latency.csv", "layers.csv", "offline.csv", "profile.md")
+
+
 def write_all(doc: dict[str, Any], out_dir: Path, *, plots: bool = True) -> dict[str, list[str]]:
-    """profile.json, CSVs, PNGs and profile.md into ``out_dir``; returns the written file names."""
+    """profile.json, CSVs, PNGs and profile.md into ``out_dir``; returns the written file names. Files of an
+    earlier profile in the same folder are removed first (only the names this writes): a layers.csv or a plot this
+    run does not produce would otherwise sit next to the new profile.json as if it belonged to it."""
+    from edgekd.profiler.plots import PROFILE_PLOTS
+
+    validate(doc, where=str(out_dir / "profile.json"))  # a bad document leaves the earlier profile in place
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in (*PROFILE_FILES, *PROFILE_PLOTS):
+        (out_dir / name).unlink(missing_ok=True)
     write_json(doc, out_dir / "profile.json")
     csvs = write_csv(doc, out_dir)
     pngs: list[Path] = []

@@ -20,7 +20,7 @@ from edgekd.bundle import REPORT_JSON, Bundle, is_bundle
 from edgekd.config import ProfilingSettings, Target, load_target, target_from_mapping
 from edgekd.errors import BackendUnavailable, ConfigError, EdgekdError
 from edgekd.profiler import env as envmod
-from edgekd.profiler.measure import MeasureSettings, batch_sweep, make_feeds, measure_latency
+from edgekd.profiler.measure import MeasureSettings, batch_sweep, binding_overhead, make_feeds, measure_latency
 from edgekd.progress import log
 from edgekd.typed import to_mapping
 
@@ -155,6 +155,7 @@ class ProfileOptions:
     label: str | None = None
     command: str | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --shape: dims for dynamic inputs (batch first)
+    call_path: str = "bound"  # --call-path: the timed call (measure.CALL_PATHS)
 
 
 def _threads(target: Target) -> dict[str, Any]:
@@ -233,7 +234,7 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
         "runtime": None,
         "environment": envmod.capture(_threads(res.target)),
         "settings": {**to_mapping(opts.measure), "batch_size": batch, "batches": list(opts.batches),
-                     "layer_runs": opts.layer_runs if opts.layers else 0},
+                     "layer_runs": opts.layer_runs if opts.layers else 0, "call_path": opts.call_path},
         "load_s": None, "single_stream": None, "offline": None, "layers": None,
         "fpga": fpga_block(res.build) if latency_of(backend) == "estimate" else None,
         "accuracy": res.accuracy,
@@ -255,11 +256,19 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
     if latency_of(backend) == "estimate":
         _profile_fpga(doc, runner, backend, feeds, opts.measure, res)
         return _stamp(doc)
-    sample = measure_latency(runner, feeds, settings=opts.measure, description=f"profiling {doc['label']}")
-    doc["single_stream"] = {**sample.summary(), "times_ms": [round(float(x), 6) for x in sample.times_ms]}
+    sample = measure_latency(runner, feeds, settings=opts.measure, description=f"profiling {doc['label']}",
+                             call_path=opts.call_path)
+    # what the Python binding adds per call (plain - bound), measured apart so the reported latency does not hide it
+    binding = binding_overhead(runner, feeds)
+    doc["single_stream"] = {**sample.summary(),
+                            "binding_overhead_us": binding["binding_overhead_us"] if binding else None,
+                            "binding": binding, "times_ms": [round(float(x), 6) for x in sample.times_ms]}
+    if binding is None:
+        doc["notes"].append("the runner has no bound call path: latency is the plain call's and binding_overhead_us "
+                            "is not measured")
     if opts.batches:
         doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample,
-                                                  shapes=opts.shapes)}
+                                                  shapes=opts.shapes, call_path=opts.call_path)}
     if opts.layers:
         doc["layers"] = _layers(res, backend, feeds, opts.layer_runs)
     if on_runner is not None:
