@@ -30,8 +30,8 @@ REQUANT_DSP = {"fixed_point": 4, "float32": 3}  # 32x31-bit integer multiply vs 
 # larger than Vivado's, so these count what the open flow builds.
 DSP_CASCADE_MAX = 3
 LUT_DSP_CHAIN = (47.0, 17.0)  # (base, per product) while the sum chains through the DSPs
-LUT_DSP_TREE = (-358.0, 104.5)  # (base, per product) for a longer sum
-LUT_FABRIC = {8: (60.0, 215.0), 9: (66.6, 234.6)}  # (base, per product) by the x operand's bits, 8-bit weights
+LUT_DSP_TREE = (-314.2, 102.6)  # (base, per product) for a longer sum
+LUT_FABRIC = {8: (-30.6, 236.0), 9: (45.3, 235.9)}  # (base, per product) by the x operand's bits, 8-bit weights
 LUT_PER_REQUANT = {"fixed_point": 181, "power_of_two": 16}  # rounding, zero point, clamp (+ DSP glue)
 
 
