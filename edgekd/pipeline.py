@@ -559,6 +559,12 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
         entry["source"] = writer.relpath(sources[target.name])
         entry["golden_reference"] = key
         entry["device_outputs"] = list(getattr(BACKENDS.get(target.backend), "device_outputs", ()))
+        build = entry.get("build") or {}
+        # an artifact that is a byte copy of the file it was built from is stored once (size_mb still counts it)
+        if getattr(BACKENDS.get(target.backend), "artifact_may_be_shared", False) and build.get("files") == [build.get("artifact")]:
+            stored = writer.share(target.name, build["artifact"], sources[target.name])
+            if stored is not None:
+                entry["stored_as"] = {build["artifact"]: stored}
         entries[target.name] = entry
     if not any("build" in e for e in entries.values()):
         raise BuildError("no target could be built: " + "; ".join(

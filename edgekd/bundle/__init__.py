@@ -2,7 +2,8 @@
 
     OUT/model.onnx            the exported reference model
     OUT/variants/*.onnx       per-runtime / per-numerics exports a target is built from (when they differ)
-    OUT/<target>/...          each target's built artifact (engine, IR, HLS project, ...)
+    OUT/<target>/...          each target's built artifact (engine, IR, HLS project, ...); a file byte-identical to
+                              model.onnx / a variant is stored once, the target's ``stored_as`` says where
     OUT/golden.npz            inputs and reference outputs for parity checks on the device
     OUT/eval.npz              the labelled evaluation set (when the data is labelled)
     OUT/manifest.json         I/O, preprocessing, labels, targets, sha256 of every artifact file,

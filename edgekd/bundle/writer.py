@@ -24,6 +24,7 @@ from edgekd.bundle.layout import (
     VARIANTS,
     dump_json,
     hashed_files,
+    sha256_file,
 )
 from edgekd.bundle.manifest import BundleManifest
 from edgekd.errors import EdgekdError
@@ -196,6 +197,20 @@ class BundleWriter:
     def relpath(self, path: Path) -> str:
         """``path`` (inside the staging folder) as the bundle names it: "model.onnx", "variants/...", ..."""
         return Path(path).relative_to(self.staging).as_posix()
+
+    def share(self, target_name: str, file: str, source: Path) -> dict[str, str] | None:
+        """Store ``target_name``'s ``file`` once: when it is byte-identical to ``source`` (model.onnx or a variant,
+        already in the bundle), the target's copy is removed and the entry the manifest records under the target's
+        ``stored_as`` is returned ({"path": where the bytes live, "sha256": their digest}); None when they differ.
+        A resnet18 bundle held its 45 MB model.onnx twice (model.onnx and cpu/model.onnx)."""
+        copy = self.target_dir(target_name) / file
+        if not copy.is_file() or not Path(source).is_file() or copy.stat().st_size != Path(source).stat().st_size:
+            return None
+        digest = sha256_file(copy)
+        if sha256_file(Path(source)) != digest:
+            return None
+        copy.unlink()
+        return {"path": self.relpath(Path(source)), "sha256": digest}
 
     # ------------------------------------------------------------ the bundle's own files
 
