@@ -152,16 +152,26 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
                   + (f" ({v['reason']})" if v.get("reason") else "") for k, v in budgets.items()]
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
         lines += ["", "≈ latency is an analytical estimate at the target clock (FPGA), not a measurement."]
-    lines += _contents_lines(report.get("bundle_contents") or [])
+    lines += _contents_lines(report.get("bundle_contents") or [], report)
     path.write_text("\n".join(lines) + "\n")
 
 
-def _contents_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The bundle's "what is inside" list: every file, its size and what it is."""
+def _contents_lines(rows: list[dict[str, Any]], report: dict[str, Any] | None = None) -> list[str]:
+    """The bundle's "what is inside" list: every file, its size and what it is; how much of the test split eval.npz
+    holds, and the target files stored once."""
     if not rows:
         return []
     lines = ["", "## Bundle contents", "", "| file | size | what |", "|---|---:|---|"]
     lines += [f"| {r['file']} | {_size(r.get('bytes'))} | {r.get('what', '')} |" for r in rows]
+    report = report or {}
+    ev = (report.get("data") or {}).get("eval_set") or {}
+    if ev:
+        lines += ["", f"- {ev['file']}: {ev['samples']} of the {ev['test_samples']} test samples"
+                  + (f" (capped: --eval-samples {ev['cap']}; `edgekd check` compares with the FP32 reference on the "
+                     "same samples)" if ev.get("capped") else " (all of them)")]
+    for name, entry in (report.get("targets") or {}).items():
+        for file, stored in (entry.get("stored_as") or {}).items():
+            lines.append(f"- {name}/{file} is byte-identical to {stored['path']}: stored once (manifest `stored_as`)")
     return lines
 
 
