@@ -123,6 +123,9 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
             lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(v, 4)}" for k, v in info.items()
                                                        if not isinstance(v, (dict, list))))
             lines += [f"  - note: {n}" for n in info.get("notes", []) if isinstance(n, str)]
+            kept = info.get("kept") if isinstance(info.get("kept"), dict) else None
+            if kept and kept.get("epoch"):
+                lines.append(f"  - kept epoch {kept['epoch']} of {kept['of']} ({kept['keep']}: {kept['why']})")
         lines.append("")
         for name, info in report["passes"].items():
             if name == "quantize" or name.startswith("quantize@"):
