@@ -78,6 +78,7 @@ class BuildFile:
     seed: int = 0
     golden_samples: int = 32
     eval_samples: int = 1000  # at most this many test samples in eval.npz (as --eval-samples)
+    weights: bool = True  # weights.pt in the bundle (as --no-weights when false)
     measure: bool = True  # latency during the build: goes to report.json only (never hashed)
     skip_unavailable: bool = False
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -273,7 +274,7 @@ def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
         "recipe": {"ref": bf.recipe, "sha256": _sha_file(root / recipe_path), "set": list(bf.set)},
         "targets": [{"ref": t, "sha256": _sha_file(root / p)} for t, p in zip(bf.targets, target_paths)],
         "settings": {"task": bf.task, "seed": bf.seed, "golden_samples": bf.golden_samples,
-                     "eval_samples": bf.eval_samples, "measure": bf.measure,
+                     "eval_samples": bf.eval_samples, "weights": bf.weights, "measure": bf.measure,
                      "skip_unavailable": bf.skip_unavailable},
         "edgekd": {"version": __version__, "code_sha256": edgekd_code_digest()},
         "versions": runtime_versions(),
@@ -366,10 +367,11 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
         sys.path.insert(0, str(root))
     try:
         with contextlib.chdir(root):
-            report = compress(bf.model, data=bf.data, recipe=load_buildfile_recipe(bf), targets=list(bf.targets), teacher=bf.teacher,
-                              out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch, task=bf.task,
-                              options=CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples, eval_samples=bf.eval_samples,
-                                                      skip_unavailable=bf.skip_unavailable, measure=bf.measure))
+            options = CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples, eval_samples=bf.eval_samples,
+                                      weights=bf.weights, skip_unavailable=bf.skip_unavailable, measure=bf.measure)
+            report = compress(bf.model, data=bf.data, recipe=load_buildfile_recipe(bf), targets=list(bf.targets),
+                              teacher=bf.teacher, out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch,
+                              task=bf.task, options=options)
     finally:
         if added_path:
             sys.path.remove(str(root))

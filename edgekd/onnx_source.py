@@ -432,6 +432,7 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
             if data is None:
                 manifest = dataclasses.replace(manifest, preprocessing={**manifest.preprocessing,
                                                                         "golden_inputs": run.golden_inputs})
+            pipeline._write_plots(writer, report)
             report["duration_s"] = round(time.perf_counter() - started, 2)
             report["versions"] = dict(manifest.versions)
             writer.write_report(report, markdown=write_report_md)

@@ -23,8 +23,8 @@ from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
 from edgekd.backends.flavors import REFERENCE_FLAVOR, flavor_of
 from edgekd.budgets import Verdict, judge_target, p90_for_budget
-from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, golden_key, reference_key
-from edgekd.compress_report import write_report_md
+from edgekd.bundle import EVAL, PLOTS, BundleManifest, BundleWriter, ManifestTarget, golden_key, reference_key
+from edgekd.compress_report import write_report_md, write_training_plot
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
 from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, validate
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
@@ -45,6 +45,8 @@ class CompressOptions:
     golden_samples: int = 32
     #: at most this many test samples go into eval.npz (``--eval-samples``; the report says when it caps)
     eval_samples: int = 1000
+    #: weights.pt (the compressed student's state_dict) in the bundle; False for a deploy-only bundle (``--no-weights``)
+    weights: bool = True
     skip_unavailable: bool = False
     measure: bool = True
     nproc: int = 1
@@ -611,6 +613,30 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
     return entries
 
 
+def _write_weights(writer: BundleWriter, compressed: Artifact) -> dict[str, Any]:
+    """weights.pt: the state_dict of the compressed student model.onnx was exported from, tensors only, so that
+    ``torch.load(path, weights_only=True)`` reads it. Serialized in memory: torch names the archive's folder after
+    the file, and an in-memory buffer gives the same bytes for the same tensors (the manifest checksums it)."""
+    import io
+
+    state = {k: v.detach().cpu() for k, v in compressed.payload.state_dict().items() if isinstance(v, torch.Tensor)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = writer.write_weights(buffer.getvalue())
+    return {"file": writer.relpath(path), "tensors": len(state), "parameters": sum(v.numel() for v in state.values()),
+            "history": list(compressed.history),
+            "load": f"module.load_state_dict(torch.load('{writer.relpath(path)}', weights_only=True)) on the model "
+                    "after the same structural passes (pruned layers have the pruned shapes)"}
+
+
+def _write_plots(writer: BundleWriter, report: dict[str, Any]) -> None:
+    """plots/training.png (loss and validation metric per epoch, the metric per stage and per target), linked
+    from report.md; plots are listed, not checksummed (bundle.layout.UNHASHED_PREFIXES)."""
+    path = write_training_plot(report, writer.staging / PLOTS / "training.png")
+    if path is not None:
+        report["plots"] = {**(report.get("plots") or {}), "training": writer.relpath(path)}
+
+
 def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries: dict[str, dict[str, Any]],
               fp32: dict[str, Any], config: dict[str, Any], n_golden: int, eval_samples: int = 1000) -> BundleManifest:
     splits = inputs.splits
@@ -667,6 +693,8 @@ def compress(model: str | torch.nn.Module, *, data: str | DataSplits | None = No
         onnx_art = export_onnx(compressed, writer.model_path, example=splits.x_test, settings=inputs.recipe.export,
                                flavor=REFERENCE_FLAVOR, parity_inputs=splits.x_test)
         sources = _export_sources(groups, group_models, onnx_art.path, writer, splits, inputs.recipe)
+        if options.weights:
+            report["weights"] = _write_weights(writer, compressed)
         report["export"] = {**{k: onnx_art.meta[k] for k in ("exporter", "opset") if k in onnx_art.meta},
                             "parity_vs_torch": onnx_art.meta.get("parity_vs_torch"),
                             "size_mb": onnx_art.path.stat().st_size / 1e6,
@@ -680,6 +708,7 @@ def compress(model: str | torch.nn.Module, *, data: str | DataSplits | None = No
         report["targets"] = _build_all(inputs, sources, golden, references, fp32, writer, options)
         manifest = _manifest(inputs, onnx_art, compressed, report["targets"], fp32, config, n_golden,
                              options.eval_samples)
+        _write_plots(writer, report)
         report["duration_s"] = round(time.perf_counter() - started, 2)
         report["versions"] = dict(manifest.versions)
         writer.write_report(report, markdown=write_report_md)

@@ -259,6 +259,12 @@ class BundleWriter:
         np.savez_compressed(path, x=x, **labels)
         return path
 
+    def write_weights(self, data: bytes) -> Path:
+        """weights.pt: the compressed student's state_dict, serialized by the caller (this package is torch-free)."""
+        path = self.staging / WEIGHTS
+        path.write_bytes(data)
+        return path
+
     def write_report(self, report: Mapping[str, Any], markdown: Callable[[Mapping[str, Any], Path], Any] | None = None) -> Path:
         """report.json (timings live here: listed as unhashed) and, with ``markdown``, report.md through it; both
         say what is inside the bundle (``bundle_contents``: every file written so far and its size)."""

@@ -62,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="target name or .toml path; repeat for several [cpu]")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
     p.add_argument("--seed", type=int, default=0, help="random seed for every pass [0]")
+    p.add_argument("--no-weights", action="store_true",
+                   help="leave weights.pt (the compressed student's PyTorch state_dict) out of the bundle")
     p.add_argument("--eval-samples", type=int, default=1000, metavar="N",
                    help="at most N test samples go into the bundle's eval.npz, evenly spaced over the test split "
                         "(`edgekd check` judges accuracy on them); the report says when it caps [1000]")
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
                       eval_data=args.eval_data, task=args.task,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
                                               measure=not args.no_measure, nproc=args.nproc,
-                                              eval_samples=args.eval_samples))
+                                              eval_samples=args.eval_samples, weights=not args.no_weights))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
