@@ -131,7 +131,7 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
             lines += [f"  - note: {n}" for n in info.get("notes", []) if isinstance(n, str)]
             kept = info.get("kept") if isinstance(info.get("kept"), dict) else None
             if kept and kept.get("epoch"):
-                lines.append(f"  - kept epoch {kept['epoch']} of {kept['of']} ({kept['keep']}: {kept['why']})")
+                lines.append(f"  - kept epoch {kept['epoch']} of {kept['of']}: {kept['why']}")
         lines.append("")
         for name, info in report["passes"].items():
             if name == "quantize" or name.startswith("quantize@"):

@@ -100,11 +100,12 @@ class TrainState:
                 "best_loss": self.best_loss, "partial": [self.loss_sum, self.loss_count]}
 
     def improves(self, accuracy: float | None, loss: float) -> bool:
-        """Whether an epoch beats the best so far (test accuracy; the training loss without test labels),
-        which it then becomes."""
+        """Whether an epoch is at least as good as the best so far (the monitored metric; the training loss without
+        labels), which it then becomes. A tie goes to the later epoch: a 200-sample validation split ties often, and
+        the later epoch of a decaying schedule is the better trained one."""
         if accuracy is not None:
-            better = self.best_accuracy is None or (accuracy > self.best_accuracy if self.higher_is_better
-                                                    else accuracy < self.best_accuracy)
+            better = self.best_accuracy is None or (accuracy >= self.best_accuracy if self.higher_is_better
+                                                    else accuracy <= self.best_accuracy)
         else:
             better = loss < self.best_loss
         if better:
@@ -477,7 +478,7 @@ def _keep_weights(run: Run) -> dict[str, Any]:
     run.wiring.student.load_state_dict(run.best_weights)
     return {"epoch": run.best_epoch, "of": epochs, "keep": "best",
             "why": f"best validation {'accuracy' if run.state.higher_is_better else 'metric'} "
-                   f"{run.state.best_accuracy:.4g} (epoch {run.best_epoch} of {epochs})"}
+                   f"{run.state.best_accuracy:.4g}, the latest epoch that reached it"}
 
 
 class _SilentBar:
