@@ -5,8 +5,10 @@
     OUT/<target>/...          each target's built artifact (engine, IR, HLS project, ...); a file byte-identical to
                               model.onnx / a variant is stored once, the target's ``stored_as`` says where
     OUT/golden.npz            inputs and reference outputs for parity checks on the device
-    OUT/eval.npz              the labelled evaluation set (when the data is labelled)
-    OUT/manifest.json         I/O, preprocessing, labels, targets, sha256 of every artifact file,
+    OUT/eval.npz              the labelled evaluation set (when the data is labelled; at most --eval-samples)
+    OUT/weights.pt            the compressed student's state_dict (torch.load(weights_only=True); not --no-weights)
+    OUT/plots/training.png    loss / validation metric per epoch, the metric per stage and per target
+    OUT/manifest.json         I/O, preprocessing, labels, targets, sha256 of every artifact file, contents,
     versions and the resolved configuration -- no timestamps, so
     rebuilding from the same inputs gives the same bytes
     OUT/report.json|.md       what happened (accuracy, parity, latency): timestamps live here

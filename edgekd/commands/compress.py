@@ -8,7 +8,9 @@ import json
 HELP = """\
 Load a model, run the recipe's passes (distillation, sparsity, pruning, quantization),
 export ONNX, build it for each target, check parity with the ONNX reference, measure latency,
-and write a bundle (model.onnx, <target>/, manifest.json, golden.npz, report.json, report.md).
+and write a bundle (model.onnx, <target>/, manifest.json, golden.npz, eval.npz (at most --eval-samples test
+samples), weights.pt (the compressed state_dict), report.json, report.md, plots/training.png). A target file that is
+byte-identical to model.onnx is stored once (manifest stored_as).
 
 Sources:
   --model    builtin:digits-student | torchvision:resnet18 | timm:NAME | py:pkg.mod:factory | path.pt | path.pt2 |
