@@ -5,6 +5,7 @@
     teacher = "builtin:digits-teacher"      # optional
     data = "builtin:digits"                 # or "npz:data/train.npz", "imagefolder:data/images"; optional for .onnx
     recipe = "int8-kd"                      # name or path.toml
+    set = ["distill.epochs=5"]              # optional: recipe overrides, as `edgekd compress --set`
     targets = ["cpu", "openvino-cpu"]       # names or paths
     out = "build/model"
 
@@ -66,6 +67,8 @@ class BuildFile:
     out: str
     data: str | None = None  # required unless the model is an .onnx file (golden inputs from its input spec)
     recipe: str = "fp32"
+    #: recipe overrides ``PASS.KEY=VALUE``, as ``edgekd compress --set`` (checked when the file is loaded)
+    set: tuple[str, ...] = ()
     targets: tuple[str, ...] = ("cpu",)
     teacher: str | None = None
     arch: str | None = None
@@ -74,6 +77,8 @@ class BuildFile:
     task: str | None = None
     seed: int = 0
     golden_samples: int = 32
+    eval_samples: int = 1000  # at most this many test samples in eval.npz (as --eval-samples)
+    weights: bool = True  # weights.pt in the bundle (as --no-weights when false)
     measure: bool = True  # latency during the build: goes to report.json only (never hashed)
     skip_unavailable: bool = False
     cache: CacheSettings = field(default_factory=CacheSettings)
@@ -82,8 +87,8 @@ class BuildFile:
     def __post_init__(self) -> None:
         if not self.targets:
             raise ValueError("targets must name at least one target")
-        if self.golden_samples < 1:
-            raise ValueError("golden_samples must be >= 1")
+        if self.golden_samples < 1 or self.eval_samples < 1:
+            raise ValueError("golden_samples and eval_samples must be >= 1")
 
     @property
     def root_path(self) -> Path:
@@ -119,8 +124,9 @@ def load_buildfile(path: str | Path = DEFAULT_FILE) -> BuildFile:
 
         deprecated(f"'profile' in {path.name}", "recipe = \"...\"")
         data["recipe"] = data.pop("profile")
-    if isinstance(data.get("targets"), str):
-        data["targets"] = [data["targets"]]
+    for key in ("targets", "set"):
+        if isinstance(data.get(key), str):
+            data[key] = [data[key]]
     bf = from_mapping(BuildFile, {**data, "root": str(path.parent.resolve())}, where=str(path))
     if bf.data is None and not bf.model.partition("?")[0].lower().endswith(".onnx"):
         raise ConfigError("missing required key(s): data (only an .onnx model may leave it out)", where=str(path),
@@ -242,6 +248,16 @@ def runtime_versions() -> dict[str, str | None]:
     return versions
 
 
+def load_buildfile_recipe(bf: BuildFile) -> Any:
+    """The build file's recipe with its ``set`` overrides applied (a name when there are none), validated."""
+    if not bf.set:
+        return bf.recipe
+    from edgekd.config import load_recipe
+
+    with contextlib.chdir(bf.root_path):
+        return load_recipe(bf.recipe, bf.set, origin=f"{DEFAULT_FILE} set")
+
+
 def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
     """(hex key, the material it was computed from). Torch-free and fast: a hit must be cheap."""
     root = bf.root_path
@@ -255,9 +271,10 @@ def cache_key(bf: BuildFile) -> tuple[str, dict[str, Any]]:
         "arch": source_digest(bf.arch, "arch", root) if bf.arch else None,
         "teacher_arch": source_digest(bf.teacher_arch, "teacher_arch", root) if bf.teacher_arch else None,
         "data": source_digest(bf.data, "data", root) if bf.data else None,
-        "recipe": {"ref": bf.recipe, "sha256": _sha_file(root / recipe_path)},
+        "recipe": {"ref": bf.recipe, "sha256": _sha_file(root / recipe_path), "set": list(bf.set)},
         "targets": [{"ref": t, "sha256": _sha_file(root / p)} for t, p in zip(bf.targets, target_paths)],
-        "settings": {"task": bf.task, "seed": bf.seed, "golden_samples": bf.golden_samples, "measure": bf.measure,
+        "settings": {"task": bf.task, "seed": bf.seed, "golden_samples": bf.golden_samples,
+                     "eval_samples": bf.eval_samples, "weights": bf.weights, "measure": bf.measure,
                      "skip_unavailable": bf.skip_unavailable},
         "edgekd": {"version": __version__, "code_sha256": edgekd_code_digest()},
         "versions": runtime_versions(),
@@ -350,10 +367,11 @@ def build(bf: BuildFile, *, use_cache: bool | None = None) -> BuildOutcome:
         sys.path.insert(0, str(root))
     try:
         with contextlib.chdir(root):
-            report = compress(bf.model, data=bf.data, recipe=bf.recipe, targets=list(bf.targets), teacher=bf.teacher,
-                              out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch, task=bf.task,
-                              options=CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples,
-                                                      skip_unavailable=bf.skip_unavailable, measure=bf.measure))
+            options = CompressOptions(seed=bf.seed, golden_samples=bf.golden_samples, eval_samples=bf.eval_samples,
+                                      weights=bf.weights, skip_unavailable=bf.skip_unavailable, measure=bf.measure)
+            report = compress(bf.model, data=bf.data, recipe=load_buildfile_recipe(bf), targets=list(bf.targets),
+                              teacher=bf.teacher, out=bf.out_path, arch=bf.arch, teacher_arch=bf.teacher_arch,
+                              task=bf.task, options=options)
     finally:
         if added_path:
             sys.path.remove(str(root))

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgekd.textfmt import fmt as _fmt
 
 
@@ -105,6 +107,10 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
         lines += [f"| {k} | {_fmt(v)} |" for k, v in acc.items()]
         lines.append("")
     lines += _stage_lines(report)
+    training = (report.get("plots") or {}).get("training")
+    if training:
+        lines += ["## Training and per-stage metric", "",
+                  f"![loss and validation metric per epoch, metric per stage and per target]({training})", ""]
     params = report.get("params", {})
     if params:
         lines += ["## Parameters", "", "| model | parameters |", "|---|---:|"]
@@ -123,6 +129,9 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
             lines.append(f"- **{name}**: " + ", ".join(f"{k}={_fmt(v, 4)}" for k, v in info.items()
                                                        if not isinstance(v, (dict, list))))
             lines += [f"  - note: {n}" for n in info.get("notes", []) if isinstance(n, str)]
+            kept = info.get("kept") if isinstance(info.get("kept"), dict) else None
+            if kept and kept.get("epoch"):
+                lines.append(f"  - kept epoch {kept['epoch']} of {kept['of']}: {kept['why']}")
         lines.append("")
         for name, info in report["passes"].items():
             if name == "quantize" or name.startswith("quantize@"):
@@ -152,16 +161,26 @@ def write_report_md(report: dict[str, Any], path: Path) -> None:
                   + (f" ({v['reason']})" if v.get("reason") else "") for k, v in budgets.items()]
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
         lines += ["", "≈ latency is an analytical estimate at the target clock (FPGA), not a measurement."]
-    lines += _contents_lines(report.get("bundle_contents") or [])
+    lines += _contents_lines(report.get("bundle_contents") or [], report)
     path.write_text("\n".join(lines) + "\n")
 
 
-def _contents_lines(rows: list[dict[str, Any]]) -> list[str]:
-    """The bundle's "what is inside" list: every file, its size and what it is."""
+def _contents_lines(rows: list[dict[str, Any]], report: dict[str, Any] | None = None) -> list[str]:
+    """The bundle's "what is inside" list: every file, its size and what it is; how much of the test split eval.npz
+    holds, and the target files stored once."""
     if not rows:
         return []
     lines = ["", "## Bundle contents", "", "| file | size | what |", "|---|---:|---|"]
     lines += [f"| {r['file']} | {_size(r.get('bytes'))} | {r.get('what', '')} |" for r in rows]
+    report = report or {}
+    ev = (report.get("data") or {}).get("eval_set") or {}
+    if ev:
+        lines += ["", f"- {ev['file']}: {ev['samples']} of the {ev['test_samples']} test samples"
+                  + (f" (capped: --eval-samples {ev['cap']}; `edgekd check` compares with the FP32 reference on the "
+                     "same samples)" if ev.get("capped") else " (all of them)")]
+    for name, entry in (report.get("targets") or {}).items():
+        for file, stored in (entry.get("stored_as") or {}).items():
+            lines.append(f"- {name}/{file} is byte-identical to {stored['path']}: stored once (manifest `stored_as`)")
     return lines
 
 
@@ -244,3 +263,90 @@ def print_summary(report: dict[str, Any], title: str = "edgekd", console: Any = 
         console.print(line, style="red", markup=False, highlight=False)
     if any(e.get("latency", {}).get("source") == "estimate" for e in report.get("targets", {}).values()):
         console.print("≈ analytical FPGA latency estimate at the target clock, not a measurement")
+
+
+def training_runs(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every training run in the passes' reports (distill, KD-QAT, sparsity / pruning fine-tunes): its label and its
+    section, whose ``history`` holds the per-epoch loss and validation metric and ``kept`` the epoch returned."""
+    found: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(label: str, node: Any) -> None:
+        if isinstance(node, dict):
+            history = node.get("history")
+            if isinstance(history, list) and history and isinstance(history[0], dict) and "loss" in history[0]:
+                found.append((label, node))
+            for key, value in node.items():
+                if key != "history":
+                    walk(f"{label} {key}", value)
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                walk(f"{label}[{i}]", value)
+
+    for name, section in (report.get("passes") or {}).items():
+        walk(name, section)
+    return found
+
+
+def write_training_plot(report: dict[str, Any], path: Path) -> Path | None:
+    """plots/training.png: the loss and the validation metric per epoch of every training run (the kept epoch
+    starred), and the metric at every stage: FP32 reference, after each pass, and each target on its runtime.
+    None when there is nothing to draw (no training and no metric)."""
+    runs = training_runs(report)
+    stages = [(row["stage"], row["accuracy"]) for row in report.get("stages") or [] if row.get("accuracy") is not None]
+    targets = [(f"{name} ({entry.get('backend', '')})", entry["accuracy"]) for name, entry in
+               (report.get("targets") or {}).items() if entry.get("accuracy") is not None]
+    if not runs and not stages:
+        return None
+    from edgekd.profiler.plots import pyplot
+
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+    label = metric_label(report)
+    fig, (loss_ax, val_ax, stage_ax) = plt.subplots(1, 3, figsize=(15, 4.6), dpi=100)
+    for name, section in runs:
+        history = section["history"]
+        epochs = [h["epoch"] for h in history]
+        line, = loss_ax.plot(epochs, [h["loss"] for h in history], marker="o", ms=3, label=name)
+        scores = [h.get("accuracy") for h in history]
+        if any(s is not None for s in scores):
+            val_ax.plot(epochs, scores, marker="o", ms=3, color=line.get_color(), label=name)
+        kept = section.get("kept")
+        if isinstance(kept, dict) and kept.get("keep") == "best" and kept.get("epoch"):
+            val_ax.plot([kept["epoch"]], [scores[kept["epoch"] - 1]], marker="*", ms=14, color=line.get_color(),
+                        linestyle="none", label=f"{name}: kept epoch {kept['epoch']}")
+    for ax, title, ylabel in ((loss_ax, "training loss per epoch", "loss (mean over the epoch)"),
+                              (val_ax, "validation metric per epoch", f"{label} (validation split)")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+        if runs:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no training pass in this recipe", ha="center", va="center", transform=ax.transAxes)
+    bars = [*stages, *targets]
+    if bars:
+        names = [n for n, _ in bars]
+        values = [v for _, v in bars]
+        colors = ["#457b9d"] * len(stages) + ["#e76f51"] * len(targets)
+        y = np.arange(len(bars))[::-1]
+        stage_ax.barh(y, values, color=colors)
+        stage_ax.set_yticks(y, names, fontsize=8)
+        lo, hi = min(values), max(values)
+        left = max(0.0, lo - (hi - lo) * 0.5 - 1) if lo > 0 else lo * 1.1
+        stage_ax.set_xlim(left, hi + (hi - left) * 0.12)  # room for the value labels
+        for yi, v in zip(y, values, strict=True):
+            stage_ax.text(v, yi, f" {v:.2f}", va="center", fontsize=8)
+    fp32 = (report.get("fp32_reference") or {}).get("accuracy")
+    if fp32 is not None:
+        stage_ax.axvline(fp32, color="#2a9d8f", linestyle="--")
+    stage_ax.set_title("stages (blue, PyTorch) and targets (red)")
+    stage_ax.set_xlabel(f"{label} (test split)" + (f"; dashed: FP32 reference {fp32:.2f}" if fp32 is not None else ""))
+    fig.suptitle(f"{(report.get('sources') or {}).get('model', '')}: recipe {(report.get('sources') or {}).get('recipe', '')}")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+

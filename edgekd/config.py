@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from edgekd.bundle.layout import RESERVED_NAMES
 from edgekd.errors import ConfigError
-from edgekd.typed import from_mapping, to_mapping
+from edgekd.typed import field_type, from_mapping, parse_text, to_mapping
 
 
 @dataclass(frozen=True)
@@ -207,7 +207,7 @@ def check_target_name(name: str, *, where: str) -> None:
 
 
 
-def load_recipe(name_or_path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Recipe:
+def load_recipe(name_or_path: str | os.PathLike[str], overrides: Sequence[str] = (), *, origin: str = "--set") -> Recipe:
     """Load a compression recipe by name (``int8-kd``) or path; ``overrides`` are ``--set PASS.KEY=VALUE``
     settings applied to the file's tables before validation (see ``apply_override``)."""
     path = resolve_file("recipes", name_or_path)
@@ -217,7 +217,7 @@ def load_recipe(name_or_path: str | os.PathLike[str], overrides: Sequence[str] =
                           hint="pass it with --target; --recipe takes a file with [[passes]] (edgekd list recipes)")
     data.setdefault("name", path.stem)
     for text in overrides:
-        data = apply_override(data, text)
+        data = apply_override(data, text, origin=origin)
     where = str(path) + (f" (with --set {' --set '.join(overrides)})" if overrides else "")
     recipe = recipe_from_mapping(data, where=where)
     return dataclasses.replace(recipe, source=str(path)) if overrides else recipe
@@ -227,12 +227,12 @@ _OVERRIDE = re.compile(r"(?P<table>[A-Za-z_][\w-]*)(?:\[(?P<index>\d+)\])?\.(?P<
                        r"=(?P<value>.*)", re.DOTALL)
 
 
-def apply_override(data: Mapping[str, Any], text: str) -> dict[str, Any]:
+def apply_override(data: Mapping[str, Any], text: str, *, origin: str = "--set") -> dict[str, Any]:
     """A copy of recipe ``data`` with one ``--set`` applied: ``PASS.KEY=VALUE`` sets KEY of the recipe's pass
     PASS (``quantize.finetune.epochs=5`` reaches into its finetune table), ``PASS[N].KEY=VALUE`` the N-th
     (from 0) of several passes of that name, ``export.KEY=VALUE`` the export table. VALUE is a TOML value
     (``5``, ``1e-3``, ``true``, ``"hinton"``); a bare word is a string. Types are checked by the recipe loader."""
-    where = f"--set {text}"
+    where = f"{origin} {text}"  # origin: "--set", or "edgekd.toml set" for a build file's
     match = _OVERRIDE.fullmatch(text.strip())
     if not match:
         raise ConfigError("expected PASS.KEY=VALUE", where=where,
@@ -242,12 +242,20 @@ def apply_override(data: Mapping[str, Any], text: str) -> dict[str, Any]:
     if keys[0] == "name":
         raise ConfigError("a pass's name cannot be overridden (it selects the pass)", where=where,
                           hint="write another recipe file to change which passes run")
-    table = data.setdefault("export", {}) if match["table"] == "export" else _override_pass(data, match, where)
+    if match["table"] == "export":
+        table, config_type = data.setdefault("export", {}), ExportSettings
+    else:
+        from edgekd.passes import PASSES
+
+        table = _override_pass(data, match, where)
+        config_type = PASSES.get(match["table"], where=where).config_type
+    # typed by the setting's own field (an unknown key is refused here, naming the valid keys, before any training)
+    tp = field_type(config_type, keys, where=where) if dataclasses.is_dataclass(config_type) else None
     for key in keys[:-1]:
         table = table.setdefault(key, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{key!r} is a value, not a table", where=where)
-    table[keys[-1]] = _toml_value(match["value"])
+    table[keys[-1]] = parse_text(match["value"], tp, where=where) if tp is not None else _toml_value(match["value"])
     return data
 
 

@@ -418,18 +418,21 @@ def compress_onnx(model: str, *, data: str | None, recipe: str | Recipe, targets
             report["notes"] = [f"--teacher {teacher} is not used: recipe {prof.name!r} does not distill"]
         with BundleWriter(Path(out)) as writer:
             sources, onnx_art = _write_models(src, run, inputs, writer, report)
-            fp32 = _reference_sections(src, run, inputs.splits, report)
+            fp32 = _reference_sections(src, run, inputs.splits, report, options.eval_samples)
             splits = inputs.splits
             n_golden = fixed_batch_multiple(min(options.golden_samples, len(splits.x_test)), src.inputs[0])
-            golden, references = pipeline._golden_and_references(writer, writer.model_path, sources, splits, n_golden)
+            golden, references = pipeline._golden_and_references(writer, writer.model_path, sources, splits, n_golden,
+                                                                 options.eval_samples, report)
             if splits.labelled:
                 report["accuracy"]["onnx_reference"] = references[writer.model_path][2]
             report["targets"] = pipeline._build_all(inputs, sources, golden, references, fp32, writer, options)
             config["onnx_source"] = {k: report["onnx_source"][k] for k in ("path", "golden_inputs", "dims", "opset")}
-            manifest = pipeline._manifest(inputs, onnx_art, onnx_art, report["targets"], fp32, config, n_golden)
+            manifest = pipeline._manifest(inputs, onnx_art, onnx_art, report["targets"], fp32, config, n_golden,
+                                          options.eval_samples)
             if data is None:
                 manifest = dataclasses.replace(manifest, preprocessing={**manifest.preprocessing,
                                                                         "golden_inputs": run.golden_inputs})
+            pipeline._write_plots(writer, report)
             report["duration_s"] = round(time.perf_counter() - started, 2)
             report["versions"] = dict(manifest.versions)
             writer.write_report(report, markdown=write_report_md)
@@ -490,25 +493,27 @@ def _write_models(src: OnnxSource, run: OnnxRun, inputs: Any, writer: Any, repor
     return sources, Artifact(kind="onnx", payload=writer.model_path, inputs=io_in, outputs=io_out, history=history)
 
 
-def _reference_sections(src: OnnxSource, run: OnnxRun, splits: DataSplits, report: dict[str, Any]) -> dict[str, Any]:
-    """The loaded file's accuracy (ONNX Runtime) as the one stage and the FP32 reference budgets are judged against."""
-    accuracy = _accuracy(run.loaded_file, splits)
+def _reference_sections(src: OnnxSource, run: OnnxRun, splits: DataSplits, report: dict[str, Any],
+                        eval_samples: int = 1000) -> dict[str, Any]:
+    """The loaded file's accuracy (ONNX Runtime) as the one stage and the FP32 reference budgets are judged against
+    (with ``eval_accuracy`` on the samples eval.npz keeps when it is capped)."""
+    from edgekd.export import onnx_outputs_all
+    from edgekd.pipeline import _metric_of, _metric_on, eval_indices
+
+    outputs = onnx_outputs_all(run.loaded_file, splits.x_test) if splits.labelled else None
+    accuracy = _metric_of(splits, outputs) if outputs is not None else None
     stage = "loaded (already quantized: no float model)" if run.path == AS_IS else "loaded (ONNX float, ONNX Runtime)"
     report["params"] = {"student_before": src.params}
     report["stages"] = [{"stage": stage, "accuracy": accuracy, "params": src.params}]
     fp32 = {"stage": stage, "accuracy": accuracy}
+    idx = eval_indices(len(splits.x_test), eval_samples)
+    if outputs is not None and len(idx) < len(splits.x_test):
+        fp32["eval_accuracy"] = _metric_on(splits, outputs, idx)
     report["fp32_reference"] = {**fp32, "data": f"test split ({len(splits.x_test)} samples)",
                                 "why": "the accuracy budget is a drop against the file as loaded"
                                 + (" (quantized already: the drop is the runtime's own)" if run.path == AS_IS else "")}
     report["accuracy"] = {"student_before": accuracy, "fp32_reference": accuracy} if splits.labelled else {}
     return fp32
-
-
-def _accuracy(path: Path, splits: DataSplits) -> float | None:
-    from edgekd.export import onnx_outputs
-    from edgekd.pipeline import accuracy
-
-    return accuracy(onnx_outputs(path, splits.x_test), splits.y_test) if splits.labelled else None
 
 
 def write_report_md(report: Mapping[str, Any], path: Path) -> None:

@@ -23,8 +23,8 @@ from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
 from edgekd.backends.flavors import REFERENCE_FLAVOR, flavor_of
 from edgekd.budgets import Verdict, judge_target, p90_for_budget
-from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, golden_key, reference_key
-from edgekd.compress_report import write_report_md
+from edgekd.bundle import EVAL, PLOTS, BundleManifest, BundleWriter, ManifestTarget, golden_key, reference_key
+from edgekd.compress_report import write_report_md, write_training_plot
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
 from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, validate
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
@@ -36,13 +36,17 @@ from edgekd.preflight import check_before_training
 from edgekd.profiler.measure import measure_latency
 from edgekd.progress import log
 from edgekd.status import Status
-from edgekd.tasks import TaskSpec, resolve, task_metric
+from edgekd.tasks import TaskSpec, resolve, subset, task_metric
 
 
 @dataclass
 class CompressOptions:
     seed: int = 0
     golden_samples: int = 32
+    #: at most this many test samples go into eval.npz (``--eval-samples``; the report says when it caps)
+    eval_samples: int = 1000
+    #: weights.pt (the compressed student's state_dict) in the bundle; False for a deploy-only bundle (``--no-weights``)
+    weights: bool = True
     skip_unavailable: bool = False
     measure: bool = True
     nproc: int = 1
@@ -62,6 +66,22 @@ def accuracy(outputs: np.ndarray | dict[str, np.ndarray], labels: Any, task: Tas
     if not isinstance(outputs, dict):
         outputs = {task.single.name: outputs}
     return task_metric(task, outputs, labels, x)
+
+
+def eval_indices(n_test: int, cap: int) -> np.ndarray:
+    """The test samples eval.npz keeps: all of them up to ``cap``, else ``cap`` evenly spaced ones (a test split
+    sorted by class still gives every class)."""
+    if cap < 1:
+        raise EdgekdError(f"eval_samples {cap}: eval.npz needs at least 1 sample", where="--eval-samples")
+    if n_test <= cap:
+        return np.arange(n_test)
+    return np.linspace(0, n_test - 1, cap).round().astype(np.int64)
+
+
+def _metric_on(data: DataSplits, outputs: dict[str, np.ndarray], idx: np.ndarray) -> float | None:
+    """The task metric on the test samples ``idx`` (what eval.npz holds)."""
+    return accuracy({k: v[idx] for k, v in outputs.items()}, subset(data.y_test, idx), data.task, data.x_test[idx]) \
+        if _scored(data) else None
 
 
 def output_names(data: DataSplits) -> tuple[str, ...]:
@@ -123,15 +143,21 @@ class Stages:
     data: DataSplits
     rows: list[dict[str, Any]] = field(default_factory=list)
     reference: dict[str, Any] | None = None
+    #: the test samples eval.npz keeps when it is capped: each row also gets ``eval_accuracy`` on them, so
+    #: `edgekd check` compares a target with the FP32 model on the same samples
+    eval_idx: np.ndarray | None = None
     #: id(module) -> (weak reference, accuracy) of the latest recorded state, so the report's before/after
     #: numbers reuse the stage evaluations instead of running the test split again
     _measured: dict[int, tuple[Any, float | None]] = field(default_factory=dict)
 
     def record(self, stage: str, module: torch.nn.Module) -> None:
-        acc = _metric_of(self.data, torch_outputs_all(module, self.data.x_test, output_names(self.data))) \
-            if _scored(self.data) else None
+        outputs = torch_outputs_all(module, self.data.x_test, output_names(self.data)) if _scored(self.data) else None
+        acc = _metric_of(self.data, outputs) if outputs is not None else None
         self._measured[id(module)] = (weakref.ref(module), acc)
-        self.rows.append({"stage": stage, "accuracy": acc, "params": sum(p.numel() for p in module.parameters())})
+        row = {"stage": stage, "accuracy": acc, "params": sum(p.numel() for p in module.parameters())}
+        if outputs is not None and self.eval_idx is not None and len(self.eval_idx) < len(self.data.x_test):
+            row["eval_accuracy"] = _metric_on(self.data, outputs, self.eval_idx)
+        self.rows.append(row)
 
     def accuracy_of(self, module: torch.nn.Module) -> float | None:
         """The recorded accuracy of ``module`` (evaluated now if it was never recorded)."""
@@ -502,7 +528,7 @@ def _compress_model(inputs: Inputs, model: str, scratch: Path, options: Compress
     ctx = PassContext(teacher=inputs.teacher.module if inputs.teacher else None, data=splits, targets=tuple(tgts),
                       seed=options.seed, workdir=scratch, nproc=options.nproc)
     split = next((i for i, spec in enumerate(prof.passes) if PASSES.get(spec.name).target_dependent), len(prof.passes))
-    stages = Stages(splits)
+    stages = Stages(splits, eval_idx=eval_indices(len(splits.x_test), options.eval_samples))
     stages.record("loaded", inputs.student.module)
     if _scored(splits):
         report["accuracy"]["student_before"] = stages.rows[0]["accuracy"]
@@ -522,8 +548,10 @@ def _compress_model(inputs: Inputs, model: str, scratch: Path, options: Compress
 
 
 def _golden_and_references(writer: BundleWriter, model_onnx: Path, sources: dict[str, Path], splits: DataSplits,
-                           n_golden: int) -> tuple[dict[str, np.ndarray], dict[Path, tuple[str, np.ndarray, float | None]]]:
-    """golden.npz (inputs, labels, ONNX Runtime's outputs of every file a target builds from) and eval.npz."""
+                           n_golden: int, eval_samples: int = 1000, report: dict[str, Any] | None = None,
+                           ) -> tuple[dict[str, np.ndarray], dict[Path, tuple[str, np.ndarray, float | None]]]:
+    """golden.npz (inputs, labels, ONNX Runtime's outputs of every file a target builds from) and eval.npz (at most
+    ``eval_samples`` test samples; ``report["data"]["eval_set"]`` says how many of how many)."""
     golden = {"input": splits.x_test[:n_golden]}
     if splits.y_test is not None:
         if isinstance(splits.y_test, dict):
@@ -540,8 +568,20 @@ def _golden_and_references(writer: BundleWriter, model_onnx: Path, sources: dict
         references[path] = (key, outputs, _metric_of(splits, outputs))
     writer.write_golden(golden)
     if _scored(splits):
-        # the evaluation set travels with the bundle so `edgekd check` can test the task metric on-device
-        writer.write_eval(splits.x_test, splits.y_test)
+        # the evaluation set travels with the bundle so `edgekd check` can test the task metric on-device; capped
+        # (a whole ImageNet-sized test split made bundles of hundreds of MB)
+        idx = eval_indices(len(splits.x_test), eval_samples)
+        writer.write_eval(splits.x_test[idx], subset(splits.y_test, idx))
+        capped = len(idx) < len(splits.x_test)
+        info = {"file": EVAL, "samples": len(idx), "test_samples": len(splits.x_test), "cap": eval_samples,
+                "capped": capped}
+        if capped:
+            info["note"] = (f"{EVAL} holds {len(idx)} of the {len(splits.x_test)} test samples (evenly spaced; "
+                            f"--eval-samples {eval_samples}); `edgekd check` judges accuracy on them against the FP32 "
+                            "reference on the same samples; the report's accuracies use the whole test split")
+            log(info["note"])
+        if report is not None:
+            report.setdefault("data", {})["eval_set"] = info
     return golden, references
 
 
@@ -559,6 +599,12 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
         entry["source"] = writer.relpath(sources[target.name])
         entry["golden_reference"] = key
         entry["device_outputs"] = list(getattr(BACKENDS.get(target.backend), "device_outputs", ()))
+        build = entry.get("build") or {}
+        # an artifact that is a byte copy of the file it was built from is stored once (size_mb still counts it)
+        if getattr(BACKENDS.get(target.backend), "artifact_may_be_shared", False) and build.get("files") == [build.get("artifact")]:
+            stored = writer.share(target.name, build["artifact"], sources[target.name])
+            if stored is not None:
+                entry["stored_as"] = {build["artifact"]: stored}
         entries[target.name] = entry
     if not any("build" in e for e in entries.values()):
         raise BuildError("no target could be built: " + "; ".join(
@@ -567,17 +613,44 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
     return entries
 
 
+def _write_weights(writer: BundleWriter, compressed: Artifact) -> dict[str, Any]:
+    """weights.pt: the state_dict of the compressed student model.onnx was exported from, tensors only, so that
+    ``torch.load(path, weights_only=True)`` reads it. Serialized in memory: torch names the archive's folder after
+    the file, and an in-memory buffer gives the same bytes for the same tensors (the manifest checksums it)."""
+    import io
+
+    state = {k: v.detach().cpu() for k, v in compressed.payload.state_dict().items() if isinstance(v, torch.Tensor)}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    path = writer.write_weights(buffer.getvalue())
+    return {"file": writer.relpath(path), "tensors": len(state), "parameters": sum(v.numel() for v in state.values()),
+            "history": list(compressed.history),
+            "load": f"module.load_state_dict(torch.load('{writer.relpath(path)}', weights_only=True)) on the model "
+                    "after the same structural passes (pruned layers have the pruned shapes)"}
+
+
+def _write_plots(writer: BundleWriter, report: dict[str, Any]) -> None:
+    """plots/training.png (loss and validation metric per epoch, the metric per stage and per target), linked
+    from report.md; plots are listed, not checksummed (bundle.layout.UNHASHED_PREFIXES)."""
+    path = write_training_plot(report, writer.staging / PLOTS / "training.png")
+    if path is not None:
+        report["plots"] = {**(report.get("plots") or {}), "training": writer.relpath(path)}
+
+
 def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries: dict[str, dict[str, Any]],
-              fp32: dict[str, Any], config: dict[str, Any], n_golden: int) -> BundleManifest:
+              fp32: dict[str, Any], config: dict[str, Any], n_golden: int, eval_samples: int = 1000) -> BundleManifest:
     splits = inputs.splits
     return BundleManifest(
         name=inputs.student.name, edgekd_version=__version__, inputs=[s.to_dict() for s in onnx_art.inputs],
         outputs=[s.to_dict() for s in onnx_art.outputs], preprocessing=splits.preprocessing,
         labels=list(splits.labels), num_classes=splits.num_classes, golden_samples=n_golden,
-        eval_samples=len(splits.x_test) if splits.labelled else None, history=list(compressed.history),
+        eval_samples=min(len(splits.x_test), eval_samples) if splits.labelled else None,
+        history=list(compressed.history),
         targets={t.name: ManifestTarget.of(t, entries[t.name]) for t in inputs.targets if "build" in entries[t.name]},
         versions=runtime_versions(), config=config,
-        reference_metrics={"fp32": {"accuracy": fp32["accuracy"], "stage": fp32["stage"], "data": EVAL}}
+        # measured on the samples eval.npz holds (``eval_accuracy`` when it is capped), as `edgekd check` measures
+        reference_metrics={"fp32": {"accuracy": fp32.get("eval_accuracy", fp32["accuracy"]), "stage": fp32["stage"],
+                                    "data": EVAL, "samples": min(len(splits.x_test), eval_samples)}}
         if _scored(splits) else None,
         failed_targets={name: e["reasons"] for name, e in entries.items() if "build" not in e} or None,
         task=splits.task.to_dict() if splits.task is not None else None,
@@ -620,17 +693,22 @@ def compress(model: str | torch.nn.Module, *, data: str | DataSplits | None = No
         onnx_art = export_onnx(compressed, writer.model_path, example=splits.x_test, settings=inputs.recipe.export,
                                flavor=REFERENCE_FLAVOR, parity_inputs=splits.x_test)
         sources = _export_sources(groups, group_models, onnx_art.path, writer, splits, inputs.recipe)
+        if options.weights:
+            report["weights"] = _write_weights(writer, compressed)
         report["export"] = {**{k: onnx_art.meta[k] for k in ("exporter", "opset") if k in onnx_art.meta},
                             "parity_vs_torch": onnx_art.meta.get("parity_vs_torch"),
                             "size_mb": onnx_art.path.stat().st_size / 1e6,
                             "variants": sorted({writer.relpath(p) for p in sources.values()})}
         n_golden = min(options.golden_samples, len(splits.x_test))
-        golden, references = _golden_and_references(writer, onnx_art.path, sources, splits, n_golden)
+        golden, references = _golden_and_references(writer, onnx_art.path, sources, splits, n_golden,
+                                                    options.eval_samples, report)
         if _scored(splits):
             report["accuracy"]["onnx_reference"] = references[onnx_art.path][2]
             report["accuracy"]["fp32_reference"] = fp32["accuracy"]
         report["targets"] = _build_all(inputs, sources, golden, references, fp32, writer, options)
-        manifest = _manifest(inputs, onnx_art, compressed, report["targets"], fp32, config, n_golden)
+        manifest = _manifest(inputs, onnx_art, compressed, report["targets"], fp32, config, n_golden,
+                             options.eval_samples)
+        _write_plots(writer, report)
         report["duration_s"] = round(time.perf_counter() - started, 2)
         report["versions"] = dict(manifest.versions)
         writer.write_report(report, markdown=write_report_md)

@@ -213,7 +213,8 @@ def load(bundle_dir: str | Path, target: str | None = None, *, verify: bool = Tr
     if not status.available:
         raise BackendUnavailable(f"backend {entry.backend!r} is {status}", where=f"{where} targets.{name}",
                                  hint="install the runtime this target needs, or load another target")
-    build = BuildResult(backend=entry.backend, artifact=entry.artifact, precision=entry.precision)
+    # a de-duplicated artifact (stored once as model.onnx) is handed to the backend by its absolute path
+    build = BuildResult(backend=entry.backend, artifact=entry.ref(entry.artifact), precision=entry.precision)
     if not entry.artifact_path.is_file():
         raise BuildError(f"artifact {entry.artifact!r} is missing", where=str(entry.dir))
     runner = backend.load(entry.dir, tgt, build)

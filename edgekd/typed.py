@@ -154,3 +154,79 @@ def to_mapping(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): to_mapping(v) for k, v in obj.items() if v is not None}
     return obj
+
+
+def field_type(cls: type, keys: list[str], *, where: str) -> Any:
+    """The type of the field ``keys`` names in dataclass ``cls`` (``["finetune", "lr"]`` reaches into a nested
+    dataclass); an unknown key is the same error as in a file: the key, the allowed keys, the close match."""
+    tp: Any = cls
+    for i, key in enumerate(keys):
+        tp = _unwrap_optional(tp)
+        if not dataclasses.is_dataclass(tp):
+            raise ConfigError(f"{'.'.join(keys[:i])} is a {_type_name(tp)} value, not a table", where=where)
+        fields = [f.name for f in dataclasses.fields(tp) if f.init]
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            raise ConfigError(f"unknown key {'.'.join(keys[: i + 1])!r}; allowed keys"
+                              f"{' in ' + '.'.join(keys[:i]) if i else ''}: {', '.join(fields)}", where=where,
+                              hint=f"did you mean {close[0]!r}?" if close else None)
+        tp = typing.get_type_hints(tp)[key]
+    return tp
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    if get_origin(tp) in (Union, types.UnionType):
+        non_none = [a for a in get_args(tp) if a is not type(None)]
+        if len(non_none) == 1:
+            return non_none[0]
+    return tp
+
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def parse_text(text: str, tp: Any, *, where: str) -> Any:
+    """A command-line value (``--set KEY=TEXT``) parsed by the field's type: int, float, bool (true/false, yes/no,
+    on/off, 1/0), str and Literal as written (``5`` for a str field is "5"), ``none`` for an optional field, a list
+    as ``a,b`` or TOML ``["a", "b"]``. The result still goes through ``from_mapping`` like a file's value."""
+    import tomllib
+
+    text = text.strip()
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if type(None) in get_args(tp) and text.lower() in ("none", "null"):
+            return None
+        inner = _unwrap_optional(tp)
+        if inner is not tp:
+            return parse_text(text, inner, where=where)
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":  # a TOML string: 'hinton' or "a:b"
+        text = text[1:-1] if origin not in (tuple, list) else text
+    if tp is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise ConfigError(f"expected true or false, got {text!r}", where=where)
+    if tp is int:
+        try:
+            return int(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"expected an integer, got {text!r}", where=where) from None
+    if tp is float:
+        try:
+            return float(text.replace("_", ""))
+        except ValueError:
+            raise ConfigError(f"expected a number, got {text!r}", where=where) from None
+    if tp is str or origin is Literal:
+        return text
+    if origin in (tuple, list):
+        if text.startswith("["):
+            try:
+                return tomllib.loads(f"v = {text}")["v"]
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"not a TOML list: {exc}", where=where) from None
+        args = get_args(tp)
+        item = args[0] if args else str
+        return [parse_text(part, item, where=where) for part in text.split(",") if part.strip()]
+    try:  # a table or another type: the TOML value, checked by from_mapping
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text

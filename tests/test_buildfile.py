@@ -4,6 +4,7 @@ times faster, gives the same bytes), determinism of model.onnx and manifest.json
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -199,3 +200,23 @@ def test_no_cache_rebuild_refreshes_the_entry_so_nothing_older_is_restored(app: 
     assert (entry / "report.md").read_text() != "an older build's report\n"  # replaced by the fresh bundle
     again = build(bf)
     assert again.cached and again.up_to_date  # the fresh bundle in `out` is what the cache holds
+
+
+def test_buildfile_set_overrides_the_recipe(tmp_path: Path) -> None:
+    """``set = [...]`` in edgekd.toml (and ``edgekd build --set``): the recipe's settings overridden, checked before
+    any training, and part of the cache key."""
+    (tmp_path / "sup.toml").write_text('[[passes]]\nname = "distill"\nloss = "ce"\nepochs = 40\n')
+    (tmp_path / "edgekd.toml").write_text('model = "builtin:digits-student"\ndata = "builtin:digits"\n'
+                                          'recipe = "sup.toml"\nset = ["distill.steps=2", "distill.epochs=1"]\n'
+                                          'out = "b"\nmeasure = false\n[cache]\nenabled = false\n')
+    bf = load_buildfile(tmp_path)
+    assert bf.set == ("distill.steps=2", "distill.epochs=1")
+    outcome = build(bf)
+    distill = json.loads((outcome.out / "manifest.json").read_text())["config"]["recipe"]["passes"][0]
+    assert (distill["steps"], distill["epochs"]) == (2, 1) and outcome.report["passes"]["distill"]["steps"] == 2
+    other = dataclasses.replace(bf, set=("distill.steps=3",), cache=dataclasses.replace(bf.cache, enabled=True))
+    assert cache_key(other)[0] != cache_key(dataclasses.replace(other, set=()))[0]
+    bad = dataclasses.replace(bf, set=("distill.stepz=2",), out="c")
+    with pytest.raises(ConfigError, match=r"edgekd.toml set distill.stepz=2: unknown key 'stepz'; allowed keys"):
+        build(bad)
+    assert not (tmp_path / "c").exists()  # refused before any training

@@ -23,10 +23,14 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
 
 def test_bundle_complete_and_checksums_verify(bundle) -> None:
     out, report = bundle
-    for name in ("model.onnx", "manifest.json", "golden.npz", "eval.npz", "report.json", "report.md", "cpu/model.onnx"):
+    for name in ("model.onnx", "manifest.json", "golden.npz", "eval.npz", "report.json", "report.md"):
         assert (out / name).is_file(), name
     assert verify_bundle(out) == []
     manifest = read_manifest(out)
+    # cpu's model.onnx is byte-identical to the bundle's: stored once, and the manifest says where
+    assert not (out / "cpu" / "model.onnx").exists()
+    assert manifest["targets"]["cpu"]["stored_as"] == {"model.onnx": {"path": "model.onnx",
+                                                                       "sha256": manifest["files"]["model.onnx"]}}
     assert manifest["model"]["inputs"][0]["shape"][1:] == [1, 8, 8]
     assert manifest["targets"]["cpu"]["backend"] == "onnxruntime"
     assert manifest["versions"]["onnxruntime"] and manifest["config"]["recipe"]["name"] == "fp32"
@@ -45,10 +49,10 @@ def test_tampering_is_detected(bundle, tmp_path: Path) -> None:
     out, _ = bundle
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    (copy / "cpu" / "model.onnx").write_bytes(b"tampered")
+    (copy / "model.onnx").write_bytes(b"tampered")
     (copy / "extra.bin").write_bytes(b"x")
     problems = verify_bundle(copy)
-    assert any("cpu/model.onnx: checksum mismatch" in p for p in problems)
+    assert any("model.onnx: checksum mismatch" in p for p in problems)
     assert any("extra.bin: not listed" in p for p in problems)
 
 
@@ -236,12 +240,13 @@ def test_bundle_reader_on_a_real_bundle(bundle) -> None:
     cpu = b.target("cpu")
     assert (cpu.name, cpu.backend, cpu.rel_dir, cpu.source, cpu.golden_reference) == (
         "cpu", "onnxruntime", "cpu", "model.onnx", "reference")
-    assert cpu.dir == out / "cpu" and cpu.artifact_path.is_file() and cpu.target["backend"] == "onnxruntime"
-    assert b.file_digest("cpu/model.onnx") == b.manifest["files"]["cpu/model.onnx"]
+    assert cpu.dir == out / "cpu" and cpu.artifact_path == out / MODEL and cpu.target["backend"] == "onnxruntime"
+    assert cpu.stored_as["model.onnx"]["sha256"] == b.file_digest("model.onnx") == b.manifest["files"]["model.onnx"]
+    assert cpu.size_bytes() == (out / MODEL).stat().st_size  # the shared copy counts towards the target's size
     with pytest.raises(EdgekdError, match="target 'gpu' is not in this bundle; it has: cpu"):
         b.target("gpu")
 
-    # the schema the writer fills: the manifest read back rebuilds to the same dict (schema and files aside)
+    # the schema the writer fills: the manifest read back rebuilds to the same dict (what finish adds aside)
     m = b.manifest
     rebuilt = BundleManifest(
         name=m["name"], edgekd_version=m["edgekd_version"], inputs=m["model"]["inputs"], outputs=m["model"]["outputs"],
@@ -250,7 +255,7 @@ def test_bundle_reader_on_a_real_bundle(bundle) -> None:
         targets={n: ManifestTarget(**t) for n, t in m["targets"].items()},
         versions=m["versions"], config=m["config"], reference_metrics=m["reference_metrics"],
         failed_targets=m["failed_targets"], task=m["task"]).to_dict()
-    assert json.dumps(rebuilt, sort_keys=True) == json.dumps({k: v for k, v in m.items() if k not in ("schema", "files")},
+    assert json.dumps(rebuilt, sort_keys=True) == json.dumps({k: v for k, v in m.items() if k not in ("schema", "files", "contents")},
                                                              sort_keys=True)
 
 

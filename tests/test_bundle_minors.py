@@ -113,5 +113,9 @@ def test_golden_is_compressed_and_report_lists_the_contents(trt_bundle: tuple[Pa
         assert name in contents, name
     assert contents["golden.npz"]["bytes"] == (out / "golden.npz").stat().st_size
     assert contents["tensorrt-orin-nano/build_engine.sh"]["what"] == "target tensorrt-orin-nano's build"
+    # build_engine.sh reads the model.onnx beside it on the device: TensorRT keeps its copy; ONNX Runtime shares
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "tensorrt-orin-nano/model.onnx" in contents and "stored_as" not in manifest["targets"]["tensorrt-orin-nano"]
+    assert "cpu/model.onnx" not in contents and manifest["targets"]["cpu"]["stored_as"]["model.onnx"]["path"] == "model.onnx"
     md = (out / "report.md").read_text()
     assert "## Bundle contents" in md and "| golden.npz |" in md and "golden inputs, labels" in md

@@ -107,17 +107,28 @@ def test_set_overrides_pass_finetune_and_export_settings() -> None:
 
 
 @pytest.mark.parametrize(("override", "match"), [
-    ("distill.epoch=5", r"--set distill.epoch=5\) passes\[0\] \(distill\): unknown key 'epoch'"),
-    ("distill.epochs=five", r"passes\[0\] \(distill\) epochs: expected an integer"),
+    ("distill.epoch=5", r"--set distill.epoch=5: unknown key 'epoch'; allowed keys: epochs, steps, batch_size"),
+    ("quantize.finetune.lrr=1", r"unknown key 'finetune.lrr'; allowed keys in finetune: epochs, steps"),
+    ("distill.epochs=five", r"--set distill.epochs=five: expected an integer, got 'five'"),
+    ("distill.resume=maybe", r"expected true or false, got 'maybe'"),
     ("export.opset=11", "opset 11 is too old"),
     ("sparsify.n=1", r"--set sparsify.n=1: the recipe has no 'sparsify' pass; its passes: distill, quantize"),
     ("epochs=5", r"--set epochs=5: expected PASS.KEY=VALUE"),
     ("distill.name=quantize", "a pass's name cannot be overridden"),
-    ("distill.epochs.max=3", r"'epochs' is a value, not a table"),
+    ("distill.epochs.max=3", r"epochs is a int value, not a table"),
 ])
 def test_bad_set_names_the_key(override: str, match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         load_recipe("int8-kd", [override])
+
+
+def test_set_parses_by_the_field_type() -> None:
+    """The setting's dataclass field decides how VALUE reads: "5" is a string for a str field, a,b a list."""
+    distill = load_recipe("int8-kd", ["distill.checkpoint_dir=5", "distill.resume=yes", "distill.lr=1",
+                                      "distill.features=a.x:b.y,c:d", "distill.steps=7"]).passes[0].config
+    assert (distill.checkpoint_dir, distill.resume, distill.lr, distill.features, distill.steps) == (
+        "5", True, 1.0, ("a.x:b.y", "c:d"), 7)
+    assert load_recipe("int8-kd", ["distill.steps=none", 'distill.features=["a:b"]']).passes[0].config.steps is None
 
 
 def test_set_on_a_repeated_pass_needs_an_index(tmp_path: Path) -> None:

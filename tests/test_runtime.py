@@ -85,12 +85,13 @@ def test_input_validation_errors(bundle: Path) -> None:
 def test_checksum_and_target_errors(bundle: Path, tmp_path: Path) -> None:
     b = tmp_path / "b"
     shutil.copytree(bundle, b)
-    data = bytearray((b / "cpu" / "model.onnx").read_bytes())
+    data = bytearray((b / "model.onnx").read_bytes())  # cpu's artifact, stored once (manifest stored_as)
     data[-1] ^= 1
-    (b / "cpu" / "model.onnx").write_bytes(bytes(data))
-    with pytest.raises(EdgekdError, match=r"cpu/model.onnx: checksum mismatch") as exc:
+    (b / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(EdgekdError, match=r"model.onnx: checksum mismatch") as exc:
         runtime.load(b)
     assert "rebuild or re-copy" in str(exc.value)
+    (b / "model.onnx").write_bytes((bundle / "model.onnx").read_bytes())
     (b / "extra.bin").write_bytes(b"x")
     with pytest.raises(EdgekdError, match="extra.bin: not listed"):
         runtime.load(b)

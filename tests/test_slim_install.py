@@ -75,7 +75,7 @@ def test_check_passes_without_torch_or_scipy(bundle: Path, tmp_path: Path) -> No
 
 def test_profile_runs_without_torch_or_scipy(bundle: Path, tmp_path: Path) -> None:
     out = tmp_path / "prof"
-    proc = _cli(["profile", str(bundle / "cpu" / "model.onnx"), "--target", "cpu", "--out", str(out)], tmp_path)
+    proc = _cli(["profile", str(bundle / "model.onnx"), "--target", "cpu", "--out", str(out)], tmp_path)
     assert "RC 0" in proc.stdout, proc.stdout + proc.stderr
     assert "LOADED []" in proc.stdout
     doc = json.loads((out / "profile.json").read_text())

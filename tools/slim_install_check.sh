@@ -36,7 +36,7 @@ step "edgekd check on the device install"
 "$VENV/bin/edgekd" check "$BUNDLE" --target cpu --junit "$OUT/check.xml" | tee "$OUT/check.txt" | grep "^RESULT" \
   || fail "edgekd check did not pass in the torch-free install"
 step "edgekd profile on the device install"
-"$VENV/bin/edgekd" profile "$BUNDLE/cpu/model.onnx" --target cpu --out "$OUT/profile" | tail -n 2 \
+"$VENV/bin/edgekd" profile "$BUNDLE/model.onnx" --target cpu --out "$OUT/profile" | tail -n 2 \
   || fail "edgekd profile failed in the torch-free install"
 [ -s "$OUT/profile/profile.json" ] || fail "edgekd profile wrote no profile.json"
 step "edgekd.runtime on the device install"

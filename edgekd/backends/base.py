@@ -271,6 +271,7 @@ class Backend(Protocol):
     artifact_suffixes: tuple[str, ...]  # files `edgekd profile` loads as given on this backend (".xml")
     artifact_kind: str  # what a file with one of those suffixes is, in profile documents ("openvino-ir")
     sdk_modules: tuple[str, ...]  # Python modules whose versions a report records ("openvino")
+    artifact_may_be_shared: bool  # the artifact is a byte copy of its source ONNX, loaded by path (see BackendBase)
 
     def availability(self) -> Availability: ...
 
@@ -320,6 +321,10 @@ class BackendBase:
     #: unlisted; the backend verifies them by its own rule when it loads them (TensorRT refuses an engine built by
     #: another TensorRT version or for another GPU)
     device_outputs: tuple[str, ...] = ()
+    #: the artifact is a copy of the ONNX file it was built from, and ``load`` opens it by path (ONNX Runtime): a
+    #: bundle stores that file once and the manifest says where (``stored_as``); a backend whose folder must hold
+    #: the file itself (TensorRT's build_engine.sh reads model.onnx beside it) keeps the default False
+    artifact_may_be_shared: bool = False
 
     @property
     def qdq_flavor(self) -> QDQFlavor:

@@ -166,6 +166,7 @@ class OnnxRuntimeBackend(BackendBase):
     options_type = OnnxRuntimeOptions
     qdq_flavor = ORT  # uint8 activations (the fast x86 path); numerics: the defaults (asymmetric allowed)
     sdk_modules = ("onnxruntime",)
+    artifact_may_be_shared = True  # its model.onnx is a byte copy of the source, opened by path
 
     def availability(self) -> Availability:
         try:

@@ -2,10 +2,13 @@
 
     OUT/model.onnx            the exported reference model
     OUT/variants/*.onnx       per-runtime / per-numerics exports a target is built from (when they differ)
-    OUT/<target>/...          each target's built artifact (engine, IR, HLS project, ...)
+    OUT/<target>/...          each target's built artifact (engine, IR, HLS project, ...); a file byte-identical to
+                              model.onnx / a variant is stored once, the target's ``stored_as`` says where
     OUT/golden.npz            inputs and reference outputs for parity checks on the device
-    OUT/eval.npz              the labelled evaluation set (when the data is labelled)
-    OUT/manifest.json         I/O, preprocessing, labels, targets, sha256 of every artifact file,
+    OUT/eval.npz              the labelled evaluation set (when the data is labelled; at most --eval-samples)
+    OUT/weights.pt            the compressed student's state_dict (torch.load(weights_only=True); not --no-weights)
+    OUT/plots/training.png    loss / validation metric per epoch, the metric per stage and per target
+    OUT/manifest.json         I/O, preprocessing, labels, targets, sha256 of every artifact file, contents,
     versions and the resolved configuration -- no timestamps, so
     rebuilding from the same inputs gives the same bytes
     OUT/report.json|.md       what happened (accuracy, parity, latency): timestamps live here
@@ -30,6 +33,7 @@ from edgekd.bundle.layout import (
     SCHEMA,
     UNHASHED_PREFIXES,
     VARIANTS,
+    WEIGHTS,
     dump_json,
     golden_key,
     hashed_files,
@@ -56,6 +60,7 @@ __all__ = [
     "SCHEMA",
     "UNHASHED_PREFIXES",
     "VARIANTS",
+    "WEIGHTS",
     "Bundle",
     "BundleManifest",
     "BundleTarget",

@@ -17,6 +17,7 @@ MANIFEST = "manifest.json"
 MODEL = "model.onnx"  # the exported reference model (manifest model.file)
 GOLDEN = "golden.npz"  # golden inputs, labels and reference outputs (manifest golden.file)
 EVAL = "eval.npz"  # the labelled evaluation set, x and y (manifest eval.file)
+WEIGHTS = "weights.pt"  # the compressed student's state_dict (manifest weights.file), loadable with weights_only=True
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 VARIANTS = "variants"  # per-runtime / per-numerics ONNX files a target is built from
@@ -30,7 +31,7 @@ OWN_FILES = frozenset({MANIFEST, REPORT_JSON, REPORT_MD})
 #: files whose content changes between identical runs (timings): listed, never checksummed
 UNHASHED_PREFIXES = ("report.", f"{PLOTS}/", f"{PROFILE}/")
 #: a target's name is its folder in the bundle: these names are the bundle's own files and folders
-RESERVED_NAMES = (MODEL, GOLDEN, EVAL, MANIFEST, REPORT_JSON, REPORT_MD, VARIANTS, PLOTS, PROFILE)
+RESERVED_NAMES = (MODEL, GOLDEN, EVAL, WEIGHTS, MANIFEST, REPORT_JSON, REPORT_MD, VARIANTS, PLOTS, PROFILE)
 
 
 def is_bundle(path: str | Path) -> bool:

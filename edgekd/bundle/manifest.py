@@ -30,6 +30,8 @@ class ManifestTarget:
     fits: bool | None = None  # the backend's resource estimate fits the part (FPGA); None: no estimate
     fit_detail: str = ""
     device_outputs: tuple[str, ...] = ()  # files a device step may add to ``dir`` (Backend.device_outputs)
+    #: files of the target stored once elsewhere in the bundle: {file in dir: {"path": bundle path, "sha256": ...}}
+    stored_as: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, target: Any, entry: Mapping[str, Any]) -> ManifestTarget:
@@ -38,13 +40,15 @@ class ManifestTarget:
                    precision=entry["build"]["precision"], source=entry["source"],
                    golden_reference=entry["golden_reference"], output_step=entry.get("output_step", 0.0),
                    target=target.to_dict(), fits=entry.get("fits_part"), fit_detail=entry.get("fit_detail", ""),
-                   device_outputs=tuple(entry.get("device_outputs", ())))
+                   device_outputs=tuple(entry.get("device_outputs", ())),
+                   stored_as={k: dict(v) for k, v in (entry.get("stored_as") or {}).items()})
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "dir": self.dir, "artifact": self.artifact, "precision": self.precision,
                 "source": self.source, "golden_reference": self.golden_reference, "output_step": self.output_step,
                 "target": self.target, **({"fits": self.fits, "fit_detail": self.fit_detail} if self.fits is not None else {}),
-                **({"device_outputs": list(self.device_outputs)} if self.device_outputs else {})}
+                **({"device_outputs": list(self.device_outputs)} if self.device_outputs else {}),
+                **({"stored_as": {k: dict(v) for k, v in self.stored_as.items()}} if self.stored_as else {})}
 
 
 @dataclass(frozen=True)
@@ -157,3 +161,8 @@ def _check_structure(manifest: dict[str, Any], *, where: str) -> None:
             raise bad(f"targets.{name}.source", "must be a path inside the bundle")
         if not isinstance(entry.get("golden_reference", REFERENCE_KEY), str):
             raise bad(f"targets.{name}.golden_reference", "must be a golden.npz key (a string)")
+        stored = entry.get("stored_as") or {}
+        if not isinstance(stored, dict) or not all(
+                isinstance(k, str) and "/" not in k and _safe_relpath(k) and isinstance(v, dict)
+                and _safe_relpath(v.get("path")) and isinstance(v.get("sha256"), str) for k, v in stored.items()):
+            raise bad(f"targets.{name}.stored_as", "must map file names of the target to {path, sha256} inside the bundle")

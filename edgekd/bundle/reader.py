@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,28 @@ class BundleTarget:
     golden_reference: str  # the golden.npz key of that file's reference outputs
     output_step: float
     target: dict[str, Any]  # the resolved target (edgekd.config.target_from_mapping)
+    #: files of the target the bundle stores once elsewhere: {file in dir: {"path", "sha256"}} (older bundles: {})
+    stored_as: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    bundle: Path = Path()
+
+    def file(self, name: str) -> Path:
+        """Where the target's file ``name`` lives: in its folder, or where the bundle stores its one copy."""
+        stored = self.stored_as.get(name)
+        return self.bundle / stored["path"] if stored else self.dir / name
+
+    def ref(self, name: str) -> str:
+        """``name`` as a backend's ``load(dir, ...)`` joins it to ``dir``: the name itself, or the absolute path of
+        the shared copy (``dir / "/abs/path"`` is ``/abs/path``)."""
+        return os.path.abspath(self.file(name)) if name in self.stored_as else name
 
     @property
     def artifact_path(self) -> Path:
-        return self.dir / self.artifact
+        return self.file(self.artifact)
+
+    def size_bytes(self) -> int:
+        """What the target's files hold on a device: its folder plus the files it shares with the bundle."""
+        own = sum(p.stat().st_size for p in self.dir.rglob("*") if p.is_file()) if self.dir.is_dir() else 0
+        return own + sum(self.file(n).stat().st_size for n in self.stored_as if self.file(n).is_file())
 
 
 class Bundle:
@@ -119,7 +139,9 @@ class Bundle:
                             artifact=entry["artifact"],
                             precision=entry.get("precision", "fp32"), source=entry.get("source") or self.manifest["model"]["file"],
                             golden_reference=entry.get("golden_reference", REFERENCE_KEY),
-                            output_step=float(entry.get("output_step", 0.0)), target=dict(entry["target"]))
+                            output_step=float(entry.get("output_step", 0.0)), target=dict(entry["target"]),
+                            stored_as={k: dict(v) for k, v in (entry.get("stored_as") or {}).items()},
+                            bundle=self.path)
 
     def file_digest(self, rel: str) -> str | None:
         """The sha256 the manifest lists for ``rel``."""
@@ -135,6 +157,14 @@ class Bundle:
                 problems.append(f"{rel}: missing")
             elif sha256_file(path) != digest:
                 problems.append(f"{rel}: checksum mismatch (file changed after the bundle was written)")
+        for name, entry in (self.manifest.get("targets") or {}).items():
+            # a file stored once: the target's record of its digest must be the listed file's (checksummed above)
+            for file, stored in (entry.get("stored_as") or {}).items():
+                if stored["path"] not in listed:
+                    problems.append(f"{entry['dir']}/{file}: stored as {stored['path']}, which is not in the bundle")
+                elif listed[stored["path"]] != stored["sha256"]:
+                    problems.append(f"{entry['dir']}/{file}: stored as {stored['path']}, whose checksum is not the "
+                                    f"target's (the target {name} was built from another file)")
         device_outputs = self.device_outputs()
         for rel in hashed_files(self.path):
             if rel not in listed and rel not in device_outputs:

@@ -22,8 +22,10 @@ from edgekd.bundle.layout import (
     REPORT_MD,
     SCHEMA,
     VARIANTS,
+    WEIGHTS,
     dump_json,
     hashed_files,
+    sha256_file,
 )
 from edgekd.bundle.manifest import BundleManifest
 from edgekd.errors import EdgekdError
@@ -133,24 +135,49 @@ def copy_bundle(src: Path, dest: Path, *, flag: str = "--out") -> None:
     _swap_into_place(staging, dest)
 
 
-#: what each of the bundle's own files is (a target's folder holds that backend's build)
-_WHAT = {MODEL: "the exported reference model (ONNX)", GOLDEN: "golden inputs, labels and reference outputs for parity",
-         EVAL: "the labelled evaluation set for accuracy checks on the device", VARIANTS: "ONNX a target builds from",
-         PLOTS: "plots", PROFILE: "latency runs"}
+#: each of the bundle's own files: (role, what it is); a target's folder holds that backend's build
+_WHAT = {MODEL: ("model", "the exported reference model (ONNX)"),
+         GOLDEN: ("golden", "golden inputs, labels and reference outputs for parity"),
+         EVAL: ("eval", "the labelled evaluation set for accuracy checks on the device"),
+         WEIGHTS: ("weights", "the compressed student's PyTorch state_dict (torch.load(weights_only=True))"),
+         VARIANTS: ("variant", "ONNX a target builds from"), PLOTS: ("plot", "plots"), PROFILE: ("profile", "latency runs")}
+
+
+def _content_row(root: Path, path: Path) -> dict[str, Any]:
+    rel = path.relative_to(root).as_posix()
+    top = rel.partition("/")[0]
+    role, what = _WHAT.get(top, ("target", f"target {top}'s build") if "/" in rel else ("", ""))
+    return {"file": rel, "role": role, "bytes": path.stat().st_size, "what": what}
 
 
 def bundle_contents(root: Path) -> list[dict[str, Any]]:
     """Every file under ``root`` with its size and what it is; manifest.json and report.* come last (they are
     written after this list)."""
-    rows = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
-        rel = path.relative_to(root).as_posix()
-        top = rel.partition("/")[0]
-        rows.append({"file": rel, "bytes": path.stat().st_size,
-                     "what": _WHAT.get(top, f"target {top}'s build" if "/" in rel else "")})
+    rows = [_content_row(root, p) for p in sorted(p for p in root.rglob("*")
+                                                  if p.is_file() and "__pycache__" not in p.parts)]
     return [*rows, {"file": MANIFEST, "bytes": None, "what": "file list and checksums (written last)"},
             {"file": REPORT_JSON, "bytes": None, "what": "this report, machine-readable"},
             {"file": REPORT_MD, "bytes": None, "what": "this report"}]
+
+
+def manifest_contents(root: Path, manifest: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The manifest's ``contents``: every checksummed file with its role, size and what it is; the sample count of
+    golden.npz and eval.npz; the targets that use a file stored once (``stored_as``). Report files, plots and
+    profiles are not listed (they change between identical runs; report.json's ``bundle_contents`` lists them)."""
+    samples = {(manifest.get(k) or {}).get("file"): (manifest.get(k) or {}).get("samples") for k in ("golden", "eval")}
+    shared: dict[str, list[str]] = {}
+    for name, entry in (manifest.get("targets") or {}).items():
+        for stored in (entry.get("stored_as") or {}).values():
+            shared.setdefault(stored["path"], []).append(name)
+    rows = []
+    for rel in hashed_files(root):
+        row = _content_row(root, root / rel)
+        if samples.get(rel) is not None:
+            row["samples"] = samples[rel]
+        if rel in shared:
+            row["shared_by"] = sorted(shared[rel])
+        rows.append(row)
+    return rows
 
 
 class BundleWriter:
@@ -197,6 +224,20 @@ class BundleWriter:
         """``path`` (inside the staging folder) as the bundle names it: "model.onnx", "variants/...", ..."""
         return Path(path).relative_to(self.staging).as_posix()
 
+    def share(self, target_name: str, file: str, source: Path) -> dict[str, str] | None:
+        """Store ``target_name``'s ``file`` once: when it is byte-identical to ``source`` (model.onnx or a variant,
+        already in the bundle), the target's copy is removed and the entry the manifest records under the target's
+        ``stored_as`` is returned ({"path": where the bytes live, "sha256": their digest}); None when they differ.
+        A resnet18 bundle held its 45 MB model.onnx twice (model.onnx and cpu/model.onnx)."""
+        copy = self.target_dir(target_name) / file
+        if not copy.is_file() or not Path(source).is_file() or copy.stat().st_size != Path(source).stat().st_size:
+            return None
+        digest = sha256_file(copy)
+        if sha256_file(Path(source)) != digest:
+            return None
+        copy.unlink()
+        return {"path": self.relpath(Path(source)), "sha256": digest}
+
     # ------------------------------------------------------------ the bundle's own files
 
     def write_golden(self, arrays: Mapping[str, Any]) -> Path:
@@ -218,6 +259,12 @@ class BundleWriter:
         np.savez_compressed(path, x=x, **labels)
         return path
 
+    def write_weights(self, data: bytes) -> Path:
+        """weights.pt: the compressed student's state_dict, serialized by the caller (this package is torch-free)."""
+        path = self.staging / WEIGHTS
+        path.write_bytes(data)
+        return path
+
     def write_report(self, report: Mapping[str, Any], markdown: Callable[[Mapping[str, Any], Path], Any] | None = None) -> Path:
         """report.json (timings live here: listed as unhashed) and, with ``markdown``, report.md through it; both
         say what is inside the bundle (``bundle_contents``: every file written so far and its size)."""
@@ -232,6 +279,7 @@ class BundleWriter:
         """Checksum everything, write the manifest last, then swap the folder into place."""
         data = manifest.to_dict() if isinstance(manifest, BundleManifest) else manifest
         manifest = {**data, "schema": SCHEMA, "files": hashed_files(self.staging)}
+        manifest["contents"] = manifest_contents(self.staging, manifest)
         dump_json(manifest, self.staging / MANIFEST)
         check_replaceable(self.out)  # again: the folder may have changed during a long run
         _swap_into_place(self.staging, self.out)

@@ -17,7 +17,8 @@ edgekd.toml (paths relative to the file):
   model = "builtin:digits-student"     teacher = "builtin:digits-teacher"   (optional)
   data = "builtin:digits"              recipe = "int8-kd"
   targets = ["cpu", "openvino-cpu"]    out = "build/digits"
-  seed = 0    golden_samples = 32    measure = true    skip_unavailable = false
+  set = ["distill.epochs=5"]           (recipe overrides, as `edgekd compress --set`; also --set here)
+  seed = 0    golden_samples = 32    eval_samples = 1000    measure = true    skip_unavailable = false
   [cache]
   enabled = true    dir = ".edgekd-cache"   (default $EDGEKD_CACHE_DIR/builds or ~/.cache/edgekd/builds)
 
@@ -38,6 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", action="store_true", help="print the cache key and what it was computed from, then exit")
     p.add_argument("--target", action="append", dest="targets", metavar="TARGET",
                    help="build these targets instead of the file's `targets` (repeatable), e.g. --target fpga-zcu104")
+    p.add_argument("--set", action="append", dest="overrides", default=[], metavar="PASS.KEY=VALUE",
+                   help="override a recipe setting (repeatable; after the file's `set`), as `edgekd compress --set`")
     p.add_argument("--json", action="store_true", help="print the outcome as JSON")
     add_quiet(p)
     p.set_defaults(handler=run)
@@ -49,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     bf = load_buildfile(args.buildfile)
     if args.targets:  # part of the cache key like any other input
         bf = dataclasses.replace(bf, targets=tuple(args.targets))
+    if args.overrides:  # part of the cache key too
+        bf = dataclasses.replace(bf, set=(*bf.set, *args.overrides))
     if args.key:
         key, material = cache_key(bf)
         print(json.dumps({"key": key, "material": material}, indent=2, sort_keys=True))

@@ -8,7 +8,9 @@ import json
 HELP = """\
 Load a model, run the recipe's passes (distillation, sparsity, pruning, quantization),
 export ONNX, build it for each target, check parity with the ONNX reference, measure latency,
-and write a bundle (model.onnx, <target>/, manifest.json, golden.npz, report.json, report.md).
+and write a bundle (model.onnx, <target>/, manifest.json, golden.npz, eval.npz (at most --eval-samples test
+samples), weights.pt (the compressed state_dict), report.json, report.md, plots/training.png). A target file that is
+byte-identical to model.onnx is stored once (manifest stored_as).
 
 Sources:
   --model    builtin:digits-student | torchvision:resnet18 | timm:NAME | py:pkg.mod:factory | path.pt | path.pt2 |
@@ -62,6 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="target name or .toml path; repeat for several [cpu]")
     p.add_argument("--out", required=True, help="bundle folder to write (replaced atomically)")
     p.add_argument("--seed", type=int, default=0, help="random seed for every pass [0]")
+    p.add_argument("--no-weights", action="store_true",
+                   help="leave weights.pt (the compressed student's PyTorch state_dict) out of the bundle")
+    p.add_argument("--eval-samples", type=int, default=1000, metavar="N",
+                   help="at most N test samples go into the bundle's eval.npz, evenly spaced over the test split "
+                        "(`edgekd check` judges accuracy on them); the report says when it caps [1000]")
     p.add_argument("--nproc", type=int, default=1, help="training processes (launches torchrun when > 1) [1]")
     p.add_argument("--skip-unavailable", action="store_true", help="skip targets whose backend is unavailable")
     p.add_argument("--no-measure", action="store_true", help="skip latency measurement")
@@ -71,10 +78,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.nproc < 1:
-        from edgekd.errors import ConfigError
+    from edgekd.errors import ConfigError
 
+    if args.nproc < 1:
         raise ConfigError(f"--nproc {args.nproc}: needs at least 1 training process", where="--nproc")
+    if args.eval_samples < 1:
+        raise ConfigError(f"eval.npz needs at least 1 sample, got {args.eval_samples}", where="--eval-samples")
     from edgekd.compress_report import print_summary
     from edgekd.config import load_recipe
     from edgekd.pipeline import CompressOptions, compress
@@ -85,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                       teacher=args.teacher, out=args.out, arch=args.arch, teacher_arch=args.teacher_arch,
                       eval_data=args.eval_data, task=args.task,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
-                                              measure=not args.no_measure, nproc=args.nproc))
+                                              measure=not args.no_measure, nproc=args.nproc,
+                                              eval_samples=args.eval_samples, weights=not args.no_weights))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from edgekd import synthetic  # noqa: F401 - registers the synthetic:bn data generator
 from edgekd.artifact import Artifact
@@ -34,6 +35,7 @@ class DistillConfig(FinetuneConfig):
     checkpoint_dir: str | None = None
     resume: bool = False
     checkpoint_every: int = 0  # also save last.pt every N steps (0: after each epoch only)
+    keep: Literal["best", "last"] = "best"  # distillation returns the best validation epoch by default
 
     def finetune(self) -> FinetuneConfig:
         return FinetuneConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(FinetuneConfig)})
@@ -61,7 +63,7 @@ def distill(artifact: Artifact, config: DistillConfig, ctx: PassContext) -> Arti
                "best_accuracy": result.best_accuracy, "final_accuracy": result.final_accuracy,
                "train_seconds": round(result.seconds, 2), "processes": result.extra.get("world_size", 1),
                "rank_checksums": result.extra.get("rank_checksums"), "seed": finetune.seed,
-               "history": result.history}
+               "history": result.history, "kept": result.extra.get("kept")}
     ctx.report.setdefault("distill", {}).update(summary)
     return artifact.evolve("distill", payload=result.model,
                            meta={"distilled": {k: v for k, v in summary.items() if k != "history"}})

@@ -212,7 +212,8 @@ def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassCon
             result = fine_tune(model, ctx.teacher, ctx.data, config.finetune,
                                description=f"prune step {step + 1}/{config.iterative_steps} fine-tune")
             finetunes.append({"steps": result.steps, "seconds": round(result.seconds, 2),
-                              "best_accuracy": result.best_accuracy, "final_accuracy": result.final_accuracy})
+                              "best_accuracy": result.best_accuracy, "final_accuracy": result.final_accuracy,
+                              "history": result.history, "kept": result.extra.get("kept")})
     model.eval()
     macs_after, params_after = count_macs_params(model, example)
     channels_after = _out_channels(model)

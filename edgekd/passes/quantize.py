@@ -228,7 +228,8 @@ def _qat(model: nn.Module, artifact: Artifact, config: QuantizeConfig, ctx: Pass
     info: dict[str, Any] = {"steps": result.steps, "seconds": round(result.seconds, 2),
                             "final_accuracy": result.final_accuracy, "best_accuracy": result.best_accuracy,
                             "teacher": ctx.teacher is not None, "loss": config.finetune.loss,
-                            "progressive": config.progressive}
+                            "progressive": config.progressive, "history": result.history,
+                            "kept": result.extra.get("kept")}
     if sparsity:
         broken = check_masks(model, sparsity.get("masks", sparsity))
         if broken:

@@ -313,7 +313,7 @@ def _fine_tune(module: nn.Module, config: SparsifyConfig, ctx: PassContext, hook
     result = fine_tune(module, ctx.teacher, ctx.data, config.finetune, hooks=hooks,
                        description=f"sparsify {config.n}:{config.m} fine-tune")
     return {"steps": result.steps, "seconds": round(result.seconds, 2), "best_accuracy": result.best_accuracy,
-            "final_accuracy": result.final_accuracy}
+            "final_accuracy": result.final_accuracy, "history": result.history, "kept": result.extra.get("kept")}
 
 
 @register_pass("sparsify", SparsifyConfig, not_after=("quantize",))

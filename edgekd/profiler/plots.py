@@ -13,6 +13,11 @@ _PRECISION_COLORS = {"int8": "#2a9d8f", "bf16": "#e9c46a", "fp16": "#f4a261", "f
                      "int8->fp32": "#8ab17d", "fp32->int8": "#8ab17d"}
 
 
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend (no display needed); every PNG edgekd writes is drawn through it."""
+    return _plt()
+
+
 def _plt() -> Any:
     import matplotlib
 

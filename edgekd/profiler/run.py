@@ -4,6 +4,7 @@ one result document (schema in edgekd.profiler.report)."""
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import time
 from collections.abc import Callable
@@ -118,6 +119,8 @@ def _resolve_bundle(bundle: Bundle, target_spec: str | Target, build_dir: Path) 
         rep = report.get("targets", {}).get(name, {})
         build = _build_from_dict(rep.get("build")) or BuildResult(backend=target.backend, artifact=entry.artifact,
                                                                   precision=entry.precision)
+        # files the bundle stores once (a de-duplicated model.onnx) by their absolute path
+        build = dataclasses.replace(build, artifact=entry.ref(build.artifact), files=[entry.ref(f) for f in build.files])
         _check_backend(target, where)
         accuracy = ({"value": rep["accuracy"], "metric": "top-1 accuracy (%)", "source": f"bundle {REPORT_JSON}"}
                     if rep.get("accuracy") is not None else None)

@@ -26,6 +26,8 @@ class FinetuneConfig:
     features: FitNets hints "teacher.layer:student.layer" (MSE, learnable adapter where shapes differ),
     weighted by ``feature_weight``. attention_weight > 0 adds MiniLM-style attention transfer
     between the last attention layers of teacher and student.
+    keep: which weights the run returns: "best" -- the epoch with the best task metric on the held-out validation
+    split (the last epoch when the data has none: choosing on the test split would flatter the report) -- or "last".
     """
 
     epochs: int = 10
@@ -44,6 +46,7 @@ class FinetuneConfig:
     feature_weight: float = 1.0
     attention_weight: float = 0.0
     seed: int = 0
+    keep: Literal["best", "last"] = "last"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 and self.steps is None:

@@ -100,11 +100,12 @@ class TrainState:
                 "best_loss": self.best_loss, "partial": [self.loss_sum, self.loss_count]}
 
     def improves(self, accuracy: float | None, loss: float) -> bool:
-        """Whether an epoch beats the best so far (test accuracy; the training loss without test labels),
-        which it then becomes."""
+        """Whether an epoch is at least as good as the best so far (the monitored metric; the training loss without
+        labels), which it then becomes. A tie goes to the later epoch: a 200-sample validation split ties often, and
+        the later epoch of a decaying schedule is the better trained one."""
         if accuracy is not None:
-            better = self.best_accuracy is None or (accuracy > self.best_accuracy if self.higher_is_better
-                                                    else accuracy < self.best_accuracy)
+            better = self.best_accuracy is None or (accuracy >= self.best_accuracy if self.higher_is_better
+                                                    else accuracy <= self.best_accuracy)
         else:
             better = loss < self.best_loss
         if better:
@@ -140,6 +141,9 @@ class Run:
     wiring: Wiring
     plan: Plan
     state: TrainState
+    #: keep = "best": a CPU copy of the student's weights at the best validation epoch, and that epoch (from 1)
+    best_weights: dict[str, torch.Tensor] | None = None
+    best_epoch: int | None = None
 
 
 # ---------------------------------------------------------------- optimizer, schedule, evaluation
@@ -288,7 +292,12 @@ def _setup(student: nn.Module, teacher: nn.Module | None, data: Any, config: Fin
         _resume(state, wiring, config, options)
     if info.distributed:
         wiring.model = wrap_ddp(wiring.wrapper, info, probe)
-    return Run(config, options, info, started, data, device, x, y, wiring, plan, state)
+    run = Run(config, options, info, started, data, device, x, y, wiring, plan, state)
+    best = options.checkpoint_dir / ckpt.BEST if options.checkpoint_dir is not None else None
+    if state.resumed_from and config.keep == "best" and best is not None and best.is_file() and _has_validation(data):
+        saved = torch.load(best, map_location="cpu", weights_only=True)  # the best epoch before the interruption
+        run.best_weights, run.best_epoch = saved["state_dict"], int(saved["epoch"])
+    return run
 
 
 def _input_array(x: np.ndarray) -> np.ndarray:
@@ -390,6 +399,12 @@ def _monitoring_split(data: Any) -> tuple[Any, Any]:
     return data.x_test, data.y_test
 
 
+def _has_validation(data: Any) -> bool:
+    """Whether the per-epoch metric is measured on a held-out validation split (not the test split)."""
+    x_val = getattr(data, "x_val", None)
+    return x_val is not None and len(x_val) > 0 and _monitoring_split(data)[0] is x_val
+
+
 def _end_epoch(run: Run, epoch: int, bar: Any) -> None:
     """Evaluate, record the epoch, keep the best weights, and checkpoint the start of the next epoch."""
     state, data = run.state, run.data
@@ -402,6 +417,9 @@ def _end_epoch(run: Run, epoch: int, bar: Any) -> None:
     bar.set_info(loss=mean_loss, **({"acc": acc} if acc is not None else {}))
     if state.improves(acc, mean_loss):
         _save_best(run, epoch, acc, mean_loss)
+        if run.config.keep == "best" and acc is not None and _has_validation(data):
+            run.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in run.wiring.student.state_dict().items()}
+            run.best_epoch = epoch + 1
     state.epoch, state.batch, state.loss_sum, state.loss_count = epoch + 1, 0, 0.0, 0
     _save_last(run)
 
@@ -430,6 +448,7 @@ def _finish(run: Run) -> TrainResult:
     """No stale gradients, the ``after_train`` hooks, eval mode, and the check that every rank agrees."""
     state, student, info = run.state, run.wiring.student, run.info
     state.optimizer.zero_grad(set_to_none=True)  # no stale gradients (memory) on the returned model
+    kept = _keep_weights(run)
     run.options.hooks.training_done(student)
     student.eval()
     checksums = ddp.gather_checksums(student, info)
@@ -437,11 +456,29 @@ def _finish(run: Run) -> TrainResult:
         raise TrainingError(f"ranks ended with different weights: {checksums}", where=run.options.description,
                             hint="a hook or pass changed weights on one rank only")
     final = state.history[-1]["accuracy"] if state.history else None
+    if kept["epoch"] is not None and kept["epoch"] != len(state.history):
+        final = state.history[kept["epoch"] - 1]["accuracy"]  # the returned model's
     adapters = len([a for a in run.wiring.adapters if not isinstance(a, nn.Identity)])
     return TrainResult(model=student, history=state.history, best_accuracy=state.best_accuracy, final_accuracy=final,
                        steps=state.step, seconds=time.perf_counter() - run.started,
                        extra={"rank_checksums": checksums, "world_size": info.world_size,
-                              "resumed_from": state.resumed_from, "adapters": adapters})
+                              "resumed_from": state.resumed_from, "adapters": adapters, "kept": kept})
+
+
+def _keep_weights(run: Run) -> dict[str, Any]:
+    """keep = "best": put the best validation epoch's weights back (before the after_train hooks, which then see the
+    returned weights). Says which epoch the returned model is and why."""
+    epochs = len(run.state.history)
+    if run.config.keep == "last":
+        return {"epoch": epochs or None, "of": epochs, "keep": "last", "why": "keep = \"last\""}
+    if run.best_weights is None or run.best_epoch is None:
+        why = ("no held-out validation split (choosing on the test split would flatter it): the last epoch"
+               if not _has_validation(run.data) else "no validation metric: the last epoch")
+        return {"epoch": epochs or None, "of": epochs, "keep": "last", "why": why}
+    run.wiring.student.load_state_dict(run.best_weights)
+    return {"epoch": run.best_epoch, "of": epochs, "keep": "best",
+            "why": f"best validation {'accuracy' if run.state.higher_is_better else 'metric'} "
+                   f"{run.state.best_accuracy:.4g}, the latest epoch that reached it"}
 
 
 class _SilentBar:
