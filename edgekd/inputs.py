@@ -278,7 +278,8 @@ def order_for(module: Any, x: Batch, role: str, where: str, names: tuple[str, ..
         return x
     if order is None:
         return x  # forward(*args): the data's order
-    order = order[: len(x.names)] if names is None else order
+    if names is None:  # the parameters the data must fill: every required one, and any optional one it names
+        order = order[: max(len(x.names), need or 0)]
     if sorted(order) != sorted(x.names):
         missing = [n for n in order if n not in x.arrays]
         unknown = [n for n in x.names if n not in order]
