@@ -14,6 +14,7 @@ import torch
 from edgekd.data import DataSplits, load_data
 from edgekd.errors import ConfigError, EdgekdError, SourceError
 from edgekd.hil import CheckOptions, run_checks
+from edgekd.inputs import from_npz
 from edgekd.pipeline import CompressOptions, compress
 from edgekd.testing.multi_input import ImageMeta, TokensMask, image_meta_data, tokens_mask_data
 
@@ -112,6 +113,14 @@ def test_token_ids_and_mask_stay_integer_through_int8(tmp_path: Path) -> None:
     assert (got.argmax(1) == golden["reference"].argmax(1)).mean() >= 0.95
     checks = run_checks(out, CheckOptions(target="cpu", iterations=20, warmup=1))
     assert checks.passed, [(r.name, r.status) for r in checks.results]
+    # edgekd profile feeds golden.npz's input#ids / input#mask (real token ids, not zeros) to every input
+    from edgekd.cli import main
+    from edgekd.profiler.measure import make_feeds
+
+    feeds = make_feeds(model.inputs, 4, from_npz(dict(golden), "input", "#")[:1])
+    assert set(feeds) == {"ids", "mask"} and (feeds["ids"] == golden["input#ids"][:1]).all()
+    assert main(["profile", str(out), "--target", "cpu", "--out", str(tmp_path / "prof"), "--iterations", "20",
+                 "--no-plots"]) == 0
 
 
 def test_input_names_follow_the_forward_signature_not_the_file_order(tmp_path: Path) -> None:
