@@ -206,3 +206,14 @@ def test_channel_pruning_of_a_multi_input_model_is_refused_before_training(tmp_p
         compress(ImageMeta(), data=str(_image_meta_npz(tmp_path)), recipe=str(recipe), targets=["cpu"],
                  out=tmp_path / "b", options=CompressOptions(measure=False))
     assert not (tmp_path / "b").exists()
+
+
+def test_search_refuses_a_multi_input_model_before_any_training() -> None:
+    from edgekd.budgets import parse_search_budget
+    from edgekd.search.run import SearchOptions, _prepare
+
+    img, meta, y = image_meta_data(n=600)
+    data = DataSplits("im", {"img": img[:500], "meta": meta[:500]}, y[:500], {"img": img[500:], "meta": meta[500:]},
+                      y[500:])
+    with pytest.raises(EdgekdError, match=r"edgekd search takes single-input models; the data has 2 inputs \(img, meta\)"):
+        _prepare(ImageMeta(), data, "cpu", SearchOptions(budgets=(parse_search_budget("macs=1000"),)))
