@@ -217,3 +217,20 @@ def test_search_refuses_a_multi_input_model_before_any_training() -> None:
                       y[500:])
     with pytest.raises(EdgekdError, match=r"edgekd search takes single-input models; the data has 2 inputs \(img, meta\)"):
         _prepare(ImageMeta(), data, "cpu", SearchOptions(budgets=(parse_search_budget("macs=1000"),)))
+
+
+def test_distillation_with_hints_and_2_4_sparsity_take_several_inputs(tmp_path: Path) -> None:
+    """The teacher is fed ``teacher(*inputs)`` (soft targets and a FitNets hint), and sparsify traces the layer order
+    with both inputs: the classifier is found last and skipped, the metadata layer gets its 2:4 mask."""
+    recipe = tmp_path / "kd.toml"
+    recipe.write_text('name = "kd-mi"\n[[passes]]\nname = "distill"\nloss = "hinton"\nepochs = 2\nlr = 1e-2\n'
+                      'features = ["conv.0:conv.0"]\n[[passes]]\nname = "sparsify"\n'
+                      '[[passes]]\nname = "distill"\nloss = "hinton"\nepochs = 1\n')
+    torch.manual_seed(1)
+    teacher = ImageMeta()
+    torch.manual_seed(0)
+    report = compress(ImageMeta(), teacher=teacher, data=str(_image_meta_npz(tmp_path)), recipe=str(recipe),
+                      targets=["cpu"], out=tmp_path / "b", options=CompressOptions(measure=False))
+    assert report["passes"]["sparsify"]["layers"] == ["meta_fc.0"]
+    assert "classifier" in report["passes"]["sparsify"]["skipped"]["head"]
+    assert report["targets"]["cpu"]["status"] == "passed"
