@@ -582,21 +582,31 @@ def _py(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     if isinstance(result, DataSplits):
         return result
     if isinstance(result, dict) and ("x" in result or "x_train" in result):
-        if "x_train" in result:
-            if "x_test" not in result:
-                raise SourceError(f"{spec.arg} returned x_train but no x_test", where=spec.text,
-                                  hint="return x_test (and y_test) too, or a single 'x' (and 'y') to be split")
-            return DataSplits(spec.arg, _array(result["x_train"]), _array(result.get("y_train")),
-                              _array(result["x_test"]), _array(result.get("y_test")), result.get("num_classes"))
-        x, y = _array(result["x"]), _array(result.get("y"))
-        if isinstance(x, dict):  # several named inputs
-            x = model_inputs.checked(x, where=spec.text)
-        if y is not None and _count(y) != len(x):
-            raise SourceError(f"x has {len(x)} samples but y has {_count(y)}", where=spec.text)
-        x_tr, y_tr, x_te, y_te = _split(x, y, 0.2, seed=0, where=spec.text)
-        return DataSplits(spec.arg, x_tr, y_tr, x_te, y_te, result.get("num_classes"))
+        return splits_from_dict(result, spec.arg, spec.text)
     raise SourceError(f"{spec.arg} returned {type(result).__name__}; expected DataSplits or a dict with 'x'",
                       where=spec.text)
+
+
+def splits_from_dict(arrays: dict[str, Any], name: str, where: str) -> DataSplits:
+    """``{"x": ..., "y": ...}`` (split 80/20, seed 0) or ``{"x_train", "y_train", "x_test", "y_test"}`` as DataSplits
+    (a py: source's result, or ``compress(data={...})``). Each ``x`` may be a dict {input name: array} for a
+    multi-input model (edgekd.inputs); ``y`` a dict {output name: labels} for a multi-output one."""
+    if "x_train" in arrays:
+        if "x_test" not in arrays:
+            raise SourceError(f"{name} has x_train but no x_test", where=where,
+                              hint="give x_test (and y_test) too, or a single 'x' (and 'y') to be split")
+        return DataSplits(name, _array(arrays["x_train"]), _array(arrays.get("y_train")),
+                          _array(arrays["x_test"]), _array(arrays.get("y_test")), arrays.get("num_classes"))
+    if "x" not in arrays:
+        raise SourceError(f"{name} has no 'x' (keys: {', '.join(map(str, arrays)) or 'none'})", where=where,
+                          hint="{'x': array or {input name: array}, 'y': labels}")
+    x, y = _array(arrays["x"]), _array(arrays.get("y"))
+    if isinstance(x, dict):  # several named inputs
+        x = model_inputs.checked(x, where=where)
+    if y is not None and _count(y) != len(x):
+        raise SourceError(f"x has {len(x)} samples but y has {_count(y)}", where=where)
+    x_tr, y_tr, x_te, y_te = _split(x, y, 0.2, seed=0, where=where)
+    return DataSplits(name, x_tr, y_tr, x_te, y_te, arrays.get("num_classes"))
 
 
 def _count(y: Any) -> int:

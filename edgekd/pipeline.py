@@ -27,7 +27,7 @@ from edgekd.budgets import Verdict, judge_target, p90_for_budget
 from edgekd.bundle import EVAL, BundleManifest, BundleWriter, ManifestTarget, golden_key, reference_key
 from edgekd.compress_report import write_report_md
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
-from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, validate
+from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, splits_from_dict, validate
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
 from edgekd.export import export_onnx, onnx_outputs_all, torch_outputs_all
 from edgekd.models import LoadedModel, check_fits_data, load_model, source_label
@@ -445,6 +445,8 @@ def _load_inputs(model: Any, data: Any, recipe: str | Recipe, targets: list[str 
     torch.manual_seed(options.seed)
     student_src = load_model(model, arch=arch)
     teacher_src = load_model(teacher, arch=teacher_arch) if teacher else None
+    if isinstance(data, dict):  # the Python API: {"x": array or {input: array}, "y": labels}
+        data = splits_from_dict(data, "data", "data")
     if isinstance(data, DataSplits):  # the Python API: arrays the caller already holds
         splits = carve_validation(validate(data, where="data"))
         data = f"data ({data.name})"
@@ -609,7 +611,7 @@ def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries:
     )
 
 
-def compress(model: str | torch.nn.Module, *, data: str | DataSplits | None = None, recipe: str | Recipe = "fp32",
+def compress(model: str | torch.nn.Module, *, data: str | DataSplits | dict[str, Any] | None = None, recipe: str | Recipe = "fp32",
              targets: list[str | Target] | None = None, teacher: str | torch.nn.Module | None = None,
              out: str | Path = "out", arch: str | None = None,
              options: CompressOptions | None = None, teacher_arch: str | None = None,

@@ -164,6 +164,21 @@ def test_data_mismatches_are_named_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
+def test_a_plain_dict_of_arrays_is_data_too(tmp_path: Path) -> None:
+    """compress(data={"x": {name: array}, "y": labels}): split 80/20 like an npz, each input keeps its dtype."""
+    ids, mask, y = tokens_mask_data(n=300)
+    torch.manual_seed(0)
+    report = compress(TokensMask(), data={"x": {"ids": ids, "mask": mask}, "y": y},
+                      recipe=str(_recipe(tmp_path, int8=False, epochs=1)), targets=["cpu"], out=tmp_path / "b",
+                      options=CompressOptions(measure=False))
+    assert report["data"]["train"] + report["data"]["test"] == 300 and report["data"]["test"] == 60
+    assert report["data"]["inputs"] == [{"name": "ids", "dtype": "int64", "shape": [12]},
+                                        {"name": "mask", "dtype": "int64", "shape": [12]}]
+    with pytest.raises(SourceError, match=r"different sample counts: x_ids 300, x_mask 299"):
+        compress(TokensMask(), data={"x": {"ids": ids, "mask": mask[:-1]}, "y": y}, recipe="fp32",
+                 out=tmp_path / "c", options=CompressOptions(measure=False))
+
+
 def test_user_given_input_names_map_the_data_to_a_star_args_model(tmp_path: Path) -> None:
     class StarArgs(ImageMeta):
         def forward(self, *xs: torch.Tensor) -> torch.Tensor:
