@@ -26,7 +26,7 @@ from edgekd.errors import ExportError
 from edgekd.parity import ParityResult, compare_outputs
 from edgekd.registry import Registry
 
-INPUT_NAME = "input"
+INPUT_NAME = model_inputs.SINGLE_NAME  # a single-input model's graph input
 OUTPUT_NAME = "logits"
 
 Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, QDQFlavor | str], None]

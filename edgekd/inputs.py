@@ -107,12 +107,6 @@ def sample_shape(x: Batch) -> Any:
     return tuple(x.shape[1:])
 
 
-def concat(parts: list[Batch]) -> Batch:
-    if parts and isinstance(parts[0], ModelInputs):
-        return ModelInputs({k: np.concatenate([p.arrays[k] for p in parts]) for k in parts[0].names})
-    return np.concatenate(parts)
-
-
 def repeat_first(x: Batch, n: int) -> Batch:
     """The first sample repeated ``n`` times (a latency batch)."""
     if isinstance(x, ModelInputs):
@@ -268,6 +262,7 @@ def order_for(module: Any, x: Batch, role: str, where: str, names: tuple[str, ..
     """``x`` with its inputs in the model's order: ``names`` given by the user, else the forward signature. Every
     mismatch (a missing or unknown input, a single array for a multi-input model) is an error naming it."""
     order = names or forward_names(module)
+    signature = order or ()
     need = required_inputs(module)
     if not isinstance(x, ModelInputs):
         if need is not None and need > 1:
@@ -284,11 +279,16 @@ def order_for(module: Any, x: Batch, role: str, where: str, names: tuple[str, ..
         missing = [n for n in order if n not in x.arrays]
         unknown = [n for n in x.names if n not in order]
         params = ", ".join(order)
+        later = [n for n in unknown if n in signature]  # a later optional parameter, with one before it left out
+        hint = ("model(*inputs) passes inputs by position: give every forward() parameter up to the last one used "
+                f"({', '.join('x_' + n for n in signature[: max(signature.index(n) for n in later) + 1])})" if later
+                else "name each data array x_<input> after the forward() parameter, or pass input_names= to say "
+                     "which array is which")
         raise SourceError(f"{role}'s inputs are ({params}) but the data has " + ", ".join(f"x_{n}" for n in x.names)
                           + (f"; missing: {', '.join('x_' + n for n in missing)}" if missing else "")
-                          + (f"; not an input: {', '.join('x_' + n for n in unknown)}" if unknown else ""),
-                          where=where, hint="name each data array x_<input> after the forward() parameter, or pass "
-                                            "input_names= to say which array is which; nothing was trained")
+                          + (f"; {'after a parameter left out' if later else 'not an input'}: "
+                             f"{', '.join('x_' + n for n in unknown)}" if unknown else ""),
+                          where=where, hint=hint + "; nothing was trained")
     if need is not None and need > len(order):
         raise SourceError(f"{role} needs {need} inputs but the data has {len(order)}", where=where,
                           hint="give one array per forward() parameter; nothing was trained")

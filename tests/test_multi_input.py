@@ -249,3 +249,21 @@ def test_distillation_with_hints_and_2_4_sparsity_take_several_inputs(tmp_path: 
     assert report["passes"]["sparsify"]["layers"] == ["meta_fc.0"]
     assert "classifier" in report["passes"]["sparsify"]["skipped"]["head"]
     assert report["targets"]["cpu"]["status"] == "passed"
+
+
+def test_optional_forward_parameters_are_filled_by_position() -> None:
+    """forward(input_ids, attention_mask=None, token_type_ids=None): the data fills a prefix of the parameters, since
+    model(*inputs) passes them by position; skipping one is refused with the prefix to give."""
+    from edgekd.inputs import ModelInputs, order_for
+
+    class HFLike(torch.nn.Module):
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+            return input_ids
+
+    ids = np.zeros((2, 3), np.int64)
+    ordered = order_for(HFLike(), ModelInputs({"attention_mask": ids, "input_ids": ids}), "model m", "d.npz")
+    assert ordered.names == ("input_ids", "attention_mask")
+    with pytest.raises(SourceError, match=r"after a parameter left out: x_token_type_ids") as err:
+        order_for(HFLike(), ModelInputs({"input_ids": ids, "token_type_ids": ids}), "model m", "d.npz")
+    assert "x_input_ids, x_attention_mask, x_token_type_ids" in str(err.value)

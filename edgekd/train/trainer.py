@@ -292,11 +292,6 @@ def _setup(student: nn.Module, teacher: nn.Module | None, data: Any, config: Fin
     return Run(config, options, info, started, data, device, x, y, wiring, plan, state)
 
 
-def _input_array(x: np.ndarray) -> np.ndarray:
-    """Token ids and masks stay integer (an nn.Embedding needs them); everything else trains in float32."""
-    return np.ascontiguousarray(x, dtype=np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
-
-
 def _label_tensors(y: Any) -> Any:
     """Labels as tensors: class ids int64, continuous targets float32; a dict (one array per output) stays a dict."""
     if y is None:
