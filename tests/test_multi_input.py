@@ -82,6 +82,11 @@ def test_image_and_metadata_int8_on_cpu_and_openvino(tmp_path: Path) -> None:
         assert checks.passed, [(r.name, r.status, r.detail if hasattr(r, "detail") else "") for r in checks.results]
         assert checks.result("golden_parity").status == "passed"
         assert checks.result("accuracy").status == "passed"
+    # --data with x_<name> arrays (saved in another order, float64 metadata): fed by name, converted once
+    img, meta, y = image_meta_data(n=200, seed=1)
+    np.savez(tmp_path / "other.npz", x_meta=meta.astype(np.float64), x_img=img, y=y)
+    acc = run_checks(out, CheckOptions(target="cpu", data=str(tmp_path / "other.npz")), checks=("accuracy",))
+    assert acc.result("accuracy").status == "passed" and "other.npz" in str(acc.to_dict())
 
 
 def test_token_ids_and_mask_stay_integer_through_int8(tmp_path: Path) -> None:
