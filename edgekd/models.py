@@ -581,7 +581,9 @@ def check_fits_data(student: LoadedModel, teacher: LoadedModel | None, x: Any, n
 
     sample = model_inputs.to_torch(x[:2])
     shape = model_inputs.sample_shape(x)
-    shown = {k: list(v) for k, v in shape.items()} if isinstance(shape, dict) else list(shape)
+    # several inputs: each input's shape and dtype, so a float array meant as token ids is visible in the error
+    shown = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in model_inputs.specs_of(x)) \
+        if isinstance(shape, dict) else list(shape)
     widths: dict[str, int] = {}
     for role, loaded in (("model", student), ("teacher", teacher)):
         if loaded is None:

@@ -179,6 +179,10 @@ def test_a_plain_dict_of_arrays_is_data_too(tmp_path: Path) -> None:
     assert report["data"]["train"] + report["data"]["test"] == 300 and report["data"]["test"] == 60
     assert report["data"]["inputs"] == [{"name": "ids", "dtype": "int64", "shape": [12]},
                                         {"name": "mask", "dtype": "int64", "shape": [12]}]
+    # token ids saved as float: the dry run before training names each input's dtype
+    with pytest.raises(SourceError, match=r"ids \[12\] float32, mask \[12\] int64: RuntimeError"):
+        compress(TokensMask(), data={"x": {"ids": ids.astype(np.float32), "mask": mask}, "y": y}, recipe="fp32",
+                 out=tmp_path / "c", options=CompressOptions(measure=False))
     with pytest.raises(SourceError, match=r"different sample counts: x_ids 300, x_mask 299"):
         compress(TokensMask(), data={"x": {"ids": ids, "mask": mask[:-1]}, "y": y}, recipe="fp32",
                  out=tmp_path / "c", options=CompressOptions(measure=False))
