@@ -193,7 +193,7 @@ def wrap_ddp(wrapper: nn.Module, info: ddp.DistInfo, probe: torch.Tensor) -> nn.
 
     was = wrapper.training
     wrapper.eval()  # no BN statistics update, no dropout RNG draw
-    out = wrapper(probe)
+    out = call(wrapper, probe)  # several inputs: wrapper(*inputs)
     wrapper.train(was)
     total = sum(o.float().sum() for o in out[0].values()) + sum(f.float().sum() for f in out[1]) \
         + (out[2].sum() if out[2] is not None else 0)
