@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgekd import inputs as model_inputs
 from edgekd.errors import SourceError
 from edgekd.registry import Registry
 from edgekd.sources import SourceSpec, import_callable, parse_source
@@ -46,8 +47,13 @@ class DataSplits:
     task: Any = None
 
     @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
+    def input_shape(self) -> Any:
+        """Each sample's shape; for a multi-input model a dict of each input's (edgekd.inputs)."""
+        return model_inputs.sample_shape(self.x_train)
+
+    @property
+    def input_specs(self) -> tuple[model_inputs.InputSpec, ...]:
+        return model_inputs.specs_of(self.x_train)
 
     @property
     def labelled(self) -> bool:
@@ -120,12 +126,12 @@ def validate(splits: DataSplits, where: str) -> DataSplits:
         arr = getattr(splits, name)
         if name == "x_val" and arr is None:
             continue
-        setattr(splits, name, _checked_input(arr, name, where))
-    for other in ("x_test", "x_val"):
-        arr = getattr(splits, other)
-        if arr is not None and splits.x_train.shape[1:] != arr.shape[1:]:
-            raise SourceError(f"train samples have shape {splits.x_train.shape[1:]} but {other[2:]} samples "
-                              f"{arr.shape[1:]}", where=where)
+        if isinstance(arr, (dict, model_inputs.ModelInputs)):  # several named inputs (edgekd.inputs)
+            arrays = arr.arrays if isinstance(arr, model_inputs.ModelInputs) else arr
+            setattr(splits, name, model_inputs.checked(arrays, where=where, role=name))
+        else:
+            setattr(splits, name, _checked_input(arr, name, where))
+    _check_same_inputs(splits, where)
     for name, x_name in (("y_train", "x_train"), ("y_test", "x_test"), ("y_val", "x_val")):
         y = getattr(splits, name)
         if y is not None:
@@ -138,6 +144,30 @@ def validate(splits: DataSplits, where: str) -> DataSplits:
         top = [y.max() for y in (splits.y_train, splits.y_test, splits.y_val) if y is not None]
         splits.num_classes = int(max(top)) + 1
     return splits
+
+
+def _check_same_inputs(splits: DataSplits, where: str) -> None:
+    """Every split has the training split's inputs: the same names, per-sample shapes and dtypes."""
+    train = model_inputs.specs_of(splits.x_train)
+    for other in ("x_test", "x_val"):
+        arr = getattr(splits, other)
+        if arr is None:
+            continue
+        got = model_inputs.specs_of(arr)
+        if model_inputs.is_multi(arr) != model_inputs.is_multi(splits.x_train) or [s.name for s in got] != [
+                s.name for s in train]:
+            raise SourceError(f"train has inputs {', '.join(s.name for s in train)} but {other[2:]} has "
+                              f"{', '.join(s.name for s in got)}", where=where,
+                              hint="every split needs the same x_<input> arrays")
+        for a, b in zip(train, got, strict=True):
+            label = "samples" if not model_inputs.is_multi(arr) else f"input {a.name!r} samples"
+            if a.shape != b.shape:
+                raise SourceError(f"train {label} have shape {a.shape} but {other[2:]} {label} {b.shape}",
+                                  where=where)
+            if a.dtype != b.dtype:
+                raise SourceError(f"train {label} are {a.dtype} but {other[2:]} {label} are {b.dtype}", where=where,
+                                  hint="one dtype per input in every split: integers for token ids/masks, float "
+                                       "for features")
 
 
 def is_class_ids(y: Any) -> bool:
@@ -322,6 +352,7 @@ def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
         raise SourceError(f"cannot read as .npz: {exc}", where=str(path)) from None
     labels = tuple(str(v) for v in arrays.pop("labels", np.array([])).tolist())
     arrays = _group_output_labels(arrays, path)
+    arrays = model_inputs.group_npz_inputs(arrays, str(path))  # x_<name>: one array per model input
     if "y_val" in arrays and "x_val" not in arrays:
         raise SourceError("has y_val but no x_val", where=str(path), hint="provide x_val (and y_val) or neither")
     num_classes = len(labels) or None
@@ -343,6 +374,12 @@ def _npz(spec: SourceSpec, ctx: DataContext) -> DataSplits:
         raise SourceError(f"no array named 'x' (found: {', '.join(arrays) or 'none'})", where=str(path),
                           hint="save with np.savez(path, x=inputs, y=labels) or x_train/y_train/x_test/y_test")
     layout = (spec.param("layout", "") or "").lower()
+    if model_inputs.is_multi(splits.x_train):  # several inputs: each as saved (no layout guessing per input)
+        if layout:
+            raise SourceError(f"layout={layout} does not apply to several inputs", where=spec.text,
+                              hint="save each x_<input> in the layout the model takes")
+        splits.preprocessing["inputs"] = [s.to_dict() for s in model_inputs.specs_of(splits.x_train)]
+        return splits
     if layout in ("ncl", "nlc"):  # 1-D signals: N x C x L as is, N x L x C transposed
         if splits.x_train.ndim != 3:
             raise SourceError(f"layout={layout} needs 3-D arrays (N, C, L); x has shape {splits.x_train.shape}",
@@ -545,19 +582,31 @@ def _py(spec: SourceSpec, ctx: DataContext) -> DataSplits:
     if isinstance(result, DataSplits):
         return result
     if isinstance(result, dict) and ("x" in result or "x_train" in result):
-        if "x_train" in result:
-            if "x_test" not in result:
-                raise SourceError(f"{spec.arg} returned x_train but no x_test", where=spec.text,
-                                  hint="return x_test (and y_test) too, or a single 'x' (and 'y') to be split")
-            return DataSplits(spec.arg, _array(result["x_train"]), _array(result.get("y_train")),
-                              _array(result["x_test"]), _array(result.get("y_test")), result.get("num_classes"))
-        x, y = _array(result["x"]), _array(result.get("y"))
-        if y is not None and _count(y) != len(x):
-            raise SourceError(f"x has {len(x)} samples but y has {_count(y)}", where=spec.text)
-        x_tr, y_tr, x_te, y_te = _split(x, y, 0.2, seed=0, where=spec.text)
-        return DataSplits(spec.arg, x_tr, y_tr, x_te, y_te, result.get("num_classes"))
+        return splits_from_dict(result, spec.arg, spec.text)
     raise SourceError(f"{spec.arg} returned {type(result).__name__}; expected DataSplits or a dict with 'x'",
                       where=spec.text)
+
+
+def splits_from_dict(arrays: dict[str, Any], name: str, where: str) -> DataSplits:
+    """``{"x": ..., "y": ...}`` (split 80/20, seed 0) or ``{"x_train", "y_train", "x_test", "y_test"}`` as DataSplits
+    (a py: source's result, or ``compress(data={...})``). Each ``x`` may be a dict {input name: array} for a
+    multi-input model (edgekd.inputs); ``y`` a dict {output name: labels} for a multi-output one."""
+    if "x_train" in arrays:
+        if "x_test" not in arrays:
+            raise SourceError(f"{name} has x_train but no x_test", where=where,
+                              hint="give x_test (and y_test) too, or a single 'x' (and 'y') to be split")
+        return DataSplits(name, _array(arrays["x_train"]), _array(arrays.get("y_train")),
+                          _array(arrays["x_test"]), _array(arrays.get("y_test")), arrays.get("num_classes"))
+    if "x" not in arrays:
+        raise SourceError(f"{name} has no 'x' (keys: {', '.join(map(str, arrays)) or 'none'})", where=where,
+                          hint="{'x': array or {input name: array}, 'y': labels}")
+    x, y = _array(arrays["x"]), _array(arrays.get("y"))
+    if isinstance(x, dict):  # several named inputs
+        x = model_inputs.checked(x, where=where)
+    if y is not None and _count(y) != len(x):
+        raise SourceError(f"x has {len(x)} samples but y has {_count(y)}", where=where)
+    x_tr, y_tr, x_te, y_te = _split(x, y, 0.2, seed=0, where=where)
+    return DataSplits(name, x_tr, y_tr, x_te, y_te, arrays.get("num_classes"))
 
 
 def _count(y: Any) -> int:
@@ -567,6 +616,8 @@ def _count(y: Any) -> int:
 
 def _array(value: Any) -> Any:
     """Lists and torch tensors from a py: source as numpy arrays (None stays None; a dict of them stays a dict)."""
+    if isinstance(value, model_inputs.ModelInputs):
+        return value
     if isinstance(value, dict):
         return {str(k): _array(v) for k, v in value.items()}
     if value is None or isinstance(value, np.ndarray):

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from edgekd import inputs as model_inputs
 from edgekd.artifact import Artifact, IOSpec
 from edgekd.backends.base import QDQFlavor
 from edgekd.backends.flavors import REFERENCE_FLAVOR
@@ -25,7 +26,7 @@ from edgekd.errors import ExportError
 from edgekd.parity import ParityResult, compare_outputs
 from edgekd.registry import Registry
 
-INPUT_NAME = "input"
+INPUT_NAME = model_inputs.SINGLE_NAME  # a single-input model's graph input
 OUTPUT_NAME = "logits"
 
 Exporter = Callable[[torch.nn.Module, Path, torch.Tensor, ExportSettings, QDQFlavor | str], None]
@@ -53,8 +54,8 @@ class NamedOutputs(torch.nn.Module):
         self.module = module
         self.names = names
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return as_tuple(self.module(x), self.names)
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return as_tuple(self.module(*xs), self.names)
 
 
 def as_tuple(out: Any, names: tuple[str, ...]) -> tuple[torch.Tensor, ...]:
@@ -80,21 +81,26 @@ def torch_export(module: torch.nn.Module, path: Path, example: torch.Tensor, set
     names = list(output_names)
     if names != [OUTPUT_NAME]:
         module = NamedOutputs(module, tuple(names))
+    # one graph input per model input (edgekd.inputs), each with its own dynamic batch axis
+    in_names = list(example.names) if isinstance(example, model_inputs.TensorInputs) else [INPUT_NAME]
+    example_args = model_inputs.args(example)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
         if settings.exporter == "dynamo":
             dyn = None
             if settings.dynamic_batch:
                 # torch.export specializes a size-1 dim to a constant: trace with batch 2
-                example = example.expand(2, *example.shape[1:]).contiguous()
-                dyn = ({0: torch.export.Dim("batch")},)
-            torch.onnx.export(module, (example,), str(path), dynamo=True, external_data=False,
-                              opset_version=max(settings.opset, 18), input_names=[INPUT_NAME],
+                example_args = tuple(t.expand(2, *t.shape[1:]).contiguous() for t in example_args)
+                batch = torch.export.Dim("batch")
+                dyn = tuple({0: batch} for _ in example_args)
+            torch.onnx.export(module, example_args, str(path), dynamo=True, external_data=False,
+                              opset_version=max(settings.opset, 18), input_names=in_names,
                               output_names=names, dynamic_shapes=dyn, verbose=False)
         else:
-            axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if settings.dynamic_batch else None
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=settings.opset,
-                              input_names=[INPUT_NAME], output_names=names, dynamic_axes=axes,
+            axes = {**{n: {0: "batch"} for n in in_names}, **{n: {0: "batch"} for n in names}} \
+                if settings.dynamic_batch else None
+            torch.onnx.export(module, example_args, str(path), dynamo=False, opset_version=settings.opset,
+                              input_names=in_names, output_names=names, dynamic_axes=axes,
                               do_constant_folding=True)
 
 
@@ -137,7 +143,7 @@ def check_single_output(module: torch.nn.Module, example: torch.Tensor, *, error
     was_training = module.training
     module.eval()
     with torch.no_grad():
-        out = module(example)
+        out = model_inputs.call(module, example)
     module.train(was_training)
     out = getattr(out, "value", out)  # a brevitas QuantTensor
     if isinstance(out, torch.Tensor):
@@ -154,9 +160,12 @@ def check_single_output(module: torch.nn.Module, example: torch.Tensor, *, error
                                   "torch.cat of the heads along dim 1) and pass the wrapper as a py: source")
 
 
-def model_input(x: np.ndarray) -> np.ndarray:
-    """Inputs as the model takes them: integer arrays (token ids) stay int64, everything else is float32."""
-    return np.ascontiguousarray(x, dtype=np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
+def model_input(x: Any) -> Any:
+    """Inputs as the model takes them: integer arrays (token ids) stay int64, everything else is float32 (each input
+    of a multi-input batch alike; edgekd.inputs)."""
+    if isinstance(x, model_inputs.ModelInputs):
+        return model_inputs.ModelInputs({k: model_inputs.as_model_array(v) for k, v in x.arrays.items()})
+    return model_inputs.as_model_array(x)
 
 
 def torch_outputs(module: torch.nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
@@ -170,7 +179,7 @@ def torch_outputs_all(module: torch.nn.Module, x: np.ndarray, names: tuple[str, 
     parts: list[tuple[torch.Tensor, ...]] = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out = module(torch.from_numpy(x[i : i + batch]))
+            out = model_inputs.call(module, model_inputs.to_torch(x[i : i + batch]))
             parts.append(as_tuple(getattr(out, "value", out), names))
     if len(names) == 1:
         return {names[0]: np.concatenate([getattr(p[0], "value", p[0]).float().numpy() for p in parts])}
@@ -187,11 +196,7 @@ def onnx_outputs_all(path: Path, x: np.ndarray, batch: int = 256) -> dict[str, n
     from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
 
     runner = OnnxRuntimeRunner(path, OnnxRuntimeOptions())
-    name = runner.inputs[0].name
-    fixed_batch = runner.inputs[0].shape[0]
-    step = fixed_batch if isinstance(fixed_batch, int) else batch
-    parts = [runner.infer_unchecked({name: x[i : i + step]}) for i in range(0, len(x), step)]
-    return {o.name: np.concatenate([p[k] for p in parts]) for k, o in enumerate(runner.outputs)}
+    return model_inputs.run_batched(runner.infer_unchecked, runner.inputs, x, [o.name for o in runner.outputs], batch)
 
 
 def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings: ExportSettings | None = None,
@@ -205,7 +210,7 @@ def export_onnx(artifact: Artifact, path: Path, *, example: np.ndarray, settings
     module: torch.nn.Module = artifact.payload
     module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
-    example_t = torch.from_numpy(model_input(example[:1]))
+    example_t = model_inputs.to_torch(example[:1])
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.onnx")
     names = output_names_of(artifact)
     try:

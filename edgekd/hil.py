@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from edgekd import inputs as model_inputs
 from edgekd.budgets import judge_accuracy, judge_fit, judge_regression, p90_for_budget
 from edgekd.bundle import MODEL, REPORT_JSON, Bundle, golden_key
 from edgekd.errors import ConfigError, EdgekdError
@@ -155,10 +156,11 @@ def _npz_labelled(path: Path, task: TaskSpec | None = None) -> tuple[np.ndarray,
             raise EdgekdError("labelled data file not found", where=str(path))
         for xk, yk in (("x", "y"), ("x_test", "y_test")):
             per_output = {k[len(yk) + 1:]: v for k, v in arrays.items() if k.startswith(yk + "_")}
-            if xk in arrays and yk not in arrays and len(task.outputs) > 1 and per_output:
-                return arrays[xk], per_output
-            if xk in arrays and (yk in arrays or _label_free(task)):
-                x, y = arrays[xk], arrays.get(yk)
+            xs = model_inputs.from_npz(arrays, xk, "_", where=str(path))  # x, or x_<name> per input
+            if xs is not None and yk not in arrays and len(task.outputs) > 1 and per_output:
+                return xs, per_output
+            if xs is not None and (yk in arrays or _label_free(task)):
+                x, y = xs, arrays.get(yk)
                 if y is not None and len(y) != len(x):
                     raise EdgekdError(f"'{yk}' has {len(y)} samples but '{xk}' has {len(x)}", where=str(path))
                 return x, y
@@ -169,6 +171,12 @@ def _npz_labelled(path: Path, task: TaskSpec | None = None) -> tuple[np.ndarray,
         raise EdgekdError("labelled data file not found", where=str(path))
     arrays = load_npz(path)
     for xk, yk in (("x", "y"), ("x_test", "y_test")):
+        xs = model_inputs.from_npz(arrays, xk, "_", where=str(path))  # x, or x_<name> per input (edgekd.inputs)
+        if isinstance(xs, model_inputs.ModelInputs) and yk in arrays:
+            if arrays[yk].shape != (len(xs),):
+                raise EdgekdError(f"'{yk}' must have shape ({len(xs)},) to match the inputs {', '.join(xs.names)}, "
+                                  f"got {list(arrays[yk].shape)}", where=str(path), hint="one integer class id per sample")
+            return xs, arrays[yk].astype(np.int64, copy=False)
         if xk in arrays and yk in arrays:
             x, y = arrays[xk], arrays[yk]
             if x.ndim < 2 or len(x) == 0:
@@ -294,6 +302,14 @@ class HilSession:
             raise CheckSkipped("the bundle has no golden.npz")
         return load_npz(path)
 
+    def golden_input(self, golden: dict[str, np.ndarray]) -> Any:
+        """golden.npz's inputs: ``input``, or ``input#<name>`` per input of a multi-input model (edgekd.inputs)."""
+        x = model_inputs.from_npz(golden, "input", "#", where=str(self.reader.golden_path))
+        if x is None:
+            raise EdgekdError(f"golden.npz has no input array (found: {', '.join(sorted(golden)) or 'none'})",
+                              where=str(self.reader.golden_path), hint="the bundle was modified; rebuild or re-copy it")
+        return x
+
     def latency(self) -> dict[str, Any]:
         if self._latency is None:
             from edgekd.profiler.measure import measure_latency
@@ -304,8 +320,9 @@ class HilSession:
             batch = prof.batch_size
             if isinstance(spec.shape[0], int):
                 batch = spec.shape[0]
-            x = np.repeat(golden["input"][:1], batch, axis=0)
-            sample = measure_latency(self.runner, {spec.name: x}, warmup=self.options.warmup or prof.warmup,
+            x = model_inputs.repeat_first(self.golden_input(golden), batch)
+            feeds = model_inputs.feeds(x, [s.name for s in self.runner.inputs])
+            sample = measure_latency(self.runner, feeds, warmup=self.options.warmup or prof.warmup,
                                      iterations=self.options.iterations or prof.iterations,
                                      description=f"profiling {self.target_name}")
             self._latency = sample.summary()
@@ -350,13 +367,14 @@ class HilSession:
         golden = self.golden()
         # a target built from a runtime-specific ONNX variant is compared with ORT running that same variant
         key = self.reader.target(self.target_name).golden_reference
-        if key not in golden or "input" not in golden:
-            raise EdgekdError(f"golden.npz has no {'input' if 'input' not in golden else repr(key)} array "
+        golden_in = self.golden_input(golden)
+        if key not in golden:
+            raise EdgekdError(f"golden.npz has no {key!r} array "
                               f"(found: {', '.join(sorted(golden)) or 'none'})", where=str(self.reader.golden_path),
                               hint="the bundle was modified; rebuild or re-copy it")
         task = self.task()
         names = [o.name for o in task.outputs] if task else [self.runner.outputs[0].name]
-        cand_all = self.runner.predict_all(golden["input"])
+        cand_all = self.runner.predict_all(golden_in)
         par = self.target.parity
         step = self.reader.target(self.target_name).output_step
         results = []
@@ -420,10 +438,7 @@ class HilSession:
             from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
 
             ref = OnnxRuntimeRunner(self.reader.model_path, OnnxRuntimeOptions())
-            name = ref.inputs[0].name
-            step = ref.inputs[0].shape[0] if isinstance(ref.inputs[0].shape[0], int) else 256
-            parts = [ref.infer_unchecked({name: x[i : i + step]}) for i in range(0, len(x), step)]
-            out = {o.name: np.concatenate([p[k] for p in parts]) for k, o in enumerate(ref.outputs)}
+            out = model_inputs.run_batched(ref.infer_unchecked, ref.inputs, x, [o.name for o in ref.outputs])
             return self._metric(out, x, y), f"{MODEL} on ONNX Runtime"
         except ImportError:
             pass

@@ -560,6 +560,8 @@ def save_checkpoint(module: nn.Module, arch: str, path: Path) -> None:
 
 
 def _fit_hint(loaded: LoadedModel, data_shape: tuple[int, ...]) -> str:
+    if isinstance(data_shape, dict):  # several inputs (edgekd.inputs)
+        return "each x_<input> array must have the shape (and dtype) its forward() parameter takes"
     nominal = tuple(loaded.input_shape or ())
     if nominal and nominal != data_shape:
         size = "x".join(map(str, nominal[1:]))
@@ -575,28 +577,33 @@ def check_fits_data(student: LoadedModel, teacher: LoadedModel | None, x: Any, n
                     where: str) -> None:
     """Run two samples through the models before hours of work: a model that cannot take the data, fewer
     outputs than the labels have classes, or a teacher with another number of outputs than the student."""
-    sample = torch.from_numpy(x[:2])
+    from edgekd import inputs as model_inputs
+
+    sample = model_inputs.to_torch(x[:2])
+    shape = model_inputs.sample_shape(x)
+    # several inputs: each input's shape and dtype, so a float array meant as token ids is visible in the error
+    shown = ", ".join(f"{s.name} {list(s.shape)} {s.dtype}" for s in model_inputs.specs_of(x)) \
+        if isinstance(shape, dict) else list(shape)
     widths: dict[str, int] = {}
     for role, loaded in (("model", student), ("teacher", teacher)):
         if loaded is None:
             continue
         try:
             with torch.no_grad():
-                out = loaded.module(sample)
+                out = model_inputs.call(loaded.module, sample)
         except TypeError as exc:
-            if "required positional argument" in str(exc):  # forward(img, meta): several inputs
-                raise SourceError(f"{role} {loaded.name} takes several inputs ({str(exc).splitlines()[0]}); edgekd "
-                                  "compresses single-input models today", where=where,
-                                  hint="wrap the model so forward() takes one tensor (e.g. concatenate the inputs "
-                                       "along dim 1 and split them inside), and pass the wrapper; nothing was trained"
-                                  ) from None
+            if "required positional argument" in str(exc):  # forward(img, meta) given one array
+                raise SourceError(f"{role} {loaded.name} takes several inputs ({str(exc).splitlines()[0]}) but the "
+                                  f"data gives {len(model_inputs.names_of(x))}", where=where,
+                                  hint="give one array per input: npz keys x_<name> (or a dict {name: array}); "
+                                       "nothing was trained") from None
             raise SourceError(f"{role} {loaded.name} cannot run on the data's samples of shape "
-                              f"{list(sample.shape[1:])}: TypeError: {str(exc).splitlines()[0] if str(exc) else ''}",
-                              where=where, hint=_fit_hint(loaded, tuple(sample.shape[1:]))) from None
+                              f"{shown}: TypeError: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              where=where, hint=_fit_hint(loaded, shape)) from None
         except Exception as exc:
             raise SourceError(f"{role} {loaded.name} cannot run on the data's samples of shape "
-                              f"{list(sample.shape[1:])}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                              where=where, hint=_fit_hint(loaded, tuple(sample.shape[1:]))) from None
+                              f"{shown}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                              where=where, hint=_fit_hint(loaded, shape)) from None
         if isinstance(out, torch.Tensor) and out.ndim == 2:
             widths[role] = int(out.shape[1])
     if num_classes is not None and "model" in widths and widths["model"] < num_classes:

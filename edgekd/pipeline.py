@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from edgekd import __version__, onnx_source
-from edgekd.artifact import Artifact, IOSpec
+from edgekd import inputs as model_inputs
+from edgekd.artifact import Artifact
 from edgekd.backends import BACKENDS
 from edgekd.backends.base import auto_precisions_of, call_build, numerics_of, sdk_versions
 from edgekd.backends.flavors import REFERENCE_FLAVOR, flavor_of
@@ -26,9 +27,9 @@ from edgekd.budgets import Verdict, judge_target, p90_for_budget
 from edgekd.bundle import EVAL, PLOTS, BundleManifest, BundleWriter, ManifestTarget, golden_key, reference_key
 from edgekd.compress_report import write_report_md, write_training_plot
 from edgekd.config import PassSpec, Recipe, Target, load_recipe, load_target, unique_targets
-from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, validate
+from edgekd.data import DataContext, DataSplits, carve_validation, is_class_ids, layout_hint, load_data, splits_from_dict, validate
 from edgekd.errors import BackendUnavailable, BuildError, EdgekdError
-from edgekd.export import export_onnx, model_input, onnx_outputs_all, torch_outputs_all
+from edgekd.export import export_onnx, onnx_outputs_all, torch_outputs_all
 from edgekd.models import LoadedModel, check_fits_data, load_model, source_label
 from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
@@ -51,6 +52,8 @@ class CompressOptions:
     measure: bool = True
     nproc: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    #: a multi-input model's input names in forward() order (default: its forward signature's; edgekd.inputs)
+    input_names: tuple[str, ...] | None = None
 
 
 def accuracy(outputs: np.ndarray | dict[str, np.ndarray], labels: Any, task: TaskSpec | None = None,
@@ -113,10 +116,7 @@ def runtime_versions() -> dict[str, str]:
 
 def run_batched_all(runner: Any, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
     """Every output of the runner on ``x``, by name, in chunks (fixed-batch artifacts one batch at a time)."""
-    spec: IOSpec = runner.inputs[0]
-    step = spec.shape[0] if isinstance(spec.shape[0], int) else batch
-    parts = [runner.infer({spec.name: x[i : i + step]}) for i in range(0, len(x), step)]
-    return {o.name: np.concatenate([p[o.name] for p in parts]) for o in runner.outputs}
+    return model_inputs.run_batched(runner.infer, runner.inputs, x, [o.name for o in runner.outputs], batch)
 
 
 def _check_targets(targets: list[Target], skip_unavailable: bool) -> list[Target]:
@@ -302,7 +302,7 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
         entry["fit_detail"] = _fit_detail(estimate.facts)
     elif options.measure:
         batch = target.profiling.batch_size
-        feeds = {runner.inputs[0].name: np.repeat(golden_input[:1], batch, axis=0)}
+        feeds = model_inputs.feeds(model_inputs.repeat_first(golden_input, batch), [s.name for s in runner.inputs])
         sample = measure_latency(runner, feeds, warmup=target.profiling.warmup,
                                  iterations=target.profiling.iterations, description=f"profiling {target.name}")
         entry["latency"] = sample.summary()
@@ -431,9 +431,9 @@ def resolve_task(task: str | None, recipe: Recipe, student: LoadedModel, teacher
     if task:
         declared["name"] = task
     where = f"--task {task}" if task else (f"{recipe.source} [task]" if recipe.task else "task")
-    probe = torch.from_numpy(model_input(splits.x_test[:2]))
+    probe = model_inputs.to_torch(splits.x_test[:2])
     shapes = probe_outputs(student.module, probe, declared.get("name"))
-    spec = resolve(declared or None, output_shapes=shapes, labels=splits.y_train, input_dtype=str(splits.x_test.dtype),
+    spec = resolve(declared or None, output_shapes=shapes, labels=splits.y_train, input_dtype=splits.input_specs[0].dtype,
                    where=where)
     if teacher is not None:
         t_shapes = dict(zip([o.name for o in spec.outputs], [s for _, s in probe_outputs(teacher.module, probe, spec.name)]))
@@ -471,6 +471,8 @@ def _load_inputs(model: Any, data: Any, recipe: str | Recipe, targets: list[str 
     torch.manual_seed(options.seed)
     student_src = load_model(model, arch=arch)
     teacher_src = load_model(teacher, arch=teacher_arch) if teacher else None
+    if isinstance(data, dict):  # the Python API: {"x": array or {input: array}, "y": labels}
+        data = splits_from_dict(data, "data", "data")
     if isinstance(data, DataSplits):  # the Python API: arrays the caller already holds
         splits = carve_validation(validate(data, where="data"))
         data = f"data ({data.name})"
@@ -479,7 +481,10 @@ def _load_inputs(model: Any, data: Any, recipe: str | Recipe, targets: list[str 
                                              input_shape=student_src.input_shape, seed=options.seed))
     if eval_data:
         splits = with_eval_set(splits, eval_data, options.seed)
+    splits = _in_model_order(splits, student_src, teacher_src, options.input_names, data)
     for role, src in (("model", student_src), ("teacher", teacher_src)):
+        if model_inputs.is_multi(splits.x_train):
+            break  # per-input shapes: the dry run below says which input does not fit
         if src is not None and src.shape_required and src.input_shape and tuple(src.input_shape) != splits.input_shape:
             raise EdgekdError(f"data samples have shape {splits.input_shape} but {role} {src.name} expects "
                               f"{tuple(src.input_shape)}", where=data,
@@ -492,6 +497,22 @@ def _load_inputs(model: Any, data: Any, recipe: str | Recipe, targets: list[str 
     return Inputs(prof, tgts, student_src, teacher_src, splits)
 
 
+def _in_model_order(splits: DataSplits, student: LoadedModel, teacher: LoadedModel | None,
+                    names: tuple[str, ...] | None, where: str) -> DataSplits:
+    """Each split's inputs in the order the model's forward() takes them (edgekd.inputs.order_for); a data set that
+    does not name the model's inputs (or one array for a multi-input model) is refused here, before training."""
+    for role, src in (("teacher", teacher), ("model", student)):
+        if src is None:
+            continue
+        for split in ("x_train", "x_test", "x_val"):
+            x = getattr(splits, split)
+            if x is not None:
+                ordered = model_inputs.order_for(src.module, x, f"{role} {src.name}", where, names)
+                if role == "model":
+                    setattr(splits, split, ordered)
+    return splits
+
+
 def _start_report(inputs: Inputs, sources: dict[str, Any], eval_data: str | None) -> dict[str, Any]:
     splits, teacher_src, student_src = inputs.splits, inputs.teacher, inputs.student
     report: dict[str, Any] = {
@@ -501,7 +522,8 @@ def _start_report(inputs: Inputs, sources: dict[str, Any], eval_data: str | None
                     "targets": [t.name for t in inputs.targets]},
         "recipe": inputs.recipe.to_dict(),  # as resolved: the file plus any --set overrides
         "data": {"name": splits.name, "train": len(splits.x_train), "test": len(splits.x_test),
-                 "validation": splits.validation, "input_shape": list(splits.input_shape),
+                 "validation": splits.validation, "input_shape": _shape_record(splits.input_shape),
+                 **({"inputs": [s.to_dict() for s in splits.input_specs]} if model_inputs.is_multi(splits.x_test) else {}),
                  "labelled": splits.labelled,
                  **({"eval_data": eval_data, "note": f"every stage and target is evaluated on {eval_data}'s test "
                      f"split ({len(splits.x_test)} samples); --data {sources['data']} is used for training and "
@@ -516,6 +538,10 @@ def _start_report(inputs: Inputs, sources: dict[str, Any], eval_data: str | None
                                                                                    output_names(splits)))
         report["accuracy"]["student_before"] = None  # the "loaded" stage fills it (one evaluation, not two)
     return report
+
+
+def _shape_record(shape: Any) -> Any:
+    return {k: list(v) for k, v in shape.items()} if isinstance(shape, dict) else list(shape)
 
 
 def _compress_model(inputs: Inputs, model: str, scratch: Path, options: CompressOptions,
@@ -552,7 +578,7 @@ def _golden_and_references(writer: BundleWriter, model_onnx: Path, sources: dict
                            ) -> tuple[dict[str, np.ndarray], dict[Path, tuple[str, np.ndarray, float | None]]]:
     """golden.npz (inputs, labels, ONNX Runtime's outputs of every file a target builds from) and eval.npz (at most
     ``eval_samples`` test samples; ``report["data"]["eval_set"]`` says how many of how many)."""
-    golden = {"input": splits.x_test[:n_golden]}
+    golden = model_inputs.to_npz(splits.x_test[:n_golden], "input", "#")  # input, or input#<name> per input
     if splits.y_test is not None:
         if isinstance(splits.y_test, dict):
             golden |= {f"labels#{k}": v[:n_golden] for k, v in splits.y_test.items()}
@@ -571,7 +597,7 @@ def _golden_and_references(writer: BundleWriter, model_onnx: Path, sources: dict
         # the evaluation set travels with the bundle so `edgekd check` can test the task metric on-device; capped
         # (a whole ImageNet-sized test split made bundles of hundreds of MB)
         idx = eval_indices(len(splits.x_test), eval_samples)
-        writer.write_eval(splits.x_test[idx], subset(splits.y_test, idx))
+        writer.write_eval(model_inputs.to_npz(splits.x_test[idx], "x", "_"), subset(splits.y_test, idx))  # x_<name>
         capped = len(idx) < len(splits.x_test)
         info = {"file": EVAL, "samples": len(idx), "test_samples": len(splits.x_test), "cap": eval_samples,
                 "capped": capped}
@@ -594,7 +620,8 @@ def _build_all(inputs: Inputs, sources: dict[str, Path], golden: dict[str, np.nd
         names = output_names(inputs.splits)
         refs = References({n: golden[golden_key(key, n, k)] for k, n in enumerate(names)}, ref_acc, fp32["accuracy"],
                           fp32["stage"], inputs.splits.task)
-        entry = _build_or_fail(target, sources[target.name], writer.staging, golden["input"], refs, inputs.splits,
+        golden_input = inputs.splits.x_test[: len(golden[golden_key(key, names[0], 0)])]
+        entry = _build_or_fail(target, sources[target.name], writer.staging, golden_input, refs, inputs.splits,
                                options)
         entry["source"] = writer.relpath(sources[target.name])
         entry["golden_reference"] = key
@@ -657,7 +684,7 @@ def _manifest(inputs: Inputs, onnx_art: Artifact, compressed: Artifact, entries:
     )
 
 
-def compress(model: str | torch.nn.Module, *, data: str | DataSplits | None = None, recipe: str | Recipe = "fp32",
+def compress(model: str | torch.nn.Module, *, data: str | DataSplits | dict[str, Any] | None = None, recipe: str | Recipe = "fp32",
              targets: list[str | Target] | None = None, teacher: str | torch.nn.Module | None = None,
              out: str | Path = "out", arch: str | None = None,
              options: CompressOptions | None = None, teacher_arch: str | None = None,

@@ -24,7 +24,7 @@ from edgekd.errors import ConfigError
 
 
 def check_before_training(recipe: Any, targets: list[Any], module: Any, example: Any) -> None:
-    problems: list[str] = []
+    problems: list[str] = _multi_input_problems(recipe, example)
     for target in targets:
         backend = BACKENDS.get(target.backend)
         if getattr(backend, "requires_quantized", False):
@@ -35,6 +35,18 @@ def check_before_training(recipe: Any, targets: list[Any], module: Any, example:
             if float_onnx is not None:
                 problems += backend_problems(targets, float_onnx)
     _refuse(problems, targets, "before any training", "nothing was trained")
+
+
+def _multi_input_problems(recipe: Any, example: Any) -> list[str]:
+    """Passes that cannot take a model with several inputs (``PassInfo.multi_input``), named."""
+    from edgekd.inputs import is_multi
+    from edgekd.passes import PASSES
+
+    if not is_multi(example):
+        return []
+    return [f"recipe {recipe.name!r}: the {spec.name} pass takes single-input models only; this model has "
+            f"{len(example.names)} inputs ({', '.join(example.names)})" for spec in recipe.passes
+            if not getattr(PASSES.get(spec.name), "multi_input", True)]
 
 
 def backend_problems(targets: list[Any], onnx_path: Path) -> list[str]:

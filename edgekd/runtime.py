@@ -26,6 +26,7 @@ from edgekd.backends import BACKENDS, BuildResult
 from edgekd.backends.base import BoundCall, bound_call_of, dtype_hint
 from edgekd.bundle import Bundle, load_npz
 from edgekd.errors import BackendUnavailable, BuildError, ConfigError, EdgekdError
+from edgekd.inputs import ModelInputs, run_batched
 
 __all__ = ["BundleRunner", "load", "load_npz", "select_target"]
 
@@ -165,11 +166,17 @@ class BundleRunner:
         """First output for a single-input model, in chunks (fixed-batch artifacts run one batch at a time)."""
         return self.predict_all(x, batch)[self.outputs[0].name]
 
-    def predict_all(self, x: np.ndarray, batch: int = 256) -> dict[str, np.ndarray]:
-        """Every output (by name) for a single-input model, in chunks (fixed-batch artifacts one batch at a time)."""
+    def predict_all(self, x: Any, batch: int = 256) -> dict[str, np.ndarray]:
+        """Every output (by name), in chunks (fixed-batch artifacts one batch at a time). ``x``: one array for a
+        single-input model, a dict {input name: array} (or edgekd.inputs.ModelInputs) for several."""
         if len(self.inputs) != 1:
-            raise BuildError(f"predict() needs a single-input model; this one has {len(self.inputs)}",
-                             hint="use infer({name: array, ...})")
+            if isinstance(x, Mapping):
+                x = ModelInputs(dict(x))
+            if not isinstance(x, ModelInputs):
+                raise BuildError(f"this model has {len(self.inputs)} inputs ({', '.join(s.name for s in self.inputs)}); "
+                                 "predict() takes one array only for a single-input model",
+                                 hint="pass a dict {name: array, ...}, or use infer({name: array, ...})")
+            return run_batched(self.infer, self.inputs, x, [o.name for o in self.outputs], batch)
         spec = self.inputs[0]
         step = spec.shape[0] if spec.shape and isinstance(spec.shape[0], int) else batch
         x = np.asarray(x)

@@ -257,7 +257,7 @@ def test_bad_data_parameters_and_tiny_sources(tmp_path: Path, monkeypatch: pytes
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(SourceError, match=r"raised ValueError: no data here \(at .*baddata.py:3\)"):
         load_data("py:baddata:boom")
-    with pytest.raises(SourceError, match="returned x_train but no x_test"):
+    with pytest.raises(SourceError, match="x_train but no x_test"):
         load_data("py:baddata:half")
     assert load_data("py:baddata:lists").num_classes == 2
     sys.modules.pop("baddata", None)

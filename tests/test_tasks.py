@@ -278,7 +278,7 @@ def test_npz_signals_keep_their_layout(tmp_path: Path) -> None:
         load_data(f"npz:{tmp_path / 'sig.npz'}?layout=nlcx")
 
 
-def test_a_model_with_several_inputs_is_refused_before_training(tmp_path: Path) -> None:
+def test_a_model_with_several_inputs_given_one_array_is_refused_before_training(tmp_path: Path) -> None:
     from edgekd.pipeline import compress
 
     class TwoInputs(nn.Module):
@@ -289,7 +289,7 @@ def test_a_model_with_several_inputs_is_refused_before_training(tmp_path: Path) 
         def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
             return self.fc(image.flatten(1)) + meta
 
-    with pytest.raises(EdgekdError, match="takes several inputs"):
+    with pytest.raises(EdgekdError, match=r"takes 2 inputs \(image, meta\) but the data is one array"):
         compress(TwoInputs(), data="builtin:digits", recipe="kd", out=tmp_path / "x", options=_opts())
     assert not (tmp_path / "x").exists()
 

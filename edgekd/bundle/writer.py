@@ -256,7 +256,8 @@ class BundleWriter:
 
         path = self.staging / EVAL
         labels = {f"y_{k}": v for k, v in y.items()} if isinstance(y, dict) else ({"y": y} if y is not None else {})
-        np.savez_compressed(path, x=x, **labels)
+        xs = dict(x) if isinstance(x, Mapping) else {"x": x}  # a multi-input model's x_<name> (edgekd.inputs.to_npz)
+        np.savez_compressed(path, **xs, **labels)
         return path
 
     def write_weights(self, data: bytes) -> Path:

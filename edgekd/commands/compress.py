@@ -72,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nproc", type=int, default=1, help="training processes (launches torchrun when > 1) [1]")
     p.add_argument("--skip-unavailable", action="store_true", help="skip targets whose backend is unavailable")
     p.add_argument("--no-measure", action="store_true", help="skip latency measurement")
+    p.add_argument("--input-names", default=None, metavar="A,B",
+                   help="a multi-input model's inputs in forward() order (default: its forward signature); the data "
+                        "holds x_<name> per input (docs/multi-input.md)")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     add_quiet(p)
     p.set_defaults(handler=run)
@@ -95,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
                       eval_data=args.eval_data, task=args.task,
                       options=CompressOptions(seed=args.seed, skip_unavailable=args.skip_unavailable,
                                               measure=not args.no_measure, nproc=args.nproc,
-                                              eval_samples=args.eval_samples, weights=not args.no_weights))
+                                              eval_samples=args.eval_samples, weights=not args.no_weights,
+                                              input_names=tuple(n.strip() for n in args.input_names.split(","))
+                                              if args.input_names else None))
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:

@@ -34,6 +34,9 @@ class PassInfo:
     #: passes that must not run before this one: they leave a model it cannot take (a recipe that orders them so
     #: is refused when it is loaded, before any training; config.recipe_from_mapping)
     not_after: tuple[str, ...] = ()
+    #: the pass handles a model with several inputs (edgekd.inputs); one that does not is refused before training
+    #: for such a model (preflight.check_before_training)
+    multi_input: bool = True
 
 
 @dataclass
@@ -70,12 +73,13 @@ PASSES: Registry[PassInfo] = Registry("pass", group="edgekd.passes", adapt=_pass
 
 
 def register_pass(name: str, config_type: type, *, target_dependent: bool = False,
-                  compresses: bool = True, not_after: tuple[str, ...] = ()) -> Callable[[PassFn], PassFn]:
+                  compresses: bool = True, not_after: tuple[str, ...] = (),
+                  multi_input: bool = True) -> Callable[[PassFn], PassFn]:
     """Register ``fn`` as pass ``name``; ``config_type`` is the frozen dataclass its ``[[passes]]`` table fills."""
 
     def deco(fn: PassFn) -> PassFn:
         summary = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        info = PassInfo(name, fn, config_type, summary, target_dependent, compresses, tuple(not_after))
+        info = PassInfo(name, fn, config_type, summary, target_dependent, compresses, tuple(not_after), multi_input)
         fn.pass_info = info  # type: ignore[attr-defined]
         PASSES.add(name, info, module=fn.__module__)
         return fn

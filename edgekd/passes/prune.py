@@ -146,7 +146,9 @@ def _step_error(exc: Exception, step: int, steps: int) -> PassError:
                           "quantize for this model")
 
 
-@register_pass("prune_channels", PruneChannelsConfig, not_after=("sparsify", "quantize"))  # it changes weight shapes
+# torch-pruning traces one example tensor here (and the Taylor gradients feed one): a multi-input model would
+# prune nothing or fail mid-way, so it is refused before training (multi_input=False)
+@register_pass("prune_channels", PruneChannelsConfig, not_after=("sparsify", "quantize"), multi_input=False)
 def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassContext) -> Artifact:
     """Channel pruning with torch-pruning (DepGraph): a smaller dense model, recovered by distillation."""
     import torch_pruning as tp

@@ -31,6 +31,7 @@ from edgekd.backends.base import Numerics, numerics_of
 from edgekd.backends.flavors import REFERENCE_FLAVOR
 from edgekd.errors import PassError
 from edgekd.export import check_single_output
+from edgekd.inputs import args, call, is_multi, specs_of
 from edgekd.passes import PassContext, register_pass
 from edgekd.quant.calibrate import model_input
 from edgekd.train import FinetuneConfig
@@ -271,8 +272,8 @@ def _first_divergence(model: nn.Module, twin: nn.Module, x: torch.Tensor, tol: f
                 handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(x)
-            twin(x)
+            call(model, x)
+            call(twin, x)
     finally:
         for h in handles:
             h.remove()
@@ -309,7 +310,7 @@ def _check_unsigned_inputs(model: nn.Module, x: torch.Tensor) -> None:
         handles.append(proxy.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():
-            model(x)
+            call(model, x)
     finally:
         for h in handles:
             h.remove()
@@ -337,7 +338,7 @@ def check_twin(model: nn.Module, x_eval: np.ndarray) -> dict[str, Any]:
     from edgekd.quant.recipe import quant_layers
     from edgekd.quant.sensitivity import outputs
 
-    x = model_input(x_eval[:32]).numpy()
+    x = x_eval[:32]
     _check_unsigned_inputs(model, model_input(x))
     twin = build_twin(model, model_input(x[:1]), REFERENCE_FLAVOR)
     ref, got = outputs(model, x), outputs(twin, x)
@@ -404,7 +405,7 @@ def _failing_node(model: nn.Module, example: torch.Tensor) -> tuple[str | None, 
 
     try:
         with torch.no_grad():
-            Finder(model).run(example)
+            Finder(model).run(*args(example))
     except Exception:
         pass
     return failed[0] if failed else (None, None)
@@ -429,7 +430,7 @@ def _failing_layer(model: nn.Module, example: torch.Tensor, names: set[str]) -> 
             handles.append(module.register_forward_hook(lambda _m, _i, _o: stack.pop()))
     try:
         with torch.no_grad():
-            model(example)
+            call(model, example)
     except Exception:
         failed = stack[-1:]
     finally:
@@ -443,7 +444,7 @@ def _check_runs(model: nn.Module, example: torch.Tensor, mode: str, names: set[s
     support (e.g. ``chunk`` in ShuffleNet) is a PassError naming the node, not a traceback mid-calibration."""
     try:
         with torch.no_grad():
-            model.eval()(example)
+            call(model.eval(), example)
     except Exception as exc:
         node, layer = _failing_node(model, example) if mode == "graph" else (None, None)
         layer = layer if layer in (names or set()) else _failing_layer(model, example, names or set())
@@ -553,11 +554,13 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     torch.manual_seed(ctx.seed)
     fallback = _Fallback(config.quantizer, {}, [])
     names = {n for n, _ in float_model.named_modules() if n}
+    # calibrate float inputs only: integer inputs (token ids, masks) get no input quantizer (edgekd.inputs)
+    integer_inputs = tuple(s.name for s in specs_of(x_cal) if s.dtype == "int64") if is_multi(x_cal) else ()
 
     def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
         def make(mode: str, failing: tuple[str, ...]) -> nn.Module:
             return quantize_model(float_model, recipe, mode=mode, exclude=(*exclude, *failing, *extra_float),
-                                  attention_scores=config.attention_scores == "int8")
+                                  attention_scores=config.attention_scores == "int8", integer_inputs=integer_inputs)
 
         model = _runnable(make, model_input(x_cal[:2]), config, fallback, names)
         calibrate(model, x_cal, samples=config.calibration_samples, batch=config.calibration_batch)

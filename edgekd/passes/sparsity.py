@@ -44,6 +44,7 @@ from torch import nn
 from edgekd.artifact import Artifact
 from edgekd.errors import PassError
 from edgekd.export import check_single_output
+from edgekd.inputs import call, to_torch
 from edgekd.nm import NMCheck, check_nm, ineligible_reason, nm_mask
 from edgekd.passes import PassContext, register_pass
 from edgekd.progress import log
@@ -103,7 +104,7 @@ def execution_order(module: nn.Module, example: torch.Tensor | None) -> list[str
         was_training = module.training
         module.eval()
         with torch.no_grad():
-            module(example)
+            call(module, example)
         module.train(was_training)
     finally:
         for h in handles:
@@ -302,7 +303,7 @@ def _example(ctx: PassContext) -> torch.Tensor | None:
     data = ctx.data
     if data is None or getattr(data, "x_train", None) is None or not len(data.x_train):
         return None
-    return torch.from_numpy(np.ascontiguousarray(data.x_train[:1], dtype=np.float32))
+    return to_torch(data.x_train[:1])  # token ids stay int64; several inputs: TensorInputs (edgekd.inputs)
 
 
 def _fine_tune(module: nn.Module, config: SparsifyConfig, ctx: PassContext, hooks: list[object]) -> dict[str, Any]:

@@ -131,8 +131,10 @@ def _sources(artifact: Path, target_spec: str | Target, eval_data: tuple[np.ndar
 def _predict(runner: Any, x: np.ndarray) -> np.ndarray:
     # one sample at a time: the batch the latency run used. OpenVINO's request, after a shared-input
     # batch-1 run, refuses to grow its input tensor to a bigger batch.
-    name, out = runner.inputs[0].name, runner.outputs[0].name
-    return np.concatenate([runner.infer({name: x[i : i + 1]})[out] for i in range(len(x))])
+    from edgekd.inputs import run_batched  # one conversion for one array or several named inputs
+
+    out = runner.outputs[0].name
+    return run_batched(runner.infer, runner.inputs, x, [out], batch=1)[out]
 
 
 def _reference_outputs(onnx: Path, x: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 
 from edgekd.backends.base import BoundCall, bound_call_of
 from edgekd.errors import ConfigError
+from edgekd.inputs import ModelInputs
 from edgekd.profiler import stats
 from edgekd.progress import task
 
@@ -290,8 +291,10 @@ def make_feeds(inputs: Sequence[Any], batch: int = 1, sample: np.ndarray | None 
                               where=spec.name, hint=f"give its shape: --shape {spec.name}={example} (every '?' a "
                               "number), or profile a bundle (its golden.npz gives real shapes)")
         dtype = _DTYPES.get(spec.dtype, np.float32)
-        if k == 0 and sample is not None:
-            base = np.asarray(sample[:1], dtype=dtype)
+        # a multi-input bundle's golden sample holds every input by name (edgekd.inputs.ModelInputs)
+        given_sample = sample.arrays.get(spec.name) if isinstance(sample, ModelInputs) else (sample if k == 0 else None)
+        if given_sample is not None:
+            base = np.asarray(given_sample[:1], dtype=dtype)
             feeds[spec.name] = np.ascontiguousarray(np.repeat(base, batch, axis=0).reshape(shape))
         elif np.issubdtype(dtype, np.floating):
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)

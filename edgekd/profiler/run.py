@@ -20,6 +20,7 @@ from edgekd.backends.base import BuildResult, backend_for_file, call_build, late
 from edgekd.bundle import REPORT_JSON, Bundle, is_bundle
 from edgekd.config import ProfilingSettings, Target, load_target, target_from_mapping
 from edgekd.errors import BackendUnavailable, ConfigError, EdgekdError
+from edgekd.inputs import from_npz
 from edgekd.profiler import env as envmod
 from edgekd.profiler.measure import MeasureSettings, batch_sweep, binding_overhead, make_feeds, measure_latency
 from edgekd.progress import log
@@ -110,7 +111,7 @@ def _resolve_bundle(bundle: Bundle, target_spec: str | Target, build_dir: Path) 
     report = bundle.report()
     name = target_spec.name if isinstance(target_spec, Target) else str(target_spec)
     golden = bundle.golden() or {}
-    golden_inputs = golden.get("input")
+    golden_inputs = from_npz(golden, "input", "#")  # input, or input#<name> per input (edgekd.inputs)
     sample = golden_inputs[:1] if golden_inputs is not None else None
     if bundle.has_target(name) and not isinstance(target_spec, Target):
         entry = bundle.target(name)

@@ -12,13 +12,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd.inputs import call, to_torch
 from edgekd.progress import task
 
 
-def model_input(x: np.ndarray) -> torch.Tensor:
-    """A batch as the model takes it: integer arrays (token ids for an Embedding) stay int64, all else float32."""
-    dtype = np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
+def model_input(x: Any) -> Any:
+    """A batch as the model takes it: integer arrays (token ids for an Embedding) stay int64, all else float32;
+    several inputs: a TensorInputs (edgekd.inputs, the one conversion)."""
+    return to_torch(x)
 
 
 def _batches(x: np.ndarray, samples: int, batch: int) -> list[torch.Tensor]:
@@ -33,7 +34,7 @@ def _run_in_mode(mode: Any, model: nn.Module, x: np.ndarray, samples: int, batch
     with warnings.catch_warnings(), torch.no_grad(), mode(model), task(description, len(batches)) as bar:
         warnings.simplefilter("ignore")
         for xb in batches:
-            model(xb)
+            call(model, xb)
             bar.advance()
     model.eval()
     return sum(len(b) for b in batches)

@@ -21,6 +21,7 @@ from edgekd.backends.flavors import flavor_named
 from edgekd.config import ExportSettings
 from edgekd.errors import ExportError
 from edgekd.export import INPUT_NAME, OUTPUT_NAME, register_exporter
+from edgekd.inputs import TensorInputs, args
 from edgekd.onnxgraph import OnnxGraph
 from edgekd.quant.qdq import build_twin
 
@@ -159,10 +160,11 @@ def brevitas_qdq_export(module: torch.nn.Module, path: Path, example: torch.Tens
     """Export a brevitas fake-quant module as QDQ ONNX for ``flavor`` (a backend's QDQFlavor, or a built-in name)."""
     flavor = flavor_named(flavor)
     twin = build_twin(module, example, flavor)
-    axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if settings.dynamic_batch else None
+    in_names = list(example.names) if isinstance(example, TensorInputs) else [INPUT_NAME]  # one per input
+    axes = {**{n: {0: "batch"} for n in in_names}, OUTPUT_NAME: {0: "batch"}} if settings.dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # legacy-exporter deprecation notice
-        torch.onnx.export(twin, (example,), str(path), dynamo=False, opset_version=max(settings.opset, 13),
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], dynamic_axes=axes,
+        torch.onnx.export(twin, args(example), str(path), dynamo=False, opset_version=max(settings.opset, 13),
+                          input_names=in_names, output_names=[OUTPUT_NAME], dynamic_axes=axes,
                           do_constant_folding=True)
     postprocess(path, flavor)

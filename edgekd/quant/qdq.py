@@ -38,6 +38,7 @@ from torch.nn import functional as F
 from edgekd.backends.base import QDQFlavor, is_power_of_two
 from edgekd.backends.flavors import KNOWN_FLAVORS, REFERENCE_FLAVOR, flavor_named
 from edgekd.errors import ExportError
+from edgekd.inputs import args, call
 
 FLAVORS = tuple(KNOWN_FLAVORS)  # the built-in flavor names (a plugin may bring its own QDQFlavor)
 __all__ = ["FLAVORS", "ActQuant", "ActTwin", "FakeQuant", "WeightedTwin", "act_quant_of", "build_twin", "is_power_of_two", "storage"]
@@ -281,7 +282,7 @@ def _capture_bias(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[to
             hooks.append(module.bias_quant.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model.eval()(example)
+            call(model.eval(), example)
     finally:
         for h in hooks:
             h.remove()
@@ -307,7 +308,7 @@ def _quant_outputs(graph_module: Any, example: torch.Tensor) -> dict[str, ActQua
             return out
 
     with torch.no_grad():
-        Recorder(graph_module).run(example)
+        Recorder(graph_module).run(*args(example))
     return found
 
 

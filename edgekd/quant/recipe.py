@@ -115,8 +115,12 @@ def _excluded(name: str, exclude: tuple[str, ...]) -> bool:
 
 
 def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["graph", "layerwise"] = "graph",
-                   exclude: tuple[str, ...] = (), merge_bn: bool = True, attention_scores: bool = False) -> nn.Module:
+                   exclude: tuple[str, ...] = (), merge_bn: bool = True, attention_scores: bool = False,
+                   integer_inputs: tuple[str, ...] = ()) -> nn.Module:
     """A brevitas fake-quant copy of ``model`` (the input is not modified). Not yet calibrated.
+
+    ``integer_inputs``: forward() parameters that carry integers (token ids, masks; edgekd.inputs): they get no
+    input quantizer, so they reach the graph as the integers they are.
 
     ``attention_scores`` (layerwise mode): timm-style attention blocks also quantize q and k, so q·kᵀ
     is an int8 MatMul (edgekd/quant/attention.py); blocks matched by ``exclude`` stay as they are."""
@@ -164,7 +168,7 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["grap
                 module.register_forward_pre_hook(_float_inputs)
         quantized = quantize(graph, quant_identity_map=identity, compute_layer_map=compute, quant_act_map=acts,
                              unsigned_act_tuple=unsigned_acts)
-        _drop_index_quantizers(quantized)
+        _drop_index_quantizers(quantized, integer_inputs)
         if make_quant is not None:
             for name in attention:
                 for attr in ("q_quant", "k_quant"):
@@ -172,17 +176,18 @@ def quantize_model(model: nn.Module, recipe: QuantRecipe, *, mode: Literal["grap
         return quantized
 
 
-def _drop_index_quantizers(graph: Any) -> None:
+def _drop_index_quantizers(graph: Any, integer_inputs: tuple[str, ...] = ()) -> None:
     """brevitas puts an input quantizer on every model input; one that only feeds embeddings quantizes token ids
-    (integers, not activations): remove it."""
+    (integers, not activations), and one on an integer input (``integer_inputs``: a mask) would turn integers
+    into a float QuantTensor: remove them."""
     for node in list(graph.graph.nodes):
         if node.op != "call_module" or type(graph.get_submodule(node.target)).__name__ != "QuantIdentity":
             continue
         src = node.args[0] if node.args else None
         users = list(node.users)
-        if getattr(src, "op", None) == "placeholder" and users and all(
+        if getattr(src, "op", None) == "placeholder" and users and (src.target in integer_inputs or all(
                 u.op == "call_module" and type(graph.get_submodule(u.target)).__name__ == "QuantEmbedding"
-                for u in users):
+                for u in users)):
             node.replace_all_uses_with(src)
             graph.graph.erase_node(node)
     graph.graph.lint()

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edgekd.inputs import call, to_torch
 from edgekd.progress import task
 
 
@@ -59,7 +60,7 @@ def outputs(model: nn.Module, x: np.ndarray, batch: int = 256) -> np.ndarray:
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            out = model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch])))
+            out = call(model, to_torch(x[i : i + batch]))
             outs.append(getattr(out, "value", out).float().numpy())
     return np.concatenate(outs)
 
@@ -177,7 +178,7 @@ def torch_layer_macs(model: nn.Module, example: torch.Tensor) -> dict[str, int]:
         hooks.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model.eval()(example[:1])
+            call(model.eval(), example[:1])
     finally:
         for h in hooks:
             h.remove()
@@ -220,7 +221,7 @@ def _input_quant(model: nn.Module, layers: dict[str, nn.Module], x: torch.Tensor
         hooks.append(layer.register_forward_pre_hook(pre))
     try:
         with torch.no_grad():
-            model.eval()(x)
+            call(model.eval(), x)
     finally:
         for h in hooks:
             h.remove()
@@ -231,7 +232,7 @@ def layer_sensitivity(model: nn.Module, ev: EvalSet, layers: dict[str, nn.Module
     """One row per layer: the score with only that layer quantized. Sorted most sensitive first."""
     from brevitas.graph.calibrate import quantization_status_manager
 
-    inputs = _input_quant(model, layers, torch.from_numpy(ev.x[:2]))
+    inputs = _input_quant(model, layers, to_torch(ev.x[:2]))
     rows = []
     with task("layer sensitivity", len(layers)) as bar:
         for name, layer in layers.items():

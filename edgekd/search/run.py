@@ -31,6 +31,7 @@ from edgekd.config import Recipe, Target, load_recipe, load_target
 from edgekd.data import DataContext, DataSplits, carve_validation, load_data, validate
 from edgekd.errors import ConfigError, EdgekdError
 from edgekd.export import model_input
+from edgekd.inputs import is_multi
 from edgekd.models import LoadedModel, load_model, source_label
 from edgekd.profiler.measure import rss_mb
 from edgekd.progress import log
@@ -120,6 +121,10 @@ def _prepare(teacher: Any, data: Any, target: str | Target, options: SearchOptio
         splits = carve_validation(validate(data, where="data"))
     else:
         splits = load_data(data, DataContext(teacher=loaded.module, input_shape=loaded.input_shape, seed=options.seed))
+    if is_multi(splits.x_train):  # the space, the latency table and the proxy trace one example tensor
+        raise EdgekdError(f"edgekd search takes single-input models; the data has {len(splits.x_train.names)} inputs "
+                          f"({', '.join(splits.x_train.names)})", where=str(getattr(data, 'name', data)),
+                          hint="compress a multi-input student you chose (edgekd compress); nothing was searched")
     if splits.x_val is None:
         raise EdgekdError(f"the data's training split is too small to hold out a validation split "
                           f"({splits.validation.get('reason', '')})", where=str(getattr(data, 'name', data)),

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from edgekd.errors import ConfigError
+from edgekd.inputs import args, call
 from edgekd.tasks import INPUT_TARGET, OutputSpec, TaskSpec, label_of
 from edgekd.train.losses import hinton_kd, reverse_kd
 
@@ -144,7 +145,7 @@ def probe_outputs(model: torch.nn.Module, probe: torch.Tensor, task_hint: str | 
     was = model.training
     model.eval()
     try:
-        out = model(probe)
+        out = call(model, probe)
     finally:
         model.train(was)
     if hasattr(out, "logits") and not isinstance(out, (torch.Tensor, Mapping, tuple, list)):
@@ -165,5 +166,5 @@ def task_for(model: torch.nn.Module, data: Any, probe: torch.Tensor) -> TaskSpec
         return spec
     # a preset name or a [task] table set on the data by an API caller, or nothing: resolved against this model
     return resolve(spec, output_shapes=probe_outputs(model, probe, spec if isinstance(spec, str) else None),
-                   labels=getattr(data, "y_train", None), input_dtype=str(probe.dtype).removeprefix("torch."),
+                   labels=getattr(data, "y_train", None), input_dtype=str(args(probe)[0].dtype).removeprefix("torch."),
                    where="data.task")

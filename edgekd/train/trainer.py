@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DistributedSampler
 
 from edgekd.errors import ConfigError, PassError
+from edgekd.inputs import call, to_torch
 from edgekd.progress import log, task
 from edgekd.tasks import TaskSpec, subset, task_metric
 from edgekd.train import checkpoint as ckpt
@@ -182,10 +183,10 @@ def evaluate(model: nn.Module, x: np.ndarray, y: Any, batch: int = 512, *, task:
     model.eval()
     device = next(model.parameters()).device
     if task is None:
-        task = task_for(model, SimpleNamespace(y_train=y), torch.from_numpy(_input_array(x[:2])).to(device))
+        task = task_for(model, SimpleNamespace(y_train=y), to_torch(x[:2], device))
     if y is None and task.metric != "reconstruction_error":
         return None
-    parts = [outputs_by_name(model(torch.from_numpy(_input_array(x[i : i + batch])).to(device)), task, "student")
+    parts = [outputs_by_name(call(model, to_torch(x[i : i + batch], device)), task, "student")
              for i in range(0, len(x), batch)]
     outputs = {name: torch.cat([p[name] for p in parts]).float().cpu().numpy() for name in parts[0]}
     return task_metric(task, outputs, y, x)
@@ -280,7 +281,7 @@ def _setup(student: nn.Module, teacher: nn.Module | None, data: Any, config: Fin
            info: ddp.DistInfo, taps: tuple[Tap, Tap], started: float) -> Run:
     """Wiring, step plan, optimizer state (resumed when asked) and DDP, in the order that fixes the RNG draws."""
     device = next(student.parameters()).device
-    x = torch.from_numpy(_input_array(data.x_train))
+    x = to_torch(data.x_train)  # a tensor, or TensorInputs for several inputs (edgekd.inputs)
     y = _label_tensors(data.y_train)
     probe = x[:2].to(device)
     spec = task_for(student, data, probe)
@@ -298,11 +299,6 @@ def _setup(student: nn.Module, teacher: nn.Module | None, data: Any, config: Fin
         saved = torch.load(best, map_location="cpu", weights_only=True)  # the best epoch before the interruption
         run.best_weights, run.best_epoch = saved["state_dict"], int(saved["epoch"])
     return run
-
-
-def _input_array(x: np.ndarray) -> np.ndarray:
-    """Token ids and masks stay integer (an nn.Embedding needs them); everything else trains in float32."""
-    return np.ascontiguousarray(x, dtype=np.int64 if np.issubdtype(x.dtype, np.integer) else np.float32)
 
 
 def _label_tensors(y: Any) -> Any:
@@ -368,7 +364,7 @@ def _train_step(run: Run, idx: torch.Tensor, batch: int) -> float:
     yb = subset(run.y, idx)
     if yb is not None:
         yb = {k: v.to(run.device) for k, v in yb.items()} if isinstance(yb, dict) else yb.to(run.device)
-    outputs, feats, s_probs = wiring.model(xb)
+    outputs, feats, s_probs = call(wiring.model, xb)
     t_outputs, terms = wiring.teacher_terms(xb, idx, feats, s_probs, config, run.options.description)
     loss = objective(wiring.task, outputs, t_outputs, yb, xb, logits_kind=config.loss, temperature=config.temperature,
                      alpha=config.alpha)

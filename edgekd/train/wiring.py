@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from edgekd.errors import ConfigError
+from edgekd.inputs import call, to_torch
 from edgekd.tasks import TaskSpec
 from edgekd.train import ddp
 from edgekd.train.config import FinetuneConfig
@@ -70,8 +71,8 @@ class Distilled(nn.Module):
         self._hint_keys = hint_keys
         self._attn = [attn]  # a list: not registered twice as a submodule
 
-    def forward(self, x: torch.Tensor) -> tuple[Outputs, list[torch.Tensor], torch.Tensor | None]:
-        outputs = outputs_by_name(self.student(x), self.task, "student")
+    def forward(self, *xs: torch.Tensor) -> tuple[Outputs, list[torch.Tensor], torch.Tensor | None]:
+        outputs = outputs_by_name(self.student(*xs), self.task, "student")  # several inputs: edgekd.inputs
         feats = [a(self._tap.values[k]) for a, k in zip(self.adapters, self._hint_keys)]
         attn = attention_probs(self._attn[0], self._tap.values["attn"]) if self._attn[0] is not None else None
         return outputs, feats, attn
@@ -106,7 +107,7 @@ class Wiring:
             t_logits = {k: v[idx].to(device) for k, v in self.teacher_logits.items()}
         else:
             with torch.no_grad():
-                out = self.teacher(xb.to(next(self.teacher.parameters()).device))
+                out = call(self.teacher, xb.to(next(self.teacher.parameters()).device))
                 t_logits = {k: v.to(device) for k, v in outputs_by_name(out, self.task, "teacher").items()}
         terms = [config.feature_weight * hint_loss(f, self.teacher_tap.values[key].to(device))
                  for f, key in zip(feats, self.hint_keys)]
@@ -169,8 +170,8 @@ def _adapters(student: nn.Module, teacher: nn.Module, config: FinetuneConfig, ta
     was = student.training
     student.eval()
     with torch.no_grad():
-        teacher(probe.to(next(teacher.parameters()).device))
-        student(probe)
+        call(teacher, probe.to(next(teacher.parameters()).device))
+        call(student, probe)
     student.train(was)
     adapters = nn.ModuleList(
         make_adapter(tap.values[key].shape, t_tap.values[key].shape, f"{description} features[{i}] ({config.features[i]})")
@@ -181,7 +182,7 @@ def _adapters(student: nn.Module, teacher: nn.Module, config: FinetuneConfig, ta
 @torch.no_grad()
 def _teacher_outputs(teacher: nn.Module, x: np.ndarray, task: TaskSpec, batch: int = 512) -> Outputs:
     device = next(teacher.parameters()).device
-    parts = [outputs_by_name(teacher(torch.from_numpy(x[i : i + batch]).to(device)), task, "teacher")
+    parts = [outputs_by_name(call(teacher, to_torch(x[i : i + batch], device)), task, "teacher")
              for i in range(0, len(x), batch)]
     return {name: torch.cat([p[name].float().cpu() for p in parts]) for name in parts[0]}
 
@@ -192,7 +193,7 @@ def wrap_ddp(wrapper: nn.Module, info: ddp.DistInfo, probe: torch.Tensor) -> nn.
 
     was = wrapper.training
     wrapper.eval()  # no BN statistics update, no dropout RNG draw
-    out = wrapper(probe)
+    out = call(wrapper, probe)  # several inputs: wrapper(*inputs)
     wrapper.train(was)
     total = sum(o.float().sum() for o in out[0].values()) + sum(f.float().sum() for f in out[1]) \
         + (out[2].sum() if out[2] is not None else 0)

@@ -175,11 +175,15 @@ class HLSBackend(BackendBase):
         removes or folds are not counted)."""
         import onnx
 
-        from edgekd.backends.hls.frontend import SUPPORTED_OPS
+        from edgekd.backends.hls.frontend import SUPPORTED_OPS, input_count_problems
 
         folded_by_quantization = {"BatchNormalization", "Dropout"}
         unsupported: dict[str, list[str]] = {}
-        for node in onnx.load(str(float_onnx), load_external_data=False).graph.node:
+        model = onnx.load(str(float_onnx), load_external_data=False)
+        several = input_count_problems(model, "HLS")
+        if several:
+            return several
+        for node in model.graph.node:
             if node.op_type not in SUPPORTED_OPS and node.op_type not in folded_by_quantization:
                 unsupported.setdefault(node.op_type, []).append(node.name or "?")
         return [f"op {op} ({len(names)}x, e.g. node {names[0]}) has no HLS implementation; supported: "

@@ -379,6 +379,17 @@ class _Frontend(ExtraOps):
                         output_dequant=output_dequant)
 
 
+def input_count_problems(model: Any, engine: str) -> list[str]:
+    """The generated engines (HLS C++ and the RTL engine built from its IR) stream exactly one input tensor: a model
+    with several graph inputs is refused before training (edgekd.preflight), naming them."""
+    inits = {t.name for t in model.graph.initializer}
+    names = [v.name for v in model.graph.input if v.name not in inits]
+    if len(names) <= 1:
+        return []
+    return [f"the model has {len(names)} inputs ({', '.join(names)}); the {engine} engine streams one input tensor "
+            "-- use a CPU/GPU target (cpu, openvino-cpu, tensorrt) for a multi-input model"]
+
+
 def unsupported_nodes(model: Any) -> list[tuple[str, str]]:
     return [(n.name or n.output[0], n.op_type) for n in model.graph.node if n.op_type not in SUPPORTED_OPS]
 

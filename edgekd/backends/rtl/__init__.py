@@ -146,9 +146,15 @@ class RTLBackend(BackendBase):
     def preflight(self, float_onnx: Path, target: Any) -> list[str]:
         import onnx
 
+        from edgekd.backends.hls.frontend import input_count_problems
+
         folded = {"BatchNormalization", "Dropout"}
         bad: dict[str, list[str]] = {}
-        for node in onnx.load(str(float_onnx), load_external_data=False).graph.node:
+        model = onnx.load(str(float_onnx), load_external_data=False)
+        several = input_count_problems(model, "RTL")
+        if several:
+            return several
+        for node in model.graph.node:
             if node.op_type not in SUPPORTED_OPS and node.op_type not in folded:
                 bad.setdefault(node.op_type, []).append(node.name or "?")
         return [f"op {op} ({len(names)}x, e.g. node {names[0]}) has no RTL implementation; supported: "
