@@ -96,7 +96,8 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: An
             worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
             failures.append(
                 f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} samples outside {rule.partition(', top-1')[0]} "
-                f"(worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs reference {ref[worst]:.6g})")
+                f"(worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs reference {ref[worst]:.6g}, "
+                f"|err| {err[worst]:.3g})")
         judged, ties = _judged_agreement(reference, candidate, 2 * steps * 1.001, class_axis)
         if class_axis is not None and judged < tolerances.min_top1_agreement:
             failures.append(f"top-1 agreement {judged * 100:.1f}% < {tolerances.min_top1_agreement * 100:g}%"

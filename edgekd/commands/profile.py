@@ -169,6 +169,9 @@ def _run_profile(args: argparse.Namespace) -> int:
                              layer_runs=args.layer_runs, label=args.label, shapes=dict(args.shape),
                              call_path=args.call_path, inputs=args.inputs,
                              command="edgekd profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+    if args.precision == "auto" and args.inputs is not None:
+        raise ConfigError("--precision auto judges accuracy on the bundle's eval data, not on --inputs", where="--inputs",
+                          hint="profile each precision's artifact with --inputs, or drop --inputs")
     if args.precision == "auto":
         from edgekd.profiler.auto import auto_precision, write_auto
 
