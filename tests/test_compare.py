@@ -209,3 +209,16 @@ def test_profile_single_input_accepts_key_x_and_refuses_a_bad_shape(models: dict
     assert main(["profile", str(models["two"]), "--inputs", str(bad), *common]) == 2
     err = capsys.readouterr().err
     assert "input 'x': the model expects shape ('?', 16) float32, the file holds shape (1, 15) float32" in err
+
+
+def test_compare_runs_without_torch(models: dict[str, Path]) -> None:
+    """A device-side command: the base install (no [train] extra) compares runtimes."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from edgekd.cli import main; "
+            f"rc = main(['compare', {str(models['two'])!r}, '--target', 'openvino-cpu', '-q']); "
+            "print('TORCH', 'torch' in sys.modules, rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).parents[1])
+    assert "TORCH False 0" in proc.stdout, proc.stdout + proc.stderr
