@@ -168,8 +168,9 @@ def test_usage_errors(models: dict[str, Path], tmp_path: Path, capsys: pytest.Ca
 def test_class_axis_none_judges_elementwise_only(models: dict[str, Path], tmp_path: Path) -> None:
     report = tmp_path / "r.json"
     assert main(["compare", str(models["two"]), "--target", "openvino-cpu", "--class-axis", "emb=none",
-                 "--json", str(report)]) == 0
+                 "--min-top1", "1", "--json", str(report)]) == 0
     doc = json.loads(report.read_text())
+    assert doc["targets"][0]["tolerances"]["min_top1_agreement"] == 1.0  # a bare 1 is the fraction, 100 %
     assert doc["class_axes"] == {"logits": 1, "emb": None}
     emb = doc["targets"][0]["outputs"][1]
     assert emb["top1_agreement"] is None and "continuous output" in emb["rule"]

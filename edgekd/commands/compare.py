@@ -43,13 +43,12 @@ def _nonneg(text: str) -> float:
 
 
 def _share(text: str) -> float:
-    """0.99, 99% or 99 (percent)."""
-    from edgekd.budgets import parse_fraction
-
+    """A share: ``99%``, or a bare fraction ``0.99`` (``1`` is 100 %); a bare number above 1 is a percentage."""
     try:
-        value = parse_fraction(text)
-    except Exception as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share such as 99% or 0.99, got {text!r}") from None
+    value = value / 100 if value > 1 and not text.endswith("%") else value
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 100%, got {text}")
     return value
@@ -82,7 +81,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = p.add_argument_group("tolerances (default: each candidate target's [parity])")
     t.add_argument("--atol", type=_nonneg, help="absolute tolerance")
     t.add_argument("--rtol", type=_nonneg, help="relative tolerance (x |reference|)")
-    t.add_argument("--min-top1", type=_share, metavar="PCT", help="minimum top-1 agreement of a logits output (99%%)")
+    t.add_argument("--min-top1", type=_share, metavar="PCT", help="minimum top-1 agreement of a logits output: 99%% or 0.99")
     t.add_argument("--output-steps", type=_nonneg, metavar="N",
                    help="quantization steps of a QDQ output allowed on top of atol (0: none)")
     t.add_argument("--class-axis", type=_axis, action="append", default=[], metavar="OUTPUT=AXIS|none",
