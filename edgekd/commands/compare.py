@@ -27,6 +27,8 @@ Examples:
   edgekd compare model.qdq.onnx --target cpu --target openvino-cpu-int8 --atol 1e-3 --rtol 0
   edgekd compare seg.onnx --target cpu --target openvino-cpu --class-axis mask=1 --class-axis depth=none
 
+(Two latency profiles are compared by `edgekd profile --compare BASE.json NEW.json`.)
+
 Exit status: 0 every output of every target within its tolerance, 1 one is not (or a target's
 build or run failed), 2 usage error (bad file, unknown target, inputs that do not fit the model).
 """
@@ -71,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--target", action="append", default=[], metavar="NAME|PATH.toml",
                    help="a runtime to run it on, repeatable; the first is the reference unless --reference is given")
     p.add_argument("--reference", metavar="NAME|PATH.toml",
-                   help="the reference target [the first --target; cpu when that is the only one or none is given]")
+                   help="the reference target [the first of several --target; cpu when only one --target is given]")
     p.add_argument("--inputs", type=Path, metavar="FEEDS.npz",
                    help="your own inputs: an .npz keyed by the model's input names (one input: also key x)")
     p.add_argument("--batch", type=_count(1), default=1, help="batch of generated inputs [1]")
