@@ -63,6 +63,8 @@ class CheckOptions:
     regression_metric: Literal["p50_ms", "p90_ms"] = "p50_ms"
     warmup: int | None = None  # override the target's [profiling]
     iterations: int | None = None
+    #: --inputs: the user's own feeds (.npz keyed by input name) for golden_parity and latency instead of golden.npz
+    inputs: Path | None = None
 
     def __post_init__(self) -> None:
         if self.max_regression < 0:
@@ -229,6 +231,7 @@ class HilSession:
         self._runner_error: EdgekdError | None = None
         self._latency: dict[str, Any] | None = None
         self._times_ms: list[float] = []
+        self._feeds: dict[str, np.ndarray] | None = None
 
     # ------------------------------------------------------------ set-up
 
@@ -310,7 +313,35 @@ class HilSession:
                               where=str(self.reader.golden_path), hint="the bundle was modified; rebuild or re-copy it")
         return x
 
+    def user_feeds(self) -> dict[str, np.ndarray] | None:
+        """``--inputs``: the user's feeds, checked against the artifact's inputs (a mismatch is a usage error)."""
+        if self.options.inputs is None:
+            return None
+        if self._feeds is None:
+            from edgekd.profiler.measure import read_feeds
+
+            self._feeds = read_feeds(self.options.inputs, self.runner.inputs)
+        return self._feeds
+
+    def check_inputs(self) -> None:
+        """Read ``--inputs`` before any check: a file that does not fit the model is a usage error (exit 2), not a
+        failed check. An artifact that does not load is left to the checks to report."""
+        try:
+            _ = self.runner
+        except EdgekdError:
+            return
+        self.user_feeds()
+
     def latency(self) -> dict[str, Any]:
+        if self._latency is None and self.options.inputs is not None:
+            from edgekd.profiler.measure import measure_latency
+
+            prof = self.target.profiling
+            sample = measure_latency(self.runner, self.user_feeds() or {}, warmup=self.options.warmup or prof.warmup,
+                                     iterations=self.options.iterations or prof.iterations,
+                                     description=f"profiling {self.target_name} on {self.options.inputs.name}")
+            self._latency = sample.summary()
+            self._times_ms = [float(t) for t in sample.times_ms]
         if self._latency is None:
             from edgekd.profiler.measure import measure_latency
 
@@ -364,6 +395,8 @@ class HilSession:
 
     @HIL_CHECKS.register("golden_parity")
     def check_golden_parity(self) -> CheckResult:
+        if self.options.inputs is not None:
+            return self._parity_on_user_inputs()
         golden = self.golden()
         # a target built from a runtime-specific ONNX variant is compared with ORT running that same variant
         key = self.reader.target(self.target_name).golden_reference
@@ -398,6 +431,35 @@ class HilSession:
         if not result.ok:
             raise CheckFailed("; ".join(result.failures), value=value, limit=limit, **data)
         return self._pass("golden_parity", value=value, limit=limit, **data)
+
+    def _parity_on_user_inputs(self) -> CheckResult:
+        """``--inputs``: the target's artifact vs ONNX Runtime on the ONNX file it was built from, on the user's
+        feeds, each output along its task class axis, with the same [parity] rule as on golden.npz."""
+        from edgekd.backends.onnxruntime import OnnxRuntimeOptions, OnnxRuntimeRunner
+        from edgekd.parity import quantized_output_steps
+
+        feeds = self.user_feeds() or {}
+        entry = self.reader.target(self.target_name)
+        source = self.bundle / entry.source
+        reference = OnnxRuntimeRunner(source, OnnxRuntimeOptions()).infer(feeds)
+        got = self.runner.infer(feeds)
+        task = self.task()
+        axes = {o.name: o.class_axis for o in task.outputs} if task else {}
+        steps = quantized_output_steps(source)
+        par = self.target.parity
+        results = {name: compare_outputs(ref, np.asarray(got[name]), par, output_step=steps.get(name, 0.0),
+                                         class_axis=axes.get(name, 1))
+                   for name, ref in reference.items() if name in got}
+        first = next(iter(results.values()))
+        result = dataclasses.replace(first, failures=tuple(
+            f"output {n}: {f}" if len(results) > 1 else f for n, r in results.items() for f in r.failures))
+        data = {**result.to_dict(), "atol": par.atol, "rtol": par.rtol, "min_top1_agreement": par.min_top1_agreement,
+                "output_steps": par.output_steps, "inputs": str(self.options.inputs),
+                "reference": f"{entry.source} on ONNX Runtime", "outputs": {n: r.to_dict() for n, r in results.items()}}
+        value = f"max|err| {max(r.max_abs_error for r in results.values()):.3g} on {self.options.inputs.name}"
+        if not result.ok:
+            raise CheckFailed("; ".join(result.failures), value=value, limit=result.rule, **data)
+        return self._pass("golden_parity", value=value, limit=result.rule, **data)
 
     def task(self) -> TaskSpec | None:
         """The bundle's task (None: a classifier bundle from before tasks, judged by top-1)."""
@@ -598,6 +660,7 @@ def run_checks(bundle: str | Path, options: CheckOptions | None = None,
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     session = HilSession(bundle, options)
+    session.check_inputs()
     results = [session.run(name) for name in checks]
     return session.report(results, started_at, time.perf_counter() - t0)
 

@@ -96,7 +96,8 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, tolerances: An
             worst = np.unravel_index(int(np.argmax(excess)), excess.shape)
             failures.append(
                 f"{int((excess > 0).any(axis=1).sum())}/{len(ref)} samples outside {rule.partition(', top-1')[0]} "
-                f"(worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs reference {ref[worst]:.6g})")
+                f"(worst: sample {worst[0]} output {worst[1]}: {cand[worst]:.6g} vs reference {ref[worst]:.6g}, "
+                f"|err| {err[worst]:.3g})")
         judged, ties = _judged_agreement(reference, candidate, 2 * steps * 1.001, class_axis)
         if class_axis is not None and judged < tolerances.min_top1_agreement:
             failures.append(f"top-1 agreement {judged * 100:.1f}% < {tolerances.min_top1_agreement * 100:g}%"
@@ -143,19 +144,28 @@ def quantized_output_step(model_path: Any) -> float:
     >>> quantized_output_step("no-such-file.onnx")
     0.0
     """
+    steps = quantized_output_steps(model_path)
+    return next(iter(steps.values()), 0.0)
+
+
+def quantized_output_steps(model_path: Any) -> dict[str, float]:
+    """Each graph output's dequantization step (0 for a float output), by output name, in graph order; {} when
+    the file does not exist. ``edgekd compare`` judges every output of a bare ONNX file with its own step."""
     from pathlib import Path
 
     path = Path(model_path)
     if not path.is_file():
-        return 0.0
+        return {}
     import onnx
 
     from edgekd.onnxgraph import OnnxGraph
 
     model = onnx.load(str(path), load_external_data=False)
     g = OnnxGraph(model)
-    producer = g.producer(model.graph.output[0].name)
-    if producer is None or producer.op_type != "DequantizeLinear":
-        return 0.0
-    scale = g.constant(producer.input[1])
-    return float(np.max(scale)) if scale is not None else 0.0
+    steps: dict[str, float] = {}
+    for output in model.graph.output:
+        producer = g.producer(output.name)
+        scale = g.constant(producer.input[1]) if producer is not None and producer.op_type == "DequantizeLinear" \
+            else None
+        steps[output.name] = float(np.max(scale)) if scale is not None else 0.0
+    return steps

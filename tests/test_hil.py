@@ -281,3 +281,21 @@ def test_damaged_golden_and_outputs_inside_bundle(bundle: Path, tmp_path: Path,
     assert not (bundle / "base.json").exists()
     assert main(["check", str(bundle), "--target", "openvino-cpu", *FAST]) == 2
     assert "the bundle was not built for target 'openvino-cpu'" in capsys.readouterr().err
+
+
+def test_check_inputs_feed_parity_and_latency(bundle: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--inputs: parity vs ONNX Runtime on the file the target was built from, and latency, on the user's feeds;
+    a file that does not fit the model is a usage error (exit 2) naming the input and what it expects."""
+    x = np.load(bundle / "golden.npz")["input"][:3]
+    feeds = tmp_path / "mine.npz"
+    np.savez(feeds, x=x[::-1] * 0.5)  # a single-input model takes key x
+    res = run_checks(bundle, CheckOptions(inputs=feeds, iterations=20, warmup=1), checks=("golden_parity", "latency_p90"))
+    parity = res.result("golden_parity")
+    assert parity.status == "passed" and "on mine.npz" in parity.value and parity.data["inputs"] == str(feeds)
+    assert parity.data["reference"] == "model.onnx on ONNX Runtime"
+    assert res.result("latency_p90").data["batch_size"] == 3  # the file's batch, not golden.npz's first sample
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((1, 5), np.float32))
+    assert main(["check", str(bundle), "--inputs", str(bad), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "input 'input': the model expects shape" in err and "the file holds shape (1, 5) float32" in err

@@ -25,6 +25,7 @@ Examples:
   edgekd check build/digits --target cpu --junit reports/hil-cpu.xml
   edgekd check build/digits --target cpu --save-baseline baselines/cpu.json      # once, on the device
   edgekd check build/digits --target cpu --baseline baselines/cpu.json --max-regression 20%
+  edgekd check build/text --target openvino-cpu --inputs feeds.npz      # parity + latency on your own inputs
 """
 
 
@@ -45,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-other-model", action="store_true",
                    help="judge against a baseline of another model file (sha256 differs; refused by default)")
     p.add_argument("--data", help="labelled data for the accuracy check: PATH.npz (x, y) or an edgekd data source")
+    p.add_argument("--inputs", type=Path, metavar="FEEDS.npz",
+                   help="your own inputs (.npz keyed by the model's input names; one input: also key x) for parity "
+                        "(vs ONNX Runtime on the file the target was built from) and latency, instead of golden.npz")
     p.add_argument("--warmup", type=int, help="latency warm-up calls [target's profiling.warmup]")
     p.add_argument("--iterations", type=int, help="latency queries [target's profiling.iterations]")
     p.add_argument("--junit", type=Path, metavar="OUT.xml", help="write JUnit XML for the CI system")
@@ -69,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     options = CheckOptions(target=args.target, baseline=args.baseline, data=args.data,
                            max_regression=parse_fraction(args.max_regression), regression_metric=args.regression_metric,
                            allow_other_host=args.allow_other_host, allow_other_model=args.allow_other_model,
-                           warmup=args.warmup, iterations=args.iterations)
+                           warmup=args.warmup, iterations=args.iterations, inputs=args.inputs)
     report = run_checks(args.bundle, options)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))

@@ -26,6 +26,7 @@ Examples:
   edgekd profile --compare baselines/cpu.json new/profile.json   # a `check --save-baseline` file reads too
   edgekd profile out/digits --target cpu --check-budget                  # p90 vs the target's budget
   edgekd profile text.onnx --target cpu --shape input_ids=1x128          # an input with a dynamic length
+  edgekd profile text.onnx --target cpu --inputs feeds.npz   # your own token ids + mask (npz keyed by input name)
 
 The regression gate fails only when the lower bound of the 95% (moving-block bootstrap) CI of
 NEW/BASE exceeds 1 + --max-regression; profiles from different CPU models are refused
@@ -100,6 +101,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--shape", type=_shape, action="append", default=[], metavar="NAME=1x3x224x224",
                    help="shape of an input with dynamic dimensions besides the batch (sequence length, H/W); "
                         "batch first, repeatable")
+    g.add_argument("--inputs", type=Path, metavar="FEEDS.npz",
+                   help="feed your own inputs: an .npz keyed by the model's input names (a single-input model also "
+                        "takes key x); integer inputs (token ids, masks) keep their values; batch as stored unless "
+                        "--batch [generated: random normal for float, zeros for integer inputs; a bundle: golden.npz]")
     g.add_argument("--call-path", choices=["bound", "plain"], default="bound",
                    help="timed call: bound = the runtime's lowest-overhead call on inputs bound once (ORT IOBinding, "
                         "a pre-set OpenVINO InferRequest); plain = runner.infer(feeds) through the Python binding "
@@ -162,8 +167,11 @@ def _run_profile(args: argparse.Namespace) -> int:
                                duration_s=args.time, idle_gap_ms=args.idle_gap)
     options = ProfileOptions(measure=settings, batch_size=args.batch, batches=args.batches, layers=not args.no_layers,
                              layer_runs=args.layer_runs, label=args.label, shapes=dict(args.shape),
-                             call_path=args.call_path,
+                             call_path=args.call_path, inputs=args.inputs,
                              command="edgekd profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
+    if args.precision == "auto" and args.inputs is not None:
+        raise ConfigError("--precision auto judges accuracy on the bundle's eval data, not on --inputs", where="--inputs",
+                          hint="profile each precision's artifact with --inputs, or drop --inputs")
     if args.precision == "auto":
         from edgekd.profiler.auto import auto_precision, write_auto
 
@@ -210,6 +218,8 @@ def _print_summary(doc: dict) -> None:
           f"first call {ss['first_call_ms']:.3f} ms, {ss['iterations']} queries"
           + (f"; early-stopping p90 {es['estimate_ms']:.4f} ms" if es.get("ok") else ""))
     print(f"timed call: {ss.get('call_path', 'plain')}; {report.binding_line(ss)}")
+    if doc.get("inputs"):
+        print(f"inputs: {report.inputs_line(doc['inputs'])}")
     mix = (doc.get("layers") or {}).get("precision_mix")
     if mix:
         print("layer time by precision: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in mix.items()))

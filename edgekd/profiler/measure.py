@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -303,18 +304,96 @@ def make_feeds(inputs: Sequence[Any], batch: int = 1, sample: np.ndarray | None 
     return feeds
 
 
+def _spec_text(spec: Any) -> str:
+    return f"shape {tuple('?' if not isinstance(d, int) else d for d in spec.shape)} {spec.dtype}"
+
+
+def read_feeds(path: str | Path, inputs: Sequence[Any], *, flag: str = "--inputs") -> dict[str, np.ndarray]:
+    """The user's own feeds from an .npz keyed by the model's input names (a single-input model also takes ``x``),
+    checked against ``inputs`` (a runner's IOSpecs) and returned in the model's dtypes, batch as stored.
+
+    Integer inputs (token ids, masks) stay integers: a float array for one, or an integer array for a float input
+    (uint8 images need the model's preprocessing), is refused rather than converted; a wider integer or float type
+    is narrowed only when every value fits. Every mismatch names the key, the input and what the model expects."""
+    from edgekd.bundle import load_npz
+
+    p = Path(path)
+    where = f"{flag} {p}"
+    if not p.is_file():
+        raise ConfigError("inputs file not found", where=where, hint="pass an .npz saved with np.savez(path, NAME=array)")
+    try:
+        arrays = load_npz(p)
+    except Exception as exc:  # load_npz says what is wrong (not an npz, pickled arrays)
+        raise ConfigError(getattr(exc, "message", str(exc)), where=where,
+                          hint="save it with np.savez(path, NAME=array), one array per model input") from None
+    names = [spec.name for spec in inputs]
+    expected = "; ".join(f"{spec.name}: {_spec_text(spec)}" for spec in inputs)
+    if len(inputs) == 1 and names[0] not in arrays and "x" in arrays:
+        arrays = {names[0]: arrays.pop("x"), **arrays}  # a single-input model: key x is its input
+    missing = [n for n in names if n not in arrays]
+    unknown = sorted(k for k in arrays if k not in names)
+    if missing or unknown:
+        raise ConfigError(f"the file's keys {sorted(arrays) or '(none)'} do not match the model's inputs"
+                          + (f": missing {', '.join(missing)}" if missing else "")
+                          + (f"; not model inputs: {', '.join(unknown)}" if unknown else ""), where=where,
+                          hint=f"one array per input, keyed by its name ({expected})"
+                          + ("; a single-input model also accepts key x" if len(inputs) == 1 else ""))
+    feeds: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        arr = arrays[spec.name]
+        want = np.dtype(_DTYPES.get(spec.dtype, np.float32))
+        what = f"input {spec.name!r}: the model expects {_spec_text(spec)}, the file holds shape {tuple(arr.shape)} " \
+               f"{arr.dtype}"
+        if not spec.matches(tuple(arr.shape)):
+            raise ConfigError(what, where=where, hint="batch first; '?' dimensions may take any size, the others "
+                              "must match")
+        if want.kind != arr.dtype.kind and not (want.kind in "iu" and arr.dtype.kind in "iu"):
+            from edgekd.backends.base import dtype_hint
+
+            hint = (dtype_hint(arr.dtype, spec.dtype) if want.kind == "f" else
+                    f"store the {spec.name} values as integers (token ids, masks, indices): x.astype(np.{want})")
+            raise ConfigError(what, where=where, hint=hint)
+        if want.kind in "iu" and arr.size and (arr.min() < np.iinfo(want).min or arr.max() > np.iinfo(want).max):
+            raise ConfigError(f"{what}: values {arr.min()}..{arr.max()} do not fit {want}", where=where)
+        feeds[spec.name] = np.ascontiguousarray(arr, dtype=want)
+    counts = {k: len(v) if v.ndim else 1 for k, v in feeds.items()}
+    if len(set(counts.values())) > 1:
+        raise ConfigError("the inputs hold different batch sizes: " + ", ".join(f"{k} {n}" for k, n in counts.items()),
+                          where=where, hint="every input needs one row per sample (the same N)")
+    return feeds
+
+
+def tile_feeds(feeds: Mapping[str, np.ndarray], batch: int) -> dict[str, np.ndarray]:
+    """``feeds`` at ``batch``: the given rows cycled (the first ``batch`` of them when there are more)."""
+    rows = np.arange(batch) % max(feed_batch(feeds), 1)
+    return {k: np.ascontiguousarray(np.take(v, rows, axis=0)) if v.ndim else v for k, v in feeds.items()}
+
+
+def describe_feeds(feeds: Mapping[str, np.ndarray], source: str) -> dict[str, Any]:
+    """What was fed, for reports: ``source`` (a file name, or how the data was generated) and each input's shape."""
+    return {"source": source, "inputs": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in feeds.items()}}
+
+
 # ------------------------------------------------------------------ offline scenario
 
 
 def batch_sweep(runner: Any, inputs: Sequence[Any], batches: Sequence[int], cfg: MeasureSettings,
                 sample: np.ndarray | None = None, description: str = "offline",
-                shapes: Mapping[str, Sequence[int]] | None = None, call_path: str = "bound") -> list[dict[str, Any]]:
+                shapes: Mapping[str, Sequence[int]] | None = None, call_path: str = "bound",
+                given: Mapping[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Offline scenario: throughput (samples/s) at each batch size. Each point is a short
-    single-stream run at that batch; throughput = batch / median query time."""
+    single-stream run at that batch; throughput = batch / median query time. ``given``: the user's own feeds
+    (``read_feeds``), their rows cycled to each batch size."""
     points = []
     for b in batches:
         try:
-            feeds = make_feeds(inputs, b, sample, shapes=shapes)
+            if given is not None:
+                feeds = tile_feeds(given, b)
+                fixed = [s.name for s in inputs if not s.matches(tuple(feeds[s.name].shape))]
+                if fixed:
+                    raise ConfigError(f"input(s) {', '.join(fixed)} have a fixed batch size other than {b}")
+            else:
+                feeds = make_feeds(inputs, b, sample, shapes=shapes)
         except ConfigError as exc:
             points.append({"batch_size": b, "skipped": exc.message})
             continue

@@ -66,6 +66,8 @@ FIELDS: tuple[tuple[str, str, bool, str], ...] = (
     ("layers", "object|null", True, "per-layer table: source, runs, rows[], precision_mix"),
     ("fpga", "object|null", True, "FPGA only: analytical_estimate and csim blocks, each labelled"),
     ("accuracy", "object|null", True, "{value, metric, source} when known (bundle report), for the scatter plot"),
+    ("inputs", "object|null", False, "what was fed: source (--inputs FILE, golden.npz, or generated with its seed) and "
+                                     "each input's shape and dtype"),
 )
 
 _PY_TYPES: dict[str, type] = {"object": dict, "array": list, "string": str, "number": float, "integer": int,
@@ -199,6 +201,12 @@ def binding_line(ss: dict[str, Any]) -> str:
             f"rounds){own}")
 
 
+def inputs_line(inputs: dict[str, Any]) -> str:
+    """``--inputs feeds.npz: input_ids [1, 16] int64, mask [1, 16] int64`` (a profile's ``inputs`` block)."""
+    shapes = ", ".join(f"{k} {v['shape']} {v['dtype']}" for k, v in (inputs.get("inputs") or {}).items())
+    return f"{inputs.get('source')}: {shapes}"
+
+
 def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15) -> str:
     t, env = doc["target"], doc["environment"]
     cpu = env.get("cpu", {})
@@ -212,7 +220,10 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15)
              f"features: {feats}",
              f"- OS: {env['os']['system']} {env['os']['release']}; python {ver.get('python')}, "
              + ", ".join(f"{k} {v}" for k, v in ver.items() if k not in ("python", "edgekd")),
-             f"- command: `{doc['command']}`", f"- created: {doc['created_at']}", ""]
+             f"- command: `{doc['command']}`", f"- created: {doc['created_at']}"]
+    if doc.get("inputs"):
+        lines.append(f"- inputs: {inputs_line(doc['inputs'])}")
+    lines.append("")
     ss = doc.get("single_stream")
     if ss:
         es90 = ss.get("p90_early_stop") or {}

@@ -22,7 +22,16 @@ from edgekd.config import ProfilingSettings, Target, load_target, target_from_ma
 from edgekd.errors import BackendUnavailable, ConfigError, EdgekdError
 from edgekd.inputs import from_npz
 from edgekd.profiler import env as envmod
-from edgekd.profiler.measure import MeasureSettings, batch_sweep, binding_overhead, make_feeds, measure_latency
+from edgekd.profiler.measure import (
+    MeasureSettings,
+    batch_sweep,
+    binding_overhead,
+    describe_feeds,
+    make_feeds,
+    measure_latency,
+    read_feeds,
+    tile_feeds,
+)
 from edgekd.progress import log
 from edgekd.typed import to_mapping
 
@@ -160,6 +169,7 @@ class ProfileOptions:
     command: str | None = None
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --shape: dims for dynamic inputs (batch first)
     call_path: str = "bound"  # --call-path: the timed call (measure.CALL_PATHS)
+    inputs: Path | None = None  # --inputs: the user's own feeds (.npz keyed by input name), instead of generated ones
 
 
 def _threads(target: Target) -> dict[str, Any]:
@@ -242,6 +252,7 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
         "load_s": None, "single_stream": None, "offline": None, "layers": None,
         "fpga": fpga_block(res.build) if latency_of(backend) == "estimate" else None,
         "accuracy": res.accuracy,
+        "inputs": None,
         "notes": list(res.notes),
     }
     if res.build is not None and not res.build.runnable:
@@ -256,7 +267,17 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
         raise EdgekdError(f"{res.target.backend} could not load the artifact: {exc}", where=str(res.model_file)) from exc
     doc["load_s"] = time.perf_counter() - t0
     doc["runtime"] = runner.describe()
-    feeds = make_feeds(runner.inputs, batch, res.sample, shapes=opts.shapes)
+    given = None
+    if opts.inputs is not None:
+        # the user's own inputs, batch as stored unless --batch asks for another (their rows cycled)
+        given = read_feeds(opts.inputs, runner.inputs)
+        feeds = tile_feeds(given, opts.batch_size) if opts.batch_size else given
+        doc["settings"]["batch_size"] = batch = int(next(iter(feeds.values())).shape[0])
+        doc["inputs"] = describe_feeds(feeds, f"--inputs {opts.inputs.name}")
+    else:
+        feeds = make_feeds(runner.inputs, batch, res.sample, shapes=opts.shapes)
+        doc["inputs"] = describe_feeds(feeds, "golden.npz (first sample repeated)" if res.sample is not None else
+                                       "generated: seeded random normal for float inputs (seed 0), zeros for integer")
     if latency_of(backend) == "estimate":
         _profile_fpga(doc, runner, backend, feeds, opts.measure, res)
         return _stamp(doc)
@@ -272,7 +293,7 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
                             "is not measured")
     if opts.batches:
         doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample,
-                                                  shapes=opts.shapes, call_path=opts.call_path)}
+                                                  shapes=opts.shapes, call_path=opts.call_path, given=given)}
     if opts.layers:
         doc["layers"] = _layers(res, backend, feeds, opts.layer_runs)
     if on_runner is not None:
