@@ -378,13 +378,15 @@ def _solve(setup: _Setup, space: SearchSpace, points: list[Point], budget: Searc
         if i:
             folder = folder.with_name(folder.name + f"-alt{i}")
         final = _final(setup, space, point, budget, folder, options)
-        entry.setdefault("tries", []).append({"candidate": point.candidate.to_dict(), **final})
         gate = final.get("gate", {"ok": True})
         if gate["ok"] and final["status"] in PASSING:
+            entry.setdefault("tries", []).append({"candidate": point.candidate.to_dict(), **final})
             entry.update(status="ok", winner=point.candidate.to_dict(), final=final)
             point.extra["winner"] = str(budget)
             return entry
+        # the reason goes into the try's record too (it is what the failed entry's reason is made of)
         final["why"] = gate.get("reason") or "; ".join(final["reasons"]) or f"target status {final['status']}"
+        entry.setdefault("tries", []).append({"candidate": point.candidate.to_dict(), **final})
         log(f"search: the trained candidate failed on the target ({final['why']}); trying the next")
     entry["status"] = "failed"
     entry["reason"] = "every trained finalist failed on the target: " + "; ".join(t["why"] for t in entry["tries"])
