@@ -1,7 +1,7 @@
 """edgekd's HLS flow beside hls4ml 1.3 on the same trained digits models: accuracy, exactness, generate + compile time.
 
-    pip install --target /work/h4lib hls4ml==1.3.0 pydigitalwavetools==1.1 quantizers h5py pyyaml --no-deps
-    PYTHONPATH=/work/h4lib .venv/bin/python tools/hls4ml_bench.py [--rounds 3] [--samples 500]
+    pip install --target .hls4ml-lib hls4ml==1.3.0 pydigitalwavetools==1.1 quantizers h5py pyyaml --no-deps
+    PYTHONPATH=.hls4ml-lib .venv/bin/python tools/hls4ml_bench.py [--rounds 3] [--samples 500]
 
 hls4ml is not an edgekd dependency (it is only the comparison here). Each model is trained once (seed 0, 4 epochs,
 as the HLS tests do); edgekd gets ONNX Runtime's QDQ quantization of it (what edgekd's FPGA backends take), hls4ml
