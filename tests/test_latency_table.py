@@ -15,16 +15,18 @@ import pytest
 import torch
 from torch import nn
 
-from edgekd.errors import ConfigError
+from edgekd.errors import ConfigError, ExportError
 from edgekd.profiler.measure import MeasureSettings
 from edgekd.search.latency import (
     BlockKey,
     BlockSettings,
     LatencyTable,
     cache_path,
+    deployed_onnx,
     detect_granule,
     fit_affine,
     load_or_build,
+    measure_forms,
     measure_model,
     model_blocks,
     resolve_target,
@@ -93,6 +95,34 @@ def test_fpga_target_and_unknown_precision_are_refused_clearly(tmp_path: Path) -
         measure_model(tiny_net(), EXAMPLE, "cpu", precision="int4")
     with pytest.raises(ConfigError, match="unknown precision"):
         load_or_build("cpu", precision="bf16", cache_dir=tmp_path)
+
+
+def _float_weighted_ops(path: Path) -> list[str]:
+    """Conv/Gemm nodes whose weight input is not a DequantizeLinear output (they run in float)."""
+    graph = onnx.load(str(path)).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [n.name for n in graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] not in dq_outputs]
+
+
+def test_deployed_int8_form_keeps_named_layers_float(tmp_path: Path) -> None:
+    """The search's mixed form is the quantize pass's ``exclude``: the named layer's node stays float, the rest
+    Q/DQ; a layer with no node is refused (silently measuring all-INT8 would judge the wrong form)."""
+    target = resolve_target("cpu")
+    all_int8 = deployed_onnx(tiny_net(), EXAMPLE, target, "int8", tmp_path / "a")
+    assert _float_weighted_ops(all_int8) == []
+    mixed = deployed_onnx(tiny_net(), EXAMPLE, target, "int8", tmp_path / "b", float_layers=["0"])
+    assert _float_weighted_ops(mixed) == ["/0/Conv"]
+    with pytest.raises(ExportError, match=r"\['classifier'\] have no node"):
+        deployed_onnx(tiny_net(), EXAMPLE, target, "int8", tmp_path / "c", float_layers=["classifier"])
+
+
+def test_measure_forms_times_every_form_side_by_side() -> None:
+    got = measure_forms(tiny_net(), EXAMPLE, "cpu", {"int8": (), "mixed": ("8",)}, rounds=3, settings=FAST)
+    assert set(got) == {"int8", "mixed"}
+    for m in got.values():
+        assert m.iterations == 3 * 16  # 30 // 3 = 10 per round, raised to the 16-query minimum
+        assert 0 < m.p50_ms <= m.p90_ms and m.p90_ci_ms[0] <= m.p90_ms <= m.p90_ci_ms[1]
+    assert got["int8"].build_precision == "int8" and got["mixed"].build_precision == "mixed"
 
 
 # ---------------------------------------------------------------- blocks

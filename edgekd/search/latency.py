@@ -21,6 +21,7 @@ search uses the HLS/RTL cycle estimate there).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import math
@@ -140,9 +141,17 @@ class Measured:
         return {**dataclasses.asdict(self), "p90_ci_ms": list(self.p90_ci_ms)}
 
 
-def deployed_onnx(model: nn.Module, example: torch.Tensor, target: Target, precision: str, workdir: Path) -> Path:
+def float_layer_patterns(layers: Sequence[str]) -> tuple[str, ...]:
+    """ONNX node-name patterns of the PyTorch layers ``layers``: the TorchScript exporter names a layer's nodes
+    by its module path, ``features.0`` -> ``/features/features.0/Conv``."""
+    return tuple(f"*/{name}/*" for name in layers)
+
+
+def deployed_onnx(model: nn.Module, example: torch.Tensor, target: Target, precision: str, workdir: Path, *,
+                  float_layers: Sequence[str] = ()) -> Path:
     """The ONNX file the target would get: the float export (fp32), or its ORT static PTQ with the backend's
-    numerics and Q/DQ flavor (int8)."""
+    numerics and Q/DQ flavor (int8), ``float_layers`` (module names) left in float as the quantize pass's
+    ``exclude`` leaves them."""
     import onnx
 
     from edgekd.artifact import IOSpec
@@ -176,7 +185,12 @@ def deployed_onnx(model: nn.Module, example: torch.Tensor, target: Target, preci
     calib = rng.standard_normal((8, *example.shape[1:])).astype(np.float32)
     spec = IOSpec(inputs[0].name, tuple(example.shape), "float32")
     qdq = workdir / "qdq.onnx"
-    ort_ptq(float_path, qdq, calib, spec, _ptq_settings(), numerics_of(backend, target), where="latency table")
+    settings = dataclasses.replace(_ptq_settings(), exclude=float_layer_patterns(float_layers))
+    info = ort_ptq(float_path, qdq, calib, spec, settings, numerics_of(backend, target), where="latency table")
+    missing = [n for n in float_layers if not any(fnmatch.fnmatchcase(e, f"*/{n}/*") for e in info["excluded"])]
+    if missing:
+        raise ExportError(f"layers {missing} have no node in the exported ONNX graph, so they cannot be kept in float "
+                          "for timing", where="latency table", hint="name Conv/Linear modules (model.named_modules())")
     variant, _ = flavor_variant(onnx.load(str(qdq)), flavor_of(backend))
     out = workdir / f"model.{flavor_of(backend).name}.onnx"
     onnx.save(variant, str(out))
@@ -230,11 +244,12 @@ class Deployed:
                         self.precision, self.build.precision, str(self.onnx))
 
 
-def deploy(model: nn.Module, example: torch.Tensor, target: Target | str, precision: str, workdir: Path) -> Deployed:
+def deploy(model: nn.Module, example: torch.Tensor, target: Target | str, precision: str, workdir: Path, *,
+           float_layers: Sequence[str] = ()) -> Deployed:
     """Export ``model`` in the deployed ``precision`` into ``workdir`` and build it with the target's backend."""
     tgt = resolve_target(target)
     check_precision(precision)
-    path = deployed_onnx(model, example, tgt, precision, Path(workdir))
+    path = deployed_onnx(model, example, tgt, precision, Path(workdir), float_layers=float_layers)
     runner, build = _build(path, tgt, Path(workdir) / "built")
     return Deployed(runner, build, _feeds(runner, example), path, precision)
 
@@ -253,6 +268,33 @@ def measure_model(model: nn.Module, example: torch.Tensor, target: Target | str,
         del deployed
     if workdir is None:
         result.onnx = None
+    return result
+
+
+def measure_forms(model: nn.Module, example: torch.Tensor, target: Target | str,
+                  forms: dict[str, Sequence[str]], *, rounds: int = 5, settings: MeasureSettings | None = None,
+                  seed: int = 0) -> dict[str, Measured]:
+    """Time several deployed INT8 forms of one model side by side: ``forms`` maps a label to the layers that form
+    keeps in float (``()`` = all INT8). Every form is built first, then timed in ``rounds`` shuffled rounds of
+    the target's iterations split evenly, so a slow spell of a shared host hits every form alike; each form's
+    queries are pooled."""
+    tgt = resolve_target(target)
+    cfg = settings or MeasureSettings(warmup=tgt.profiling.warmup, iterations=tgt.profiling.iterations)
+    per_round = dataclasses.replace(cfg, iterations=max(cfg.iterations // rounds, 16))
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="edgekd-forms-") as scratch:
+        built = {label: deploy(model, example, tgt, "int8", Path(scratch) / f"f{i}", float_layers=layers)
+                 for i, (label, layers) in enumerate(forms.items())}
+        times: dict[str, list[np.ndarray]] = {label: [] for label in forms}
+        for r in range(rounds):
+            order = list(forms)
+            rng.shuffle(order)
+            for label in order:
+                times[label].append(built[label].times_ms(per_round, f"timing {label} on {tgt.name}, round {r + 1}"))
+        result = {label: built[label].measured(np.concatenate(times[label])) for label in forms}
+        for m in result.values():
+            m.onnx = None
+        del built
     return result
 
 

@@ -287,10 +287,26 @@ def _measured_precision(setup: _Setup, model: nn.Module) -> tuple[Recipe, list[d
 
     fp32_table = load_or_build(setup.target, precision="fp32", granule=setup.table.granule)
     layers = float_faster_layers(model, setup.example, setup.table, fp32_table)
-    if layers:
-        log(f"search: {len(layers)} layer(s) run faster in FP32 than INT8 on {setup.target.name}, kept FP32: "
-            f"{', '.join(lp.layer for lp in layers)}")
-    return with_float_layers(setup.recipe, [lp.layer for lp in layers]), [lp.to_dict() for lp in layers]
+    if not layers:
+        return setup.recipe, []
+    names = [lp.layer for lp in layers]
+    if not _mixed_is_faster(setup, model, names):
+        return setup.recipe, [{**lp.to_dict(), "kept": "int8"} for lp in layers]
+    log(f"search: {len(layers)} layer(s) run faster in FP32 than INT8 on {setup.target.name}, kept FP32: "
+        f"{', '.join(names)}")
+    return with_float_layers(setup.recipe, names), [{**lp.to_dict(), "kept": "fp32"} for lp in layers]
+
+
+def _mixed_is_faster(setup: _Setup, model: nn.Module, layers: list[str]) -> bool:
+    """The tables time each layer standalone; whether the whole model is faster with ``layers`` in float (the
+    Q/DQ at each float island's edges costs too) is measured: both deployed forms side by side."""
+    from edgekd.search.latency import measure_forms
+
+    forms = measure_forms(model, setup.example, setup.target, {"int8": (), "mixed": tuple(layers)})
+    faster = forms["mixed"].p90_ms < forms["int8"].p90_ms
+    log(f"search: whole model p90 with {', '.join(layers)} in FP32 {forms['mixed'].p90_ms:.4g} ms vs all INT8 "
+        f"{forms['int8'].p90_ms:.4g} ms: " + ("keeping them FP32" if faster else "keeping every layer INT8"))
+    return faster
 
 
 def _against_fp32_twin(setup: _Setup, model: nn.Module, result: dict[str, Any]) -> None:
