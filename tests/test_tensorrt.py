@@ -168,13 +168,67 @@ def test_pipeline_bundle_has_tensorrt_files(tmp_path: Path) -> None:
     from edgekd.hil import CheckOptions, run_checks
 
     bundle = tmp_path / "bundle"
-    assert read_manifest(bundle)["targets"]["tensorrt-orin-nano"]["device_outputs"] == ["model.engine", "layers.json"]
+    assert read_manifest(bundle)["targets"]["tensorrt-orin-nano"]["device_outputs"] == ["model.engine", "layers.json",
+                                                                                   "engine.json"]
     (bundle / "tensorrt-orin-nano" / "model.engine").write_bytes(b"engine bytes from the device")
     (bundle / "tensorrt-orin-nano" / "layers.json").write_text("{}")
+    (bundle / "tensorrt-orin-nano" / "engine.json").write_text("{}")
     assert verify_bundle(bundle) == []
     assert run_checks(bundle, CheckOptions(), checks=("integrity",)).result("integrity").status == "passed"
     (bundle / "tensorrt-orin-nano" / "notes.txt").write_text("not a device output")
     assert verify_bundle(bundle) == ["tensorrt-orin-nano/notes.txt: not listed in manifest.json"]
+
+
+# ---------------------------------------------------------------- engine stamp
+
+_STAND_IN_TRTEXEC = """#!/usr/bin/env bash
+# stands in for trtexec on a machine without TensorRT: prints the version banner, writes what trtexec writes
+if [ "${1:-}" = "--help" ]; then echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec"; exit 0; fi
+for a in "$@"; do
+  case "$a" in --saveEngine=*) echo engine > "${a#--saveEngine=}";; --exportLayerInfo=*) echo {} > "${a#*=}";; esac
+done
+"""
+
+
+def test_build_script_stamps_the_engine_and_a_stale_engine_is_refused(qdq_model: Path, tmp_path: Path) -> None:
+    """build_engine.sh (really run by bash; trtexec itself is a stand-in, as no TensorRT runs here) writes
+    engine.json: TensorRT version, GPU and model.onnx checksum; check_stamp accepts it only for that TensorRT,
+    GPU and file, and says what differs."""
+    from edgekd.backends.tensorrt.stamp import check_stamp, read_stamp, version_code
+    from edgekd.bundle.layout import sha256_file
+
+    out = tmp_path / "trt"
+    BACKEND.build(qdq_model, _target(timing_cache_dir=str(tmp_path / "tc")), out)
+    fake = tmp_path / "trtexec"
+    fake.write_text(_STAND_IN_TRTEXEC)
+    fake.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake), "HOME": str(tmp_path)}
+    subprocess.run(["bash", str(out / "build_engine.sh")], check=True, env=env, capture_output=True, text=True)
+    stamp = read_stamp(out / "engine.json")
+    onnx_sha = sha256_file(out / "model.onnx")
+    assert stamp.tensorrt_code == version_code("10.3.0") and stamp.onnx_sha256 == onnx_sha
+    assert stamp.built_by == "build_engine.sh"
+    gpu = stamp.gpu  # what the script read (nvidia-smi, else the device tree, else unknown-gpu)
+    assert check_stamp(out, onnx_sha256=onnx_sha, tensorrt_version="10.3.0.26", gpu=gpu) == stamp
+    with pytest.raises(BuildError, match=r"stale: it was built by TensorRT 10\.3\.0, this is TensorRT 10\.4\.0"):
+        check_stamp(out, onnx_sha256=onnx_sha, tensorrt_version="10.4.0.1", gpu=gpu)
+    with pytest.raises(BuildError, match="built from another ONNX file") as exc:
+        check_stamp(out, onnx_sha256="0" * 64, tensorrt_version="10.3.0", gpu=gpu)
+    assert "build_engine.sh" in (exc.value.hint or "")
+    (out / "engine.json").write_text(stamp_json := (out / "engine.json").read_text().replace(gpu, "NVIDIA Orin"))
+    assert "NVIDIA Orin" in stamp_json
+    with pytest.raises(BuildError, match="built on a NVIDIA Orin, this GPU is a NVIDIA H200"):
+        check_stamp(out, onnx_sha256=onnx_sha, tensorrt_version="10.3.0", gpu="NVIDIA H200")
+    (out / "engine.json").unlink()
+    with pytest.raises(BuildError, match="has no engine.json"):
+        check_stamp(out, onnx_sha256=onnx_sha, tensorrt_version="10.3.0", gpu=None)
+
+
+def test_version_codes_match_trtexec_banner() -> None:
+    from edgekd.backends.tensorrt.stamp import version_code, version_text
+
+    assert [version_code(v) for v in ("10.3.0.26", "8.6.1.6", "11.0.0")] == [100300, 8601, 110000]
+    assert [version_text(c) for c in (100300, 8601, 110000)] == ["10.3.0", "8.6.1", "11.0.0"]
 
 
 # ---------------------------------------------------------------- real engine (GPU machines only)
