@@ -1,13 +1,16 @@
 """Refuse before you run: every target's requirements checked against the model and the recipe before training.
 
 A target that cannot be built from what the recipe will produce must fail in seconds, not after an hour of
-distillation. Two kinds of facts are checked here:
+distillation. Three kinds of facts are checked here:
 
 - the recipe against the backend's declarations: an integer-only backend (``requires_quantized``) gets a recipe
   with a quantize pass, and that pass leaves no weighted layer in float (``exclude`` patterns that match a Conv or
   Linear, ``unsupported = "float"``);
 - the model against the backend (``Backend.preflight``): the float ONNX export, made once into scratch space,
-  asked for ops the backend cannot build.
+  asked for ops the backend cannot build;
+- the model against the quantize pass (``passes.quantize.quantizable_problem``): the brevitas model is built and
+  run once on the untrained student, so a layer or op it cannot run quantized (with ``unsupported = "error"``)
+  stops the run here rather than after distillation.
 
 Problems are collected over all targets and reported in one error.
 """
@@ -24,7 +27,7 @@ from edgekd.errors import ConfigError
 
 
 def check_before_training(recipe: Any, targets: list[Any], module: Any, example: Any) -> None:
-    problems: list[str] = _multi_input_problems(recipe, example)
+    problems: list[str] = _multi_input_problems(recipe, example) + _quantize_problems(recipe, targets, module, example)
     for target in targets:
         backend = BACKENDS.get(target.backend)
         if getattr(backend, "requires_quantized", False):
@@ -35,6 +38,19 @@ def check_before_training(recipe: Any, targets: list[Any], module: Any, example:
             if float_onnx is not None:
                 problems += backend_problems(targets, float_onnx)
     _refuse(problems, targets, "before any training", "nothing was trained")
+
+
+def _quantize_problems(recipe: Any, targets: list[Any], module: Any, example: Any) -> list[str]:
+    """The quantize pass's own question (can brevitas run this model quantized?), asked of the untrained student,
+    so a model it would refuse after distillation is refused before it."""
+    from edgekd.passes.quantize import QuantizeConfig, quantizable_problem
+
+    spec = next((s for s in recipe.passes if s.name == "quantize"), None)
+    if spec is None or not isinstance(spec.config, QuantizeConfig):
+        return []
+
+    problem = quantizable_problem(module, spec.config, tuple(targets), example)
+    return [problem] if problem else []
 
 
 def _multi_input_problems(recipe: Any, example: Any) -> list[str]:

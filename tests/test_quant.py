@@ -82,7 +82,11 @@ def test_sensitivity_keeps_layers_until_budget(digits, student, tmp_path):
     assert [r["drop"] for r in ranking] == sorted((r["drop"] for r in ranking), reverse=True)
     kept = rep["kept_higher_precision"]
     assert kept, "2-bit weights must miss a 0.5 point budget"
-    assert kept[0]["layer"] == ranking[0]["layer"] and kept[0]["precision"] == "W8"
+    # layers are tried most sensitive first; one that does not lower the drop is put back (which ones help
+    # depends on the trained weights): the first kept layer is the first of the ranking that was not put back
+    put_back = [t["layer"] for t in rep["eval"]["after_keep"].get("tried_without_gain", [])]
+    first_helping = next(r["layer"] for r in ranking if r["layer"] not in put_back)
+    assert kept[0]["layer"] == first_helping and kept[0]["precision"] == "W8"
     assert kept[-1]["drop_after"] <= kept[0]["drop_before"]
     layer = out.payload.get_submodule(kept[0]["layer"])
     assert int(layer.quant_weight().bit_width) == 8

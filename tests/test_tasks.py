@@ -303,3 +303,25 @@ def test_box_kd_imitates_the_teacher_on_object_cells_only() -> None:
     labels = {"cls": torch.tensor([[[1, 0], [0, 0]]]), "box": torch.zeros(1, 4, 2, 2)}
     loss = objective(spec, student, teacher, labels, torch.zeros(1), logits_kind="hinton", temperature=1.0, alpha=1.0)
     assert torch.allclose(loss, torch.zeros(()))
+
+
+def test_a_model_brevitas_cannot_quantize_is_refused_before_distillation(tmp_path: Path) -> None:
+    """The sequence classifier's mean over tokens is an op an IntQuantTensor lacks in graph mode: the quantize
+    pass's own check runs on the untrained student, so int8-kd stops before any training (it used to fail after
+    distillation), without FX's generated-code traceback; with unsupported = "float" the same run builds."""
+    from edgekd.config import load_recipe
+    from edgekd.pipeline import CompressOptions, compress
+
+    common = dict(teacher="builtin:tokens-seq-teacher", data="builtin:tokens-seq", targets=["cpu"],
+                  options=CompressOptions(measure=False))
+    with pytest.raises(ConfigError, match=r"(?s)checked before any training.*no attribute 'mean'.*"
+                                          r"unsupported = \"float\".*nothing was trained"):
+        compress("builtin:tokens-seq-student", recipe=load_recipe("int8-kd", ["distill.epochs=1"]),
+                 out=tmp_path / "refused", **common)
+    assert not (tmp_path / "refused").exists()
+    recipe = load_recipe("channels50-int8-kd", ["distill.epochs=1", "prune_channels.finetune.epochs=1",
+                                                "quantize.finetune.epochs=1", "quantize.unsupported=float"])
+    # prune_channels traces the model with int64 token ids (a float example broke the Embedding)
+    report = compress("builtin:tokens-seq-student", recipe=recipe, out=tmp_path / "ok", **common)
+    assert report["targets"]["cpu"]["build"]["precision"] == "int8"
+    assert report["passes"]["prune_channels"]["macs_after"] < report["passes"]["prune_channels"]["macs_before"]

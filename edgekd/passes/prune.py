@@ -26,6 +26,7 @@ from torch import nn
 from edgekd.artifact import Artifact
 from edgekd.errors import PassError
 from edgekd.export import check_single_output
+from edgekd.inputs import to_torch
 from edgekd.passes import PassContext, register_pass
 from edgekd.passes.sparsity import execution_order
 from edgekd.progress import log
@@ -162,7 +163,7 @@ def prune_channels(artifact: Artifact, config: PruneChannelsConfig, ctx: PassCon
         raise PassError("prune_channels traces the model and needs example inputs", where="prune_channels",
                         hint="pass --data")
     model = copy.deepcopy(artifact.payload)
-    example = torch.from_numpy(np.ascontiguousarray(ctx.data.x_train[:1], dtype=np.float32))
+    example = to_torch(ctx.data.x_train[:1])  # token ids stay int64 (an Embedding takes no float indices)
     check_single_output(model, example, error=PassError, where="prune_channels")
     order = execution_order(model, example)
     modules = dict(model.named_modules())

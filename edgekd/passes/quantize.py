@@ -15,6 +15,9 @@ them signed int8 with zero point 0; one that asks for power-of-two scales (an HL
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -443,7 +446,8 @@ def _check_runs(model: nn.Module, example: torch.Tensor, mode: str, names: set[s
     """One forward of the fake-quant model (QuantTensors flowing): an op brevitas's QuantTensor does not
     support (e.g. ``chunk`` in ShuffleNet) is a PassError naming the node, not a traceback mid-calibration."""
     try:
-        with torch.no_grad():
+        # FX's GraphModule prints its generated-code traceback to stderr before re-raising: the PassError says it
+        with torch.no_grad(), contextlib.redirect_stderr(io.StringIO()):
             call(model.eval(), example)
     except Exception as exc:
         node, layer = _failing_node(model, example) if mode == "graph" else (None, None)
@@ -493,6 +497,34 @@ def _runnable(make: Any, example: torch.Tensor, config: QuantizeConfig, fallback
                 raise
     raise PassError("no runnable quantized model after keeping every failing layer FP32", where="quantize",
                     hint="exclude the layers named in the quantize report's notes, or report the model")
+
+
+def quantizable_problem(module: nn.Module, config: QuantizeConfig, targets: tuple[Any, ...], x: Any) -> str | None:
+    """Why the quantize pass would fail on ``module`` once it got there (a layer or op brevitas cannot run
+    quantized, with ``unsupported = "error"``; bit widths a target cannot run), asked before any training;
+    None when it would build. Structural only: training changes weights and widths, not which ops run."""
+    from edgekd.quant.recipe import check_layers, quantize_model
+
+    float_model = copy.deepcopy(module).eval()
+    try:
+        recipe, _ = _recipe(config, PassContext(targets=targets))
+        exclude = (*config.exclude, *check_layers(float_model, config.exclude, config.unsupported))
+
+        def make(mode: str, failing: tuple[str, ...]) -> nn.Module:
+            return quantize_model(float_model, recipe, mode=mode, exclude=(*exclude, *failing),
+                                  attention_scores=config.attention_scores == "int8", integer_inputs=_integer_inputs(x))
+
+        _runnable(make, model_input(x[:2]), config, _Fallback(config.quantizer, {}, []),
+                  {n for n, _ in float_model.named_modules() if n})
+    except PassError as exc:
+        return f"quantize: {exc.message}" + (f" (at {exc.where})" if exc.where else "") + (
+            f"; {exc.hint}" if exc.hint else "")
+    return None
+
+
+def _integer_inputs(x: Any) -> tuple[str, ...]:
+    """Inputs that get no input quantizer: integer ones (token ids, masks) of a multi-input batch (edgekd.inputs)."""
+    return tuple(s.name for s in specs_of(x) if s.dtype == "int64") if is_multi(x) else ()
 
 
 def _judge_and_keep(model: nn.Module, ev: Any, config: QuantizeConfig, budget: float | None,
@@ -555,7 +587,7 @@ def quantize(artifact: Artifact, config: QuantizeConfig, ctx: PassContext) -> Ar
     fallback = _Fallback(config.quantizer, {}, [])
     names = {n for n, _ in float_model.named_modules() if n}
     # calibrate float inputs only: integer inputs (token ids, masks) get no input quantizer (edgekd.inputs)
-    integer_inputs = tuple(s.name for s in specs_of(x_cal) if s.dtype == "int64") if is_multi(x_cal) else ()
+    integer_inputs = _integer_inputs(x_cal)
 
     def build(extra_float: tuple[str, ...] = ()) -> nn.Module:
         def make(mode: str, failing: tuple[str, ...]) -> nn.Module:
