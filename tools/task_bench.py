@@ -124,7 +124,8 @@ def epochs_summary(scale: float) -> dict[str, list[str]]:
 def _error_text(exc: BaseException) -> str:
     message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
     where = getattr(exc, "where", None)
-    return f"{type(exc).__name__}: {message}" + (f" ({where})" if where else "")
+    text = f"{type(exc).__name__}: {message}" + (f" ({where})" if where else "")
+    return " ".join(text.split()).replace("|", "/")  # one table cell: no line breaks, no column separators
 
 
 def _cells(report: dict[str, Any]) -> dict[str, Any]:
