@@ -188,3 +188,23 @@ def test_float_faster_layers_are_excluded_from_int8() -> None:
     assert quant.config.exclude == ("classifier.1",)
     assert slower_than_fp32({"p90_ci_ms": [1.2, 1.3]}, {"p90_ci_ms": [0.9, 1.1]})
     assert not slower_than_fp32({"p90_ci_ms": [1.0, 1.3]}, {"p90_ci_ms": [0.9, 1.1]})
+
+
+def test_fpga_search_from_a_teacher_that_does_not_fit_the_part(tmp_path) -> None:
+    """builtin:digits-teacher needs ~33x the ZCU104's DSP slices. A design that does not fit used to cost infinity,
+    so no step of the path saved anything and every budget came out "infeasible"; now it costs UNFIT x its
+    over-use, the path shrinks toward the part first, and the winner's built design fits and meets the budget."""
+    from edgekd.search.cost import UNFIT
+    from edgekd.search.run import SearchOptions, search
+
+    opts = _options("cycles=1500")
+    opts = SearchOptions(**{**opts.__dict__, "final": False})
+    report = search("builtin:digits-teacher", data="builtin:digits", target="fpga-zcu104", options=opts,
+                    out=tmp_path / "s")
+    teacher, *rest = report["points"]
+    assert teacher["predicted_cost"] > 10 * UNFIT  # does not fit, by >10x
+    path = [p["predicted_cost"] for p in report["points"] if p["on_path"]]
+    assert path == sorted(path, reverse=True) and path[-1] <= 1500  # down the over-use, then under the budget
+    entry = report["budgets"][0]
+    assert entry["status"] == "ranked" and entry["winner"]
+    assert (tmp_path / "s" / "pareto.png").is_file()

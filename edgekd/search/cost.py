@@ -4,7 +4,6 @@ build-time estimate (cycles, DSP; ``estimator``)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,13 +31,28 @@ def counts(model: nn.Module, example: torch.Tensor) -> Counts:
 
 CostFn = Callable[[nn.Module], float]
 
+#: what a design that does not fit the part costs, times its worst resource over-use (1.5 = 150 % of the part's
+#: DSP): finite and falling as the design shrinks, so a search from a teacher that does not fit walks toward the
+#: part first, and above every budget, so no such design is ever accepted
+UNFIT = 1e12
+
+
+def does_not_fit(cost: float) -> bool:
+    return cost >= UNFIT
+
+
+def _unfit_cost(est: dict[str, Any]) -> float:
+    worst = max((float(u) for u in (est.get("utilization") or {}).values() if u is not None), default=1.0)
+    return UNFIT * max(worst, 1.0)
+
 
 def cost_function(budget: SearchBudget, example: torch.Tensor, *, weight_bytes: float,
                   latency: Callable[[nn.Module, torch.Tensor], float] | None = None,
                   estimate: Callable[[nn.Module], dict[str, Any]] | None = None) -> CostFn:
     """The function the search minimises against ``budget``. ``latency`` predicts p90 ms (the latency table's
     ``predict_ms``), required for a ``p90_ms`` budget; ``estimate`` gives the FPGA backend's totals, required for
-    ``cycles`` / ``dsp``. A candidate the estimate says does not fit the part costs infinity."""
+    ``cycles`` / ``dsp``. A candidate the estimate says does not fit the part costs ``UNFIT`` x its worst
+    resource over-use."""
     if budget.kind == "macs":
         return lambda model: float(counts(model, example).macs)
     if budget.kind == "params":
@@ -52,7 +66,7 @@ def cost_function(budget: SearchBudget, example: torch.Tensor, *, weight_bytes: 
 
         def estimated(model: nn.Module) -> float:
             est = estimate(model)
-            return float(est["total"][key]) if est.get("fits", True) else math.inf
+            return float(est["total"][key]) if est.get("fits", True) else _unfit_cost(est)
 
         return estimated
     if latency is None:

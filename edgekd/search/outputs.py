@@ -9,7 +9,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-_UNITS = {"p90_ms": "p90 latency (ms)", "macs": "MACs per sample", "params": "parameters", "size_mb": "weights (MB)"}
+from edgekd.search.cost import does_not_fit
+
+_UNITS = {"p90_ms": "p90 latency (ms)", "macs": "MACs per sample", "params": "parameters", "size_mb": "weights (MB)",
+          "cycles": "estimated latency (cycles)", "dsp": "estimated DSP slices"}
 
 
 def _write(path: Path, text: str) -> None:
@@ -61,8 +64,14 @@ def _plot(report: dict[str, Any], path: Path, kind: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = report["points"]
+    unfit = [p for p in report["points"] if does_not_fit(p["predicted_cost"])]
+    points = [p for p in report["points"] if not does_not_fit(p["predicted_cost"])]
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
+    if unfit:
+        ax.text(0.01, 0.01, f"{len(unfit)} evaluated designs do not fit the part (not plotted)",
+                transform=ax.transAxes, fontsize=7, color="#666666")
+    if not points:
+        points = [{"predicted_cost": 1.0, "proxy": 0.0, "on_path": False}]  # an empty frame, said above
     xs = [p["predicted_cost"] for p in points]
     ys = [p["proxy"] for p in points]
     ax.scatter(xs, ys, s=14, c="#b0b7c3", label="evaluated (predicted cost)")
@@ -73,9 +82,10 @@ def _plot(report: dict[str, Any], path: Path, kind: str) -> None:
     if measured:
         ax.scatter([p["measured"]["p90_ms"] for p in measured], [p["proxy"] for p in measured], marker="D", s=28,
                    c="#dd8452", label="measured p90 on the target", zorder=3)
-    teacher = points[0]
-    ax.scatter([teacher.get("measured", {}).get("p90_ms", teacher["predicted_cost"])], [teacher["proxy"]],
-               marker="*", s=140, c="#55a868", label="teacher", zorder=4)
+    teacher = report["points"][0]
+    if not does_not_fit(teacher["predicted_cost"]):
+        ax.scatter([teacher.get("measured", {}).get("p90_ms", teacher["predicted_cost"])], [teacher["proxy"]],
+                   marker="*", s=140, c="#55a868", label="teacher", zorder=4)
     for entry in report["budgets"]:
         ax.axvline(entry["limit"], ls="--", lw=1, c="#c44e52")
         ax.annotate(entry["budget"], (entry["limit"], min(ys)), rotation=90, va="bottom", ha="right", fontsize=7,

@@ -35,7 +35,7 @@ from edgekd.inputs import is_multi
 from edgekd.models import LoadedModel, load_model, source_label
 from edgekd.profiler.measure import rss_mb
 from edgekd.progress import log
-from edgekd.search.cost import Estimator, cost_function
+from edgekd.search.cost import Estimator, cost_function, does_not_fit
 from edgekd.search.netadapt import Evaluator, PathSettings, Point, search_path
 from edgekd.search.proxy import Proxy
 from edgekd.search.space import Candidate, SearchSpace
@@ -189,7 +189,7 @@ def _check_floor(setup: _Setup, space: SearchSpace, budgets: tuple[SearchBudget,
         floor["measured"] = measurer(space.smallest(), floor_model)
         value = floor["measured"]["p90_ci_ms"][0]  # infeasible only when even its optimistic p90 is over
     tight = min(b.limit for b in budgets)
-    if value == float("inf"):
+    if does_not_fit(value):
         raise EdgekdError(f"even the smallest student of this teacher's space (every group at {space.granule} "
                           f"channels, every removable block removed) does not fit {setup.target.name}'s part",
                           where="--target", hint="use a larger part or a smaller teacher; nothing was trained")
