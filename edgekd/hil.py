@@ -725,9 +725,27 @@ def junit_xml(reports: list[HilReport]) -> ET.ElementTree:
         for k in totals:
             totals[k] += counts[k]
     for k, v in totals.items():
-        root.set(k, str(v))
+        if k != "skipped":  # the Jenkins/Surefire schema has no `skipped` on <testsuites> (each suite has it)
+            root.set(k, str(v))
     ET.indent(root)
     return ET.ElementTree(root)
+
+
+def write_junit_error(path: Path, message: str, *, bundle: str) -> Path:
+    """A JUnit file for a run that could not start (bad bundle, bad option): one erroring test case, so the CI
+    system shows why instead of "no test report found"."""
+    root = ET.Element("testsuites", name="edgekd-hil", tests="1", failures="0", errors="1")
+    suite = ET.SubElement(root, "testsuite", name="edgekd.hil", tests="1", failures="0", errors="1", skipped="0",
+                          hostname=socket.gethostname(), time="0")
+    props = ET.SubElement(suite, "properties")
+    ET.SubElement(props, "property", name="bundle", value=bundle)
+    case = ET.SubElement(suite, "testcase", classname="edgekd.hil", name="edgekd check", time="0")
+    ET.SubElement(case, "error", message=message.splitlines()[0], type="edgekd.UsageError").text = message
+    ET.indent(root)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)
+    return path
 
 
 def write_junit(reports: HilReport | list[HilReport], path: Path) -> Path:

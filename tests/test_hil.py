@@ -61,6 +61,8 @@ def test_check_passes_on_demo_bundle(bundle: Path, tmp_path: Path, capsys: pytes
     assert set(cases) == set(CHECKS)
     root = ET.parse(xml).getroot()
     assert root.get("failures") == "0" and root.get("errors") == "0"
+    assert root.get("skipped") is None  # not in the Jenkins/Surefire schema for <testsuites>; each suite has it
+    assert all(suite.get("skipped") is not None for suite in root.iter("testsuite"))
     assert cases["regression"].find("skipped") is not None  # no baseline given: skipped with a reason
     assert cases["latency_p90"].find("failure") is None
 
@@ -299,3 +301,15 @@ def test_check_inputs_feed_parity_and_latency(bundle: Path, tmp_path: Path, caps
     assert main(["check", str(bundle), "--inputs", str(bad), *FAST]) == 2
     err = capsys.readouterr().err
     assert "input 'input': the model expects shape" in err and "the file holds shape (1, 5) float32" in err
+
+
+def test_a_run_that_cannot_start_still_writes_junit(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A usage error (here: no bundle) exits 2 and leaves CI a JUnit file with one erroring case saying why."""
+    xml = tmp_path / "reports" / "hil.xml"
+    rc = main(["check", str(tmp_path / "missing-bundle"), "--target", "cpu", "--junit", str(xml)])
+    assert rc == 2
+    root = ET.parse(xml).getroot()
+    assert root.tag == "testsuites" and root.get("errors") == "1"
+    (case,) = list(root.iter("testcase"))
+    error = case.find("error")
+    assert error is not None and "missing-bundle" in (error.text or "")

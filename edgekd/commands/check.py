@@ -62,8 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from edgekd.budgets import parse_fraction
     from edgekd.bundle import dump_json
-    from edgekd.errors import ConfigError
-    from edgekd.hil import CheckOptions, baseline_dict, format_table, run_checks, write_junit
+    from edgekd.errors import ConfigError, EdgekdError
+    from edgekd.hil import CheckOptions, baseline_dict, format_table, run_checks, write_junit, write_junit_error
 
     bundle = Path(args.bundle).resolve()
     for flag, path in (("--junit", args.junit), ("--save-baseline", args.save_baseline)):
@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
                            max_regression=parse_fraction(args.max_regression), regression_metric=args.regression_metric,
                            allow_other_host=args.allow_other_host, allow_other_model=args.allow_other_model,
                            warmup=args.warmup, iterations=args.iterations, inputs=args.inputs)
-    report = run_checks(args.bundle, options)
+    try:
+        report = run_checks(args.bundle, options)
+    except EdgekdError as exc:
+        if args.junit:  # CI still gets a report that says why nothing ran
+            write_junit_error(args.junit, str(exc), bundle=str(args.bundle))
+        raise
     if args.json:
         print(json.dumps(report.to_dict(), indent=2, default=str))
     else:
