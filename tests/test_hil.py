@@ -212,7 +212,7 @@ def _pytest(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_pytest_plugin(bundle: Path, tmp_path: Path) -> None:
     xml = tmp_path / "plugin.xml"
-    proc = _pytest(["--edgekd-bundle", str(bundle), "--edgekd-target", "cpu", "--edgekd-iterations", "20",
+    proc = _pytest([f"--edgekd-bundle={bundle}", "--edgekd-target", "cpu", "--edgekd-iterations", "20",
                     "-m", "hil", "-rs", f"--junitxml={xml}"], tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "5 passed, 2 skipped" in proc.stdout  # regression (no baseline) and fits (no estimate for cpu)
@@ -221,13 +221,17 @@ def test_pytest_plugin(bundle: Path, tmp_path: Path) -> None:
 
     tight = tmp_path / "cpu.toml"
     tight.write_text("[budgets]\np90_ms = 0.0001\n")
-    proc = _pytest(["--edgekd-bundle", str(bundle), "--edgekd-target", str(tight), "--edgekd-iterations", "20",
+    proc = _pytest([f"--edgekd-bundle={bundle}", "--edgekd-target", str(tight), "--edgekd-iterations", "20",
                     "-k", "latency"], tmp_path)
     assert proc.returncode == 1, proc.stdout
     assert "exceeds the budget of 0.0001 ms" in proc.stdout
 
-    proc = _pytest(["--edgekd-bundle", str(bundle), "--edgekd-iterations", "3"], tmp_path)  # a usage error
+    proc = _pytest([f"--edgekd-bundle={bundle}", "--edgekd-iterations", "3"], tmp_path)  # a usage error
     assert proc.returncode == 4 and "need at least 10 iterations" in proc.stdout + proc.stderr, proc.stderr[-800:]
+
+    # the space form with a bundle outside the project would move pytest's rootdir: refused, saying the fix
+    proc = _pytest(["--edgekd-bundle", str(bundle), "--edgekd-target", "cpu"], tmp_path)
+    assert proc.returncode == 4 and f"--edgekd-bundle={bundle}" in proc.stderr, proc.stdout + proc.stderr
 
     # without --edgekd-bundle the plugin adds nothing
     (tmp_path / "test_app.py").write_text("def test_app():\n    assert True\n")
@@ -313,3 +317,35 @@ def test_a_run_that_cannot_start_still_writes_junit(tmp_path: Path, capsys: pyte
     (case,) = list(root.iter("testcase"))
     error = case.find("error")
     assert error is not None and "missing-bundle" in (error.text or "")
+
+
+def test_pytest_plugin_node_ids_rerun_and_counts(bundle: Path, tmp_path: Path) -> None:
+    """The node id pytest prints re-runs that check alone; the summary counts the collected checks (it said
+    "-5 selected" before); an unknown id is a usage error listing the real ones."""
+    proc = _pytest([f"--edgekd-bundle={bundle}", "--edgekd-target", "cpu", "--edgekd-iterations", "20", "-v",
+                    "edgekd-hil.cpu::size"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "edgekd-hil.cpu::size PASSED" in proc.stdout and "1 passed, 6 deselected" in proc.stdout
+    assert "collected 7 items" in proc.stdout and "-" not in proc.stdout.split("collected")[1].split("\n")[0]
+    proc = _pytest([f"--edgekd-bundle={bundle}", "--edgekd-target", "cpu", "edgekd-hil.cpu::nope"], tmp_path)
+    assert proc.returncode == 4 and "no such HIL check edgekd-hil.cpu::nope" in proc.stderr
+
+
+def test_pytest_plugin_one_baseline_per_target(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Two targets, two --edgekd-baseline files: each target's regression check reads its own file."""
+    from edgekd.hil_plugin import baseline_for
+
+    two = demo_bundle(tmp_path_factory, targets=("cpu", "openvino-cpu"))
+    files = {}
+    for target in ("cpu", "openvino-cpu"):
+        files[target] = tmp_path / f"base-{target}.json"
+        assert main(["check", str(two), "--target", target, "--save-baseline", str(files[target]), *FAST]) == 0
+    assert baseline_for("openvino-cpu", [files["cpu"], files["openvino-cpu"]]) == files["openvino-cpu"]
+    assert baseline_for("cpu", [files["openvino-cpu"]]) == files["openvino-cpu"]  # one file: the check judges it
+    assert baseline_for("cpu", [files["openvino-cpu"], files["openvino-cpu"]]) is None
+    proc = _pytest([f"--edgekd-bundle={two}", "--edgekd-target", "cpu", "--edgekd-target", "openvino-cpu",
+                    f"--edgekd-baseline={files['cpu']}", f"--edgekd-baseline={files['openvino-cpu']}",
+                    "--edgekd-iterations", "20", "--edgekd-max-regression", "900%", "-v", "-k", "regression"], tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "edgekd-hil.cpu::regression PASSED" in proc.stdout
+    assert "edgekd-hil.openvino-cpu::regression PASSED" in proc.stdout

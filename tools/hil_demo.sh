@@ -74,7 +74,7 @@ step "pytest plugin (one test per check, marked hil)"
 # run from $OUT so the repository's own tests and pytest settings stay out of it
 PY_ABS=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
 BUNDLE_ABS=$(cd "$BUNDLE" && pwd)
-(cd "$OUT" && "$PY_ABS" -m pytest -p no:cacheprovider -q -rs -m hil --edgekd-bundle "$BUNDLE_ABS" \
+(cd "$OUT" && "$PY_ABS" -m pytest -p no:cacheprovider -q -rs -m hil --edgekd-bundle="$BUNDLE_ABS" \
   --edgekd-target cpu --junitxml=pytest-hil.xml) || fail "pytest plugin run failed"
 
 step "the example app (edgekd.runtime, no torch)"
