@@ -246,3 +246,13 @@ def test_pareto_scatter(tmp_path: Path) -> None:
     assert front == {"int8", "bf16"}
     path = plots.accuracy_scatter(docs, tmp_path / "s.png")
     assert path.stat().st_size > 10_000
+
+
+def test_two_spellings_of_one_openvino_release_are_no_environment_difference() -> None:
+    from edgekd.profiler.compare import env_differences
+
+    def doc(ov: str) -> dict:
+        return {"environment": {"versions": {"openvino": ov, "onnxruntime": "1.32.0"}}}
+
+    assert env_differences(doc("2026.4.1-22982-e213a147257-releases/2026/4"), doc("2026.4.1")) == []
+    assert env_differences(doc("2026.4.1"), doc("2026.3.0")) == ["openvino: 2026.4.1 vs 2026.3.0"]

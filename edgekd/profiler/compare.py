@@ -19,6 +19,7 @@ Provenance (host, CPU model, runtime versions, sha256 of the measured model file
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,21 @@ def block_ratio_ci(base_ms: np.ndarray, new_ms: np.ndarray, q: float, *, n_boot:
     return stats.Interval(float(np.percentile(new_ms, q) / np.percentile(base_ms, q)), float(low), float(high), confidence)
 
 
+def same_version(a: Any, b: Any) -> bool:
+    """One release however it is spelled: OpenVINO's ``get_version()`` gives ``2026.4.1-22982-e213a147257-releases/
+    2026/4``, its package metadata ``2026.4.1``; the release numbers decide.
+
+    >>> same_version("2026.4.1-22982-e213a147257-releases/2026/4", "2026.4.1"), same_version("1.32.0", "1.31.0")
+    (True, False)
+    """
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    ma, mb = re.match(r"\d+(?:\.\d+)*", str(a)), re.match(r"\d+(?:\.\d+)*", str(b))
+    return bool(ma and mb and ma.group(0) == mb.group(0))
+
+
 def env_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     out = []
     ea, eb = a.get("environment", {}), b.get("environment", {})
@@ -130,7 +146,7 @@ def env_differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
             out.append(f"{label}: {get(ea)!r} vs {get(eb)!r}")
     va, vb = ea.get("versions", {}), eb.get("versions", {})
     for key in sorted(set(va) | set(vb)):
-        if va.get(key) != vb.get(key):
+        if not same_version(va.get(key), vb.get(key)):
             out.append(f"{key}: {va.get(key)} vs {vb.get(key)}")
     ha, hb = (a.get("artifact") or {}).get("sha256"), (b.get("artifact") or {}).get("sha256")
     if ha and hb and ha != hb:
