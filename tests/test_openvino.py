@@ -177,6 +177,31 @@ def test_cache_dir_and_fixed_batch(ov_models, tmp_path: Path) -> None:
     assert any((tmp_path / "ovcache").iterdir())  # compiled blobs cached for the next start
 
 
+def test_compile_cache_is_bounded_and_load_says_cold_or_warm(ov_models, tmp_path: Path) -> None:
+    """OpenVINO never evicts its CACHE_DIR: edgekd prunes it (oldest blobs first) to cache_max_mb before a
+    compile, and the runner says whether its load compiled (cold) or read a blob (warm)."""
+    import os
+    import time
+
+    cache = tmp_path / "ovcache"
+    cache.mkdir()
+    for i in range(3):  # stale blobs of earlier models, 2 MB each, the oldest first
+        old = cache / f"old{i}.blob"
+        old.write_bytes(b"\0" * 2_000_000)
+        os.utime(old, (time.time() - 1000 + i, time.time() - 1000 + i))
+    from edgekd.backends.openvino import OpenVINORunner
+
+    build = BACKEND.build(ov_models["int8"], _target(tmp_path / "elsewhere"), tmp_path / "b")
+    options = dataclasses.replace(load_target("openvino-cpu").options, cache_dir=str(cache), cache_max_mb=3.0)
+    cold = OpenVINORunner(tmp_path / "b" / build.artifact, options).describe()["compile_cache"]
+    assert cold["pruned"] == ["old0.blob", "old1.blob"] and not (cache / "old0.blob").exists()
+    assert cold["state"].startswith("cold") and cold["blobs"] >= 2  # old2 + the blob written now
+    warm = OpenVINORunner(tmp_path / "b" / build.artifact, options).describe()["compile_cache"]
+    assert warm["state"].startswith("warm") and warm["pruned"] == []
+    with pytest.raises(ValueError, match="cache_max_mb"):
+        OpenVINOOptions(cache_max_mb=-1)
+
+
 def test_pipeline_builds_openvino_target(tmp_path: Path) -> None:
     from edgekd.pipeline import CompressOptions, compress
 

@@ -53,6 +53,8 @@ class OpenVINOOptions:
     # "auto" = OpenVINO's default (the profiler may pick the fastest precision later).
     precision: Literal["f32", "bf16", "f16", "auto"] = "f32"
     cache_dir: str | None = None  # CACHE_DIR ("~" expands); None = no model cache
+    #: the CACHE_DIR is pruned to this many MB (oldest blobs first) before each compile; 0 = no limit
+    cache_max_mb: float = 1024.0
     sparse_weights_decompression_rate: float | None = None  # CPU_SPARSE_WEIGHTS_DECOMPRESSION_RATE (AMX int8 FC)
     batch: int | None = None  # reshape the IR to a fixed batch; None keeps the ONNX's (dynamic) batch
     fold_weight_clips: bool = True  # drop Clips on int8 weights that are already in range (brevitas QCDQ)
@@ -67,6 +69,8 @@ class OpenVINOOptions:
             raise ValueError("sparse_weights_decompression_rate must be within [0, 1]")
         if self.batch is not None and self.batch < 1:
             raise ValueError("batch must be >= 1")
+        if self.cache_max_mb < 0:
+            raise ValueError("cache_max_mb must be >= 0 (0 = no limit)")
 
     def properties(self) -> dict[str, Any]:
         """The properties passed to ``compile_model`` (only those the target sets)."""
@@ -169,6 +173,26 @@ def _dims(partial_shape: Any) -> tuple[int | None, ...]:
     return tuple(d.get_length() if d.is_static else None for d in partial_shape)
 
 
+def _cache_blobs(cache: Path) -> dict[Path, os.stat_result]:
+    return {p: p.stat() for p in cache.glob("*.blob") if p.is_file()} if cache.is_dir() else {}
+
+
+def prune_compile_cache(cache: Path, max_mb: float) -> list[str]:
+    """Delete the least recently written blobs of OpenVINO's model cache until it holds at most ``max_mb``
+    (OpenVINO itself never evicts: every re-exported model adds a blob). Returns the removed file names."""
+    if max_mb <= 0:
+        return []
+    blobs = sorted(_cache_blobs(cache).items(), key=lambda item: item[1].st_mtime)
+    total, removed = sum(st.st_size for _, st in blobs), []
+    for path, st in blobs:
+        if total <= max_mb * 1e6:
+            break
+        path.unlink(missing_ok=True)
+        total -= st.st_size
+        removed.append(path.name)
+    return removed
+
+
 class OpenVINORunner:
     """One compiled model and one infer request (batch-1 latency style); ``describe()`` tells what runs."""
 
@@ -178,6 +202,9 @@ class OpenVINORunner:
         self.options = options
         self.model_xml = model_xml
         core = ov.Core()
+        cache = Path(os.path.expanduser(options.cache_dir)) if options.cache_dir else None
+        before = _cache_blobs(cache) if cache else {}
+        pruned = prune_compile_cache(cache, options.cache_max_mb) if cache else []
         try:
             model = core.read_model(str(model_xml))
             if options.batch is not None:
@@ -187,6 +214,15 @@ class OpenVINORunner:
         except Exception as exc:  # OpenVINO raises RuntimeError subclasses with its own text
             raise BuildError(f"OpenVINO could not compile the model for {options.device}: {exc}", where=str(model_xml),
                              hint="check the device name and properties in the target's [options]") from exc
+        #: whether load time included compiling: a blob written now is a cache miss; none new with blobs there, a hit
+        self.compile_cache: dict[str, Any] | None = None
+        if cache is not None:
+            after = _cache_blobs(cache)
+            written = [p for p, st in after.items() if p not in before or st.st_mtime != before[p].st_mtime]
+            self.compile_cache = {"dir": str(cache), "state": "cold: compiled, blob written" if written else
+                                  "warm: loaded from the cache" if after else "cold: nothing cached",
+                                  "blobs": len(after), "mb": round(sum(st.st_size for st in after.values()) / 1e6, 3),
+                                  "max_mb": options.cache_max_mb, "pruned": pruned}
         self.request = self.compiled.create_infer_request()
         # share_inputs=True binds the caller's array to the request: keep the hot path on its own request so a
         # later call with another batch size on the checked path is not stuck with the first shape
@@ -240,7 +276,7 @@ class OpenVINORunner:
         precision, summary = summarize_precision(self.layers())
         facts = {"runtime": "openvino", "version": ov.get_version(), "device": self.options.device,
                  "execution_devices": self.property("EXECUTION_DEVICES"), "precision": precision, **summary,
-                 "layers": self.layers()}
+                 "layers": self.layers(), **({"compile_cache": self.compile_cache} if self.compile_cache else {})}
         for key in ("PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "INFERENCE_NUM_THREADS", "NUM_STREAMS",
                     "ENABLE_CPU_PINNING", "OPTIMAL_NUMBER_OF_INFER_REQUESTS"):
             value = self.property(key)

@@ -188,6 +188,12 @@ def _f(v: Any, d: int = 3) -> str:
     return fmt(v, d)
 
 
+def _cache_note(doc: dict[str, Any]) -> str:
+    """Whether the load time includes compiling (an OpenVINO compile cache hit makes it a warm load)."""
+    cache = (doc.get("runtime") or {}).get("compile_cache") or {}
+    return f" ({cache['state']}, CACHE_DIR {cache.get('mb')} of {cache.get('max_mb')} MB)" if cache.get("state") else ""
+
+
 def binding_line(ss: dict[str, Any]) -> str:
     """One sentence on the Python binding's per-call cost (console and profile.md)."""
     b = ss.get("binding")
@@ -246,7 +252,7 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15)
                   f"- {binding_line(ss)}",
                   f"- throughput {_f(ss.get('throughput_per_s'), 1)}/s; timer cost (clock pair around a no-op call) "
                   f"{_f(ss.get('harness_overhead_us'), 2)} µs/query; peak RSS {_f(ss.get('peak_rss_mb'), 1)} MB; "
-                  f"load {_f(doc.get('load_s'))} s", ""]
+                  f"load {_f(doc.get('load_s'))} s{_cache_note(doc)}", ""]
     points = (doc.get("offline") or {}).get("points") or []
     if points:
         lines += ["## Offline (batch sweep)", "", "| batch | p50 ms | per-sample ms | samples/s |", "|---:|---:|---:|---:|"]
