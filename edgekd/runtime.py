@@ -199,20 +199,22 @@ def load(bundle_dir: str | Path, target: str | None = None, *, verify: bool = Tr
          target_override: Any = None) -> BundleRunner:
     """Load ``bundle_dir``'s artifact for ``target`` (a target name in manifest.json).
 
-    ``verify=False`` skips the checksum check (``edgekd check`` reports it as its own check).
+    The checksums of the files ``target`` uses (its folder, the shared files, its Q/DQ variant) are verified
+    first; other targets' folders may be absent, so a device ships only the target it runs. ``verify=False``
+    skips the check (``edgekd check`` reports it as its own check).
     ``target_override`` (an edgekd.config.Target of the same backend) replaces the stored target's
     options and budgets, e.g. a device's own thread count.
     """
     bundle = Bundle(bundle_dir)
     manifest = bundle.manifest
     where = bundle.where
-    if verify:
-        problems = bundle.verify()
+    name = select_target(manifest, target, where=where)
+    if verify:  # this target's files and the shared ones: a bundle shipped with only this target's folder loads
+        problems = bundle.verify(target=name)
         if problems:
             raise EdgekdError("bundle failed its checksum verification: " + "; ".join(problems[:5])
                               + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""), where=str(bundle.path),
                               hint="the bundle was modified or copied incompletely; rebuild or re-copy it")
-    name = select_target(manifest, target, where=where)
     entry = bundle.target(name)
     tgt = target_override if target_override is not None else _target_object(entry.target, where=f"{where} targets.{name}")
     backend = BACKENDS.get(entry.backend, where=f"{where} targets.{name}.backend")

@@ -115,3 +115,35 @@ def test_eval_samples_must_be_positive(capsys: pytest.CaptureFixture[str]) -> No
     assert main(["compress", "--model", "builtin:digits-student", "--data", "builtin:digits", "--out", "x",
                  "--eval-samples", "0"]) == 2
     assert "--eval-samples: eval.npz needs at least 1 sample, got 0" in capsys.readouterr().err
+
+
+def test_a_bundle_shipped_with_one_target_loads_and_checks(tmp_path: Path) -> None:
+    """A device gets only its target's folder: load() and `edgekd check` verify that target's files and the shared
+    ones (it used to need the undocumented verify=False); a changed file is still caught, and the left-off target
+    is reported missing when asked for."""
+    full = tmp_path / "full"
+    compress("builtin:digits-student", data="builtin:digits", recipe="ptq", targets=["cpu", "openvino-cpu"],
+             out=full, options=CompressOptions(measure=False, golden_samples=8))
+    manifest = read_manifest(full)
+    device = tmp_path / "device"
+    shutil.copytree(full, device)
+    shutil.rmtree(device / manifest["targets"]["openvino-cpu"]["dir"])
+    ov_only = Bundle(full).other_targets_files("cpu")
+    assert ov_only and all(f.startswith(("openvino-cpu/", "variants/")) for f in ov_only)
+    for rel in ov_only:
+        (device / rel).unlink(missing_ok=True)
+    assert runtime.load(device, "cpu").predict(load_npz(full)[:2]).shape == (2, 10)
+    assert main(["check", str(device), "--target", "cpu", "--iterations", "20", "--warmup", "2"]) == 0
+    with pytest.raises(EdgekdError, match="missing"):
+        runtime.load(device, "openvino-cpu")
+    golden = device / "golden.npz"
+    golden.write_bytes(golden.read_bytes() + b"x")
+    with pytest.raises(EdgekdError, match="golden.npz: checksum mismatch"):
+        runtime.load(device, "cpu")
+
+
+def load_npz(bundle: Path):
+    import numpy as np
+
+    with np.load(bundle / "golden.npz") as z:
+        return next(z[k] for k in z.files if k.startswith("input")).astype("float32")

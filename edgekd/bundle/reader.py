@@ -147,14 +147,28 @@ class Bundle:
         """The sha256 the manifest lists for ``rel``."""
         return (self.manifest.get("files") or {}).get(rel)
 
-    def verify(self) -> list[str]:
-        """Problems found (missing/changed/unlisted files); empty when every checksum verifies."""
+    def other_targets_files(self, target: str) -> set[str]:
+        """Listed files only other targets use: their folders, and the Q/DQ variants only they are built from."""
+        targets = self.manifest.get("targets") or {}
+        mine = targets.get(target) or {}
+        own = {mine.get("source"), *[(v or {}).get("path") for v in (mine.get("stored_as") or {}).values()]}
+        dirs = [e["dir"] + "/" for n, e in targets.items() if n != target and isinstance(e.get("dir"), str)]
+        sources = {e.get("source") for n, e in targets.items() if n != target} - own
+        return {rel for rel in self.manifest.get("files", {})
+                if rel.startswith(tuple(dirs)) or (rel in sources and rel.startswith("variants/"))}
+
+    def verify(self, target: str | None = None) -> list[str]:
+        """Problems found (missing/changed/unlisted files); empty when every checksum verifies. With ``target``,
+        the files only other targets use may be missing (a bundle shipped with one target's folder); any file
+        that is there is still verified."""
         problems = []
         listed: dict[str, str] = self.manifest.get("files", {})
+        optional = self.other_targets_files(target) if target is not None else set()
         for rel, digest in listed.items():
             path = self.path / rel
             if not path.is_file():
-                problems.append(f"{rel}: missing")
+                if rel not in optional:
+                    problems.append(f"{rel}: missing")
             elif sha256_file(path) != digest:
                 problems.append(f"{rel}: checksum mismatch (file changed after the bundle was written)")
         for name, entry in (self.manifest.get("targets") or {}).items():
