@@ -256,3 +256,15 @@ def test_two_spellings_of_one_openvino_release_are_no_environment_difference() -
 
     assert env_differences(doc("2026.4.1-22982-e213a147257-releases/2026/4"), doc("2026.4.1")) == []
     assert env_differences(doc("2026.4.1"), doc("2026.3.0")) == ["openvino: 2026.4.1 vs 2026.3.0"]
+
+
+def test_histogram_leaves_far_outliers_out_and_says_so() -> None:
+    """Two host stalls at 30-55x the median used to stretch the histogram until the body was one bar."""
+    import numpy as np
+
+    from edgekd.profiler.plots import _view
+
+    body = np.random.default_rng(0).normal(1.0, 0.05, 500)
+    shown, note = _view(np.concatenate([body, [55.0, 30.0]]))
+    assert shown.size == 500 and note == "2 slower queries not drawn (up to 55 ms)"
+    assert _view(body)[1] == "" and _view(body)[0].size == 500

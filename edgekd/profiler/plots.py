@@ -34,17 +34,31 @@ def _title(doc: dict[str, Any]) -> str:
     return f"{name}: {who} ({doc['target']['backend']}, {prec})"
 
 
+def _view(ms: np.ndarray) -> tuple[np.ndarray, str]:
+    """The queries to draw and a note on those left out: a few stalls of a shared host (one query at 50x the
+    median) would stretch the axis until the body is one bar; beyond 3x the p99 they are counted, not drawn."""
+    cut = 3 * float(np.percentile(ms, 99))
+    out = ms[ms > cut]
+    if out.size == 0:
+        return ms, ""
+    return ms[ms <= cut], f"{out.size} slower queries not drawn (up to {ms.max():.3g} ms)"
+
+
 def histogram(doc: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     ss = doc["single_stream"]
     ms = np.asarray(ss["times_ms"])
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    shown, tail = _view(ms)
     # long tails (OS jitter) squash the body on a linear axis: use log-spaced bins when the range is wide
-    log_x = ms.max() / max(ms.min(), 1e-9) > 20
-    bins = (np.geomspace(ms.min(), ms.max(), 60) if log_x else min(60, max(10, ms.size // 10)))
-    ax.hist(ms, bins=bins, color="#457b9d", edgecolor="white")
+    log_x = shown.max() / max(shown.min(), 1e-9) > 20
+    bins = (np.geomspace(shown.min(), shown.max(), 60) if log_x else min(60, max(10, shown.size // 10)))
+    ax.hist(shown, bins=bins, color="#457b9d", edgecolor="white")
     if log_x:
         ax.set_xscale("log")
+    if tail:
+        ax.annotate(tail, xy=(0.99, 0.97), xycoords="axes fraction", ha="right", va="top", fontsize=8,
+                    color="#6a040f", bbox={"fc": "white", "ec": "none", "alpha": 0.8})
     for key, style, color in (("p50_ms", "-", "#1d3557"), ("p90_ms", "--", "#e63946"), ("p99_ms", ":", "#6a040f")):
         ax.axvline(ss[key], linestyle=style, color=color, label=f"{key[:-3]} = {ss[key]:.3f} ms")
     ax.set_xlabel("latency per query (ms" + (", log scale)" if log_x else ")"))
