@@ -105,10 +105,15 @@ class ProfilingSettings:
     warmup: int = 20
     iterations: int = 200
     batch_size: int = 1
+    #: measure for at least this long too: a 0.1 ms model's 200 queries take 20 ms, so one stall of a shared host
+    #: decides its p90
+    duration_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0 (got {self.warmup})")
+        if self.duration_s < 0:
+            raise ValueError(f"duration_s must be >= 0 (got {self.duration_s})")
         if self.iterations < 1 or self.batch_size < 1:
             raise ValueError(f"iterations and batch_size must be >= 1 (got {self.iterations}, {self.batch_size})")
 

@@ -332,13 +332,18 @@ class HilSession:
             return
         self.user_feeds()
 
+    def _measure_settings(self, prof: Any) -> Any:
+        from edgekd.profiler.measure import MeasureSettings
+
+        return MeasureSettings(warmup=self.options.warmup or prof.warmup,
+                               iterations=self.options.iterations or prof.iterations, duration_s=prof.duration_s)
+
     def latency(self) -> dict[str, Any]:
         if self._latency is None and self.options.inputs is not None:
             from edgekd.profiler.measure import measure_latency
 
             prof = self.target.profiling
-            sample = measure_latency(self.runner, self.user_feeds() or {}, warmup=self.options.warmup or prof.warmup,
-                                     iterations=self.options.iterations or prof.iterations,
+            sample = measure_latency(self.runner, self.user_feeds() or {}, settings=self._measure_settings(prof),
                                      description=f"profiling {self.target_name} on {self.options.inputs.name}")
             self._latency = sample.summary()
             self._times_ms = [float(t) for t in sample.times_ms]
@@ -353,8 +358,7 @@ class HilSession:
                 batch = spec.shape[0]
             x = model_inputs.repeat_first(self.golden_input(golden), batch)
             feeds = model_inputs.feeds(x, [s.name for s in self.runner.inputs])
-            sample = measure_latency(self.runner, feeds, warmup=self.options.warmup or prof.warmup,
-                                     iterations=self.options.iterations or prof.iterations,
+            sample = measure_latency(self.runner, feeds, settings=self._measure_settings(prof),
                                      description=f"profiling {self.target_name}")
             self._latency = sample.summary()
             self._times_ms = [float(t) for t in sample.times_ms]

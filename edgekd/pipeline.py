@@ -34,7 +34,7 @@ from edgekd.models import LoadedModel, check_fits_data, load_model, source_label
 from edgekd.parity import compare_outputs, quantized_output_step
 from edgekd.passes import PASSES, PassContext
 from edgekd.preflight import check_before_training
-from edgekd.profiler.measure import measure_latency
+from edgekd.profiler.measure import MeasureSettings, measure_latency
 from edgekd.progress import log
 from edgekd.status import Status
 from edgekd.tasks import TaskSpec, resolve, subset, task_metric
@@ -303,8 +303,10 @@ def _build_target(target: Target, source: Path, staging: Path, golden_input: np.
     elif options.measure:
         batch = target.profiling.batch_size
         feeds = model_inputs.feeds(model_inputs.repeat_first(golden_input, batch), [s.name for s in runner.inputs])
-        sample = measure_latency(runner, feeds, warmup=target.profiling.warmup,
-                                 iterations=target.profiling.iterations, description=f"profiling {target.name}")
+        prof = target.profiling
+        sample = measure_latency(runner, feeds, description=f"profiling {target.name}",
+                                 settings=MeasureSettings(warmup=prof.warmup, iterations=prof.iterations,
+                                                          duration_s=prof.duration_s))
         entry["latency"] = sample.summary()
     verdicts = check_budgets(target, entry, refs)
     entry["budgets"] = {name: v.to_dict() for name, v in verdicts.items()}
@@ -361,7 +363,8 @@ def _choose_precision(target: Target, onnx_path: Path, staging: Path, data: Data
 
     eval_data = (data.x_test, data.y_test) if data.labelled and (data.task is None or data.task.is_classification) else None
     out_dir = staging / "profile" / f"auto-{target.name}"
-    settings = MeasureSettings(warmup=target.profiling.warmup, iterations=target.profiling.iterations)
+    settings = MeasureSettings(warmup=target.profiling.warmup, iterations=target.profiling.iterations,
+                               duration_s=target.profiling.duration_s)
     result = auto_precision(onnx_path, target, out_dir, ProfileOptions(measure=settings, layers=False),
                             eval_data=eval_data, reference_acc=reference_acc)
     write_auto(result, out_dir, plots=False)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 import time
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import benchlib
 
 from edgekd.budgets import SearchBudget, judge_measured_p90
-from edgekd.config import load_recipe
+from edgekd.config import load_recipe, load_target
 from edgekd.data import DataContext, carve_validation, load_data
 from edgekd.models import load_model
 from edgekd.passes.prune import count_macs_params
@@ -45,21 +46,21 @@ def _recipe(args: argparse.Namespace) -> Any:
     return load_recipe("int8-kd", [f"distill.epochs={args.distill_epochs}", f"quantize.finetune.epochs={args.qat_epochs}"])
 
 
-def _train(model: nn.Module, teacher: nn.Module, splits: Any, target: str, recipe: Any, out: Path) -> dict[str, Any]:
+def _train(model: nn.Module, teacher: nn.Module, splits: Any, target: Any, recipe: Any, out: Path) -> dict[str, Any]:
     from edgekd.pipeline import compress
     from edgekd.runtime import load
 
     report = compress(model, data=splits, recipe=recipe, targets=[target], teacher=copy.deepcopy(teacher), out=out)
-    entry = report["targets"][target]
+    entry = report["targets"][target.name]
     lat = entry.get("latency") or {}
-    rt = load(out, target=target)
+    rt = load(out, target=target.name)
     pred = np.concatenate([np.asarray(rt.predict(splits.x_test[i:i + 256])).argmax(-1)
                            for i in range(0, len(splits.x_test), 256)])
     return {"top1": entry.get("accuracy"), "p90_ms": lat.get("p90_ms"), "p90_ci_ms": lat.get("p90_ci_ms"),
             "correct": (pred == splits.y_test).astype(np.int8).tolist(), "status": str(entry.get("status"))}
 
 
-def _uniform(space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: str, limit: float) -> nn.Module:
+def _uniform(space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: Any, limit: float) -> nn.Module:
     g = space.granule
 
     def cand(scale: float) -> Candidate:
@@ -102,7 +103,7 @@ def _tp_at_macs(teacher: nn.Module, ex: torch.Tensor, macs: int) -> nn.Module:
     return _tp_global(teacher, ex, hi)
 
 
-def _tp_loop(teacher: nn.Module, ex: torch.Tensor, target: str, limit: float) -> nn.Module | None:
+def _tp_loop(teacher: nn.Module, ex: torch.Tensor, target: Any, limit: float) -> nn.Module | None:
     for ratio in np.arange(0.05, 0.96, 0.05):
         model = _tp_global(teacher, ex, float(ratio))
         m = measure_model(model, ex, target)
@@ -111,7 +112,7 @@ def _tp_loop(teacher: nn.Module, ex: torch.Tensor, target: str, limit: float) ->
     return None
 
 
-def _random(space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: str, limit: float, table: Any,
+def _random(space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: Any, limit: float, table: Any,
             seed: int) -> nn.Module | None:
     rng = np.random.default_rng(seed)
     for _ in range(40):
@@ -127,7 +128,7 @@ def _random(space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: st
 BASELINES = ("hand-written", "uniform", "tp-l2-macs", "tp-l2-loop", "random")
 
 
-def _baseline(name: str, space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: str, limit: float,
+def _baseline(name: str, space: SearchSpace, teacher: nn.Module, ex: torch.Tensor, target: Any, limit: float,
               table: Any, win_macs: int | None, seed: int) -> nn.Module | None:
     if name == "hand-written":
         return load_model("builtin:mnist-student").module
@@ -156,21 +157,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distill-epochs", type=int, default=3)
     p.add_argument("--qat-epochs", type=int, default=1)
     p.add_argument("--out", default="docs/bench/search")
+    p.add_argument("--measure-seconds", type=float, default=1.0,
+                   help="every latency measurement runs at least this long (as the search's own, SearchOptions)")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     torch.manual_seed(args.seed)
+    base = load_target(args.target)
+    target = dataclasses.replace(base, profiling=dataclasses.replace(base.profiling, duration_s=args.measure_seconds))
     teacher = load_model("builtin:mnist-teacher").module.eval()
     splits = carve_validation(load_data("builtin:mnist5k", DataContext(seed=args.seed)))
     ex = torch.from_numpy(splits.x_test[:1].astype(np.float32))
     recipe = _recipe(args)
-    teacher_p90 = measure_model(teacher, ex, args.target)
+    teacher_p90 = measure_model(teacher, ex, target)
     limits = [round(float(f) * teacher_p90.p90_ms, 4) for f in args.budgets.split(",")]
     t0 = time.perf_counter()
-    report = search(teacher, data=splits, target=args.target, out=out / "edgekd",
+    report = search(teacher, data=splits, target=target, out=out / "edgekd",
                     options=SearchOptions(budgets=tuple(SearchBudget("p90_ms", v) for v in limits), recipe=recipe,
-                                          seed=args.seed))
+                                          seed=args.seed, measure_seconds=args.measure_seconds))
     search_s = time.perf_counter() - t0
     table = load_or_build(args.target)
     space = SearchSpace.from_teacher(teacher, ex, granule=table.granule)
@@ -180,16 +185,16 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, dict[str, Any]] = {}
         if entry.get("winner"):
             win = space.materialize(teacher, Candidate.from_dict(entry["winner"], where="bench"))
-            results["edgekd"] = _train(win, teacher, splits, args.target, recipe, out / f"edgekd-{limit}")
+            results["edgekd"] = _train(win, teacher, splits, target, recipe, out / f"edgekd-{limit}")
             win_macs = count_macs_params(win, ex)[0]
         else:
             win_macs = None
         for name in BASELINES:
-            model = _baseline(name, space, teacher, ex, args.target, limit, table, win_macs, args.seed)
+            model = _baseline(name, space, teacher, ex, target, limit, table, win_macs, args.seed)
             if model is None:
                 results[name] = {"top1": None, "note": "no feasible model found"}
                 continue
-            results[name] = _train(model, teacher, splits, args.target, recipe, out / f"{name}-{limit}")
+            results[name] = _train(model, teacher, splits, target, recipe, out / f"{name}-{limit}")
             results[name]["macs"] = count_macs_params(model, ex)[0]
         if "edgekd" in results:
             results["edgekd"]["macs"] = win_macs

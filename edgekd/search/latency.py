@@ -261,7 +261,8 @@ def measure_model(model: nn.Module, example: torch.Tensor, target: Target | str,
     (``Measured.onnx`` names the deployed file then)."""
     tgt = resolve_target(target)
     check_precision(precision)
-    cfg = settings or MeasureSettings(warmup=tgt.profiling.warmup, iterations=tgt.profiling.iterations)
+    cfg = settings or MeasureSettings(warmup=tgt.profiling.warmup, iterations=tgt.profiling.iterations,
+                                      duration_s=tgt.profiling.duration_s)
     with tempfile.TemporaryDirectory(prefix="edgekd-lat-") as scratch:
         deployed = deploy(model, example, tgt, precision, Path(workdir) if workdir is not None else Path(scratch))
         result = deployed.measured(deployed.times_ms(cfg, f"timing on {tgt.name}"))
@@ -279,8 +280,9 @@ def measure_forms(model: nn.Module, example: torch.Tensor, target: Target | str,
     the target's iterations split evenly, so a slow spell of a shared host hits every form alike; each form's
     queries are pooled."""
     tgt = resolve_target(target)
-    cfg = settings or MeasureSettings(warmup=tgt.profiling.warmup, iterations=tgt.profiling.iterations)
-    per_round = dataclasses.replace(cfg, iterations=max(cfg.iterations // rounds, 16))
+    cfg = settings or MeasureSettings(warmup=tgt.profiling.warmup, iterations=tgt.profiling.iterations,
+                                      duration_s=tgt.profiling.duration_s)
+    per_round = dataclasses.replace(cfg, iterations=max(cfg.iterations // rounds, 16), duration_s=cfg.duration_s / rounds)
     rng = random.Random(seed)
     with tempfile.TemporaryDirectory(prefix="edgekd-forms-") as scratch:
         built = {label: deploy(model, example, tgt, "int8", Path(scratch) / f"f{i}", float_layers=layers)
