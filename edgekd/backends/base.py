@@ -375,6 +375,32 @@ def layer_table_of(backend: Any, model_file: Path, feeds: dict[str, np.ndarray],
     return fn(model_file, feeds, target, runs, build) if callable(fn) else None
 
 
+@dataclass
+class ConcurrentCalls:
+    """Several queries in flight on one loaded model (a runner's ``concurrent_calls(feeds, requests)``; optional):
+    ``submit(on_done)`` starts one query on ``feeds`` and returns at once (or when a request frees up, once
+    ``requests`` are in flight); ``on_done()`` runs when that query finished, on a runtime or pool thread;
+    ``wait()`` blocks until every submitted query is done; ``close()`` frees the requests. What OpenVINO's
+    AsyncInferQueue and an ONNX Runtime session run from a thread pool (its ``run`` is thread-safe) both are."""
+
+    submit: Callable[[Callable[[], None]], None]
+    wait: Callable[[], None]
+    close: Callable[[], None]
+    requests: int
+    path: str  # in words, for the report
+
+
+def concurrent_calls_of(runner: Any, feeds: Mapping[str, np.ndarray], requests: int) -> ConcurrentCalls | None:
+    """The runner's ``ConcurrentCalls`` with ``requests`` in flight, or None for a runner that offers none."""
+    fn = getattr(runner, "concurrent_calls", None)
+    if not callable(fn):
+        inner = getattr(runner, "runner", None)  # edgekd.runtime.BundleRunner wraps the backend's runner
+        fn = getattr(inner, "concurrent_calls", None)
+        if not callable(fn):
+            return None
+    return fn(feeds, requests)
+
+
 def bound_call_of(runner: Any, feeds: Mapping[str, np.ndarray]) -> BoundCall | None:
     """The runner's bound call on ``feeds`` (``BoundCall``), or None for a runner that offers none (a wrapper such as
     ``edgekd.runtime.BundleRunner`` answers None when the runner it wraps has none)."""

@@ -8,7 +8,7 @@ kernels (QLinearConv, QGemm, ...). Importing this module does not import onnxrun
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +22,7 @@ from edgekd.backends.base import (
     BoundCall,
     BuildResult,
     BuildSource,
+    ConcurrentCalls,
     check_feeds,
     copy_onnx,
     layer_table,
@@ -132,6 +133,30 @@ class OnnxRuntimeRunner:
         return BoundCall(run=lambda: run(binding), outputs=lambda: [np.array(v.numpy()) for v in outputs],
                          path="onnxruntime IOBinding: session.run_with_iobinding on pre-allocated input and output "
                               "OrtValues", keep=(binding, inputs, outputs))
+
+    def concurrent_calls(self, feeds: Mapping[str, np.ndarray], requests: int) -> ConcurrentCalls:
+        """``requests`` pool threads calling ``session.run`` on the one session (thread-safe in ONNX Runtime); each
+        run still uses the session's intra-op threads, so more requests than cores contend for them."""
+        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import wait as wait_all
+
+        pool = ThreadPoolExecutor(max_workers=requests, thread_name_prefix="edgekd-ort")
+        futures: list[Any] = []
+        run, names = self.session.run, self._output_names
+
+        def query(on_done: Callable[[], None]) -> None:
+            run(names, feeds)
+            on_done()
+
+        def wait() -> None:
+            done, _ = wait_all(futures)
+            futures.clear()
+            for f in done:
+                f.result()  # a failed query raises here, not silently
+
+        return ConcurrentCalls(submit=lambda on_done: futures.append(pool.submit(query, on_done)), wait=wait,
+                               close=lambda: pool.shutdown(wait=True), requests=requests,
+                               path=f"onnxruntime: {requests} threads calling session.run on one session")
 
     def describe(self) -> dict[str, Any]:
         import onnxruntime as ort

@@ -28,7 +28,17 @@ from typing import Any, Literal
 import numpy as np
 
 from edgekd.artifact import IOSpec
-from edgekd.backends.base import Availability, BackendBase, BoundCall, BuildResult, BuildSource, check_feeds, layer_table, source_path
+from edgekd.backends.base import (
+    Availability,
+    BackendBase,
+    BoundCall,
+    BuildResult,
+    BuildSource,
+    ConcurrentCalls,
+    check_feeds,
+    layer_table,
+    source_path,
+)
 from edgekd.backends.flavors import OPENVINO
 from edgekd.errors import BuildError, ConfigError
 
@@ -258,6 +268,18 @@ class OpenVINORunner:
                          path="openvino InferRequest with input tensors set once (shared memory); "
                               "request.infer(share_outputs=True) without arguments",
                          runtime_latency_s=lambda: request.latency / 1e3, keep=(request, arrays))
+
+    def concurrent_calls(self, feeds: Mapping[str, np.ndarray], requests: int) -> ConcurrentCalls:
+        """OpenVINO's AsyncInferQueue with ``requests`` infer requests on the compiled model (as benchmark_app's
+        async mode); the target's NUM_STREAMS / PERFORMANCE_HINT decide how many run at once."""
+        import openvino as ov
+
+        queue = ov.AsyncInferQueue(self.compiled, requests)
+        queue.set_callback(lambda _request, on_done: on_done())
+        arrays = {spec.name: np.ascontiguousarray(feeds[spec.name]) for spec in self.inputs}
+        return ConcurrentCalls(submit=lambda on_done: queue.start_async(arrays, userdata=on_done), wait=queue.wait_all,
+                               close=queue.wait_all, requests=requests,
+                               path=f"openvino AsyncInferQueue, {requests} infer requests")
 
     def layers(self) -> list[dict[str, str]]:
         if self._layers is None:

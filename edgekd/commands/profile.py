@@ -8,6 +8,7 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HELP = """\
 Profile ARTIFACT on the device this runs on and write profile.json (schema edgekd.profile/1),
@@ -109,6 +110,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="timed call: bound = the runtime's lowest-overhead call on inputs bound once (ORT IOBinding, "
                         "a pre-set OpenVINO InferRequest); plain = runner.infer(feeds) through the Python binding "
                         "every call. The binding's per-call cost is measured and reported either way [bound]")
+    s = p.add_argument_group("multi-query scenarios (MLPerf LoadGen style)")
+    s.add_argument("--requests", type=_batches, default=(), metavar="1,2,4",
+                   help="offline with N queries in flight (OpenVINO AsyncInferQueue / ORT session threads): throughput "
+                        "and per-query latency for each N")
+    s.add_argument("--server-qps", type=float, metavar="Q",
+                   help="Server scenario: Poisson arrivals at Q queries/s (seeded), latency from each scheduled "
+                        "arrival (queueing counts), p99 judged by LoadGen's early stopping")
+    s.add_argument("--duration", type=_seconds, default=10.0, metavar="S", help="Server scenario length [10 s]")
+    s.add_argument("--latency-bound-ms", type=float, metavar="MS",
+                   help="Server scenario: the run is VALID when its early-stopping p99 is within MS")
     g.add_argument("--no-layers", action="store_true", help="skip the per-layer profile")
     g.add_argument("--layer-runs", type=_count(1), default=20, help="runs averaged in the per-layer profile [20]")
     g.add_argument("--no-plots", action="store_true", help="do not write PNGs")
@@ -143,6 +154,19 @@ def run(args: argparse.Namespace) -> int:
     return _run_profile(args)
 
 
+def _server_settings(args: argparse.Namespace) -> Any:
+    from edgekd.errors import ConfigError
+    from edgekd.profiler.scenarios import ServerSettings
+
+    if args.server_qps is None:
+        if args.latency_bound_ms is not None:
+            raise ConfigError("--latency-bound-ms judges the Server scenario: give --server-qps too",
+                              where="--latency-bound-ms")
+        return None
+    return ServerSettings(target_qps=args.server_qps, duration_s=args.duration, latency_bound_ms=args.latency_bound_ms,
+                          requests=max(args.requests) if args.requests else 4)
+
+
 def _default_out(artifact: Path, target: str) -> Path:
     from edgekd.bundle import PROFILE, is_bundle
 
@@ -164,10 +188,11 @@ def _run_profile(args: argparse.Namespace) -> int:
     settings = MeasureSettings(warmup=args.warmup if args.warmup is not None else profiling.warmup,
                                warmup_s=args.warmup_time,
                                iterations=args.iterations if args.iterations is not None else profiling.iterations,
-                               duration_s=args.time, idle_gap_ms=args.idle_gap)
+                               duration_s=args.time or profiling.duration_s, idle_gap_ms=args.idle_gap)
     options = ProfileOptions(measure=settings, batch_size=args.batch, batches=args.batches, layers=not args.no_layers,
                              layer_runs=args.layer_runs, label=args.label, shapes=dict(args.shape),
-                             call_path=args.call_path, inputs=args.inputs,
+                             call_path=args.call_path, inputs=args.inputs, requests=args.requests,
+                             server=_server_settings(args),
                              command="edgekd profile " + " ".join(shlex.quote(a) for a in sys.argv[2:]))
     if args.precision == "auto" and args.inputs is not None:
         raise ConfigError("--precision auto judges accuracy on the bundle's eval data, not on --inputs", where="--inputs",
@@ -223,6 +248,14 @@ def _print_summary(doc: dict) -> None:
     mix = (doc.get("layers") or {}).get("precision_mix")
     if mix:
         print("layer time by precision: " + ", ".join(f"{k} {v * 100:.1f}%" for k, v in mix.items()))
+    for c in doc.get("concurrent") or []:
+        print(f"offline, {c['requests']} in flight: {c['throughput_per_s']:.1f} samples/s, p50 {c['p50_ms']:.4f} ms, "
+              f"p99 {c['p99_ms']:.4f} ms per query")
+    srv = doc.get("server")
+    if srv:
+        verdict = {True: "VALID", False: "INVALID", None: "not judged"}[srv.get("valid")]
+        print(f"server at {srv['target_qps']:g} QPS ({srv['queries']} queries, achieved {srv['achieved_qps']:.1f}): "
+              f"p99 {srv['p99_ms']:.4f} ms from arrival -> {verdict}: {srv['reason']}")
 
 
 def _run_compare(args: argparse.Namespace) -> int:

@@ -68,6 +68,10 @@ FIELDS: tuple[tuple[str, str, bool, str], ...] = (
     ("accuracy", "object|null", True, "{value, metric, source} when known (bundle report), for the scatter plot"),
     ("inputs", "object|null", False, "what was fed: source (--inputs FILE, golden.npz, or generated with its seed) and "
                                      "each input's shape and dtype"),
+    ("concurrent", "array|null", False, "offline with several requests in flight (--requests N,M): per N, "
+                                        "throughput_per_s, p50/p90/p99 per query, call_path (profiler/scenarios.py)"),
+    ("server", "object|null", False, "LoadGen Server scenario (--server-qps): Poisson arrivals, latency from the "
+                                     "scheduled arrival, p50-p99.9, achieved_qps, p99_early_stop, valid and reason"),
 )
 
 _PY_TYPES: dict[str, type] = {"object": dict, "array": list, "string": str, "number": float, "integer": int,
@@ -188,6 +192,26 @@ def _f(v: Any, d: int = 3) -> str:
     return fmt(v, d)
 
 
+def _scenario_lines(doc: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    if doc.get("concurrent"):
+        lines += ["## Offline, several requests in flight", "", f"Call: {doc['concurrent'][0]['call_path'].split(':')[0]}",
+                  "", "| requests | samples/s | p50 ms | p90 ms | p99 ms | queries |", "|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c['requests']} | {_f(c['throughput_per_s'], 1)} | {_f(c['p50_ms'])} | {_f(c['p90_ms'])} | "
+                  f"{_f(c['p99_ms'])} | {c['queries']} |" for c in doc["concurrent"]]
+        lines.append("")
+    srv = doc.get("server")
+    if srv:
+        verdict = {True: "VALID", False: "INVALID", None: "not judged"}[srv.get("valid")]
+        lines += ["## Server scenario (Poisson arrivals)", "",
+                  f"- {srv['queries']} queries at {srv['target_qps']:g} QPS for {srv['duration_s']:g} s "
+                  f"(achieved {_f(srv.get('achieved_qps'), 1)} QPS), {srv['requests']} requests; {srv['call_path']}",
+                  f"- latency from the scheduled arrival: p50 {_f(srv['p50_ms'])}, p90 {_f(srv['p90_ms'])}, "
+                  f"p99 {_f(srv['p99_ms'])}, p99.9 {_f(srv['p99_9_ms'])} ms; {srv['issued_late']} issued > 1 ms late",
+                  f"- **{verdict}**: {srv['reason']}", ""]
+    return lines
+
+
 def _cache_note(doc: dict[str, Any]) -> str:
     """Whether the load time includes compiling (an OpenVINO compile cache hit makes it a warm load)."""
     cache = (doc.get("runtime") or {}).get("compile_cache") or {}
@@ -263,6 +287,7 @@ def markdown(doc: dict[str, Any], plots: list[str] | None = None, top: int = 15)
                 lines.append(f"| {p['batch_size']} | {_f(p['p50_ms'])} | {_f(p['per_sample_ms'])} | "
                              f"{_f(p['throughput_per_s'], 1)} |")
         lines.append("")
+    lines += _scenario_lines(doc)
     layers = doc.get("layers")
     if layers and layers.get("rows"):
         mix = ", ".join(f"{k} {v * 100:.1f}%" for k, v in layers.get("precision_mix", {}).items())

@@ -170,6 +170,8 @@ class ProfileOptions:
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # --shape: dims for dynamic inputs (batch first)
     call_path: str = "bound"  # --call-path: the timed call (measure.CALL_PATHS)
     inputs: Path | None = None  # --inputs: the user's own feeds (.npz keyed by input name), instead of generated ones
+    requests: tuple[int, ...] = ()  # --requests: offline with N queries in flight, per N (profiler/scenarios.py)
+    server: Any = None  # --server-qps: scenarios.ServerSettings of a LoadGen Server run
 
 
 def _threads(target: Target) -> dict[str, Any]:
@@ -294,6 +296,15 @@ def profile(artifact: str | Path, target: str | Target, out_dir: Path, options: 
     if opts.batches:
         doc["offline"] = {"points": batch_sweep(runner, runner.inputs, opts.batches, _short(opts.measure), res.sample,
                                                   shapes=opts.shapes, call_path=opts.call_path, given=given)}
+    if opts.requests:
+        from edgekd.profiler.scenarios import offline_concurrent
+
+        queries = max(opts.measure.iterations, 64)
+        doc["concurrent"] = [offline_concurrent(runner, feeds, n, max(queries, 4 * n)) for n in opts.requests]
+    if opts.server is not None:
+        from edgekd.profiler.scenarios import server
+
+        doc["server"] = server(runner, feeds, opts.server)
     if opts.layers:
         doc["layers"] = _layers(res, backend, feeds, opts.layer_runs)
     if on_runner is not None:
